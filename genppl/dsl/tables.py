@@ -1,0 +1,116 @@
+"""Factories for table-defined discrete nodes: CPTs and counting-measure variables.
+
+Both return ordinary distribution factories, so the compiler, the graph and every engine treat
+them exactly like any other node; the table is kept in float64 and cast to the model's
+device and dtype when the model runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+
+from genppl.errors import ModelError
+
+if TYPE_CHECKING:
+    from genppl.dsl.model import Model
+
+
+class _Cast:
+    """A float64 master table, cast once per (device, dtype) the model runs on."""
+
+    def __init__(self, model: Model, table: torch.Tensor) -> None:
+        self._model = model
+        self.master = table
+        self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def __call__(self) -> torch.Tensor:
+        key = (self._model.device, self._model.dtype)
+        cast = self._cache.get(key)
+        if cast is None:
+            cast = self._cache[key] = self.master.to(device=key[0], dtype=key[1])
+        return cast
+
+
+def cpt_factory(
+    model: Model, name: str, parents: tuple[str, ...], table: Any, where: str
+) -> tuple[Callable[..., dist.Distribution], int]:
+    """Validate a CPT against its parents and return ``(factory, cardinality)``."""
+    try:
+        t = torch.as_tensor(table, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"CPT {name!r} ({where}): table is not numeric ({e}).") from e
+    if t.dim() != len(parents) + 1:
+        raise ModelError(
+            f"CPT {name!r} ({where}): table has {t.dim()} dimensions but {len(parents)} parents; "
+            "its shape must be (parent cardinalities..., own cardinality)."
+        )
+    for axis, p in enumerate(parents):
+        parent = model.nodes.get(p)
+        if parent is not None and parent.cardinality is not None:
+            if parent.cardinality != t.shape[axis]:
+                raise ModelError(
+                    f"CPT {name!r} ({where}): axis {axis} has {t.shape[axis]} entries but parent "
+                    f"{p!r} has {parent.cardinality} states."
+                )
+    if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), atol=1e-6):
+        raise ModelError(f"CPT {name!r} ({where}): every row (last axis) must be a probability "
+                         "vector: non-negative and summing to 1.")
+    cast = _Cast(model, t)
+    n_parents = len(parents)
+
+    def factory(**values: torch.Tensor) -> dist.Distribution:
+        probs = cast()
+        if n_parents:
+            index = tuple(values[p] for p in parents)
+            probs = Vindex(probs)[(..., *index, slice(None))]
+        return dist.Categorical(probs=probs)
+
+    return factory, int(t.shape[-1])
+
+
+class CountingMeasure(dist.TorchDistribution):
+    """The improper counting measure on ``{0, ..., K-1}``: log density 0 everywhere.
+
+    Undirected variables take their whole distribution from factors; this base measure lets
+    them be Pyro sample sites that enumerate like any categorical, without adding ``-log K``.
+    """
+
+    arg_constraints: dict = {}  # noqa: RUF012 (torch's own convention)
+    has_enumerate_support = True
+
+    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None) -> None:
+        self.logits = logits
+        super().__init__(logits.shape[:-1], torch.Size(), validate_args=validate_args)
+
+    @property
+    def support(self) -> Any:
+        return dist.constraints.integer_interval(0, self.logits.shape[-1] - 1)
+
+    def expand(self, batch_shape: torch.Size, _instance: Any = None) -> CountingMeasure:
+        batch_shape = torch.Size(batch_shape)
+        return CountingMeasure(self.logits.expand(batch_shape + self.logits.shape[-1:]))
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        # Sampling from the base measure means uniformly: engines that sample undirected
+        # variables (prior draws, Gibbs initialisation) start from here.
+        return dist.Categorical(logits=self.logits).sample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        return torch.zeros(shape, dtype=self.logits.dtype, device=self.logits.device)
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        return dist.Categorical(logits=self.logits).enumerate_support(expand)
+
+
+def uniform_factory(model: Model, cardinality: int) -> Callable[[], dist.Distribution]:
+    """Factory for a counting-measure variable with ``cardinality`` states."""
+    def factory() -> dist.Distribution:
+        return CountingMeasure(torch.zeros(cardinality, device=model.device, dtype=model.dtype))
+
+    return factory

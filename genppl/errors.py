@@ -1,0 +1,23 @@
+"""The one exception type users see when a model, a guide or its data is wrong.
+
+Every message names the node (and the file and line where it was declared) and says what
+would fix the problem, so that a mistake never surfaces as a traceback from deep in torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ModelError(ValueError):
+    """A model, guide, engine option or data set that cannot work as given."""
+
+
+def suggest(name: str, valid: Iterable[str]) -> str:
+    """Return a ' Did you mean ...?' hint plus the list of valid names, for error messages."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    listing = ", ".join(valid) if valid else "(none)"
+    return f"{hint} Valid names: {listing}."

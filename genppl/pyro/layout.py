@@ -1,0 +1,122 @@
+"""Where plates sit: Pyro batch dimensions, sizes from data, and the data layout.
+
+Users pass each data array in a compact layout: the chain's time axis first (if the node is
+in a chain), then one axis per plate of the node, outermost first, then the event axes. Pyro
+wants every plate at a fixed negative batch dimension shared by all sites. This module assigns
+those dimensions once per model and converts between the two layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import torch
+
+from genppl.errors import ModelError
+
+if TYPE_CHECKING:
+    from genppl.dsl.model import Model
+    from genppl.dsl.nodes import Node
+
+
+def plate_dims(model: Model) -> dict[str, int]:
+    """Assign each plate a negative batch dim: enclosing plates lie to the left.
+
+    A plate's dim is ``-1 - (longest run of plates nested inside it)``, over every node's plate
+    stack, so plates on one stack get distinct dims whatever else is declared.
+    """
+    encloses = nx.DiGraph()
+    encloses.add_nodes_from(model.plates)
+    stacks = {node.plates for node in model.nodes.values()}
+    stacks |= {c.plates for c in model.chains.values()}
+    for stack in stacks:
+        encloses.add_edges_from(zip(stack, stack[1:], strict=False))
+    if not nx.is_directed_acyclic_graph(encloses):
+        cycle = nx.find_cycle(encloses)
+        raise ModelError(f"model {model.name!r}: plates {cycle[0][0]!r} and {cycle[0][1]!r} are "
+                         "nested in both orders; nest plates the same way everywhere.")
+    depth: dict[str, int] = {}
+    for plate in reversed(list(nx.topological_sort(encloses))):
+        depth[plate] = 1 + max((depth[c] for c in encloses.successors(plate)), default=0)
+    dims = {p: (spec.dim if spec.dim is not None else -depth[p]) for p, spec in
+            model.plates.items()}
+    for stack in stacks:
+        used = [dims[p] for p in stack]
+        if any(a >= b for a, b in zip(used, used[1:], strict=False)):
+            raise ModelError(f"model {model.name!r}: plates {stack} get batch dims {used}; an "
+                             "enclosing plate needs a dim left of (more negative than) the "
+                             "plates inside it. Fix dim= or drop it.")
+    return dims
+
+
+def data_axes(node: Node) -> int:
+    """How many leading axes of the node's compact data are batch (time + plates)."""
+    return len(node.plates) + (node.chain is not None)
+
+
+def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
+                  default: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Plate sizes and chain lengths: declared, else read off the data's compact layout.
+
+    ``default`` stands in for sizes no data determines (used when drawing prior samples to
+    inspect a model); without it such a size is an error.
+    """
+    sizes: dict[str, int] = {p: s.size for p, s in model.plates.items() if s.size is not None}
+    lengths: dict[str, int] = {c: s.length for c, s in model.chains.items()
+                               if s.length is not None}
+    for name, value in data.items():
+        node = model.nodes.get(name)
+        if node is None or node.kind not in ("observed", "input"):
+            continue
+        offset = 0
+        if node.chain is not None:
+            lengths.setdefault(node.chain, value.shape[0]) if value.dim() else None
+            offset = 1
+        for i, plate in enumerate(node.plates):
+            if value.dim() > offset + i:
+                sizes.setdefault(plate, value.shape[offset + i])
+    for what, table, specs in (("plate", sizes, model.plates), ("chain", lengths, model.chains)):
+        for name, spec in specs.items():
+            if name not in table:
+                if default is None:
+                    holders = [n.name for n in model.nodes.values()
+                               if n.kind in ("observed", "input")
+                               and (name in n.plates or n.chain == name)]
+                    raise ModelError(
+                        f"{what} {name!r} ({spec.declared_at}) has no size and no data to read it "
+                        f"from; pass data for one of {holders or 'its nodes'} or declare it with "
+                        "a size.")
+                table[name] = default
+    return sizes, lengths
+
+
+def to_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],
+                   sizes: Mapping[str, int], indices: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Check one step's compact data against the node's plates, subsample, and move each plate
+    axis to its Pyro batch dim (inserting singleton axes for plates the node is not in)."""
+    k = len(node.plates)
+    if value.dim() < k:
+        raise ModelError(
+            f"data for {node.name!r} ({node.declared_at}) has shape {tuple(value.shape)}, but "
+            f"{node.name!r} sits in plates {node.plates}: its leading axes must be "
+            + ", ".join(f"{p} ({sizes[p]})" for p in node.plates) + " then the event axes.")
+    for axis, plate in enumerate(node.plates):
+        if value.shape[axis] != sizes[plate]:
+            raise ModelError(
+                f"data for {node.name!r} ({node.declared_at}) has {value.shape[axis]} entries on "
+                f"axis {axis}, but plate {plate!r} has size {sizes[plate]}. Data axes are: "
+                + ("time, " if node.chain else "") + ", ".join(node.plates) + ", then event.")
+        idx = indices.get(plate)
+        if idx is not None:
+            value = value.index_select(axis, idx)
+    if k == 0:
+        return value
+    event_shape = value.shape[k:]
+    width = max(-dims[p] for p in node.plates)
+    shape = [1] * width
+    for axis, plate in enumerate(node.plates):
+        shape[width + dims[plate]] = value.shape[axis]
+    # Plates on one stack have increasing dims (outer left), so a reshape keeps the order.
+    return value.reshape(*shape, *event_shape)

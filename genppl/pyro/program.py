@@ -1,0 +1,250 @@
+"""Compile a declaration into a plain Pyro callable.
+
+``PyroProgram(model)`` walks the nodes in declaration order and emits one Pyro primitive per
+node: ``pyro.param``, ``pyro.module``, ``pyro.sample`` (finite latents marked for
+enumeration), ``pyro.deterministic`` and ``pyro.factor``, inside ``pyro.plate`` contexts with
+fixed dims and ``pyro.markov`` for chains. The result is an ordinary function of keyword
+arguments, so ``pyro.infer.SVI``, ``MCMC`` and ``infer_discrete`` accept it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import torch
+from torch.distributions import Distribution
+
+from genppl.errors import ModelError, suggest
+from genppl.pyro.layout import plate_dims, resolve_sizes, to_pyro_layout
+
+if TYPE_CHECKING:
+    from genppl.dsl.model import Model
+    from genppl.dsl.nodes import Node
+
+_USER_ERRORS = (ValueError, RuntimeError, TypeError, IndexError, KeyError, AssertionError)
+
+
+def site_name(name: str, step: int | None) -> str:
+    """Pyro site name of a node (at a chain step: ``z[3]``, which no identifier can clash with)."""
+    return name if step is None else f"{name}[{step}]"
+
+
+@contextmanager
+def default_tensor_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Make literals inside user factories (``dist.Normal(0., 1.)``) follow the model."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        if device.type == "cpu":
+            yield
+        else:
+            with device:
+                yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
+    """Data on the model's device; floating data in the model's dtype, integers kept exact."""
+    try:
+        t = torch.as_tensor(value, device=model.device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"data {name!r} cannot become a tensor: {e}") from e
+    if t.is_floating_point() and t.dtype != model.dtype:
+        t = t.to(model.dtype)
+    return t
+
+
+class PyroProgram:
+    """The Pyro callable of a model or guide (see module docstring)."""
+
+    def __init__(self, model: Model, name: str, *, generative: bool = False) -> None:
+        self.model = model
+        self.__name__ = name
+        self.generative = generative
+        # A guide runs in its model's plates and reads its model's data.
+        self.owner: Model = getattr(model, "model", model)
+        self.dims = plate_dims(self.owner)
+        self.max_plate_nesting = max((-d for d in self.dims.values()), default=0)
+        self.blocks = _blocks(model)
+        self.data_names = [n.name for n in self.owner.nodes.values()
+                           if n.kind in ("observed", "input")]
+
+    def __repr__(self) -> str:
+        return f"<pyro program of {self.model.name!r}>"
+
+    def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        model = self.model
+        unknown = [k for k in kwargs if k not in self.data_names]
+        if unknown:
+            raise ModelError(f"{model.name!r} got data {unknown[0]!r}, which is not an observed "
+                             "node or input." + suggest(unknown[0], self.data_names))
+        data = {k: as_data(model, k, v) for k, v in kwargs.items() if v is not None}
+        sizes, lengths = resolve_sizes(self.owner, data)
+        return self.execute(data, sizes, lengths)
+
+    def execute(self, data: dict[str, torch.Tensor], sizes: dict[str, int],
+                lengths: dict[str, int]) -> dict[str, Any]:
+        """Run with prepared data and every plate size and chain length known."""
+        model = self.model
+        plates = {
+            name: pyro.plate(name, sizes[name], subsample_size=spec.subsample_size,
+                             dim=self.dims[name], device=model.device)
+            for name, spec in model.plates.items()
+        }
+        indices = {name: p.indices for name, p in plates.items()
+                   if model.plates[name].subsample_size is not None}
+        run = _Run(self, data, sizes, plates, indices)
+        with default_tensor_context(model.device, model.dtype):
+            for block in self.blocks:
+                if isinstance(block, str):
+                    run.chain(block, lengths[block])
+                else:
+                    run.node(block, None, block.fn, block.parents)
+        return run.values
+
+
+def _blocks(model: Model) -> list[Node | str]:
+    """Declaration order with each chain collapsed to one block at its first node."""
+    blocks: list[Node | str] = []
+    for node in model.nodes.values():
+        if node.chain is None:
+            blocks.append(node)
+        elif node.chain not in blocks:
+            blocks.append(node.chain)
+    return blocks
+
+
+class _Run:
+    """State of one execution: values so far, plates, data."""
+
+    def __init__(self, program: PyroProgram, data: dict[str, torch.Tensor],
+                 sizes: dict[str, int], plates: dict[str, Any],
+                 indices: dict[str, torch.Tensor]) -> None:
+        self.program = program
+        self.model = program.model
+        self.data = data
+        self.sizes = sizes
+        self.plates = plates
+        self.indices = indices
+        self.values: dict[str, Any] = {}
+        self.prev: dict[str, Any] = {}
+
+    def chain(self, name: str, length: int) -> None:
+        spec = self.model.chains[name]
+        nodes = [n for n in self.model.nodes.values() if n.chain == name]
+        steps = range(length - 1, -1, -1) if spec.reverse else range(length)
+        for i, step in enumerate(pyro.markov(steps)):
+            for node in nodes:
+                if i == 0 and node.init_fn is not None:
+                    self.node(node, step, node.init_fn, node.init_parents)
+                else:
+                    self.node(node, step, node.fn, node.parents)
+            self.prev = {n.name: self.values[n.name] for n in nodes}
+
+    def node(self, node: Node, step: int | None, fn: Any, parents: tuple) -> None:
+        kind = node.kind
+        if kind == "param":
+            self.values[node.name] = pyro.param(node.name, lambda: self._param_init(node),
+                                                constraint=node.constraint)
+            return
+        if kind == "module":
+            self.values[node.name] = pyro.module(node.name, node.value)
+            return
+        args = {p.arg: (step if p.node is None else
+                        self.prev[p.node] if p.lag else self.values[p.node]) for p in parents}
+        site = site_name(node.name, step)
+        with ExitStack() as stack:
+            for plate in node.plates:
+                stack.enter_context(self.plates[plate])
+            if kind == "input":
+                value = self._data(node, step, node.event_dim)
+                if value is None:
+                    raise ModelError(f"input {node.name!r} ({node.declared_at}) was not given; "
+                                     f"pass {node.name}=... to the model or engine.")
+            elif kind == "deterministic":
+                value = pyro.deterministic(site, self._call(node, fn, args),
+                                           event_dim=node.event_dim)
+            elif kind == "factor":
+                pyro.factor(site, self._log_potential(node, fn, args))
+                return
+            else:
+                value = self._sample(node, site, step, fn, args)
+        self.values[node.name] = value
+
+    def _sample(self, node: Node, site: str, step: int | None, fn: Any,
+                args: dict[str, Any]) -> torch.Tensor:
+        d = self._call(node, fn, args)
+        if not isinstance(d, Distribution):
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
+                             f"{type(d).__name__}, not a distribution; return e.g. "
+                             "dist.Normal(loc, scale).")
+        obs = None
+        infer = dict(node.infer)
+        if node.kind == "observed":
+            obs = self._data(node, step, d.event_dim)
+            if obs is None and not self.program.generative:
+                raise ModelError(f"observed node {node.name!r} ({node.declared_at}) has no data; "
+                                 f"pass {node.name}=... (or use the 'prior' engine to sample it).")
+        elif node.enumerate and d.has_enumerate_support:
+            infer.setdefault("enumerate", "parallel")
+        try:
+            return pyro.sample(site, d, obs=obs, infer=infer)
+        except _USER_ERRORS as e:
+            raise ModelError(
+                f"node {node.name!r} ({node.declared_at}): Pyro rejected the sample site: "
+                f"{type(e).__name__}: {e}. Check that the distribution's batch shape "
+                f"{tuple(d.batch_shape)} matches plates {node.plates} (use .to_event(n) for "
+                "event dims)."
+            ) from e
+
+    def _call(self, node: Node, fn: Any, args: dict[str, Any]) -> Any:
+        try:
+            return fn(**args)
+        except ModelError:
+            raise
+        except _USER_ERRORS as e:
+            shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in args.items()
+                               if isinstance(v, torch.Tensor))
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): its factory raised "
+                             f"{type(e).__name__}: {e}" + (f" (parent shapes {shapes})"
+                                                           if shapes else "")) from e
+
+    def _log_potential(self, node: Node, fn: Any, args: dict[str, Any]) -> torch.Tensor:
+        value = self._call(node, fn, args)
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        return value
+
+    def _data(self, node: Node, step: int | None, event_dim: int) -> torch.Tensor | None:
+        value = self.data.get(node.name)
+        if value is None:
+            return None
+        if step is not None:
+            if value.dim() == 0 or value.shape[0] <= step:
+                raise ModelError(f"data for chain node {node.name!r} ({node.declared_at}) needs "
+                                 "the time axis first, one entry per step.")
+            value = value[step]
+        return to_pyro_layout(node, value, self.program.dims, self.sizes, self.indices)
+
+    def _param_init(self, node: Node) -> torch.Tensor:
+        init = node.value() if callable(node.value) else node.value
+        try:
+            t = torch.as_tensor(init, device=self.model.device)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ModelError(f"param {node.name!r} ({node.declared_at}): initial value is not "
+                             f"tensor-like: {e}") from e
+        if t.is_floating_point():
+            t = t.to(self.model.dtype)
+        if not bool(node.constraint.check(t).all()):
+            raise ModelError(f"param {node.name!r} ({node.declared_at}): initial value violates "
+                             f"its constraint {node.constraint}.")
+        return t.clone()
+
+
+def data_kwargs(program: PyroProgram, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Filter engine data down to the names a program accepts (guides read a subset)."""
+    return {k: v for k, v in data.items() if k in program.data_names}
