@@ -365,10 +365,10 @@ def _reachable(h: nx.DiGraph, sources: set[str], given: set[str]) -> set[str]:
             reached.add(v)
         if direction == "up" and v not in given:
             stack.extend((p, "up") for p in h.predecessors(v))
-            pass
+            stack.extend((c, "down") for c in h.successors(v))
         elif direction == "down":
             if v not in given:
-                pass
+                stack.extend((c, "down") for c in h.successors(v))
             if v in observed_or_ancestor:
                 stack.extend((p, "up") for p in h.predecessors(v))
     return reached

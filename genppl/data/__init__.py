@@ -1,0 +1,1 @@
+"""Small classic data tables embedded in the package, so nothing downloads at run time."""

@@ -1,0 +1,106 @@
+"""What every engine driver needs: data prepared once, site structure, seeds, progress bars,
+and posterior draws completed with the discrete latents recovered by ``infer_discrete``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import infer_discrete
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from tqdm.auto import tqdm
+
+from genppl.dsl.model import Model
+from genppl.errors import ModelError, suggest
+from genppl.pyro.program import PyroProgram, as_data
+from genppl.pyro.values import split_site, trace_values
+
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared:
+    """A model compiled once with its data converted once (device and dtype of the model)."""
+
+    model: Model
+    program: PyroProgram
+    data: dict[str, torch.Tensor]
+    enumerated: list[str]  # Pyro sites of finite latents marked for enumeration
+    continuous: list[str]  # other latent Pyro sites
+
+    @property
+    def max_plate_nesting(self) -> int:
+        return self.program.max_plate_nesting
+
+    @property
+    def discrete_nodes(self) -> set[str]:
+        return {split_site(s)[0] for s in self.enumerated}
+
+
+def prepare(model: Model, data: Mapping[str, Any] | None) -> Prepared:
+    """Convert data and trace the model once to learn which latents enumerate."""
+    program = model.pyro_model
+    data = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
+    missing = [n for n in model.observed_names if n not in data]
+    if missing:
+        raise ModelError(f"observed node {missing[0]!r} ({model[missing[0]].declared_at}) has no "
+                         f"data; pass {missing[0]}=... (or use engine='prior' to sample it).")
+    with pyro.get_param_store().scope(), torch.no_grad():
+        trace = poutine.trace(program).get_trace(**data)
+    enumerated, continuous = [], []
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        name, _ = split_site(site["name"])
+        if name not in model.nodes or model.nodes[name].kind != "latent":
+            continue
+        (enumerated if site["infer"].get("enumerate") else continuous).append(site["name"])
+    return Prepared(model, program, data, enumerated, continuous)
+
+
+def init_values(prep: Prepared, init: dict[str, Any] | None) -> Callable[..., Any]:
+    """Pyro init strategy: the given latent values (model dtype/device), else prior medians."""
+    if not init:
+        return init_to_median
+    unknown = [k for k in init if k not in prep.model.latent_names]
+    if unknown:
+        raise ModelError(f"init= names {unknown[0]!r}, which is not a latent of "
+                         f"{prep.model.name!r}." + suggest(unknown[0], prep.model.latent_names))
+    values = {k: as_data(prep.model, k, v) for k, v in init.items()}
+    return init_to_value(values=values, fallback=init_to_median)
+
+
+def seed_everything(seed: int | None) -> None:
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+
+
+def progress_bar(items: Iterable[T], *, total: int, desc: str, enabled: bool) -> Iterable[T]:
+    """A tqdm bar on long runs; silent when disabled or when stderr is not a terminal."""
+    show = enabled and sys.stderr.isatty()
+    return tqdm(items, total=total, desc=desc, disable=not show, leave=False)
+
+
+def complete_draw(prep: Prepared, conditioned_on: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """One posterior draw of every latent and deterministic node: the given (continuous)
+    values, plus the discrete latents sampled exactly from their conditional posterior."""
+    model: Callable[..., Any] = poutine.condition(prep.program, data=conditioned_on)
+    if prep.enumerated:
+        model = infer_discrete(model, first_available_dim=-1 - prep.max_plate_nesting,
+                               temperature=1)
+    trace = poutine.trace(model).get_trace(**prep.data)
+    return trace_values(prep.model, trace, prep.program.dims)
+
+
+def check_finite(value: float, what: str, step: int | None = None) -> None:
+    """Stop a run as soon as its objective stops being a number, saying where."""
+    if value != value or value in (float("inf"), float("-inf")):
+        at = f" at step {step}" if step is not None else ""
+        raise ModelError(f"{what} became {value}{at}. Usual causes: a scale or concentration "
+                         "reaching 0 (constrain it positive), data outside a distribution's "
+                         "support, or a learning rate that is too large.")

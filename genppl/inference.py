@@ -1,0 +1,53 @@
+"""``genppl.infer`` and ``genppl.fit``: one entry point for every engine."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from genppl.dsl.model import Model
+from genppl.engines import get_engine
+from genppl.engines.common import prepare
+from genppl.errors import ModelError, suggest
+from genppl.results import FitResult, Posterior
+
+
+def default_engine(model: Model, data: dict[str, Any] | None) -> str:
+    """Exact enumeration for fully finite models, NUTS when continuous latents exist."""
+    if not model.latent_names:
+        return "svi"
+    return "nuts" if prepare(model, data).continuous else "enum"
+
+
+def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None = None,
+          **options: Any) -> Posterior:
+    """Posterior of ``model`` given ``data`` (observed nodes and inputs, by name)."""
+    name = engine or default_engine(model, data)
+    chosen = get_engine(name)
+    if chosen.infer is None:
+        raise ModelError(f"engine {name!r} fits params but gives no posterior; use "
+                         f"genppl.fit(model, data, engine={name!r}).")
+    return chosen.infer(model, data, **_checked(name, chosen.infer, options))
+
+
+def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
+        **options: Any) -> FitResult:
+    """Fit the params (and guide) of ``model`` to ``data``."""
+    chosen = get_engine(engine)
+    if chosen.fit is None:
+        raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
+                         f"genppl.infer(model, data, engine={engine!r}).")
+    return chosen.fit(model, data, **_checked(engine, chosen.fit, options))
+
+
+def _checked(engine: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Reject options the engine does not take, naming the ones it does."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return options
+    valid = [n for n in params if n not in ("model", "data")]
+    for key in options:
+        if key not in valid:
+            raise ModelError(f"engine {engine!r} has no option {key!r}." + suggest(key, valid))
+    return options

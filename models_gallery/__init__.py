@@ -1,0 +1,14 @@
+"""The lineage of generative models, each declared once on the genppl DSL.
+
+``ENTRIES`` is the registry: every module here must be listed (a test fails otherwise), and
+each defines ``ENTRY = genppl.gallery.GalleryEntry(...)``.
+"""
+
+ENTRIES = [
+    "pearson_crabs",
+    "sprinkler",
+    "casino_hmm",
+    "ising_3x3",
+    "vae_digits",
+    "ddpm_toy",
+]
