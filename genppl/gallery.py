@@ -79,7 +79,8 @@ def entries() -> dict[str, GalleryEntry]:
         module = importlib.import_module(f"models_gallery.{module_name}")
         entry = getattr(module, "ENTRY", None)
         if not isinstance(entry, GalleryEntry):
-            raise ModelError(f"models_gallery/{module_name}.py defines no ENTRY = GalleryEntry(...)")
+            raise ModelError(f"models_gallery/{module_name}.py defines no "
+                             "ENTRY = GalleryEntry(...)")
         out[entry.name] = entry
     return out
 
@@ -97,3 +98,21 @@ def output_file(config: RunConfig, name: str) -> Path | None:
         return None
     config.out.mkdir(parents=True, exist_ok=True)
     return config.out / name
+
+
+def render_graph(model: Model, config: RunConfig, filename: str) -> Path | None:
+    """Draw ``model``'s graph to ``config.out / filename``; return the file written, or None
+    when ``config.out`` is None.
+
+    A missing Graphviz ``dot`` program must not fail a gallery run (the picture is a by-product
+    of the run, not its result), so the DOT source written in its place is returned instead.
+    """
+    from genppl.graph.render import GraphvizNotFound
+
+    path = output_file(config, filename)
+    if path is None:
+        return None
+    try:
+        return model.render(path)
+    except GraphvizNotFound as e:
+        return e.dot_path

@@ -92,8 +92,9 @@ class Posterior:
             f" | elbo={self.elbo:.4f}" if self.elbo is not None else "")]
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
         for r in (header, *rows):
-            lines.append("  ".join(c.rjust(w) if i else c.ljust(w)
-                                   for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+            cells = (c.rjust(w) if i else c.ljust(w)
+                     for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
 
     def to_arviz(self) -> Any:

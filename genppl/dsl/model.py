@@ -227,6 +227,10 @@ class Model:
 
         where = caller_location()
         parents = tuple(parents)
+        for p in parents:
+            if p not in self.nodes:
+                raise ModelError(f"CPT {name!r} ({where}) has unknown parent {p!r}: declare it "
+                                 f"before {name!r}." + suggest(p, self.nodes))
         fn, card = cpt_factory(self, name, parents, table, where)
         if states is not None and len(states) != card:
             raise ModelError(f"CPT {name!r} ({where}): {len(states)} state names for a table "

@@ -51,12 +51,12 @@ def cpt_factory(
         )
     for axis, p in enumerate(parents):
         parent = model.nodes.get(p)
-        if parent is not None and parent.cardinality is not None:
-            if parent.cardinality != t.shape[axis]:
-                raise ModelError(
-                    f"CPT {name!r} ({where}): axis {axis} has {t.shape[axis]} entries but parent "
-                    f"{p!r} has {parent.cardinality} states."
-                )
+        known = parent.cardinality if parent is not None else None
+        if known is not None and known != t.shape[axis]:
+            raise ModelError(
+                f"CPT {name!r} ({where}): axis {axis} has {t.shape[axis]} entries but parent "
+                f"{p!r} has {known} states."
+            )
     if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), atol=1e-6):
         raise ModelError(f"CPT {name!r} ({where}): every row (last axis) must be a probability "
                          "vector: non-negative and summing to 1.")
@@ -71,6 +71,9 @@ def cpt_factory(
         return dist.Categorical(probs=probs)
 
     return factory, int(t.shape[-1])
+
+
+_SCALAR = torch.Size()
 
 
 class CountingMeasure(dist.TorchDistribution):
@@ -95,7 +98,7 @@ class CountingMeasure(dist.TorchDistribution):
         batch_shape = torch.Size(batch_shape)
         return CountingMeasure(self.logits.expand(batch_shape + self.logits.shape[-1:]))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size = _SCALAR) -> torch.Tensor:
         # Sampling from the base measure means uniformly: engines that sample undirected
         # variables (prior draws, Gibbs initialisation) start from here.
         return dist.Categorical(logits=self.logits).sample(sample_shape)

@@ -53,15 +53,22 @@ def build_graph(model: Model) -> nx.DiGraph:
             declared_at=node.declared_at,
         )
     for node in model.nodes.values():
+        lags: dict[str, set[int]] = {}
         for p in (*node.parents, *node.init_parents):
-            if p.node is not None and not g.has_edge(p.node, node.name):
-                g.add_edge(p.node, node.name, lag=p.lag)
-            elif p.node is not None and p.lag == 0:
-                g.edges[p.node, node.name]["lag"] = 0
+            if p.node is not None:
+                lags.setdefault(p.node, set()).add(p.lag)
+        for parent, seen in lags.items():
+            g.add_edge(parent, node.name, lag=min(seen), lags=tuple(sorted(seen)))
     return g
 
 
 def _constraint_name(constraint: Any) -> str:
+    """The public name of a constraint object (``"positive"``, not its class ``_GreaterThan``)."""
+    from pyro.distributions import constraints
+
+    for name in constraints.__all__:
+        if getattr(constraints, name, None) is constraint:
+            return name
     return type(constraint).__name__.lstrip("_").lower()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pyro.distributions as dist
 import torch
 from pyro.infer import TraceEnum_ELBO
 
@@ -22,6 +23,18 @@ from genppl.results import Posterior
 
 def _empty_guide(**_: Any) -> None:
     return None
+
+
+def _state_probs(d: Any) -> torch.Tensor:
+    """State probabilities ``(..., K)`` of a marginal from ``compute_marginals``.
+
+    Pyro builds each marginal as ``type(site_fn)(logits=...)``: for a counting-measure
+    variable those logits are unnormalised (and the class has no ``.probs``), and a Bernoulli
+    gets one logit, so normalise here instead of reading ``.probs``.
+    """
+    if isinstance(d, dist.Bernoulli):
+        return torch.stack([1 - d.probs, d.probs], -1)
+    return torch.softmax(d.logits, -1)
 
 
 def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
@@ -47,7 +60,7 @@ def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
     marginals: dict[str, torch.Tensor] = {}
     for site, d in dists.items():
         name, step = split_site(site)
-        probs = from_pyro_layout(model[name], d.probs, prep.program.dims, 1)
+        probs = from_pyro_layout(model[name], _state_probs(d), prep.program.dims, 1)
         if step is None:
             marginals[name] = probs
         else:

@@ -22,7 +22,7 @@ import heapq
 import itertools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import networkx as nx
 
@@ -156,27 +156,34 @@ def unroll(g: nx.DiGraph, lengths: dict[str, int] | None = None) -> nx.DiGraph:
         return _step_name(v, 0 if reverse(v) else steps[v] - 1)
 
     for u, v, data in g.edges(data=True):
-        lag = data.get("lag", 0)
-        attrs = {**data, "lag": 0}
-        same_chain = u in steps and v in steps and g.nodes[u]["chain"] == g.nodes[v]["chain"]
-        if lag not in (0, 1):
-            raise ValueError(f"edge {u!r} -> {v!r} has lag={lag!r}; only 0 and 1 are supported")
-        if same_chain:
-            length = steps[v]
-            shift = (1 if reverse(v) else -1) * lag
-            for t in range(length):
-                if 0 <= t + shift < length:
-                    h.add_edge(_step_name(u, t + shift), _step_name(v, t), **attrs)
-        elif lag == 1:
-            raise ValueError(
-                f"edge {u!r} -> {v!r} has lag=1 but its ends are not on one chain of the template"
-            )
-        else:
-            sources = [last_step(u)] if u in steps else [u]
-            targets = [_step_name(v, t) for t in range(steps[v])] if v in steps else [v]
-            for s, t in itertools.product(sources, targets):
-                h.add_edge(s, t, **attrs)
+        # ``lags`` lists every lag at which the child reads the parent (``x`` may read both
+        # ``z`` and ``z_prev``); ``lag`` alone is the smallest of them.
+        for lag in data.get("lags", (data.get("lag", 0),)):
+            _unroll_edge(h, g, u, v, lag, {**data, "lag": 0}, steps, reverse, last_step)
     return h
+
+
+def _unroll_edge(h: nx.DiGraph, g: nx.DiGraph, u: str, v: str, lag: int, attrs: dict,
+                 steps: dict[str, int], reverse: Callable[[str], bool],
+                 last_step: Callable[[str], str]) -> None:
+    same_chain = u in steps and v in steps and g.nodes[u]["chain"] == g.nodes[v]["chain"]
+    if lag not in (0, 1):
+        raise ValueError(f"edge {u!r} -> {v!r} has lag={lag!r}; only 0 and 1 are supported")
+    if same_chain:
+        length = steps[v]
+        shift = (1 if reverse(v) else -1) * lag
+        for t in range(length):
+            if 0 <= t + shift < length:
+                h.add_edge(_step_name(u, t + shift), _step_name(v, t), **attrs)
+    elif lag == 1:
+        raise ValueError(
+            f"edge {u!r} -> {v!r} has lag=1 but its ends are not on one chain of the template"
+        )
+    else:
+        sources = [last_step(u)] if u in steps else [u]
+        targets = [_step_name(v, t) for t in range(steps[v])] if v in steps else [v]
+        for s, t in itertools.product(sources, targets):
+            h.add_edge(s, t, **attrs)
 
 
 # --------------------------------------------------------------------------- random variables

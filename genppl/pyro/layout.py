@@ -8,6 +8,7 @@ those dimensions once per model and converts between the two layouts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ def plate_dims(model: Model) -> dict[str, int]:
     stacks = {node.plates for node in model.nodes.values()}
     stacks |= {c.plates for c in model.chains.values()}
     for stack in stacks:
-        encloses.add_edges_from(zip(stack, stack[1:], strict=False))
+        encloses.add_edges_from(itertools.pairwise(stack))
     if not nx.is_directed_acyclic_graph(encloses):
         cycle = nx.find_cycle(encloses)
         raise ModelError(f"model {model.name!r}: plates {cycle[0][0]!r} and {cycle[0][1]!r} are "
@@ -44,7 +45,7 @@ def plate_dims(model: Model) -> dict[str, int]:
             model.plates.items()}
     for stack in stacks:
         used = [dims[p] for p in stack]
-        if any(a >= b for a, b in zip(used, used[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(used)):
             raise ModelError(f"model {model.name!r}: plates {stack} get batch dims {used}; an "
                              "enclosing plate needs a dim left of (more negative than) the "
                              "plates inside it. Fix dim= or drop it.")
