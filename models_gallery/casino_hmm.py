@@ -105,7 +105,7 @@ def run(config: RunConfig) -> RunReport:
 
 
 def _plot(config: RunConfig, engine: str, p_loaded: torch.Tensor, dice: torch.Tensor) -> str:
-    """P(loaded) per roll over the true loaded stretches, like Durbin et al.'s Figure 3.5."""
+    """P(loaded) per roll drawn over the stretches where the loaded die was truly in use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,11 +113,11 @@ def _plot(config: RunConfig, engine: str, p_loaded: torch.Tensor, dice: torch.Te
 
     path = output_file(config, "casino_hmm_posterior.png")
     assert path is not None
-    steps = torch.arange(len(dice))
+    steps = list(range(len(dice)))  # plain lists: matplotlib and torch tensors mix poorly
     fig, ax = plt.subplots(figsize=(9, 3))
     ax.fill_between(steps, 0, 1, where=(dice == LOADED).tolist(), step="mid", color="C3",
                     alpha=0.2, lw=0, label="loaded die in use (truth)")
-    ax.plot(steps, p_loaded, color="C0", lw=1.2, label="P(loaded | rolls)")
+    ax.plot(steps, p_loaded.tolist(), color="C0", lw=1.2, label="P(loaded | rolls)")
     ax.set_xlim(0, len(dice) - 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("roll")

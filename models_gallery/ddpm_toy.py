@@ -78,6 +78,12 @@ class NoiseSchedule:
 
     betas: torch.Tensor  # float64, shape (T,)
 
+    def __post_init__(self) -> None:
+        if self.betas.dim() != 1 or not bool(((self.betas > 0) & (self.betas < 1)).all()):
+            raise ValueError("a noise schedule needs 0 < beta_s < 1 for every step s; got "
+                             f"{self.betas.min():.4g}..{self.betas.max():.4g} (for a short "
+                             "chain pass a smaller beta_end).")
+
     @classmethod
     def linear(cls, num_steps: int, beta_start: float | None = None,
                beta_end: float | None = None) -> NoiseSchedule:
@@ -336,7 +342,7 @@ def _pictures(config: RunConfig, model: genppl.Model, points: torch.Tensor,
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     for ax, xy, title in ((axes[0], points, "data (held out)"),
                           (axes[1], samples, "DDPM ancestral samples")):
-        xy = xy.detach().cpu().double()
+        xy = xy.detach().cpu().double().numpy()
         ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
         ax.set_title(title)
         ax.set_aspect("equal")

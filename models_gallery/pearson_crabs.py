@@ -115,17 +115,18 @@ def _pictures(config: RunConfig, model: genppl.Model, x: torch.Tensor,
     hist_path = output_file(config, "pearson_crabs_fit.png")
     assert graph_path is not None and hist_path is not None
     written = [str(graph_path)]
-    mids = torch.tensor(crabs.midpoints(), dtype=x.dtype)
+    mids = crabs.midpoints()
+    density = [c / (len(x) * crabs.BIN_WIDTH) for c in crabs.COUNTS]
     grid = torch.linspace(0.57, 0.71, 400, dtype=x.dtype)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(mids, torch.tensor(crabs.COUNTS) / (len(x) * crabs.BIN_WIDTH), width=crabs.BIN_WIDTH,
+    ax.bar(mids, density, width=crabs.BIN_WIDTH,
            color="0.85", edgecolor="0.6", label="Weldon's 1,000 crabs")
     for label, p, style in (("genppl fit", params, "-"), ("Pearson 1894", pearson, "--")):
         comps = p["weights"][:, None] * dist.Normal(p["locs"][:, None], p["scales"][:, None]
                                                      ).log_prob(grid).exp()
-        ax.plot(grid, comps.sum(0), style, color="C0" if style == "-" else "C3", label=label)
+        ax.plot(grid.numpy(), comps.sum(0).numpy(), style, color="C0" if style == "-" else "C3", label=label)
         for c in comps:
-            ax.plot(grid, c, style, color="C0" if style == "-" else "C3", alpha=0.4, lw=0.8)
+            ax.plot(grid.numpy(), c.numpy(), style, color="C0" if style == "-" else "C3", alpha=0.4, lw=0.8)
     ax.set_xlabel("forehead breadth / body length")
     ax.set_ylabel("density")
     ax.set_title("Pearson's crabs: two-component normal mixture")

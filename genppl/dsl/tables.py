@@ -60,15 +60,17 @@ def cpt_factory(
     if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), atol=1e-6):
         raise ModelError(f"CPT {name!r} ({where}): every row (last axis) must be a probability "
                          "vector: non-negative and summing to 1.")
-    cast = _Cast(model, t)
+    # Kept as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
+    # impossible states would get log-probability ~ -16 (float32) instead of -inf.
+    cast = _Cast(model, t.log())
     n_parents = len(parents)
 
     def factory(**values: torch.Tensor) -> dist.Distribution:
-        probs = cast()
+        logits = cast()
         if n_parents:
             index = tuple(values[p] for p in parents)
-            probs = Vindex(probs)[(..., *index, slice(None))]
-        return dist.Categorical(probs=probs)
+            logits = Vindex(logits)[(..., *index, slice(None))]
+        return dist.Categorical(logits=logits)
 
     return factory, int(t.shape[-1])
 

@@ -49,13 +49,17 @@ def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
     try:
         with torch.no_grad():
             log_evidence = -float(elbo.loss(prep.program, _empty_guide, **prep.data))
+            # (checked before the marginals, which are 0/0 when the evidence is impossible)
+            if log_evidence != log_evidence or log_evidence == float("-inf"):
+                raise ModelError(f"the data has probability zero under {model.name!r} "
+                                 f"(log p(data) = {log_evidence}); check evidence against the "
+                                 "tables.")
             dists = elbo.compute_marginals(prep.program, _empty_guide, **prep.data)
+    except ModelError:
+        raise
     except ValueError as e:
         raise ModelError(f"Pyro's enumeration failed on {model.name!r}: {e}. Pyro enumerates "
                          "at most 64 variables at once (25 on CUDA).") from e
-    if log_evidence != log_evidence or log_evidence == float("-inf"):
-        raise ModelError(f"the data has probability zero under {model.name!r} "
-                         f"(log p(data) = {log_evidence}); check evidence against the tables.")
     steps: dict[str, dict[int, torch.Tensor]] = {}
     marginals: dict[str, torch.Tensor] = {}
     for site, d in dists.items():

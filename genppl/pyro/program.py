@@ -90,8 +90,12 @@ class PyroProgram:
                 lengths: dict[str, int]) -> dict[str, Any]:
         """Run with prepared data and every plate size and chain length known."""
         model = self.model
+        # A minibatch no smaller than the plate is the whole plate (Pyro itself rejects
+        # subsample_size > size, e.g. placeholder sizes when drawing the graph, or small data).
         plates = {
-            name: pyro.plate(name, sizes[name], subsample_size=spec.subsample_size,
+            name: pyro.plate(name, sizes[name],
+                             subsample_size=(None if spec.subsample_size is None
+                                             else min(spec.subsample_size, sizes[name])),
                              dim=self.dims[name], device=model.device)
             for name, spec in model.plates.items()
         }

@@ -1,0 +1,354 @@
+"""The ``genppl`` command line: list, run and draw gallery entries, and a one-command demo.
+
+Every subcommand goes through the same gallery contract (:mod:`genppl.gallery`) as the smoke
+tests and the benchmarks, so what the command line shows is what those measure. User errors
+(an unknown entry or engine, a bad device, a missing Graphviz) end in one line on stderr and an
+exit code, never a traceback: 2 for a command that could not be understood, 1 for one that was
+understood but failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genppl.errors import ModelError, suggest
+from genppl.gallery import GalleryEntry, RunConfig, RunReport
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "load_entries", "main"]
+
+EXIT_OK = 0
+#: The command was understood but did not succeed (a model error, a missing Graphviz).
+EXIT_FAILED = 1
+#: The command could not be understood (argparse's own convention for usage errors).
+EXIT_USAGE = 2
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+DEMO_ENTRY = "pearson_crabs"
+DEMO_OUT = Path("genppl-demo")
+
+
+class UsageError(Exception):
+    """A request that names something that does not exist; exit code 2."""
+
+
+class CommandFailed(Exception):
+    """A well-formed request that could not be carried out; exit code 1."""
+
+
+# --------------------------------------------------------------------------- gallery loading
+@dataclass
+class Gallery:
+    """The entries that loaded, and why the others did not.
+
+    Loading is per module rather than :func:`genppl.gallery.entries` (which fails as a whole)
+    so that one broken or unfinished entry neither hides the others from ``gallery list`` nor
+    stops ``run`` of an unrelated entry.
+    """
+
+    entries: dict[str, GalleryEntry]
+    broken: dict[str, str]  # module name -> one-line reason
+
+    def get(self, name: str) -> GalleryEntry:
+        if name in self.entries:
+            return self.entries[name]
+        if name in self.broken:
+            raise CommandFailed(f"gallery entry {name!r} is registered but could not be "
+                                f"loaded: {self.broken[name]}")
+        broken = (f" (not loadable: {', '.join(sorted(self.broken))})" if self.broken else "")
+        raise UsageError(f"unknown gallery entry {name!r}." + suggest(name, self.entries)
+                         + broken + " See `genppl gallery list`.")
+
+
+def _registered_modules() -> list[str]:
+    import models_gallery
+
+    return list(models_gallery.ENTRIES)
+
+
+def _load_module_entry(module_name: str) -> GalleryEntry:
+    """Import ``models_gallery.<module_name>`` and return its ``ENTRY``, or raise with a
+    one-line reason that names the file."""
+    where = f"models_gallery/{module_name}.py"
+    try:
+        module = importlib.import_module(f"models_gallery.{module_name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"models_gallery.{module_name}":
+            raise CommandFailed(f"{where} does not exist (listed in models_gallery.ENTRIES)"
+                                ) from None
+        raise CommandFailed(f"{where} failed to import: {type(e).__name__}: {e}") from None
+    except Exception as e:  # any import-time failure makes the entry broken, not the CLI
+        raise CommandFailed(f"{where} failed to import: {type(e).__name__}: {e}") from None
+    entry = getattr(module, "ENTRY", None)
+    if not isinstance(entry, GalleryEntry):
+        raise CommandFailed(f"{where} defines no ENTRY = GalleryEntry(...)")
+    return entry
+
+
+def load_entries(only: str | None = None) -> Gallery:
+    """Load the registered entries; with ``only``, try the module of that name first and stop
+    there when it defines that entry (so ``run x`` does not import every other model)."""
+    modules = _registered_modules()
+    if only is not None and only in modules:
+        try:
+            entry = _load_module_entry(only)
+        except CommandFailed as e:
+            return Gallery({}, {only: str(e)})
+        if entry.name == only:
+            return Gallery({only: entry}, {})
+    entries: dict[str, GalleryEntry] = {}
+    broken: dict[str, str] = {}
+    for module_name in modules:
+        try:
+            entry = _load_module_entry(module_name)
+        except CommandFailed as e:
+            broken[module_name] = str(e)
+            continue
+        entries[entry.name] = entry
+    return Gallery(entries, broken)
+
+
+# --------------------------------------------------------------------------- helpers
+def _device(text: str) -> str:
+    """Check a device string up front: a CUDA request on a machine without CUDA would
+    otherwise fail deep inside torch, after the model was built."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {text!r} requested but CUDA is not available "
+                         "(this torch build or machine has no GPU); use --device cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {text!r} requested but MPS is not available; "
+                         "use --device cpu.")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _jsonable(obj: Any) -> Any:
+    """JSON fallback for what entries put in metrics: tensors, arrays, paths, numpy scalars."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    return str(obj)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=_jsonable))
+
+
+def _progress() -> bool:
+    """Progress bars only for a person watching: never in pipes, logs or captured output."""
+    return sys.stderr.isatty()
+
+
+def _run_entry(entry: GalleryEntry, config: RunConfig) -> RunReport:
+    # Checked here, before any work, so an unknown engine is a usage error (exit 2) while a
+    # ModelError raised by the run itself is a failure (exit 1).
+    try:
+        entry.check_engine(config.engine)
+    except ModelError as e:
+        raise UsageError(str(e)) from None
+    try:
+        return entry.run(config)
+    except ModelError as e:
+        raise CommandFailed(f"{entry.name}: {e}") from None
+
+
+# --------------------------------------------------------------------------- subcommands
+def cmd_gallery_list(args: argparse.Namespace) -> int:
+    gallery = load_entries()
+    rows = [{"name": e.name, "title": e.title, "engines": list(e.engines),
+             "default_engine": e.default_engine} for e in gallery.entries.values()]
+    if args.json:
+        _print_json({"entries": rows,
+                     "broken": [{"module": m, "error": r} for m, r in gallery.broken.items()]})
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        eng_width = max((len(", ".join(r["engines"])) for r in rows), default=7)
+        print(f"{'name':<{width}}  {'engines':<{eng_width}}  title")
+        for r in rows:
+            print(f"{r['name']:<{width}}  {', '.join(r['engines']):<{eng_width}}  {r['title']}")
+    for reason in gallery.broken.values():
+        print(f"warning: {reason}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from genppl.engines import ENGINES
+
+    rows = [{"name": e.name, "description": e.description,
+             "provides": [k for k in ("infer", "fit") if getattr(e, k) is not None]}
+            for e in ENGINES.values()]
+    if args.json:
+        _print_json({"engines": rows})
+    else:
+        width = max((len(r["name"]) for r in rows), default=4)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {'/'.join(r['provides']):<9}  {r['description']}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    entry = load_entries(args.name).get(args.name)
+    config = RunConfig(engine=args.engine, steps=args.steps, device=_device(args.device),
+                       dtype=DTYPES[args.dtype], out=args.out, seed=args.seed,
+                       progress=_progress())
+    report = _run_entry(entry, config)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    print(f"{report.entry} | engine={report.engine} | {report.seconds:.2f}s")
+    print(report.table)
+    for path in report.files:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from genppl.graph.render import GraphvizNotFound
+
+    entry = load_entries(args.name).get(args.name)
+    try:
+        model = entry.build()
+    except ModelError as e:
+        raise CommandFailed(f"{entry.name}: {e}") from None
+    try:
+        path = model.render(args.output)
+    except GraphvizNotFound as e:
+        raise CommandFailed(str(e)) from None
+    except ValueError as e:  # unsupported extension: the message lists the valid ones
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    entry = load_entries(DEMO_ENTRY).get(DEMO_ENTRY)
+    out: Path = args.out
+    print(f"{entry.title}\n"
+          f"Fitting the two components to Weldon's 1,000 crabs with genppl's svi engine "
+          f"(MAP, z summed out), next to Pearson's 1894 method-of-moments solution.\n")
+    config = RunConfig(engine="svi", steps=args.steps, out=out, seed=args.seed,
+                       progress=_progress())
+    report = _run_entry(entry, config)
+    print(report.table)
+    print(f"\n({report.seconds:.1f}s)")
+    for path in report.files:
+        kind = ("model graph" if "graph" in Path(path).stem else
+                "histogram with fitted density" if Path(path).suffix == ".png" else "file")
+        print(f"{kind}: {path}")
+        if Path(path).suffix == ".dot":
+            print("  (Graphviz's `dot` was not found, so the graph is DOT source; install "
+                  "Graphviz, e.g. `apt-get install graphviz` or `brew install graphviz`, then "
+                  f"run `dot -Tsvg {path} -o {Path(path).with_suffix('.svg')}`)")
+    print(f"\nNext: `genppl run {DEMO_ENTRY} --engine nuts` for the full posterior, "
+          "`genppl gallery list` for the other models.")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser and main
+def build_parser() -> argparse.ArgumentParser:
+    from genppl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="genppl", description="Generative models on one graphical-model DSL, run on Pyro.")
+    parser.add_argument("--version", action="version", version=f"genppl {__version__}")
+    parser.set_defaults(help_parser=parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gallery = sub.add_parser("gallery", help="the model gallery")
+    gallery.set_defaults(help_parser=gallery)
+    gallery_sub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
+    listing = gallery_sub.add_parser("list", help="list the gallery entries and their engines")
+    listing.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    listing.set_defaults(func=cmd_gallery_list)
+
+    engines = sub.add_parser("engines", help="list the registered inference engines")
+    engines.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    engines.set_defaults(func=cmd_engines)
+
+    run = sub.add_parser("run", help="run a gallery entry and print its report")
+    run.add_argument("name", help="gallery entry (see `genppl gallery list`)")
+    run.add_argument("--engine", help="engine (default: the entry's first)")
+    run.add_argument("--steps", type=_positive_int,
+                     help="work to do: SVI steps, MCMC draws (default: the entry's own)")
+    run.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    run.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
+                     help="floating-point type (default: float64)")
+    run.add_argument("--out", type=Path,
+                     help="directory for pictures (default: no pictures are written)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (the report's numbers) instead of the table")
+    run.set_defaults(func=cmd_run)
+
+    render = sub.add_parser("render", help="draw a gallery entry's model graph")
+    render.add_argument("name", help="gallery entry (see `genppl gallery list`)")
+    render.add_argument("-o", "--output", type=Path, required=True,
+                        help="output file; .svg, .png, .pdf (needs Graphviz) or .dot/.gv")
+    render.set_defaults(func=cmd_render)
+
+    demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")
+    demo.add_argument("--out", type=Path, default=DEMO_OUT,
+                      help=f"directory for the pictures (default: {DEMO_OUT}/)")
+    demo.add_argument("--steps", type=_positive_int, help="SVI steps (default: the entry's)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (0 ok, 1 failed, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else
+                                                        EXIT_USAGE)
+    func = getattr(args, "func", None)
+    if func is None:  # `genppl` or `genppl gallery` alone: say what could follow
+        args.help_parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return func(args)
+    except UsageError as e:
+        print(f"genppl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CommandFailed, ModelError) as e:
+        print(f"genppl: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("genppl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `genppl gallery list | head`: the reader left, which is not an error; point stdout
+        # at /dev/null so that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    # Anything else is a bug in genppl or in an entry, not a user error: its traceback is
+    # the useful report, so it propagates.
