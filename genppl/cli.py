@@ -128,6 +128,9 @@ def _device(text: str) -> str:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {text!r} requested but CUDA is not available "
                          "(this torch build or machine has no GPU); use --device cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device {text!r} requested but only {torch.cuda.device_count()} "
+                         "CUDA device(s) are visible (cuda:0 ...).")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"device {text!r} requested but MPS is not available; "
                          "use --device cpu.")

@@ -11,10 +11,8 @@ the single-spin probabilities (corner, edge and centre spins differ: more neighb
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
-from collections.abc import Callable
 
 import torch
 
@@ -48,22 +46,6 @@ def spin(state: torch.Tensor) -> torch.Tensor:
     return 2.0 * state - 1.0
 
 
-def reads(fn: Callable[..., torch.Tensor], *parents: str) -> Callable[..., torch.Tensor]:
-    """``fn`` applied positionally to the nodes ``parents``, as a factory whose argument names
-    are those nodes.
-
-    genppl reads a factory's parents from its signature, which a lambda can only spell out
-    literally; a grid of 21 factors over generated names is clearer written once, generically,
-    and given its signature here (``inspect.signature`` honours ``__signature__``).
-    """
-    def factory(**values: torch.Tensor) -> torch.Tensor:
-        return fn(*(values[p] for p in parents))
-
-    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in parents])
-    return factory
-
-
 def build(coupling: float = COUPLING, field: float = FIELD, size: int = SIZE) -> genppl.Model:
     m = genppl.Model(f"ising_{size}x{size}")
     for i in range(size):
@@ -77,10 +59,10 @@ def build(coupling: float = COUPLING, field: float = FIELD, size: int = SIZE) ->
         return field * spin(a)
 
     for (i, j), (k, l) in grid_edges(size):
-        m.factor(f"bond_{i}_{j}__{k}_{l}", reads(bond, spin_name(i, j), spin_name(k, l)))
+        m.factor(f"bond_{i}_{j}__{k}_{l}", bond, scope=[spin_name(i, j), spin_name(k, l)])
     for i in range(size):
         for j in range(size):
-            m.factor(f"field_{i}_{j}", reads(external, spin_name(i, j)))
+            m.factor(f"field_{i}_{j}", external, scope=[spin_name(i, j)])
     return m
 
 

@@ -124,9 +124,10 @@ def _pictures(config: RunConfig, model: genppl.Model, x: torch.Tensor,
     for label, p, style in (("genppl fit", params, "-"), ("Pearson 1894", pearson, "--")):
         comps = p["weights"][:, None] * dist.Normal(p["locs"][:, None], p["scales"][:, None]
                                                      ).log_prob(grid).exp()
-        ax.plot(grid.numpy(), comps.sum(0).numpy(), style, color="C0" if style == "-" else "C3", label=label)
+        color = "C0" if style == "-" else "C3"
+        ax.plot(grid.numpy(), comps.sum(0).numpy(), style, color=color, label=label)
         for c in comps:
-            ax.plot(grid.numpy(), c.numpy(), style, color="C0" if style == "-" else "C3", alpha=0.4, lw=0.8)
+            ax.plot(grid.numpy(), c.numpy(), style, color=color, alpha=0.4, lw=0.8)
     ax.set_xlabel("forehead breadth / body length")
     ax.set_ylabel("density")
     ax.set_title("Pearson's crabs: two-component normal mixture")

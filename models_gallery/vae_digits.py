@@ -1,4 +1,4 @@
-"""Kingma & Welling (2014): a variational autoencoder of scikit-learn's 8×8 handwritten digits.
+"""Kingma & Welling (2014): a variational autoencoder of scikit-learn's 8x8 handwritten digits.
 
 The decoder ``p_θ(x | z)`` is a module of the model and the encoder ``q_φ(z | x)`` a module
 of a guide declared with the same DSL; the guide's factory reads the observed pixels by
@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file, render_graph
 
 NUM_PIXELS = 64
 LATENT_DIM = 8
@@ -182,11 +182,10 @@ def _pictures(config: RunConfig, model: genppl.Model, guide: genppl.Guide,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    graph_path = output_file(config, "vae_digits_graph.svg")
     samples_path = output_file(config, "vae_digits_samples.png")
     recon_path = output_file(config, "vae_digits_reconstructions.png")
-    assert graph_path is not None and samples_path is not None and recon_path is not None
-    written = [str(_render_or_dot(model, graph_path))]
+    assert samples_path is not None and recon_path is not None
+    written = [str(render_graph(model, config, "vae_digits_graph.svg"))]
     decoder: nn.Module = model["decoder"].value
     encoder: nn.Module = guide["encoder"].value
     generator = torch.Generator().manual_seed(config.seed)
@@ -215,15 +214,6 @@ def _pictures(config: RunConfig, model: genppl.Model, guide: genppl.Guide,
     plt.close(fig)
     written.append(str(recon_path))
     return written
-
-
-def _render_or_dot(model: genppl.Model, path):  # noqa: ANN001, ANN202
-    from genppl.graph.render import GraphvizNotFound
-
-    try:
-        return model.render(path)
-    except GraphvizNotFound as e:
-        return e.dot_path
 
 
 ENTRY = GalleryEntry(

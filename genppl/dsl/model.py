@@ -198,10 +198,19 @@ class Model:
                        plates=tuple(self._plate_stack), chain=self._chain))
         return name
 
-    def factor(self, name: str, fn: Callable[..., Any]) -> str:
-        """An undirected log-potential ``fn(**scope)`` added to the log joint (``pyro.factor``)."""
+    def factor(self, name: str, fn: Callable[..., Any],
+               scope: Sequence[str] | None = None) -> str:
+        """An undirected log-potential over ``scope`` added to the log joint (``pyro.factor``).
+
+        By default the scope is ``fn``'s argument names. For generated models (grids, factor
+        graphs read from files) pass ``scope`` explicitly; ``fn`` then receives the scope's
+        values positionally, in that order.
+        """
         where = caller_location()
-        parents = self._resolve(name, fn, where)
+        if scope is not None:
+            scope = tuple(scope)
+            fn = _Positional(fn, scope)
+        parents = self._resolve(name, fn, where, scope)
         if not parents:
             raise ModelError(f"factor {name!r} ({where}) has an empty scope; its function must "
                              "take the variables it couples as arguments.")
@@ -431,9 +440,10 @@ class Model:
             raise ModelError(f"{kind} {name!r} ({where}) is declared inside a plate or chain; "
                              f"declare {kind}s at the top level (they are shared by all items).")
 
-    def _resolve(self, name: str, fn: Callable[..., Any], where: str) -> tuple[Parent, ...]:
+    def _resolve(self, name: str, fn: Callable[..., Any], where: str,
+                 names: Sequence[str] | None = None) -> tuple[Parent, ...]:
         parents = []
-        for arg in argument_names(fn, name, where):
+        for arg in argument_names(fn, name, where) if names is None else names:
             parents.append(self._resolve_arg(name, arg, where))
         resolved = tuple(parents)
         self._check_parents(name, resolved, where)
@@ -494,6 +504,17 @@ class Model:
                     f"node {name!r} ({where}) reads {base + PREV_SUFFIX!r}, but chain {chain!r} "
                     f"has no node {base!r}." + suggest(base, [
                         n for n, v in self.nodes.items() if v.chain == chain]))
+
+
+class _Positional:
+    """Call ``fn`` with parent values by position, in the order of an explicit parent list."""
+
+    def __init__(self, fn: Callable[..., Any], names: tuple[str, ...]) -> None:
+        self.fn = fn
+        self.names = names
+
+    def __call__(self, **values: Any) -> Any:
+        return self.fn(*(values[n] for n in self.names))
 
 
 def _as_set(names: str | Sequence[str]) -> set[str]:

@@ -58,8 +58,9 @@ def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
     except ModelError:
         raise
     except ValueError as e:
-        raise ModelError(f"Pyro's enumeration failed on {model.name!r}: {e}. Pyro enumerates "
-                         "at most 64 variables at once (25 on CUDA).") from e
+        limit = ("; Pyro enumerates at most 64 variables at once (25 on CUDA)"
+                 if "dim" in str(e) and "enumerat" in str(e).lower() else "")
+        raise ModelError(f"Pyro's enumeration failed on {model.name!r}: {e}{limit}.") from e
     steps: dict[str, dict[int, torch.Tensor]] = {}
     marginals: dict[str, torch.Tensor] = {}
     for site, d in dists.items():

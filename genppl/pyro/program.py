@@ -90,6 +90,15 @@ class PyroProgram:
                 lengths: dict[str, int]) -> dict[str, Any]:
         """Run with prepared data and every plate size and chain length known."""
         model = self.model
+        for name, value in data.items():  # a longer time axis would be silently truncated
+            node = self.owner.nodes.get(name)
+            if node is not None and node.chain is not None and (
+                    value.dim() == 0 or value.shape[0] != lengths[node.chain]):
+                steps = value.shape[0] if value.dim() else 0
+                raise ModelError(
+                    f"data for chain node {name!r} ({node.declared_at}) has {steps} steps on "
+                    f"axis 0, but chain {node.chain!r} has length {lengths[node.chain]}. Data "
+                    "axes are: time, " + ", ".join((*node.plates, "then event.")))
         # A minibatch no smaller than the plate is the whole plate (Pyro itself rejects
         # subsample_size > size, e.g. placeholder sizes when drawing the graph, or small data).
         plates = {

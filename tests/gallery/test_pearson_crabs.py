@@ -112,7 +112,7 @@ def test_nuts_posterior_surrounds_the_mle_and_recovers_assignments(x: torch.Tens
     assert abs(excess) < 4 * math.sqrt(float((p * (1 - p)).sum()))
 
 
-def test_run_reports_fit_beside_pearson_and_writes_pictures(tmp_path) -> None:  # noqa: ANN001
+def test_run_reports_fit_beside_pearson_and_writes_pictures(tmp_path) -> None:
     report = pearson_crabs.run(RunConfig("svi", steps=300, out=tmp_path, progress=False))
     assert "Pearson 1894" in report.table
     assert len(report.files) == 2

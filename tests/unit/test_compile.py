@@ -456,11 +456,14 @@ def test_prior_program_samples_absent_observed_nodes() -> None:
 def literal_model() -> genppl.Model:
     m = genppl.Model("dtypes")
     m.param("s", 1.0, constraint=constraints.positive)  # a Python float init
+    m.param("w32", torch.tensor([0.5, 1.0], dtype=torch.float32))  # tensors of either dtype
+    m.param("w64", torch.tensor([0.5, 1.0], dtype=torch.float64))
     m.latent("mu", lambda: dist.Normal(0.0, 1.0))  # literals only
     m.cpt("c", [], [0.4, 0.6])
     with m.plate("data"):
         m.latent("scale", lambda: dist.Gamma(2.0, 2.0))
-        m.observed("x", lambda mu, s, scale: dist.Normal(mu, s * scale))
+        m.observed("x", lambda mu, s, scale, w32, w64: dist.Normal(
+            mu + w32[0] - w64[0], s * scale))
         m.observed("k", lambda c: dist.Categorical(torch.tensor([[0.2, 0.8], [0.7, 0.3]])[c]))
     return m
 
@@ -476,7 +479,8 @@ def test_params_data_values_and_log_probs_follow_the_model_dtype(model_dtype,
     k = torch.tensor([0, 1, 1, 0, 1])  # integer data
     tr = poutine.trace(m.pyro_model).get_trace(x=x, k=k)
     tr.compute_log_prob()
-    assert tr.nodes["s"]["value"].dtype == model_dtype
+    for name in ("s", "w32", "w64"):
+        assert tr.nodes[name]["value"].dtype == model_dtype, name
     for name in ("mu", "scale", "x"):
         assert tr.nodes[name]["value"].dtype == model_dtype, name
     for name in ("mu", "scale", "x", "c", "k"):
@@ -536,3 +540,18 @@ def test_guide_created_before_to_follows_the_model() -> None:
     tr = poutine.trace(g.pyro_guide).get_trace(x=torch.tensor(1.0))
     assert tr.nodes["q_loc"]["value"].dtype == F64
     assert tr.nodes["mu"]["value"].dtype == F64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_on_cuda_moves_data_params_tables_and_literals() -> None:
+    cuda = torch.device("cuda")
+    m = literal_model().to(device="cuda", dtype=torch.float32)
+    x = torch.randn(5, dtype=F64)  # CPU float64 data
+    k = torch.tensor([0, 1, 1, 0, 1])
+    tr = poutine.trace(m.pyro_model).get_trace(x=x, k=k)
+    tr.compute_log_prob()
+    for name in ("s", "w32", "w64", "mu", "c", "scale", "x", "k"):
+        assert tr.nodes[name]["value"].device.type == cuda.type, name
+    assert tr.nodes["x"]["value"].dtype == torch.float32
+    assert tr.nodes["k"]["value"].dtype == torch.int64
+    assert tr.nodes["x"]["log_prob"].device.type == cuda.type

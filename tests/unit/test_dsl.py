@@ -9,7 +9,6 @@ that points into genppl, into contextlib or at the wrong line fails.
 from __future__ import annotations
 
 import inspect
-import re
 
 import networkx as nx
 import pyro
@@ -28,6 +27,9 @@ def here(offset: int = 1) -> str:
     """``file:line`` of the caller's line plus ``offset`` (the declaration that follows)."""
     frame = inspect.currentframe().f_back  # type: ignore[union-attr]
     return f"{frame.f_code.co_filename}:{frame.f_lineno + offset}"  # type: ignore[union-attr]
+
+
+TRANS = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
 
 
 def normal() -> dist.Normal:
@@ -109,10 +111,9 @@ def test_chain_node_reading_the_previous_step_needs_init() -> None:
 
 def test_prev_of_a_node_the_chain_never_declares() -> None:
     m = genppl.Model("m")
-    with pytest.raises(ModelError, match="has no node 'w'") as err:  # noqa: PT012
-        with m.chain("t", 3):
-            where = here()
-            m.latent("z", lambda w_prev: dist.Normal(w_prev, 1.0), init=normal)
+    with pytest.raises(ModelError, match="has no node 'w'") as err, m.chain("t", 3):
+        where = here()  # (checked when the chain closes)
+        m.latent("z", lambda w_prev: dist.Normal(w_prev, 1.0), init=normal)
     assert "'z'" in str(err.value) and where in str(err.value)
 
 
@@ -307,12 +308,11 @@ def test_names_must_be_identifiers_and_params_global() -> None:
 
 def test_declaration_inside_a_helper_reports_the_helpers_line() -> None:
     # caller_location walks out of genppl and contextlib only: a user's own helper is the site
-    m = genppl.Model("m")
     m2, where = _normal_model()
     assert m2["x"].declared_at == where
     assert m2.graph.nodes["x"]["declared_at"] == where
     with pytest.raises(ModelError, match="no node 'y'"):
-        m["y"]
+        m2["y"]
 
 
 # --------------------------------------------------------------------------- the graph
@@ -343,7 +343,7 @@ def every_kind() -> tuple[genppl.Model, dict[str, str]]:
         m.observed("x", lambda d, mu, scale: dist.Normal(mu + d.squeeze(-1), scale))
     with m.plate("seqs", 4), m.chain("t", 5):
         at["h"] = here()
-        m.latent("h", lambda h_prev: dist.Categorical(torch.tensor([[0.9, 0.1], [0.2, 0.8]])[h_prev]),
+        m.latent("h", lambda h_prev: dist.Categorical(TRANS[h_prev]),
                  init=lambda: dist.Categorical(torch.tensor([0.5, 0.5])))
         at["y"] = here()
         m.observed("y", lambda h, t: dist.Poisson(h + 1.0 + t))
@@ -413,7 +413,7 @@ def test_param_constraint_names(c, init, name) -> None:
 def test_chain_self_edge_and_a_node_reading_both_lags() -> None:
     m = genppl.Model("ar_hmm")
     with m.chain("t", 4):
-        m.latent("z", lambda z_prev: dist.Categorical(torch.tensor([[0.9, 0.1], [0.1, 0.9]])[z_prev]),
+        m.latent("z", lambda z_prev: dist.Categorical(TRANS[z_prev]),
                  init=lambda: dist.Categorical(torch.tensor([0.5, 0.5])))
         m.observed("x", lambda z, x_prev: dist.Normal(z + 0.5 * x_prev, 1.0),
                    init=lambda z: dist.Normal(z, 1.0))
@@ -483,5 +483,19 @@ def test_factor_nodes_in_an_mrf() -> None:
     with pytest.raises(ModelError, match="empty scope") as err:
         where = here()
         m.factor("constant", lambda: torch.tensor(1.0))
-    assert where in str(err.value)
-    assert re.search(r"'constant'", str(err.value))
+    assert where in str(err.value) and "'constant'" in str(err.value)
+
+
+def test_chain_data_must_have_one_entry_per_step() -> None:
+    m = genppl.Model("hmm")
+    with m.plate("seqs"), m.chain("t", 3):
+        m.latent("z", lambda z_prev: dist.Normal(z_prev, 1.0), init=normal)
+        where = here()
+        m.observed("x", lambda z: dist.Normal(z, 1.0))
+    m.pyro_model(x=torch.zeros(3, 2))  # (time, seqs)
+    for steps in (2, 5):  # too few, or too many (which must not be silently dropped)
+        with pytest.raises(ModelError) as err:
+            m.pyro_model(x=torch.zeros(steps, 2))
+        msg = str(err.value)
+        assert "'x'" in msg and where in msg and f"has {steps} steps" in msg
+        assert "chain 't' has length 3" in msg

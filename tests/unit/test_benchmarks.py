@@ -1,0 +1,138 @@
+"""The benchmark harness: what it writes and prints, and the order it measures in.
+
+No assertion here is about speed (timings on a shared CI machine are noise); they check the
+files, the table's columns and the measurement protocol, and that the Pearson case runs and its
+contenders agree on the answer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# `benchmarks` is deliberately not an installed package (genppl never imports it); the tests
+# import it from the checkout, as `python -m benchmarks.run` does from the repository root.
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+harness = importlib.import_module("benchmarks.harness")
+bench_run = importlib.import_module("benchmarks.run")
+
+BASE_COLUMNS = ["contender", "runs", "median s", "min s", "time ratio", "peak Python MB",
+                "RSS growth MB"]
+
+
+def _fake_case(calls: list[tuple[str, str]]) -> Any:
+    """Two trivial contenders that log every call, with the phase taken from the harness's
+    own state: a call while tracemalloc is on is the memory pass."""
+    import tracemalloc
+
+    def contender(name: str, value: int, repeats: int | None = None) -> Any:
+        def run() -> int:
+            calls.append((name, "traced" if tracemalloc.is_tracing() else "plain"))
+            return sum(range(value))
+
+        return harness.Contender(name, run, repeats=repeats)
+
+    return harness.Case(
+        name="fake",
+        description="a trivial case",
+        baseline="reference",
+        contenders=lambda config: [contender("reference", 1000), contender("ours", 10, 1)],
+        evaluate=lambda results: {k: {"answer": v} for k, v in results.items()},
+        columns=(harness.Column("answer", "the answer", "d"),),
+        notes=lambda results: ["a note"],
+    )
+
+
+def _table_header(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith("| contender"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.unit
+def test_harness_writes_json_markdown_and_table(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[tuple[str, str]] = []
+    config = harness.BenchConfig(warmup=1, repeats=2)
+    result = harness.run_case(_fake_case(calls), config, out_dir=tmp_path)
+
+    # Protocol: all warm-ups, then all traced runs, then the timed runs round-robin.
+    assert calls == [("reference", "plain"), ("ours", "plain"),
+                     ("reference", "traced"), ("ours", "traced"),
+                     ("reference", "plain"), ("ours", "plain"), ("reference", "plain")]
+
+    assert result.json_path.name.endswith("-fake.json") and result.json_path.parent == tmp_path
+    assert result.md_path == result.json_path.with_suffix(".md")
+    data = json.loads(result.json_path.read_text())
+    assert data["case"] == "fake" and data["baseline"] == "reference"
+    assert data["config"]["repeats"] == 2
+    assert "packages" in data["environment"] and "cpu_count" in data["environment"]
+    rows = {r["contender"]: r for r in data["rows"]}
+    assert rows["reference"]["runs"] == 2 and rows["ours"]["runs"] == 1  # contender override
+    assert rows["reference"]["ratio"] == 1.0
+    assert rows["ours"]["ratio"] == pytest.approx(rows["ours"]["median_s"]
+                                                  / rows["reference"]["median_s"])
+    assert rows["reference"]["metrics"] == {"answer": sum(range(1000))}
+    for row in rows.values():
+        assert all(s >= 0 for s in row["seconds"]) and row["peak_python_mb"] >= 0
+    assert data["notes"] == ["a note"]
+
+    markdown = result.md_path.read_text()
+    assert _table_header(markdown) == [*BASE_COLUMNS, "the answer"]
+    body = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[1].strip() for line in body] == ["reference", "ours"]
+    assert "| 1.00x |" in body[0] and f"| {sum(range(1000))} |" in body[0]
+    assert "- a note" in markdown
+
+    printed = capsys.readouterr().out
+    assert _table_header(printed) == [*BASE_COLUMNS, "the answer"]
+    assert str(result.json_path) in printed
+
+
+@pytest.mark.unit
+def test_run_unknown_case_lists_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_run.main(["no_such_case"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark case 'no_such_case'" in err and "pearson_crabs" in err
+
+
+@pytest.mark.benchmark
+def test_run_cli_on_fake_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(harness.CASES, "fake", _fake_case([]))
+    assert bench_run.main(["fake", "--out", str(tmp_path), "--repeats", "3"]) == 0
+    (json_path,) = tmp_path.glob("*-fake.json")
+    (md_path,) = tmp_path.glob("*-fake.md")
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [r["runs"] for r in rows] == [3, 1]
+    assert _table_header(md_path.read_text()) == [*BASE_COLUMNS, "the answer"]
+    assert _table_header(capsys.readouterr().out) == [*BASE_COLUMNS, "the answer"]
+
+
+@pytest.mark.benchmark
+def test_pearson_crabs_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_run.main(["pearson_crabs", "--quick", "--out", str(tmp_path)]) == 0
+    (json_path,) = tmp_path.glob("*-pearson_crabs.json")
+    data = json.loads(json_path.read_text())
+    assert data["config"]["quick"] is True
+    rows = {r["contender"]: r for r in data["rows"]}
+    em = rows["sklearn GaussianMixture EM"]
+    assert set(rows) == {em["contender"], "genppl svi (MAP)", "genppl nuts (posterior mean)"}
+    assert em["ratio"] == 1.0 and em["metrics"]["max_abs_param_error"] == 0.0
+    for row in rows.values():
+        metrics = row["metrics"]
+        assert math.isfinite(metrics["log_likelihood"]) and row["ratio"] > 0
+        # EM's answer is the MLE: nothing may have a higher likelihood.
+        assert metrics["log_likelihood"] <= em["metrics"]["log_likelihood"] + 1e-6
+        assert sum(metrics["weights"]) == pytest.approx(1.0)
+        assert metrics["locs"] == sorted(metrics["locs"])
+    # Even a short run lands near the MLE, far closer than the crabs' spread (~0.02).
+    assert rows["genppl nuts (posterior mean)"]["metrics"]["max_abs_error_locs"] < 0.01
+    assert _table_header(capsys.readouterr().out)[-2:] == ["log-lik", "max abs error vs MLE"]
