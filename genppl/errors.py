@@ -10,8 +10,12 @@ import difflib
 from collections.abc import Iterable
 
 
-class ModelError(ValueError):
-    """A model, guide, engine option or data set that cannot work as given."""
+class ModelError(Exception):
+    """A model, guide, engine option or data set that cannot work as given.
+
+    Deliberately not a ``ValueError``: Pyro's tracer rewrites ``ValueError`` messages with
+    shape tables, which would bury the one line that says what to fix.
+    """
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:

@@ -54,7 +54,7 @@ class Posterior:
     def std(self, name: str) -> torch.Tensor:
         """Posterior standard deviation, from draws or exactly from marginals."""
         if name in self.samples:
-            return _as_float(self[name]).std(0)
+            return _std(_as_float(self[name]))
         probs = self._marginal(name)
         mean = (probs * _states(probs)).sum(-1, keepdim=True)
         return (probs * (_states(probs) - mean) ** 2).sum(-1).sqrt()
@@ -158,6 +158,11 @@ class FitResult:
                 "posterior": self.posterior.to_dict() if self.posterior else None}
 
 
+def _std(draws: torch.Tensor) -> torch.Tensor:
+    """Sample standard deviation over draws; zero (not NaN) for a single draw."""
+    return draws.std(0, correction=1 if draws.shape[0] > 1 else 0)
+
+
 def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
@@ -179,9 +184,9 @@ def _draw_row(label: str, x: torch.Tensor) -> tuple[str, ...]:
     flat = x.reshape(-1)
     q = torch.quantile(flat.to(torch.float64), torch.tensor([0.05, 0.95], dtype=torch.float64))
     ess, rhat = "", ""
-    if x.shape[1] >= 4 and float(flat.std()) > 0:
+    if x.shape[1] >= 4 and float(_std(flat)) > 0:
         ess = f"{float(effective_sample_size(x, chain_dim=0, sample_dim=1)):.0f}"
         r = float(split_gelman_rubin(x, chain_dim=0, sample_dim=1))
         rhat = f"{r:.3f}" if math.isfinite(r) else ""
-    return (label, f"{float(flat.mean()):.4g}", f"{float(flat.std()):.4g}",
+    return (label, f"{float(flat.mean()):.4g}", f"{float(_std(flat)):.4g}",
             f"{float(q[0]):.4g}", f"{float(q[1]):.4g}", ess, rhat, "")

@@ -23,8 +23,10 @@ Diffusion times are ``s = 0..T`` with ``x_0`` the data and ``x_T`` pure noise. T
   ``s = t + 1``.
 
 Both use one noise schedule indexed by diffusion time (``NoiseSchedule.beta(s)``,
-``s = 1..T``). The reverse variances are ``sigma_s² = β_s`` (Ho et al.'s first choice; the other,
-``β̃_s``, is zero at ``s = 1`` and would leave ``p(x_0 | x_1)`` without a density).
+``s = 1..T``). The reverse variances are ``sigma_s² = β_s`` by default, Ho et al.'s first
+choice. Their other choice, the forward posterior's ``β̃_s``, is zero at ``s = 1`` (so
+``p(x_0 | x_1)`` keeps ``β_1`` under ``reverse_variance="posterior"``) and, measured here
+after 1,500 steps, gave a much looser bound (4.7 against 1.6 nats per point).
 
 Precision: the entry trains in float32 whatever ``RunConfig.dtype`` says (small MLPs gain
 nothing from float64 and run about twice as slowly in it); the tests check the compiled log
@@ -37,6 +39,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pyro.distributions as dist
 import torch
@@ -51,7 +54,7 @@ DIM = 2
 #: Number of diffusion steps T: small, so that the chain (one MLP call per step) is cheap on CPU.
 NUM_STEPS = 40
 #: Minibatch of points per SVI step (the plate is subsampled; Pyro rescales by N / batch).
-BATCH = 256
+BATCH = 512
 #: Ring of eight modes: radius √2 makes each coordinate's variance about 1, as DDPMs assume.
 RING_RADIUS = math.sqrt(2.0)
 MODE_SD = 0.1
@@ -78,9 +81,12 @@ class NoiseSchedule:
 
     betas: torch.Tensor  # float64, shape (T,)
     #: sigma_s² of the reverse steps: "beta" (β_s) or "posterior" (β̃_s, and β_1 at s = 1).
-    reverse_variance: str = "beta"
+    reverse_variance: Literal["beta", "posterior"] = "beta"
 
     def __post_init__(self) -> None:
+        if self.reverse_variance not in ("beta", "posterior"):
+            raise ValueError(f"reverse_variance must be 'beta' or 'posterior', not "
+                             f"{self.reverse_variance!r}")
         if self.betas.dim() != 1 or not bool(((self.betas > 0) & (self.betas < 1)).all()):
             raise ValueError("a noise schedule needs 0 < beta_s < 1 for every step s; got "
                              f"{self.betas.min():.4g}..{self.betas.max():.4g} (for a short "
@@ -288,7 +294,7 @@ def mode_coverage(points: torch.Tensor) -> tuple[float, int]:
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
     engine = ENTRY.check_engine(config.engine)
-    steps = config.steps or 4000
+    steps = config.steps or 3000
     schedule = NoiseSchedule.linear(NUM_STEPS)
     train = eight_gaussians(NUM_TRAIN, seed=0, dtype=DTYPE)
     test = eight_gaussians(NUM_TEST, seed=1, dtype=DTYPE)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import ChainSpec, Node, NodeKind, Parent, caller_location
 from genppl.errors import ModelError, suggest
@@ -30,8 +32,20 @@ class Guide(Model):
         self.model = model
         self.plates = model.plates  # shared: a guide's plates are the model's plates
         self.chains = dict(model.chains)
-        self.device = model.device
-        self.dtype = model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def to(self, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> Guide:
+        """A guide lives where its model does: moving one moves both."""
+        self.model.to(device, dtype)
+        return self
 
     @contextmanager
     def plate(self, name: str, size: int | None = None, *, subsample_size: int | None = None,

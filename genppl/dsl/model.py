@@ -51,8 +51,9 @@ class Model:
         self.nodes: dict[str, Node] = {}
         self.plates: dict[str, PlateSpec] = {}
         self.chains: dict[str, ChainSpec] = {}
-        self.device: torch.device = torch.device("cpu")
-        self.dtype: torch.dtype = torch.get_default_dtype()
+        self._device = torch.device("cpu")
+        self._dtype = torch.get_default_dtype()
+        self._guides: list[Guide] = []
         self._plate_stack: list[str] = []
         self._chain: str | None = None
         self._pending_prev: list[tuple[str, str, str]] = []  # (node, base, where)
@@ -275,7 +276,9 @@ class Model:
         """Start a guide for this model, declared with the same DSL (see ``genppl.Guide``)."""
         from genppl.dsl.guide import Guide
 
-        return Guide(self, name or f"{self.name}_guide")
+        guide = Guide(self, name or f"{self.name}_guide")
+        self._guides.append(guide)
+        return guide
 
     # ------------------------------------------------------------------ views
     def __getitem__(self, name: str) -> Node:
@@ -330,18 +333,30 @@ class Model:
 
         return PyroProgram(self, self.name, generative=True)
 
+    @property
+    def device(self) -> torch.device:
+        """Where every tensor the model makes lives (see ``to``)."""
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of params, tables, floating data and literals in factories."""
+        return self._dtype
+
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> Model:
-        """Move the model: params, modules and every tensor it makes follow ``device``/``dtype``."""
+        """Move the model and its guides: params, modules and every tensor they make follow
+        ``device``/``dtype``."""
         if device is not None:
-            self.device = torch.device(device)
+            self._device = torch.device(device)
         if dtype is not None:
             if not dtype.is_floating_point:
                 raise ModelError(f"model.to(dtype={dtype}): dtype must be floating point.")
-            self.dtype = dtype
-        for node in self.nodes.values():
-            if node.kind == "module":
-                node.value.to(device=self.device, dtype=self.dtype)
+            self._dtype = dtype
+        for owner in (self, *self._guides):
+            for node in owner.nodes.values():
+                if node.kind == "module":
+                    node.value.to(device=self._device, dtype=self._dtype)
         return self
 
     # ------------------------------------------------------------------ graph analysis

@@ -161,8 +161,12 @@ class _Run:
     def node(self, node: Node, step: int | None, fn: Any, parents: tuple) -> None:
         kind = node.kind
         if kind == "param":
-            self.values[node.name] = pyro.param(node.name, lambda: self._param_init(node),
-                                                constraint=node.constraint)
+            value = pyro.param(node.name, lambda: self._param_init(node),
+                               constraint=node.constraint)
+            if value.is_floating_point() and (value.dtype, value.device) != (
+                    self.model.dtype, self.model.device):
+                value = value.to(self.model.device, self.model.dtype)  # stored before a .to()
+            self.values[node.name] = value
             return
         if kind == "module":
             self.values[node.name] = pyro.module(node.name, node.value)

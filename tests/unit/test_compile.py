@@ -526,8 +526,6 @@ def test_guide_follows_its_own_to() -> None:
     assert tr.nodes["mu"]["value"].dtype == torch.float32
 
 
-@pytest.mark.xfail(strict=True, reason="model.to() does not reach a guide created before it: "
-                   "the guide keeps the old dtype/device (and modules) silently")
 def test_guide_created_before_to_follows_the_model() -> None:
     torch.set_default_dtype(torch.float32)
     m = genppl.Model("g")
