@@ -65,27 +65,30 @@ class Posterior:
                              f"{name!r}." + suggest(name, [*self.samples, *self.marginals]))
         return self.marginals[name]
 
-    def summary(self, max_rows: int = 40) -> str:
-        """A text table: mean, sd, 5%/95% quantiles, bulk ESS and split R-hat per scalar."""
+    def summary(self, max_rows: int = 8) -> str:
+        """A text table: mean, sd, 5%/95% quantiles, bulk ESS and split R-hat per scalar.
+
+        At most ``max_rows`` entries of each node are shown (a per-crab assignment would
+        otherwise fill a screen); a last row says how many were left out.
+        """
         rows: list[tuple[str, ...]] = []
         for name, draws in self.samples.items():
-            flat = draws.reshape(draws.shape[0], draws.shape[1], -1)
-            flat = _as_float(flat)
-            for j in range(flat.shape[-1]):
-                label = name if flat.shape[-1] == 1 else f"{name}[{_index(draws.shape[2:], j)}]"
+            flat = _as_float(draws.reshape(draws.shape[0], draws.shape[1], -1))
+            count = flat.shape[-1]
+            for j in range(min(count, max_rows)):
+                label = name if count == 1 else f"{name}[{_index(draws.shape[2:], j)}]"
                 rows.append(_draw_row(label, flat[..., j]))
-                if len(rows) >= max_rows:
-                    break
+            rows.extend(_omitted(name, count, max_rows))
         for name, probs in self.marginals.items():
             if name in self.samples:
                 continue
             flat = probs.reshape(-1, probs.shape[-1])
-            for j in range(flat.shape[0]):
-                label = name if flat.shape[0] == 1 else f"{name}[{_index(probs.shape[:-1], j)}]"
+            count = flat.shape[0]
+            for j in range(min(count, max_rows)):
+                label = name if count == 1 else f"{name}[{_index(probs.shape[:-1], j)}]"
                 p = ", ".join(f"{v:.4f}" for v in flat[j].tolist()[:6])
                 rows.append((label, "", "", "", "", "", "", f"P = ({p})"))
-                if len(rows) >= max_rows:
-                    break
+            rows.extend(_omitted(name, count, max_rows))
         header = ("node", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat", "")
         lines = [f"{self.model} | engine={self.engine} | {self.seconds:.2f}s" + (
             f" | log p(data)={self.log_evidence:.4f}" if self.log_evidence is not None else "") + (
@@ -156,6 +159,12 @@ class FitResult:
                 "final_loss": self.losses[-1] if self.losses else None,
                 "steps": len(self.losses), "params": small,
                 "posterior": self.posterior.to_dict() if self.posterior else None}
+
+
+def _omitted(name: str, count: int, shown: int) -> list[tuple[str, ...]]:
+    if count <= shown:
+        return []
+    return [(f"{name}[...]", "", "", "", "", "", "", f"({count - shown} more not shown)")]
 
 
 def _std(draws: torch.Tensor) -> torch.Tensor:

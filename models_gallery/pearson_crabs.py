@@ -97,7 +97,7 @@ def run(config: RunConfig) -> RunReport:
     if config.out is not None:
         files = _pictures(config, build(), x, params, pearson)
     if posterior is not None:
-        rows.append(posterior.summary(max_rows=6))
+        rows.append(posterior.summary(max_rows=2))
     return RunReport("pearson_crabs", engine, "\n".join(rows),
                      metrics={k: v.tolist() for k, v in params.items()} | {
                          "log_likelihood": loglik, "pearson_log_likelihood": pearson_ll},

@@ -114,12 +114,14 @@ def build(subsample_size: int | None = BATCH, *, decoder: nn.Module | None = Non
 
 def build_guide(model: genppl.Model, *, encoder: nn.Module | None = None,
                 latent_dim: int = LATENT_DIM, seed: int = 1) -> genppl.Guide:
-    """q_φ(z | x): the encoder reads the observed pixels (amortised inference)."""
+    """q_φ(z | x): the encoder reads the observed pixels (amortised inference). Build it
+    after ``model.to(...)``: it takes the model's device and dtype."""
     net = encoder if encoder is not None else _seeded(lambda: Encoder(latent_dim), seed)
     g = model.guide()
     g.module("encoder", net)
     g.latent("z", lambda pixels, encoder: dist.Normal(*encoder(pixels)).to_event(1))
-    return g
+    # A module declared after model.to(...) stays where it was made; put it with the model.
+    return g.to(model.device, model.dtype)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -134,7 +136,8 @@ def elbo_per_image(model: genppl.Model, guide: genppl.Guide, pixels: torch.Tenso
     full_guide = build_guide(full, encoder=guide["encoder"].value)
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
                       max_plate_nesting=full.pyro_model.max_plate_nesting)
-    loss = elbo.loss(full.pyro_model, full_guide.pyro_guide, pixels=pixels.to(model.dtype))
+    with torch.no_grad():  # Trace_ELBO.loss would otherwise record a graph it never uses
+        loss = elbo.loss(full.pyro_model, full_guide.pyro_guide, pixels=pixels.to(model.dtype))
     return -float(loss) / len(pixels)
 
 
