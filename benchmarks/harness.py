@@ -289,6 +289,7 @@ def run_case(case: Case, config: BenchConfig, *, out_dir: Path | None = RESULTS_
                          f"contenders {names}")
     measurements = {c.name: Measurement(c.name, []) for c in contenders}
     last: dict[str, Any] = {}
+    env = environment(config.device)  # the load average before the work, not after it
 
     def say(text: str) -> None:
         if echo is not None:
@@ -318,9 +319,11 @@ def run_case(case: Case, config: BenchConfig, *, out_dir: Path | None = RESULTS_
     base = measurements[case.baseline].median_s
     for m in measurements.values():
         m.ratio = m.median_s / base if base > 0 else None
+    env["process_max_rss_mb"] = _max_rss_mb()
+    if hasattr(os, "getloadavg"):
+        env["load_average_end"] = _load_average()
     result = CaseResult(case, config, list(measurements.values()),
-                        case.notes(last) if case.notes is not None else [], timestamp,
-                        environment(config.device))
+                        case.notes(last) if case.notes is not None else [], timestamp, env)
     text = markdown_report(result)
     if out_dir is not None:
         result.json_path, result.md_path = _write(result, text, out_dir)
@@ -383,7 +386,8 @@ def markdown_report(result: CaseResult) -> str:
         + (f" ({env['device_name']})" if env.get("device_name") else "")
         + f" · {'quick' if cfg.quick else 'full'} · warm-up {cfg.warmup} · repeats "
         f"{cfg.repeats} · seed {cfg.seed} · {env['cpu_count']} CPUs, torch threads "
-        f"{env.get('torch_threads', 'n/a')} · load {env.get('load_average', 'n/a')}",
+        f"{env.get('torch_threads', 'n/a')} · load {env.get('load_average', 'n/a')} before, "
+        f"{env.get('load_average_end', 'n/a')} after",
         "",
         f"{versions}; git {env.get('git', 'n/a')}",
         "",
@@ -394,6 +398,22 @@ def markdown_report(result: CaseResult) -> str:
     ]
     lines += [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def _load_average() -> str:
+    """1, 5 and 15-minute load: on a shared machine, the first thing to check in a number."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _max_rss_mb() -> float | None:
+    """The whole process's resident-set high-water mark (all contenders, imports included)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    scale = 2**20 if sys.platform == "darwin" else 2**10
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -410,17 +430,8 @@ def environment(device: str) -> dict[str, Any]:
             env["packages"][package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        import resource
-
-        # ru_maxrss is in KiB on Linux (bytes on macOS): the whole process's high-water mark.
-        scale = 2**20 if sys.platform == "darwin" else 2**10
-        env["process_max_rss_mb"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
-    except ImportError:  # not on Windows
-        pass
     if hasattr(os, "getloadavg"):
-        env["load_average"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        env["load_average"] = _load_average()
     if "torch" in sys.modules:
         import torch
 

@@ -90,18 +90,21 @@ def describe_distribution(fn: Any) -> tuple[str, str, int | None]:
 
 
 def _families(model: Model) -> dict[str, tuple[str, str, int | None]]:
-    """Families of random nodes, from one prior draw; empty where the draw is impossible."""
+    """Families of random nodes, from one prior draw. A draw that stops early (an input
+    without data) still tells the families of the nodes it reached."""
     from genppl.pyro.layout import resolve_sizes
     from genppl.pyro.program import PyroProgram
 
     owner = getattr(model, "model", model)
-    program = PyroProgram(model, model.name, generative=True)
+    program = PyroProgram(model, model.name, generative=True, lenient=True)
     sizes, lengths = resolve_sizes(owner, {}, default=_PLACEHOLDER_SIZE)
+    tracer = poutine.trace(program.execute)
     try:
         with pyro.get_param_store().scope(), torch.no_grad(), poutine.block():
-            trace = poutine.trace(program.execute).get_trace({}, sizes, lengths)
+            tracer({}, sizes, lengths)
     except ModelError:
-        return {}  # e.g. an input without data: families stay unknown until data is given
+        pass  # e.g. a factory that needs real data: nodes not reached keep family None
+    trace = tracer.msngr.trace
     out: dict[str, tuple[str, str, int | None]] = {}
     for site in trace.nodes.values():
         if site["type"] != "sample" or site["infer"].get("_deterministic"):

@@ -61,10 +61,14 @@ def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
 class PyroProgram:
     """The Pyro callable of a model or guide (see module docstring)."""
 
-    def __init__(self, model: Model, name: str, *, generative: bool = False) -> None:
+    def __init__(self, model: Model, name: str, *, generative: bool = False,
+                 lenient: bool = False) -> None:
         self.model = model
         self.__name__ = name
         self.generative = generative
+        # Lenient runs (inspecting a model before data exists) skip what an absent input
+        # reaches instead of failing, so the rest of the model can still be traced.
+        self.lenient = lenient
         # A guide runs in its model's plates and reads its model's data.
         self.owner: Model = getattr(model, "model", model)
         self.dims = plate_dims(self.owner)
@@ -120,6 +124,9 @@ class PyroProgram:
         return run.values
 
 
+_ABSENT = object()  # the value of an input without data in a lenient run
+
+
 def _blocks(model: Model) -> list[Node | str]:
     """Declaration order with each chain collapsed to one block at its first node."""
     blocks: list[Node | str] = []
@@ -173,13 +180,18 @@ class _Run:
             return
         args = {p.arg: (step if p.node is None else
                         self.prev[p.node] if p.lag else self.values[p.node]) for p in parents}
+        if self.program.lenient and any(v is _ABSENT for v in args.values()):
+            self.values[node.name] = _ABSENT
+            return
         site = site_name(node.name, step)
         with ExitStack() as stack:
             for plate in node.plates:
                 stack.enter_context(self.plates[plate])
             if kind == "input":
                 value = self._data(node, step, node.event_dim)
-                if value is None:
+                if value is None and self.program.lenient:
+                    value = _ABSENT
+                elif value is None:
                     raise ModelError(f"input {node.name!r} ({node.declared_at}) was not given; "
                                      f"pass {node.name}=... to the model or engine.")
             elif kind == "deterministic":
