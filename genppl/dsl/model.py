@@ -189,6 +189,7 @@ class Model:
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"module {name!r} ({where}): expected a torch.nn.Module, got "
                              f"{type(module).__name__}.")
+        module.to(device=self.device, dtype=self.dtype)  # a module joins the model where it is
         self._add(Node(name, "module", where, value=module))
         return name
 

@@ -16,22 +16,26 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.engines.common import progress_bar, seed_everything
 from genppl.engines.registry import register
+from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import as_data
 from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
 
 
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 100,
-          seed: int | None = None, progress: bool = True) -> Posterior:
+          sizes: dict[str, int] | None = None, seed: int | None = None,
+          progress: bool = True) -> Posterior:
+    """``sizes`` sets plate sizes and chain lengths by name, for drawing without data."""
     seed_everything(seed)
     start = time.perf_counter()
     program = model.prior_program()
     data = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
+    plate_sizes, lengths = resolve_sizes(model, data, given=sizes)
     draws = []
     with torch.no_grad():
         for _ in progress_bar(range(num_samples), total=num_samples, desc="prior",
                           enabled=progress):
-            trace = poutine.trace(program).get_trace(**data)
+            trace = poutine.trace(program.execute).get_trace(data, plate_sizes, lengths)
             draws.append(trace_values(model, trace, program.dims,
                                       kinds=("latent", "observed", "deterministic")))
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}

@@ -58,15 +58,25 @@ def data_axes(node: Node) -> int:
 
 
 def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
-                  default: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
-    """Plate sizes and chain lengths: declared, else read off the data's compact layout.
+                  default: int | None = None, given: Mapping[str, int] | None = None
+                  ) -> tuple[dict[str, int], dict[str, int]]:
+    """Plate sizes and chain lengths: ``given`` (by plate or chain name), else declared, else
+    read off the data's compact layout.
 
     ``default`` stands in for sizes no data determines (used when drawing prior samples to
     inspect a model); without it such a size is an error.
     """
+    given = dict(given or {})
+    unknown = [k for k in given if k not in model.plates and k not in model.chains]
+    if unknown:
+        raise ModelError(f"sizes= names {unknown[0]!r}, which is neither a plate nor a chain of "
+                         f"{model.name!r}; plates: {sorted(model.plates)}, chains: "
+                         f"{sorted(model.chains)}.")
     sizes: dict[str, int] = {p: s.size for p, s in model.plates.items() if s.size is not None}
     lengths: dict[str, int] = {c: s.length for c, s in model.chains.items()
                                if s.length is not None}
+    for name, value in given.items():
+        (sizes if name in model.plates else lengths)[name] = int(value)
     for name, value in data.items():
         node = model.nodes.get(name)
         if node is None or node.kind not in ("observed", "input"):

@@ -124,6 +124,12 @@ class PyroProgram:
         return run.values
 
 
+def _brief(error: Exception, limit: int = 400) -> str:
+    """An exception's message without the tensors torch sometimes prints in full."""
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + " ... (message truncated)"
+
+
 _ABSENT = object()  # the value of an input without data in a lenient run
 
 
@@ -225,7 +231,7 @@ class _Run:
         except _USER_ERRORS as e:
             raise ModelError(
                 f"node {node.name!r} ({node.declared_at}): Pyro rejected the sample site: "
-                f"{type(e).__name__}: {e}. Check that the distribution's batch shape "
+                f"{type(e).__name__}: {_brief(e)}. Check that the distribution's batch shape "
                 f"{tuple(d.batch_shape)} matches plates {node.plates} (use .to_event(n) for "
                 "event dims)."
             ) from e
@@ -239,8 +245,8 @@ class _Run:
             shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in args.items()
                                if isinstance(v, torch.Tensor))
             raise ModelError(f"node {node.name!r} ({node.declared_at}): its factory raised "
-                             f"{type(e).__name__}: {e}" + (f" (parent shapes {shapes})"
-                                                           if shapes else "")) from e
+                             f"{type(e).__name__}: {_brief(e)}" + (f" (parent shapes {shapes})"
+                                                                   if shapes else "")) from e
 
     def _log_potential(self, node: Node, fn: Any, args: dict[str, Any]) -> torch.Tensor:
         value = self._call(node, fn, args)
