@@ -17,7 +17,7 @@ from genppl.dsl.model import Model
 from genppl.engines.common import prepare
 from genppl.engines.registry import register
 from genppl.errors import ModelError
-from genppl.pyro.values import from_pyro_layout, split_site
+from genppl.pyro.values import by_node, from_pyro_layout, split_site
 from genppl.results import Posterior
 
 
@@ -61,17 +61,10 @@ def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
         limit = ("; Pyro enumerates at most 64 variables at once (25 on CUDA)"
                  if "dim" in str(e) and "enumerat" in str(e).lower() else "")
         raise ModelError(f"Pyro's enumeration failed on {model.name!r}: {e}{limit}.") from e
-    steps: dict[str, dict[int, torch.Tensor]] = {}
-    marginals: dict[str, torch.Tensor] = {}
-    for site, d in dists.items():
-        name, step = split_site(site)
-        probs = from_pyro_layout(model[name], _state_probs(d), prep.program.dims, 1)
-        if step is None:
-            marginals[name] = probs
-        else:
-            steps.setdefault(name, {})[step] = probs
-    for name, by_step in steps.items():
-        marginals[name] = torch.stack([by_step[t] for t in sorted(by_step)])
+    marginals = by_node(
+        (site, from_pyro_layout(model[split_site(site)[0]], _state_probs(d),
+                                prep.program.dims, 1))
+        for site, d in dists.items())
     return Posterior(model.name, "enum", marginals=marginals, log_evidence=log_evidence,
                      seconds=time.perf_counter() - start)
 

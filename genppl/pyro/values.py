@@ -7,7 +7,7 @@ nodes, then the node's plates outermost first, then the event axes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -38,19 +38,13 @@ def from_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],
     return value
 
 
-def trace_values(model: Model, trace: object, dims: Mapping[str, int],
-                 kinds: tuple[str, ...] = ("latent", "deterministic")) -> dict[str, torch.Tensor]:
-    """Compact values of the model's nodes of ``kinds`` recorded in a Pyro trace."""
+def by_node(per_site: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``(site, value)`` pairs -> ``{node: value}``, chain steps stacked on a leading time
+    axis in step order (whatever order the steps ran in)."""
     steps: dict[str, dict[int, torch.Tensor]] = {}
     out: dict[str, torch.Tensor] = {}
-    for site in trace.nodes.values():  # type: ignore[attr-defined]
-        if site["type"] != "sample":
-            continue
-        name, step = split_site(site["name"])
-        node = model.nodes.get(name)
-        if node is None or node.kind not in kinds:
-            continue
-        value = from_pyro_layout(node, site["value"].detach(), dims, site["fn"].event_dim)
+    for site, value in per_site:
+        name, step = split_site(site)
         if step is None:
             out[name] = value
         else:
@@ -58,6 +52,19 @@ def trace_values(model: Model, trace: object, dims: Mapping[str, int],
     for name, by_step in steps.items():
         out[name] = torch.stack([by_step[t] for t in sorted(by_step)])
     return out
+
+
+def trace_values(model: Model, trace: object, dims: Mapping[str, int],
+                 kinds: tuple[str, ...] = ("latent", "deterministic")) -> dict[str, torch.Tensor]:
+    """Compact values of the model's nodes of ``kinds`` recorded in a Pyro trace."""
+    found = []
+    for site in trace.nodes.values():  # type: ignore[attr-defined]
+        node = model.nodes.get(split_site(site["name"])[0])
+        if site["type"] != "sample" or node is None or node.kind not in kinds:
+            continue
+        value = from_pyro_layout(node, site["value"].detach(), dims, site["fn"].event_dim)
+        found.append((site["name"], value))
+    return by_node(found)
 
 
 def stack_draws(draws: list[dict[str, torch.Tensor]], chains: int = 1) -> dict[str, torch.Tensor]:
