@@ -224,10 +224,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_dict())
         return EXIT_OK
-    print(f"{report.entry} | engine={report.engine} | {report.seconds:.2f}s")
     print(report.table)
     for path in report.files:
         print(f"wrote {path}")
+    print(f"({report.entry}, engine {report.engine}, {report.seconds:.1f}s)")
     return EXIT_OK
 
 

@@ -181,7 +181,7 @@ def test_run_passes_options_through(fake_gallery: FakeGallery, tmp_path: Path,
         "nuts", 7, torch.float32, 3, tmp_path)
     assert config.progress is False  # stderr is captured, not a terminal
     out = capsys.readouterr().out
-    assert "fake | engine=nuts" in out and "the table" in out
+    assert "the table" in out and "(fake, engine nuts, 0.5s)" in out
 
     main(["run", "fake"])
     assert calls[-1].out is None and calls[-1].dtype == torch.float64  # no pictures by default
