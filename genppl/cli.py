@@ -10,21 +10,19 @@ understood but failed.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from genppl.errors import ModelError, suggest
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
+from genppl.errors import ModelError
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, UnknownEntry, load_gallery
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "load_entries", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 #: The command was understood but did not succeed (a model error, a missing Graphviz).
@@ -43,78 +41,6 @@ class UsageError(Exception):
 
 class CommandFailed(Exception):
     """A well-formed request that could not be carried out; exit code 1."""
-
-
-# --------------------------------------------------------------------------- gallery loading
-@dataclass
-class Gallery:
-    """The entries that loaded, and why the others did not.
-
-    Loading is per module rather than :func:`genppl.gallery.entries` (which fails as a whole)
-    so that one broken or unfinished entry neither hides the others from ``gallery list`` nor
-    stops ``run`` of an unrelated entry.
-    """
-
-    entries: dict[str, GalleryEntry]
-    broken: dict[str, str]  # module name -> one-line reason
-
-    def get(self, name: str) -> GalleryEntry:
-        if name in self.entries:
-            return self.entries[name]
-        if name in self.broken:
-            raise CommandFailed(f"gallery entry {name!r} is registered but could not be "
-                                f"loaded: {self.broken[name]}")
-        broken = (f" (not loadable: {', '.join(sorted(self.broken))})" if self.broken else "")
-        raise UsageError(f"unknown gallery entry {name!r}." + suggest(name, self.entries)
-                         + broken + " See `genppl gallery list`.")
-
-
-def _registered_modules() -> list[str]:
-    import models_gallery
-
-    return list(models_gallery.ENTRIES)
-
-
-def _load_module_entry(module_name: str) -> GalleryEntry:
-    """Import ``models_gallery.<module_name>`` and return its ``ENTRY``, or raise with a
-    one-line reason that names the file."""
-    where = f"models_gallery/{module_name}.py"
-    try:
-        module = importlib.import_module(f"models_gallery.{module_name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"models_gallery.{module_name}":
-            raise CommandFailed(f"{where} does not exist (listed in models_gallery.ENTRIES)"
-                                ) from None
-        raise CommandFailed(f"{where} failed to import: {type(e).__name__}: {e}") from None
-    except Exception as e:  # any import-time failure makes the entry broken, not the CLI
-        raise CommandFailed(f"{where} failed to import: {type(e).__name__}: {e}") from None
-    entry = getattr(module, "ENTRY", None)
-    if not isinstance(entry, GalleryEntry):
-        raise CommandFailed(f"{where} defines no ENTRY = GalleryEntry(...)")
-    return entry
-
-
-def load_entries(only: str | None = None) -> Gallery:
-    """Load the registered entries; with ``only``, try the module of that name first and stop
-    there when it defines that entry (so ``run x`` does not import every other model)."""
-    modules = _registered_modules()
-    if only is not None and only in modules:
-        try:
-            entry = _load_module_entry(only)
-        except CommandFailed as e:
-            return Gallery({}, {only: str(e)})
-        if entry.name == only:
-            return Gallery({only: entry}, {})
-    entries: dict[str, GalleryEntry] = {}
-    broken: dict[str, str] = {}
-    for module_name in modules:
-        try:
-            entry = _load_module_entry(module_name)
-        except CommandFailed as e:
-            broken[module_name] = str(e)
-            continue
-        entries[entry.name] = entry
-    return Gallery(entries, broken)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -183,7 +109,7 @@ def _run_entry(entry: GalleryEntry, config: RunConfig) -> RunReport:
 
 # --------------------------------------------------------------------------- subcommands
 def cmd_gallery_list(args: argparse.Namespace) -> int:
-    gallery = load_entries()
+    gallery = load_gallery()
     rows = [{"name": e.name, "title": e.title, "engines": list(e.engines),
              "default_engine": e.default_engine} for e in gallery.entries.values()]
     if args.json:
@@ -216,7 +142,7 @@ def cmd_engines(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    entry = load_entries(args.name).get(args.name)
+    entry = load_gallery(args.name).get(args.name)
     config = RunConfig(engine=args.engine, steps=args.steps, device=_device(args.device),
                        dtype=DTYPES[args.dtype], out=args.out, seed=args.seed,
                        progress=_progress())
@@ -234,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from genppl.graph.render import GraphvizNotFound
 
-    entry = load_entries(args.name).get(args.name)
+    entry = load_gallery(args.name).get(args.name)
     try:
         model = entry.build()
     except ModelError as e:
@@ -250,7 +176,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    entry = load_entries(DEMO_ENTRY).get(DEMO_ENTRY)
+    entry = load_gallery(DEMO_ENTRY).get(DEMO_ENTRY)
     out: Path = args.out
     print(f"{entry.title}\n"
           f"Fitting the two components to Weldon's 1,000 crabs with genppl's svi engine "
@@ -338,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return func(args)
+    except UnknownEntry as e:
+        print(f"genppl: error: {e} See `genppl gallery list`.", file=sys.stderr)
+        return EXIT_USAGE
     except UsageError as e:
         print(f"genppl: error: {e}", file=sys.stderr)
         return EXIT_USAGE

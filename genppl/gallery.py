@@ -70,26 +70,80 @@ class GalleryEntry:
         return chosen
 
 
-def entries() -> dict[str, GalleryEntry]:
-    """Every registered entry, in ``models_gallery.ENTRIES`` order."""
+class UnknownEntry(ModelError):
+    """A name that no registered gallery entry has."""
+
+
+@dataclass
+class Gallery:
+    """The registered entries that loaded, and why the others did not.
+
+    Entries load one module at a time, so one broken or unfinished entry neither hides the
+    others nor stops an unrelated one from running.
+    """
+
+    entries: dict[str, GalleryEntry]
+    broken: dict[str, str]  # module name -> one-line reason
+
+    def get(self, name: str) -> GalleryEntry:
+        if name in self.entries:
+            return self.entries[name]
+        if name in self.broken:
+            raise ModelError(f"gallery entry {name!r} is registered but could not be loaded: "
+                             f"{self.broken[name]}")
+        broken = f" (not loadable: {', '.join(sorted(self.broken))})" if self.broken else ""
+        raise UnknownEntry(f"unknown gallery entry {name!r}." + suggest(name, self.entries)
+                           + broken)
+
+
+def load_entry(module_name: str) -> GalleryEntry:
+    """Import ``models_gallery.<module_name>`` and return its ``ENTRY``; any failure is a
+    ``ModelError`` naming the file."""
+    where = f"models_gallery/{module_name}.py"
+    try:
+        module = importlib.import_module(f"models_gallery.{module_name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"models_gallery.{module_name}":
+            raise ModelError(f"{where} does not exist (listed in models_gallery.ENTRIES)"
+                             ) from None
+        raise ModelError(f"{where} failed to import: {type(e).__name__}: {e}") from None
+    except Exception as e:  # any import-time failure makes the entry broken, not the caller
+        raise ModelError(f"{where} failed to import: {type(e).__name__}: {e}") from None
+    entry = getattr(module, "ENTRY", None)
+    if not isinstance(entry, GalleryEntry):
+        raise ModelError(f"{where} defines no ENTRY = GalleryEntry(...)")
+    return entry
+
+
+def load_gallery(only: str | None = None) -> Gallery:
+    """Load the registered entries, in ``models_gallery.ENTRIES`` order; with ``only``, load
+    just the module of that name when it defines that entry (so running one model does not
+    import every other)."""
     import models_gallery
 
-    out = {}
-    for module_name in models_gallery.ENTRIES:
-        module = importlib.import_module(f"models_gallery.{module_name}")
-        entry = getattr(module, "ENTRY", None)
-        if not isinstance(entry, GalleryEntry):
-            raise ModelError(f"models_gallery/{module_name}.py defines no "
-                             "ENTRY = GalleryEntry(...)")
-        out[entry.name] = entry
-    return out
+    modules = list(models_gallery.ENTRIES)
+    if only is not None and only in modules:
+        try:
+            entry = load_entry(only)
+        except ModelError as e:
+            return Gallery({}, {only: str(e)})
+        if entry.name == only:
+            return Gallery({only: entry}, {})
+    entries: dict[str, GalleryEntry] = {}
+    broken: dict[str, str] = {}
+    for module_name in modules:
+        try:
+            entry = load_entry(module_name)
+        except ModelError as e:
+            broken[module_name] = str(e)
+            continue
+        entries[entry.name] = entry
+    return Gallery(entries, broken)
 
 
 def get_entry(name: str) -> GalleryEntry:
-    table = entries()
-    if name not in table:
-        raise ModelError(f"unknown gallery entry {name!r}." + suggest(name, table))
-    return table[name]
+    """The entry called ``name`` (``UnknownEntry`` lists the valid names)."""
+    return load_gallery(name).get(name)
 
 
 def output_file(config: RunConfig, name: str) -> Path | None:
