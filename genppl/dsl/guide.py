@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import ChainSpec, Node, NodeKind, Parent, caller_location
 from genppl.errors import ModelError, suggest
-
-if TYPE_CHECKING:
-    pass
 
 
 class Guide(Model):
@@ -104,10 +101,6 @@ class Guide(Model):
     def pyro_guide(self) -> Callable[..., Any]:
         """A plain Pyro guide callable taking the same keyword arguments as the model."""
         return self.pyro_model
-
-    @property
-    def pyro_model_name(self) -> str:
-        return self.name
 
     @property
     def uncovered(self) -> list[str]:

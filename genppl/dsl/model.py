@@ -322,11 +322,7 @@ class Model:
         """A plain Pyro model callable taking the data and inputs as keyword arguments."""
         from genppl.pyro.program import PyroProgram
 
-        return PyroProgram(self, self.pyro_model_name)
-
-    @property
-    def pyro_model_name(self) -> str:
-        return self.name
+        return PyroProgram(self, self.name)
 
     def prior_program(self) -> Callable[..., Any]:
         """The compiled model with observed nodes sampled when their data is absent."""
