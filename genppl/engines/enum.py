@@ -14,7 +14,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from genppl.dsl.model import Model
-from genppl.engines.common import prepare
+from genppl.engines.common import prepare, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.pyro.values import by_node, from_pyro_layout, split_site
@@ -37,7 +37,9 @@ def _state_probs(d: Any) -> torch.Tensor:
     return torch.softmax(d.logits, -1)
 
 
+@with_params
 def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
+    """Exact marginals of every finite latent and log p(data)."""
     start = time.perf_counter()
     prep = prepare(model, data)
     if prep.continuous:

@@ -13,13 +13,14 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 
 from genppl.dsl.model import Model
-from genppl.engines.common import complete_draw, init_values, prepare, seed_everything
+from genppl.engines.common import complete_draw, init_values, prepare, seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.pyro.values import stack_draws
 from genppl.results import Posterior
 
 
+@with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nuts",
           num_samples: int = 500, warmup_steps: int | None = None, num_chains: int = 1,
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,

@@ -14,7 +14,7 @@ import torch
 from pyro import poutine
 
 from genppl.dsl.model import Model
-from genppl.engines.common import progress_bar, seed_everything
+from genppl.engines.common import progress_bar, seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import as_data
@@ -22,6 +22,7 @@ from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
 
 
+@with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 100,
           sizes: dict[str, int] | None = None, seed: int | None = None,
           progress: bool = True) -> Posterior:

@@ -51,10 +51,14 @@ def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
     """Data on the model's device; floating data in the model's dtype, integers kept exact."""
     try:
         t = torch.as_tensor(value, device=model.device)
+        if t.is_floating_point() and t.dtype != model.dtype:
+            # Python numbers go straight to the model's dtype: through torch's default
+            # float32 first, 0.6 would reach a float64 model as 0.6000000238.
+            is_array = isinstance(value, torch.Tensor) or hasattr(value, "__array__")
+            t = t.to(model.dtype) if is_array else torch.as_tensor(
+                value, dtype=model.dtype, device=model.device)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"data {name!r} cannot become a tensor: {e}") from e
-    if t.is_floating_point() and t.dtype != model.dtype:
-        t = t.to(model.dtype)
     return t
 
 
@@ -268,12 +272,10 @@ class _Run:
     def _param_init(self, node: Node) -> torch.Tensor:
         init = node.value() if callable(node.value) else node.value
         try:
-            t = torch.as_tensor(init, device=self.model.device)
-        except (TypeError, ValueError, RuntimeError) as e:
+            t = as_data(self.model, node.name, init)
+        except ModelError as e:
             raise ModelError(f"param {node.name!r} ({node.declared_at}): initial value is not "
                              f"tensor-like: {e}") from e
-        if t.is_floating_point():
-            t = t.to(self.model.dtype)
         if not bool(node.constraint.check(t).all()):
             raise ModelError(f"param {node.name!r} ({node.declared_at}): initial value violates "
                              f"its constraint {node.constraint}.")

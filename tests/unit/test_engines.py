@@ -459,3 +459,32 @@ def test_engines_that_cannot_run_say_why() -> None:
     with pytest.raises(ModelError, match="Did you mean 'normal'"):
         genppl.fit(conjugate(), {"x": conjugate_data()}, engine="svi", guide="normall",
                    steps=1, progress=False)
+
+
+def _coin(name: str, p: float) -> genppl.Model:
+    m = genppl.Model(name)
+    m.param("bias", torch.tensor(p, dtype=torch.float64), constraint=constraints.unit_interval)
+    m.latent("c", lambda bias: dist.Bernoulli(bias))
+    m.observed("y", lambda c: dist.Normal(c, 1.0))
+    return m.to(dtype=torch.float64)
+
+
+def test_engines_that_fit_nothing_ignore_params_left_by_other_runs() -> None:
+    """Two models share a param name; neither may see the other's value, and params= sets it."""
+    y = torch.tensor(0.3, dtype=torch.float64)
+
+    def exact(p: float) -> float:  # P(c = 1 | y) by Bayes' rule
+        like = dist.Normal(torch.tensor([0.0, 1.0], dtype=torch.float64), 1.0).log_prob(y).exp()
+        return float(p * like[1] / ((1 - p) * like[0] + p * like[1]))
+
+    pyro.clear_param_store()
+    pyro.param("bias", torch.tensor(0.9, dtype=torch.float64))  # a stale value from elsewhere
+    for p in (0.2, 0.7):
+        post = genppl.infer(_coin(f"coin{p}", p), {"y": y}, engine="enum")
+        assert float(post.marginals["c"][1]) == pytest.approx(exact(p), abs=1e-12)
+    post = genppl.infer(_coin("coin", 0.2), {"y": y}, engine="enum", params={"bias": 0.6})
+    assert float(post.marginals["c"][1]) == pytest.approx(exact(0.6), abs=1e-12)
+    # The caller's store is untouched.
+    assert float(pyro.param("bias").detach()) == pytest.approx(0.9)
+    with pytest.raises(genppl.ModelError, match=r"params= names 'bais'.*bias"):
+        genppl.infer(_coin("coin", 0.2), {"y": y}, engine="enum", params={"bais": 0.6})
