@@ -8,7 +8,8 @@ the demo, the gallery smoke tests and the benchmarks alike.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,32 @@ def load_gallery(only: str | None = None) -> Gallery:
 def get_entry(name: str) -> GalleryEntry:
     """The entry called ``name`` (``UnknownEntry`` lists the valid names)."""
     return load_gallery(name).get(name)
+
+
+@contextmanager
+def figure(config: RunConfig, filename: str, written: list[str], *, tight: bool = True,
+           **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """``(fig, axes)`` of ``plt.subplots(**subplots)``, saved under ``config.out`` (and the
+    path appended to ``written``) when the block ends. Matplotlib loads on first use, with
+    the file-only Agg backend, so that no entry depends on a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = output_file(config, filename)
+    if path is None:
+        raise ModelError(f"figure {filename!r}: RunConfig.out is not set; pass out= to write "
+                         "pictures.")
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        if tight:
+            fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        written.append(str(path))
+    finally:
+        plt.close(fig)
 
 
 def output_file(config: RunConfig, name: str) -> Path | None:

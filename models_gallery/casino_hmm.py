@@ -12,12 +12,13 @@ a fixed seed, so the true dice are known and the decoding can be scored.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pyro.distributions as dist
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file, render_graph
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 FAIR, LOADED = 0, 1
 #: P(first die). Half and half rather than "always fair": a hard 0 is not exact in torch's
@@ -106,15 +107,15 @@ def run(config: RunConfig) -> RunReport:
 
 def _plot(config: RunConfig, engine: str, p_loaded: torch.Tensor, dice: torch.Tensor) -> str:
     """P(loaded) per roll drawn over the stretches where the loaded die was truly in use."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = output_file(config, "casino_hmm_posterior.png")
-    assert path is not None
+    written: list[str] = []
     steps = list(range(len(dice)))  # plain lists: matplotlib and torch tensors mix poorly
-    fig, ax = plt.subplots(figsize=(9, 3))
+    with figure(config, "casino_hmm_posterior.png", written, figsize=(9, 3)) as (_, ax):
+        _draw_posterior(ax, engine, steps, p_loaded, dice)
+    return written[0]
+
+
+def _draw_posterior(ax: Any, engine: str, steps: list[int], p_loaded: torch.Tensor,
+                    dice: torch.Tensor) -> None:
     ax.fill_between(steps, 0, 1, where=(dice == LOADED).tolist(), step="mid", color="C3",
                     alpha=0.2, lw=0, label="loaded die in use (truth)")
     ax.plot(steps, p_loaded.tolist(), color="C0", lw=1.2, label="P(loaded | rolls)")
@@ -124,10 +125,6 @@ def _plot(config: RunConfig, engine: str, p_loaded: torch.Tensor, dice: torch.Te
     ax.set_ylabel("P(loaded)")
     ax.set_title(f"Dishonest casino: posterior decoding (engine {engine})")
     ax.legend(loc="upper right", fontsize=8, framealpha=0.95)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
 
 
 ENTRY = GalleryEntry(

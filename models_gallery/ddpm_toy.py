@@ -47,7 +47,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file, render_graph
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 #: Dimension of a data point.
 DIM = 2
@@ -348,27 +348,17 @@ def run(config: RunConfig) -> RunReport:
 
 def _pictures(config: RunConfig, model: genppl.Model, points: torch.Tensor,
               samples: torch.Tensor) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scatter_path = output_file(config, "ddpm_toy_samples.png")
-    assert scatter_path is not None
     written = [str(render_graph(model, config, "ddpm_toy_graph.svg"))]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
-    for ax, xy, title in ((axes[0], points, "data (held out)"),
-                          (axes[1], samples, "DDPM ancestral samples")):
-        xy = xy.detach().cpu().double().numpy()
-        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
-        ax.set_title(title)
-        ax.set_aspect("equal")
-    axes[0].set_xlim(-2.5, 2.5)
-    axes[0].set_ylim(-2.5, 2.5)
-    fig.tight_layout()
-    fig.savefig(scatter_path, dpi=120)
-    plt.close(fig)
-    written.append(str(scatter_path))
+    with figure(config, "ddpm_toy_samples.png", written, ncols=2, figsize=(8, 4), sharex=True,
+                sharey=True) as (_, axes):
+        for ax, xy, title in ((axes[0], points, "data (held out)"),
+                              (axes[1], samples, "DDPM ancestral samples")):
+            xy = xy.detach().cpu().double().numpy()
+            ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
+            ax.set_title(title)
+            ax.set_aspect("equal")
+        axes[0].set_xlim(-2.5, 2.5)
+        axes[0].set_ylim(-2.5, 2.5)
     return written
 
 

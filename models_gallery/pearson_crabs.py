@@ -10,13 +10,14 @@ is the one with the smaller mean.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pyro.distributions as dist
 import torch
 
 import genppl
 from genppl.data import crabs
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file, render_graph
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 
 def build() -> genppl.Model:
@@ -106,19 +107,18 @@ def run(config: RunConfig) -> RunReport:
 
 def _pictures(config: RunConfig, model: genppl.Model, x: torch.Tensor,
               params: dict[str, torch.Tensor], pearson: dict[str, torch.Tensor]) -> list[str]:
-    import matplotlib
+    written = [str(render_graph(model, config, "pearson_crabs_graph.svg"))]
+    with figure(config, "pearson_crabs_fit.png", written, figsize=(7, 4)) as (_, ax):
+        _draw_fit(ax, x, params, pearson)
+    return written
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    graph_path = render_graph(model, config, "pearson_crabs_graph.svg")
-    hist_path = output_file(config, "pearson_crabs_fit.png")
-    assert graph_path is not None and hist_path is not None
-    written = [str(graph_path)]
+def _draw_fit(ax: Any, x: torch.Tensor, params: dict[str, torch.Tensor],
+              pearson: dict[str, torch.Tensor]) -> None:
+    """The grouped data as a density histogram, each fit's mixture and its components."""
     mids = crabs.midpoints()
     density = [c / (len(x) * crabs.BIN_WIDTH) for c in crabs.COUNTS]
     grid = torch.linspace(0.57, 0.71, 400, dtype=x.dtype)
-    fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(mids, density, width=crabs.BIN_WIDTH,
            color="0.85", edgecolor="0.6", label="Weldon's 1,000 crabs")
     for label, p, style in (("genppl fit", params, "-"), ("Pearson 1894", pearson, "--")):
@@ -132,11 +132,6 @@ def _pictures(config: RunConfig, model: genppl.Model, x: torch.Tensor,
     ax.set_ylabel("density")
     ax.set_title("Pearson's crabs: two-component normal mixture")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(hist_path, dpi=120)
-    plt.close(fig)
-    written.append(str(hist_path))
-    return written
 
 
 ENTRY = GalleryEntry(

@@ -33,7 +33,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, output_file, render_graph
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 NUM_PIXELS = 64
 LATENT_DIM = 8
@@ -180,14 +180,6 @@ def run(config: RunConfig) -> RunReport:
 def _pictures(config: RunConfig, model: genppl.Model, guide: genppl.Guide,
               test: torch.Tensor) -> list[str]:
     """Plate diagram; decoded prior samples (pixel probabilities); test reconstructions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    samples_path = output_file(config, "vae_digits_samples.png")
-    recon_path = output_file(config, "vae_digits_reconstructions.png")
-    assert samples_path is not None and recon_path is not None
     written = [str(render_graph(model, config, "vae_digits_graph.svg"))]
     decoder: nn.Module = model["decoder"].value
     encoder: nn.Module = guide["encoder"].value
@@ -198,24 +190,19 @@ def _pictures(config: RunConfig, model: genppl.Model, guide: genppl.Guide,
         shown = test[:12].to(model.device, model.dtype)
         recon = torch.sigmoid(decoder(encoder(shown)[0])).double().cpu()
 
-    fig, axes = plt.subplots(8, 8, figsize=(5, 5))
-    for ax, image in zip(axes.flat, samples, strict=True):
-        ax.imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
-        ax.axis("off")
-    fig.suptitle("VAE: p(x | z) for z ~ N(0, I) (pixel probabilities)")
-    fig.savefig(samples_path, dpi=120)
-    plt.close(fig)
-    written.append(str(samples_path))
-
-    fig, axes = plt.subplots(2, 12, figsize=(9, 1.9))
-    for j in range(12):
-        for row, image in enumerate((shown[j].double().cpu(), recon[j])):
-            axes[row, j].imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
-            axes[row, j].axis("off")
-    fig.suptitle("test digits (top) and reconstructions from the encoder's mean (bottom)")
-    fig.savefig(recon_path, dpi=120)
-    plt.close(fig)
-    written.append(str(recon_path))
+    with figure(config, "vae_digits_samples.png", written, tight=False, nrows=8, ncols=8,
+                figsize=(5, 5)) as (fig, axes):
+        for ax, image in zip(axes.flat, samples, strict=True):
+            ax.imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
+            ax.axis("off")
+        fig.suptitle("VAE: p(x | z) for z ~ N(0, I) (pixel probabilities)")
+    with figure(config, "vae_digits_reconstructions.png", written, tight=False, nrows=2,
+                ncols=12, figsize=(9, 1.9)) as (fig, axes):
+        for j in range(12):
+            for row, image in enumerate((shown[j].double().cpu(), recon[j])):
+                axes[row, j].imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
+                axes[row, j].axis("off")
+        fig.suptitle("test digits (top) and reconstructions from the encoder's mean (bottom)")
     return written
 
 
