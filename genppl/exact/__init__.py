@@ -1,0 +1,30 @@
+"""Exact inference over discrete variables by variable elimination on log-space tables.
+
+One contraction serves every query: log Z (sum-product), all family and single-variable
+marginals (gradients of log Z with respect to the log tables), and the most probable
+assignment (max-product with backtracking). Elimination orders come from the interaction
+graph, so the number of variables is unbounded; only the largest table (the induced width)
+costs memory, and it is checked against a budget before anything is allocated.
+"""
+
+from genppl.exact.contract import (
+    Factor,
+    interaction_graph,
+    log_partition,
+    map_assignment,
+    marginals,
+    plan,
+)
+from genppl.exact.naive import naive_log_partition, naive_map, naive_marginals
+
+__all__ = [
+    "Factor",
+    "interaction_graph",
+    "log_partition",
+    "map_assignment",
+    "marginals",
+    "naive_log_partition",
+    "naive_map",
+    "naive_marginals",
+    "plan",
+]
