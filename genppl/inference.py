@@ -14,10 +14,14 @@ from genppl.results import FitResult, Posterior
 
 
 def default_engine(model: Model, data: dict[str, Any] | None) -> str:
-    """Exact enumeration for fully finite models, NUTS when continuous latents exist."""
+    """Exact inference for fully finite models (variable elimination where it applies, Pyro's
+    enumeration for plates and chains until the exact engine covers them), NUTS when
+    continuous latents exist."""
     if not model.latent_names:
         return "svi"
-    return "nuts" if prepare(model, data).continuous else "enum"
+    if prepare(model, data).continuous:
+        return "nuts"
+    return "enum" if model.plates or model.chains else "exact"
 
 
 def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None = None,

@@ -103,6 +103,6 @@ ENTRY = GalleryEntry(
     title="A 3x3 Ising model: an undirected model of factors, its partition function exactly",
     build=build,
     data=data,
-    engines=("enum",),
+    engines=("exact", "enum"),
     run=run,
 )

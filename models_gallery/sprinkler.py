@@ -83,7 +83,7 @@ def run(config: RunConfig) -> RunReport:
                ("P(sprinkler = yes | wet = yes)", p_sprinkler),
                ("P(cloudy = yes | wet = yes)", p_cloudy),
                ("P(sprinkler = yes | wet = yes, rain = yes)", p_sprinkler_rain)]
-    rows = ["exact queries (engine enum):"]
+    rows = [f"exact queries (engine {engine}):"]
     rows += [f"  {label:<43} {value:.4f}" for label, value in queries]
     rows[-1] += "   <- explaining away"
     rows.append("d-separation (read off the graph alone):")
@@ -107,6 +107,6 @@ ENTRY = GalleryEntry(
     title="The sprinkler network: a discrete Bayesian network of CPTs, queried exactly",
     build=build,
     data=data,
-    engines=("enum",),
+    engines=("exact", "enum"),
     run=run,
 )

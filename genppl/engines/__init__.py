@@ -1,6 +1,6 @@
 """Inference engines, registered by name (see ``registry``)."""
 
-from genppl.engines import enum, mcmc, prior, svi
+from genppl.engines import enum, exact, mcmc, prior, svi
 from genppl.engines.registry import ENGINES, Engine, get_engine, register
 
-__all__ = ["ENGINES", "Engine", "enum", "get_engine", "mcmc", "prior", "register", "svi"]
+__all__ = ["ENGINES", "Engine", "enum", "exact", "get_engine", "mcmc", "prior", "register", "svi"]

@@ -125,8 +125,8 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
     # Every leaf gets the full batch shape: a table shared by all cases would otherwise
     # receive the sum of their marginals rather than one per case.
     batch = _batch_shape(factors)
-    leaves = [Factor(f.vars, f.log_table.detach().expand(*batch, *f.log_table.shape[
-        f.log_table.dim() - len(f.vars):]).clone().requires_grad_(True)) for f in factors]
+    leaves = [Factor(f.vars, f.log_table.detach().expand((*batch, *f.log_table.shape[
+        f.log_table.dim() - len(f.vars):])).clone().requires_grad_(True)) for f in factors]
     with torch.enable_grad():
         log_z = log_partition(leaves, order=order, budget_bytes=budget_bytes)
         grads = torch.autograd.grad(log_z.sum(), [f.log_table for f in leaves],
@@ -169,7 +169,7 @@ def _aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     t = t.reshape((1,) * (batch_dims - len(f.batch_shape)) + tuple(t.shape))
     position = {v: batch_dims + i for i, v in enumerate(f.vars)}
     present = [v for v in scope if v in position]
-    t = t.permute(*range(batch_dims), *(position[v] for v in present))
+    t = t.permute((*range(batch_dims), *(position[v] for v in present)))
     shape = list(t.shape[:batch_dims]) + [t.shape[batch_dims + present.index(v)] if v in
                                           position else 1 for v in scope]
     return t.reshape(shape)
@@ -212,7 +212,7 @@ def _select(argmax: torch.Tensor, values: Sequence[torch.Tensor], k: int) -> tor
         return argmax
     own = argmax.shape[: argmax.dim() - k]
     batch = torch.broadcast_shapes(own, *(v.shape for v in values))
-    flat = argmax.reshape(*own, -1).expand(*batch, -1)
+    flat = argmax.reshape((*own, -1)).expand((*batch, -1))
     index = torch.zeros(batch, dtype=torch.long, device=argmax.device)
     for value, size in zip(values, argmax.shape[argmax.dim() - k:], strict=True):
         index = index * size + value.expand(batch).long()

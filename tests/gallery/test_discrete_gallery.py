@@ -55,7 +55,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[RunRepo
 def test_run_reports_and_writes_files(reports: dict[str, tuple[RunReport, Path]],
                                       name: str) -> None:
     report, folder = reports[name]
-    assert report.entry == name and report.engine == "enum"
+    default = {"sprinkler": sprinkler, "casino_hmm": casino_hmm, "ising_3x3": ising_3x3}[name]
+    assert report.entry == name and report.engine == default.ENTRY.default_engine
     assert report.table.strip()
     assert report.files, "config.out was set, so the entry must write its graph"
     for f in report.files:
