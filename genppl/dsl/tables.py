@@ -60,19 +60,29 @@ def cpt_factory(
     if (t < 0).any() or not torch.allclose(t.sum(-1), torch.ones((), dtype=t.dtype), atol=1e-6):
         raise ModelError(f"CPT {name!r} ({where}): every row (last axis) must be a probability "
                          "vector: non-negative and summing to 1.")
-    # Kept as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
-    # impossible states would get log-probability ~ -16 (float32) instead of -inf.
-    cast = _Cast(model, t.log())
-    n_parents = len(parents)
+    return CPT(model, parents, t), int(t.shape[-1])
 
-    def factory(**values: torch.Tensor) -> dist.Distribution:
-        logits = cast()
-        if n_parents:
-            index = tuple(values[p] for p in parents)
+
+class CPT:
+    """A conditional probability table as a distribution factory over its parents' states.
+
+    ``table`` keeps the float64 probabilities as declared (for writing BIF files and for
+    engines that read tables directly).
+    """
+
+    def __init__(self, model: Model, parents: tuple[str, ...], table: torch.Tensor) -> None:
+        self.parents = parents
+        self.table = table
+        # Kept as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
+        # impossible states would get log-probability ~ -16 (float32) instead of -inf.
+        self._logits = _Cast(model, table.log())
+
+    def __call__(self, **values: torch.Tensor) -> dist.Distribution:
+        logits = self._logits()
+        if self.parents:
+            index = tuple(values[p] for p in self.parents)
             logits = Vindex(logits)[(..., *index, slice(None))]
         return dist.Categorical(logits=logits)
-
-    return factory, int(t.shape[-1])
 
 
 _SCALAR = torch.Size()

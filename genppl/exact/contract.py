@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import torch
@@ -156,6 +157,29 @@ def map_assignment(factors: Sequence[Factor], *, order: Sequence[str] | None = N
 
 
 # --------------------------------------------------------------------------- internals
+class _LogSumExp(torch.autograd.Function):
+    """``torch.logsumexp`` whose gradient is 0, not NaN, where every term is -inf.
+
+    Evidence makes whole slices impossible; their share of every marginal is exactly zero,
+    but the textbook gradient exp(x - logsumexp(x)) evaluates to exp(-inf + inf) there.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
+        out = torch.logsumexp(x, dim)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, out = ctx.saved_tensors
+        out, grad = out.unsqueeze(ctx.dim), grad.unsqueeze(ctx.dim)
+        weights = torch.where(torch.isfinite(out), (x - out).exp(), torch.zeros_like(x))
+        return grad * weights, None
+
+
+
 def _batch_shape(factors: Sequence[Factor]) -> torch.Size:
     try:
         return torch.broadcast_shapes(*(f.batch_shape for f in factors))
@@ -192,7 +216,7 @@ def _eliminate_all(factors: list[Factor], order: Sequence[str], *, maximise: boo
             value, argmax = joint.max(axis)
             traceback.append((var, rest, argmax))
         else:
-            value = torch.logsumexp(joint, axis)
+            value = _LogSumExp.apply(joint, axis)
         factors.append(Factor(rest, value))
     return factors, traceback
 

@@ -8,7 +8,9 @@ depend on a latent are read from one run of the compiled program. Leading dimens
 data are evidence cases, answered together.
 
 This first version covers models without plates or chains (Bayesian networks, MRFs); those
-structures are refused with a clear error rather than unrolled silently.
+structures are refused with a clear error rather than unrolled silently. Data given for a
+latent node is evidence on it: any variable of a network can be conditioned on without
+redeclaring it observed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node
 from genppl.errors import ModelError
-from genppl.exact.contract import Factor
+from genppl.exact.contract import Factor, evidence_factor
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import PyroProgram, as_data, default_tensor_context
 
@@ -42,6 +44,11 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
         raise ModelError(f"engine 'exact' does not yet handle plates or chains (model "
                          f"{model.name!r}); use engine='enum' for now.")
     data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
+    unknown = [k for k in data if k not in model.nodes
+               or model.nodes[k].kind not in ("latent", "observed", "input")]
+    if unknown:
+        raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
+                         f"{model.name!r}.")
     fixed = _fixed_values(model, data)
     states: dict[str, torch.Tensor] = {}
     factors: list[Factor] = []
@@ -66,6 +73,9 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
                 table = d.log_prob(support.reshape(-1, *([1] * len(d.batch_shape))))
                 factors.append(Factor((*scope, node.name), table.movedim(0, -1)))
                 latents.append(node.name)
+                if node.name in data:  # evidence on a latent: an indicator of its state
+                    factors.append(evidence_factor(node.name, _state_index(
+                        node, data[node.name], support), len(support), like=table))
             else:
                 value = data.get(node.name)
                 if value is None:
@@ -74,6 +84,15 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
                 factors.append(Factor(scope, d.log_prob(_at_cases(value, d, len(scope)))))
                 observed[node.name] = (value, len(d.event_shape))
     return FactorModel(factors, states, latents)
+
+
+def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Evidence values (support values, e.g. 0/1 or 0..K-1) as state indices, checked."""
+    match = value.unsqueeze(-1) == support.to(value.dtype)
+    if not bool(match.any(-1).all()):
+        raise ModelError(f"evidence for {node.name!r} ({node.declared_at}) has values outside "
+                         f"its states {support.tolist()}.")
+    return match.long().argmax(-1)
 
 
 def _at_cases(value: torch.Tensor, d: Any, scope_dims: int) -> torch.Tensor:
