@@ -77,6 +77,10 @@ class CPT:
         # impossible states would get log-probability ~ -16 (float32) instead of -inf.
         self._logits = _Cast(model, table.log())
 
+    def log_table(self) -> torch.Tensor:
+        """log P(node | parents), shape (*parent cards, K), on the model's device and dtype."""
+        return self._logits()
+
     def __call__(self, **values: torch.Tensor) -> dist.Distribution:
         logits = self._logits()
         if self.parents:

@@ -24,6 +24,7 @@ from pyro import poutine
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node
+from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor, evidence_factor
 from genppl.pyro.layout import resolve_sizes
@@ -49,16 +50,40 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
     if unknown:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
-    fixed = _fixed_values(model, data)
+    needs_fixed = any(model.nodes[p].kind not in ("latent", "observed")
+                      for node in model.nodes.values() for p in node.parent_nodes)
+    fixed = _fixed_values(model, data) if needs_fixed else {}
     states: dict[str, torch.Tensor] = {}
     factors: list[Factor] = []
     latents: list[str] = []
     observed: dict[str, tuple[torch.Tensor, int]] = {}  # data and event dims, for children
+
+    def add_latent(node: Node, scope: tuple[str, ...], table: torch.Tensor,
+                   support: torch.Tensor) -> None:
+        states[node.name] = support
+        factors.append(Factor((*scope, node.name), table))
+        latents.append(node.name)
+        if node.name in data:  # evidence on a latent: an indicator of its state
+            factors.append(evidence_factor(node.name, _state_index(
+                node, data[node.name], support), len(support), like=table))
+
     with default_tensor_context(model.device, model.dtype), torch.no_grad():
         for node in model.nodes.values():
             if node.kind not in ("factor", "latent", "observed"):
                 continue
             scope = _finite_parents(model, node, states)
+            if isinstance(node.fn, CPT) and scope == node.fn.parents:
+                # A CPT is its own factor: no need to tabulate it through its factory.
+                table = node.fn.log_table()
+                if node.kind == "latent":
+                    add_latent(node, scope, table, torch.arange(table.shape[-1],
+                                                                device=table.device))
+                    continue
+                value = data.get(node.name)
+                if value is not None:
+                    factors.append(Factor(scope, table.movedim(-1, 0)[value.long()]))
+                    observed[node.name] = (value, 0)
+                    continue
             full = tuple(len(states[v]) for v in scope)
             result = _call(node, _grid(node, scope, states, fixed, observed))
             if node.kind == "factor":
@@ -69,13 +94,8 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
             d = result.expand(torch.broadcast_shapes(result.batch_shape, full))
             if node.kind == "latent":
                 support = _support(node, d)
-                states[node.name] = support
                 table = d.log_prob(support.reshape(-1, *([1] * len(d.batch_shape))))
-                factors.append(Factor((*scope, node.name), table.movedim(0, -1)))
-                latents.append(node.name)
-                if node.name in data:  # evidence on a latent: an indicator of its state
-                    factors.append(evidence_factor(node.name, _state_index(
-                        node, data[node.name], support), len(support), like=table))
+                add_latent(node, scope, table.movedim(0, -1), support)
             else:
                 value = data.get(node.name)
                 if value is None:
