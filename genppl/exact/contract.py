@@ -9,8 +9,9 @@ exceeds the memory budget.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +59,14 @@ class Plan:
 
 def interaction_graph(factors: Sequence[Factor]) -> nx.Graph:
     """Variables joined when some factor couples them (the moral graph of a Bayes net)."""
+    return _coupling_graph(f.vars for f in factors)
+
+
+def _coupling_graph(scopes: Iterable[tuple[str, ...]]) -> nx.Graph:
     g = nx.Graph()
-    for f in factors:
-        g.add_nodes_from(f.vars)
-        g.add_edges_from((u, v) for i, u in enumerate(f.vars) for v in f.vars[i + 1:])
+    for scope in scopes:
+        g.add_nodes_from(scope)
+        g.add_edges_from((u, v) for i, u in enumerate(scope) for v in scope[i + 1:])
     return g
 
 
@@ -81,17 +86,8 @@ def plan(factors: Sequence[Factor], *, heuristic: str | None = None,
     """A greedy order (``min_fill``, ``min_weight``, ``min_degree``; by default the cheapest
     of them by largest table), refused with a clear error when its largest table, times the
     batch size, would not fit in ``budget_bytes``."""
-    g = interaction_graph(factors)
     cards = cardinalities(factors)
-    heuristics = (heuristic,) if heuristic else ("min_fill", "min_weight")
-    best: Plan | None = None
-    for h in heuristics:
-        order = analysis.elimination_order(g, h, cards)
-        candidate = Plan(tuple(order), analysis.induced_width(g, order),
-                         analysis.max_clique_size(g, order, cards))
-        if best is None or candidate.max_table < best.max_table:
-            best = candidate
-    assert best is not None
+    best = _best_order(tuple(f.vars for f in factors), tuple(cards.items()), heuristic)
     batch = math.prod(_batch_shape(factors)) if factors else 1
     itemsize = factors[0].log_table.element_size() if factors else 8
     need = best.max_table * batch * itemsize
@@ -101,6 +97,24 @@ def plan(factors: Sequence[Factor], *, heuristic: str | None = None,
             f"({need / 1024**3:.1f} GiB) at induced width {best.width}, over the budget of "
             f"{budget_bytes / 1024**3:.1f} GiB. Use an approximate engine (gibbs, svi) or "
             "raise budget_bytes.")
+    return best
+
+
+@functools.lru_cache(maxsize=256)
+def _best_order(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
+                heuristic: str | None) -> Plan:
+    """The cheapest greedy order for a structure; cached, since repeated queries on one
+    network (new evidence, new params) share it and the greedy search is the slow part."""
+    g = _coupling_graph(scopes)
+    card = dict(cards)
+    best: Plan | None = None
+    for h in (heuristic,) if heuristic else ("min_fill", "min_weight"):
+        order = analysis.elimination_order(g, h, card)
+        candidate = Plan(tuple(order), analysis.induced_width(g, order),
+                         analysis.max_clique_size(g, order, card))
+        if best is None or candidate.max_table < best.max_table:
+            best = candidate
+    assert best is not None
     return best
 
 
