@@ -75,13 +75,14 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
             if isinstance(node.fn, CPT) and scope == node.fn.parents:
                 # A CPT is its own factor: no need to tabulate it through its factory.
                 table = node.fn.log_table()
+                support = torch.arange(table.shape[-1], device=table.device)
                 if node.kind == "latent":
-                    add_latent(node, scope, table, torch.arange(table.shape[-1],
-                                                                device=table.device))
+                    add_latent(node, scope, table, support)
                     continue
                 value = data.get(node.name)
                 if value is not None:
-                    factors.append(Factor(scope, table.movedim(-1, 0)[value.long()]))
+                    index = _state_index(node, value, support)
+                    factors.append(Factor(scope, table.movedim(-1, 0)[index]))
                     observed[node.name] = (value, 0)
                     continue
             full = tuple(len(states[v]) for v in scope)

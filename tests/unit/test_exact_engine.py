@@ -159,3 +159,13 @@ def test_observed_parents_and_factories_that_ignore_a_parent() -> None:
         for v in ("a", "c", "d"):
             torch.testing.assert_close(post.marginals[v][i], one.marginals[v], rtol=0,
                                        atol=1e-12)
+
+
+def test_evidence_outside_the_states_is_reported() -> None:
+    m = genppl.Model("range")
+    m.cpt("a", [], [0.5, 0.5])
+    m.cpt("b", ["a"], [[0.9, 0.1], [0.2, 0.8]], observed=True)
+    with pytest.raises(ModelError, match=r"evidence for 'b'.*outside its states \[0, 1\]"):
+        genppl.infer(m, {"b": torch.tensor(2)}, engine="exact")
+    with pytest.raises(ModelError, match=r"evidence for 'a'.*outside its states"):
+        genppl.infer(m, {"a": torch.tensor(-1), "b": torch.tensor(0)}, engine="exact")
