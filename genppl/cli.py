@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from genppl.errors import ModelError
+from genppl.errors import ModelError, UnknownName
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, UnknownEntry, load_gallery
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -175,6 +175,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from genppl.query import parse_evidence, query
+
+    answer = query(args.network, parse_evidence(args.evidence), args.target, want_map=args.map)
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    print(f"log p(evidence) = {answer['log_evidence']:.6f}")
+    for var, probs in answer["marginals"].items():
+        print(f"{var}: " + "  ".join(f"{s}={p:.6f}" for s, p in probs.items()))
+    if "map" in answer:
+        print("MAP: " + "  ".join(f"{v}={s}" for v, s in answer["map"].items()))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     entry = load_gallery(DEMO_ENTRY).get(DEMO_ENTRY)
     out: Path = args.out
@@ -241,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output file; .svg, .png, .pdf (needs Graphviz) or .dot/.gv")
     render.set_defaults(func=cmd_render)
 
+    q = sub.add_parser("query", help="exact posterior queries on a Bayesian network (.bif)")
+    q.add_argument("network", type=Path, help="a .bif or .bif.gz file")
+    q.add_argument("--evidence", nargs="*", default=[], metavar="VAR=STATE",
+                   help="observed states, in the file's names")
+    q.add_argument("--target", nargs="*", metavar="VAR",
+                   help="variables to report (default: every non-evidence variable)")
+    q.add_argument("--map", action="store_true",
+                   help="also the most probable joint state of the non-evidence variables")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_query)
+
     demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")
     demo.add_argument("--out", type=Path, default=DEMO_OUT,
                       help=f"directory for the pictures (default: {DEMO_OUT}/)")
@@ -266,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except UnknownEntry as e:
         print(f"genppl: error: {e} See `genppl gallery list`.", file=sys.stderr)
+        return EXIT_USAGE
+    except UnknownName as e:
+        print(f"genppl: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except UsageError as e:
         print(f"genppl: error: {e}", file=sys.stderr)

@@ -18,6 +18,11 @@ class ModelError(Exception):
     """
 
 
+class UnknownName(ModelError):
+    """A request naming something that does not exist (an entry, a variable, a state); the
+    message lists the valid names. The command line answers it with exit code 2."""
+
+
 def suggest(name: str, valid: Iterable[str]) -> str:
     """Return a ' Did you mean ...?' hint plus the list of valid names, for error messages."""
     valid = sorted(valid)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from genppl.dsl.model import Model
-from genppl.errors import ModelError, suggest
+from genppl.errors import ModelError, UnknownName, suggest
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class GalleryEntry:
         return chosen
 
 
-class UnknownEntry(ModelError):
+class UnknownEntry(UnknownName):
     """A name that no registered gallery entry has."""
 
 
