@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -462,10 +462,3 @@ def _write(result: CaseResult, text: str, out_dir: Path) -> tuple[Path, Path]:
                          encoding="utf-8")
     md_path.write_text(text, encoding="utf-8")
     return json_path, md_path
-
-
-def run_cases(names: Sequence[str], config: BenchConfig, out_dir: Path | None = RESULTS_DIR
-              ) -> list[CaseResult]:
-    """Run the named cases (all registered when empty), one after another."""
-    cases = [get_case(n) for n in names] if names else list(discover().values())
-    return [run_case(case, config, out_dir=out_dir) for case in cases]

@@ -270,7 +270,7 @@ class Model:
         self._add(Node(name, "latent", where, fn=uniform_factory(self, cardinality),
                        plates=tuple(self._plate_stack), chain=self._chain,
                        states=tuple(states) if states is not None else None,
-                       cardinality=cardinality, counting_measure=True))
+                       cardinality=cardinality))
         return name
 
     def guide(self, name: str | None = None) -> Guide:

@@ -81,7 +81,6 @@ class Node:
     event_dim: int = 0
     states: tuple[str, ...] | None = None
     cardinality: int | None = None
-    counting_measure: bool = False
     enumerate: bool = True
     infer: dict[str, Any] = field(default_factory=dict)
 

@@ -52,11 +52,6 @@ def plate_dims(model: Model) -> dict[str, int]:
     return dims
 
 
-def data_axes(node: Node) -> int:
-    """How many leading axes of the node's compact data are batch (time + plates)."""
-    return len(node.plates) + (node.chain is not None)
-
-
 def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
                   default: int | None = None, given: Mapping[str, int] | None = None
                   ) -> tuple[dict[str, int], dict[str, int]]:

@@ -9,7 +9,7 @@ arguments, so ``pyro.infer.SVI``, ``MCMC`` and ``infer_discrete`` accept it unch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -280,8 +280,3 @@ class _Run:
             raise ModelError(f"param {node.name!r} ({node.declared_at}): initial value violates "
                              f"its constraint {node.constraint}.")
         return t.clone()
-
-
-def data_kwargs(program: PyroProgram, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Filter engine data down to the names a program accepts (guides read a subset)."""
-    return {k: v for k, v in data.items() if k in program.data_names}
