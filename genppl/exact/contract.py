@@ -158,6 +158,23 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
     return log_z.detach(), single, family
 
 
+def eliminate(factors: Sequence[Factor], variables: Iterable[str], *, maximise: bool = False,
+              heuristic: str = "min_fill") -> list[Factor]:
+    """Sum (or maximise) ``variables`` out of ``factors``, keeping every other variable.
+
+    The building block of structured contraction: a plate eliminates its local variables
+    while the variables of enclosing plates stay as free axes. Differentiable, so the
+    gradients of the result with respect to the input tables are family marginals (sum) or
+    the indicator of the maximising assignment (max).
+    """
+    wanted = set(variables)
+    if not wanted:
+        return list(factors)
+    g = interaction_graph(factors)
+    order = analysis.elimination_order(g, heuristic, cardinalities(factors), among=wanted)
+    return _eliminate_all(list(factors), order, maximise=maximise)[0]
+
+
 def map_assignment(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
                    budget_bytes: int = DEFAULT_BUDGET_BYTES
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -448,8 +448,12 @@ def elimination_order(
     g_undirected: nx.Graph,
     heuristic: str = "min_fill",
     cardinality: dict[str, int] | None = None,
+    among: set[str] | None = None,
 ) -> list[str]:
     """Greedy variable-elimination order for ``g_undirected`` (e.g. a :func:`moral_graph`).
+
+    ``among`` restricts elimination to those nodes (the rest stay, e.g. variables of an
+    enclosing plate that a plate-local contraction must keep); by default all are eliminated.
 
     Finding the optimal order is NP-hard, so we greedily eliminate the node that is cheapest
     now: ``"min_fill"`` adds the fewest fill-in edges, ``"min_degree"`` has the fewest
@@ -470,8 +474,10 @@ def elimination_order(
         return math.prod(_cardinality(g_undirected, cardinality, u) for u in adj[v] | {v})
 
     order: list[str] = []
-    while adj:
-        v = min(adj, key=lambda u: (score(u), index[u]))
+    left = set(adj) if among is None else set(among) & set(adj)
+    while left:
+        v = min(left, key=lambda u: (score(u), index[u]))
+        left.discard(v)
         _eliminate(adj, v)
         order.append(v)
     return order
