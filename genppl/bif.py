@@ -16,7 +16,7 @@ import gzip
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,23 +229,39 @@ def _build(name: str, variables: list[_Variable], probabilities: list[_Probabili
            source: str) -> Model:
     by_name = {v.name: v for v in variables}
     tables: dict[str, tuple[list[str], torch.Tensor]] = {}
+    lines = {v.name: v.line for v in variables}
     for prob in probabilities:
         for v in (prob.child, *prob.parents):
             if v not in by_name:
                 raise BIFSyntaxError(f"{source}:{prob.line}: probability block names undeclared "
                                      f"variable {v!r}.")
-        tables[prob.child] = (prob.parents, _normalised(_table(prob, by_name, source), prob,
-                                                        source))
-    missing = [v.name for v in variables if v.name not in tables]
+        tables[prob.child] = (prob.parents, _table(prob, by_name, source))
+        lines[prob.child] = prob.line
+    return network_model(name, {v.name: v.states for v in variables}, tables,
+                         where=lambda v: f"{source}:{lines[v]}", error=BIFSyntaxError)
+
+
+def network_model(name: str, states: Mapping[str, Sequence[str]],
+                  tables: Mapping[str, tuple[Sequence[str], torch.Tensor]], *,
+                  where: Callable[[str], str], error: type[ModelError] = ModelError) -> Model:
+    """A model of CPT nodes from ``{variable: state names}`` and ``{variable: (parents,
+    table[parent states..., own state])}``: the one builder behind ``read_bif`` and
+    ``genppl.pgmpy_io.from_pgmpy``, so both check, rescale and order a network alike.
+
+    ``where(variable)`` says where a variable's table came from (file and line, or the pgmpy
+    CPD), and ``error`` is the error raised, so each reader's messages point into its source.
+    """
+    missing = [v for v in states if v not in tables]
     if missing:
-        raise BIFSyntaxError(f"{source}: variable {missing[0]!r} has no probability block.")
+        raise error(f"{where(missing[0])}: variable {missing[0]!r} has no probability table; "
+                    "every variable of a network needs one.")
     model = Model(name if name.isidentifier() else "network")
-    for v in _parents_first(tables, source):
+    for v in _parents_first(tables, where, error):
         parents, table = tables[v]
         if not v.isidentifier():
-            raise BIFSyntaxError(f"{source}:{by_name[v].line}: variable name {v!r} is not a "
-                                 "Python identifier, which genppl node names must be.")
-        model.cpt(v, parents, table, states=by_name[v].states)
+            raise error(f"{where(v)}: variable name {v!r} is not a Python identifier, which "
+                        "genppl node names must be.")
+        model.cpt(v, parents, _normalised(v, table, where(v), error), states=states[v])
     return model
 
 
@@ -276,20 +292,21 @@ def _table(prob: _Probability, variables: dict[str, _Variable], source: str) -> 
     return table
 
 
-def _normalised(table: torch.Tensor, prob: _Probability, source: str) -> torch.Tensor:
+def _normalised(var: str, table: torch.Tensor, where: str, error: type[ModelError]
+                ) -> torch.Tensor:
     """Rows rescaled to sum to one: published tables are rounded (bnlearn's rows are off by
     up to 1e-7), which would otherwise leave every answer off by as much. A row further
     off than 1e-3 is a typo, not rounding, and is reported."""
     sums = table.sum(-1, keepdim=True)
     worst = float((sums - 1).abs().max())
     if worst > 1e-3:
-        raise BIFSyntaxError(f"{source}:{prob.line}: probability ( {prob.child} ... ) has a row "
-                             f"summing to {1 + worst:.6g} or {1 - worst:.6g}; rows must sum to 1.")
+        raise error(f"{where}: the table of {var!r} has a row summing to {1 + worst:.6g} or "
+                    f"{1 - worst:.6g}; rows must sum to 1.")
     return table / sums
 
 
-def _parents_first(tables: dict[str, tuple[list[str], torch.Tensor]], source: str
-                   ) -> list[str]:
+def _parents_first(tables: Mapping[str, tuple[Sequence[str], torch.Tensor]],
+                   where: Callable[[str], str], error: type[ModelError]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
@@ -297,8 +314,8 @@ def _parents_first(tables: dict[str, tuple[list[str], torch.Tensor]], source: st
         if state.get(v) == 2:
             return
         if state.get(v) == 1:
-            raise BIFSyntaxError(f"{source}: the network has a cycle: "
-                                 + " -> ".join((*path, v)) + ".")
+            raise error(f"{where(v)}: the network has a cycle: "
+                        + " -> ".join((*path, v)) + ".")
         state[v] = 1
         for p in tables[v][0]:
             visit(p, (*path, v))

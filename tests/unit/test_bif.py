@@ -56,6 +56,9 @@ def test_parses_tables_rows_and_properties(tmp_path: Path) -> None:
     (ASIA.replace("probability ( tub | asia )", "probability ( tub | smoke )"), ":6",
      "undeclared variable 'smoke'"),
     (ASIA.replace("  (no) 0.01, 0.99;\n", ""), ":6", "no row for parent states ('no',)"),
+    (ASIA[:ASIA.index("probability ( tub")], ":4:", "'tub' has no probability table"),
+    (ASIA.replace("(no) 0.01, 0.99;", "(no) 0.01, 0.9;"), ":6:",
+     "the table of 'tub' has a row summing to"),
 ])
 def test_syntax_errors_name_the_line(tmp_path: Path, text: str, where: str, what: str) -> None:
     path = tmp_path / "bad.bif"
