@@ -14,14 +14,13 @@ from genppl.results import FitResult, Posterior
 
 
 def default_engine(model: Model, data: dict[str, Any] | None) -> str:
-    """Exact inference for fully finite models (variable elimination where it applies, Pyro's
-    enumeration for plates and chains until the exact engine covers them), NUTS when
-    continuous latents exist."""
+    """Exact inference (``exact``) for fully finite models, NUTS when continuous latents
+    exist, SVI when there are no latents (only params to fit)."""
     if not model.latent_names:
         return "svi"
     if prepare(model, data).continuous:
         return "nuts"
-    return "enum" if model.plates or model.chains else "exact"
+    return "exact"
 
 
 def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None = None,

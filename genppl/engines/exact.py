@@ -1,7 +1,9 @@
 """``engine="exact"``: variable elimination (``genppl.exact``) on a discrete model.
 
-Every marginal of every latent in one pass, log p(data), and optionally the MAP assignment;
-leading data dimensions are evidence cases answered together.
+Every marginal of every latent in one forward and one backward pass, log p(data), and
+optionally the MAP assignment (Viterbi for chains); plates are products, chains are scans.
+For models without plates or chains, leading data dimensions are evidence cases answered
+together.
 """
 
 from __future__ import annotations
@@ -16,35 +18,100 @@ from genppl.engines.common import with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact import contract
-from genppl.exact.from_model import model_factors
+from genppl.exact.from_model import FactorModel, model_factors
+from genppl.exact.sum_product import contract as contract_model
 from genppl.results import Posterior
 
 
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
-          heuristic: str | None = None,
+          chain_method: str = "auto",
           budget_bytes: int = contract.DEFAULT_BUDGET_BYTES) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
-    (state indices) with its log joint in ``info["map_log_joint"]``."""
+    (state indices, laid out like the marginals without their last axis) with its log joint
+    in ``info["map_log_joint"]``. ``chain_method`` is ``"auto"``, ``"sequential"`` or
+    ``"parallel"`` (see ``genppl.exact.scan``)."""
     start = time.perf_counter()
     fm = model_factors(model, data or {})
-    if not fm.latents:
+    if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'exact'.")
-    order = contract.plan(fm.factors, heuristic=heuristic, budget_bytes=budget_bytes).order
-    log_z, single, _ = contract.marginals(fm.factors, order=order)
+    _check_budget(fm, budget_bytes)
+    log_z, marginals = posterior_marginals(fm, chain_method=chain_method)
     if not bool(torch.isfinite(log_z).all()):
         raise ModelError(f"the data has probability zero under {model.name!r} "
                          f"(log p(data) = {log_z.tolist()}); check evidence against the tables.")
-    info: dict[str, Any] = {"order": order}
+    info: dict[str, Any] = {}
     if map:
-        value, assignment = contract.map_assignment(fm.factors, order=order)
-        info["map"] = {v: assignment[v] for v in fm.latents}
-        info["map_log_joint"] = value
+        value, indicators = _leaf_gradients(fm, maximise=True, chain_method=chain_method)
+        info["map"] = {v: p.argmax(-1) for v, p in indicators.items()}
+        info["map_log_joint"] = float(value) if value.dim() == 0 else value
     evidence = float(log_z) if log_z.dim() == 0 else log_z
-    return Posterior(model.name, "exact", marginals={v: single[v] for v in fm.latents},
+    return Posterior(model.name, "exact", marginals=marginals,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
 
 
-register("exact", "variable elimination for discrete models (no plates/chains yet): every "
-         "marginal, log evidence and MAP in one pass, batched evidence", infer=infer)
+def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto"
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient."""
+    return _leaf_gradients(fm, maximise=False, chain_method=chain_method)
+
+
+def _leaf_gradients(fm: FactorModel, *, maximise: bool, chain_method: str
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    like = _any_table(fm)
+    leaves = {name: like.new_zeros((*_leaf_batch(fm, name), len(v.states))).requires_grad_()
+              for name, v in fm.variables.items()}
+    with torch.enable_grad():
+        value = contract_model(fm, maximise=maximise, leaves=leaves, chain_method=chain_method)
+        grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
+    out = {}
+    for (name, leaf), g in zip(leaves.items(), grads, strict=True):
+        g = torch.zeros_like(leaf) if g is None else g
+        out[name] = _compact(fm, name, g)
+    return value.detach(), out
+
+
+def _any_table(fm: FactorModel) -> torch.Tensor:
+    for _, f in fm.factors:
+        return f.log_table
+    for block in fm.chains:
+        for f in (*block.first, *block.rest):
+            return f.log_table
+    raise ModelError("the model has no tables for engine 'exact'.")
+
+
+def _leaf_batch(fm: FactorModel, name: str) -> tuple[int, ...]:
+    var = fm.variables[name]
+    if not fm.plates and var.chain is None:  # evidence cases: the broadcast of every table
+        return tuple(torch.broadcast_shapes(*(f.batch_shape for _, f in fm.factors)))
+    plates = tuple(fm.sizes[p] if p in var.plates else 1 for p in fm.plates)
+    if var.chain is None:
+        return plates
+    length = next(b.length for b in fm.chains if b.name == var.chain)
+    return (length, *plates)
+
+
+def _compact(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor:
+    """A leaf-shaped result in the data's compact layout: steps in index order, absent
+    plates dropped."""
+    var = fm.variables[name]
+    if var.chain is not None and next(b.reverse for b in fm.chains if b.name == var.chain):
+        table = table.flip(0)
+    if not fm.plates:
+        return table
+    lead = 1 if var.chain is not None else 0
+    shape = (*table.shape[:lead], *(fm.sizes[p] for p in var.plates), table.shape[-1])
+    return table.reshape(shape)
+
+
+def _check_budget(fm: FactorModel, budget_bytes: int) -> None:
+    """Refuse before allocating: the largest elimination table of the plate-free part."""
+    flat = [f for plates, f in fm.factors if not plates]
+    if flat and not fm.plates and not fm.chains:
+        contract.plan(flat, budget_bytes=budget_bytes)
+
+
+register("exact", "exact inference for discrete models (variable elimination; plates as "
+         "products, chains as scans): every marginal, log evidence and MAP in one pass, "
+         "batched evidence", infer=infer)

@@ -1,110 +1,323 @@
 """Turn a discrete DSL model into log-space factors for the elimination engine.
 
-Each random node becomes one table over its finite parents and itself, by calling its
-factory once on a grid of parent states (one axis per parent); observed nodes contribute a
-table over their parents at the observed value (continuous observations included); factor
-nodes a table over their scope. Params, modules, inputs and deterministic values that do not
-depend on a latent are read from one run of the compiled program. Leading dimensions of the
-data are evidence cases, answered together.
+Each random node becomes one table over its finite latent parents and itself, by calling its
+factory once on a grid of parent states; observed nodes contribute a table over their
+parents at the observed value (continuous observations included); factor nodes a table over
+their scope. Deterministic nodes are evaluated on the same grid, so a child reading them
+depends on the latents they read.
 
-This first version covers models without plates or chains (Bayesian networks, MRFs); those
-structures are refused with a clear error rather than unrolled silently. Data given for a
-latent node is evidence on it: any variable of a network can be conditioned on without
-redeclaring it observed.
+Table layout: batch axes first, then one axis per variable. The batch axes are, in order,
+the chain's time axis (chain nodes only), then one axis per plate of the model (outermost
+first; size 1 where the node is not in that plate) -- the compact data layout with absent
+plates kept as singleton axes. Models without plates or chains may instead give data with
+extra leading axes: evidence cases, answered together. Factories therefore see parent
+values whose leading axes are batch and whose trailing axes (before any event axes) are the
+states of the latents they read, and must broadcast like any Pyro factory under enumeration.
+
+Chain nodes are tabulated for all steps at once: the chain index argument is a tensor of
+steps along the time axis, and a node that reads ``z_prev`` reads the variable ``z@prev``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import pyro
 import torch
-from pyro import poutine
 
 from genppl.dsl.model import Model
-from genppl.dsl.nodes import Node
+from genppl.dsl.nodes import Node, Parent
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
-from genppl.exact.contract import Factor, evidence_factor
-from genppl.pyro.layout import resolve_sizes
-from genppl.pyro.program import PyroProgram, as_data, default_tensor_context
+from genppl.exact.contract import Factor
+from genppl.pyro.layout import plate_dims, resolve_sizes
+from genppl.pyro.program import as_data, default_tensor_context
+
+PREV = "@prev"  # suffix of a chain variable read at the previous step (no identifier has it)
+
+
+@dataclass
+class Variable:
+    """A latent's support and where it repeats (its plates and chain)."""
+
+    node: str
+    states: torch.Tensor
+    plates: tuple[str, ...]
+    chain: str | None
+
+
+@dataclass
+class ChainBlock:
+    """A chain's factors, time axis first, in execution order (``reverse`` chains flipped).
+
+    ``first`` holds the tables of the first executed step (time axis of size 1), ``rest``
+    those of the later steps (time axis ``length - 1``, or 1 when the same at every step).
+    """
+
+    name: str
+    length: int
+    plates: tuple[str, ...]
+    reverse: bool
+    first: list[Factor] = field(default_factory=list)
+    rest: list[Factor] = field(default_factory=list)
 
 
 @dataclass
 class FactorModel:
-    """The factors of a model under given data, and each latent's state values."""
+    """The factors of a model under given data.
 
-    factors: list[Factor]
-    states: dict[str, torch.Tensor]  # latent -> its support values (what index k means)
+    ``factors`` pairs each non-chain table with its plate set; ``batch`` is the shape of the
+    batch axes of non-chain tables (plate sizes, or evidence cases for plate-free models).
+    """
+
+    factors: list[tuple[frozenset[str], Factor]]
+    chains: list[ChainBlock]
+    variables: dict[str, Variable]
+    plates: tuple[str, ...]
+    sizes: dict[str, int]
     latents: list[str]
 
 
 def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
-    if model.plates or model.chains:
-        raise ModelError(f"engine 'exact' does not yet handle plates or chains (model "
-                         f"{model.name!r}); use engine='enum' for now.")
+    """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc)."""
     data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
     unknown = [k for k in data if k not in model.nodes
                or model.nodes[k].kind not in ("latent", "observed", "input")]
     if unknown:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
-    needs_fixed = any(model.nodes[p].kind not in ("latent", "observed")
-                      for node in model.nodes.values() for p in node.parent_nodes)
-    fixed = _fixed_values(model, data) if needs_fixed else {}
-    states: dict[str, torch.Tensor] = {}
-    factors: list[Factor] = []
-    latents: list[str] = []
-    observed: dict[str, tuple[torch.Tensor, int]] = {}  # data and event dims, for children
-
-    def add_latent(node: Node, scope: tuple[str, ...], table: torch.Tensor,
-                   support: torch.Tensor) -> None:
-        states[node.name] = support
-        factors.append(Factor((*scope, node.name), table))
-        latents.append(node.name)
-        if node.name in data:  # evidence on a latent: an indicator of its state
-            factors.append(evidence_factor(node.name, _state_index(
-                node, data[node.name], support), len(support), like=table))
-
     with default_tensor_context(model.device, model.dtype), torch.no_grad():
-        for node in model.nodes.values():
-            if node.kind not in ("factor", "latent", "observed"):
+        return _Tabulator(model, data).run()
+
+
+class _Tabulator:
+    def __init__(self, model: Model, data: dict[str, torch.Tensor]) -> None:
+        self.model = model
+        self.data = data
+        dims = plate_dims(model)
+        self.plates = tuple(sorted(model.plates, key=lambda p: dims[p]))
+        self.sizes, self.lengths = resolve_sizes(model, data)
+        self.variables: dict[str, Variable] = {}
+        self.event_dims: dict[str, int] = {}  # observed node -> event dims of its data
+        self.fixed: dict[str, Any] = {}
+        self.factors: list[tuple[frozenset[str], Factor]] = []
+        self.chains = {c: ChainBlock(c, self.lengths[c], spec.plates, spec.reverse)
+                       for c, spec in model.chains.items()}
+
+    def run(self) -> FactorModel:
+        for node in self.model.nodes.values():
+            if node.kind in ("param", "module"):
+                self.fixed[node.name] = self._global(node)
+            elif node.kind in ("latent", "observed", "factor"):
+                if node.chain is None:
+                    self._tabulate(node, node.fn, node.parents, None, self._add_global)
+                else:
+                    self._tabulate_chain(node)
+        latents = [v.node for name, v in self.variables.items()]
+        return FactorModel(self.factors, list(self.chains.values()), self.variables,
+                           self.plates, {p: self.sizes[p] for p in self.plates}, latents)
+
+    # ----------------------------------------------------------------- where tables go
+    def _add_global(self, node: Node, f: Factor) -> None:
+        self.factors.append((frozenset(node.plates), f))
+
+    def _tabulate_chain(self, node: Node) -> None:
+        block = self.chains[node.chain]  # type: ignore[index]
+        order = torch.arange(block.length, device=self.model.device)
+        if block.reverse:
+            order = order.flip(0)
+        first, rest = order[:1], order[1:]
+        if node.init_fn is not None:
+            self._tabulate(node, node.init_fn, node.init_parents, (first, None),
+                           lambda _, f: block.first.append(f))
+            if len(rest):
+                self._tabulate(node, node.fn, node.parents, (rest, order[:-1]),
+                               lambda _, f: block.rest.append(f))
+            return
+
+        def split(_: Node, f: Factor) -> None:  # one table for all steps: cut off the first
+            t = f.log_table
+            block.first.append(Factor(f.vars, t[:1]))
+            if len(rest):
+                block.rest.append(Factor(f.vars, t[1:] if t.shape[0] > 1 else t))
+        self._tabulate(node, node.fn, node.parents, (order, None), split)
+
+    # ----------------------------------------------------------------- tabulation
+    def _tabulate(self, node: Node, fn: Any, parents: tuple[Parent, ...],
+                  steps: tuple[torch.Tensor, torch.Tensor | None] | None, add: Any) -> None:
+        scope = self._scope(node, parents, steps)
+        if node.kind == "latent" and isinstance(fn, CPT) and scope == fn.parents \
+                and not node.plates and steps is None and node.name not in self.data:
+            self._new_variable(node, torch.arange(fn.table.shape[-1], device=self.model.device))
+            add(node, Factor((*scope, node.name), fn.log_table()))
+            return
+        args = self._args(node, parents, scope, steps)
+        result = _call(node, fn, args)
+        lead = self._batch_shape(node, steps)
+        if node.kind == "factor":
+            table = torch.as_tensor(result)
+            add(node, Factor(scope, self._expand(table, lead, scope, ())))
+            return
+        if node.kind == "latent":
+            var = node.name
+            support = _support(node, result)
+            if var not in self.variables:
+                self._new_variable(node, support)
+            elif not torch.equal(self.variables[var].states, support):
+                raise ModelError(f"latent {var!r} ({node.declared_at}): its first step and later "
+                                 "steps have different supports; a chain state needs one.")
+            dims = len(result.batch_shape)
+            table = result.log_prob(support.reshape(-1, *([1] * dims))).movedim(0, -1)
+            add(node, Factor((*scope, var), self._expand(table, lead, scope, support.shape)))
+            value = self.data.get(var)
+            if value is not None:  # evidence on a latent: an indicator of its state
+                index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
+                hits = index.unsqueeze(-1) == torch.arange(len(support), device=index.device)
+                indicator = torch.zeros(hits.shape, dtype=table.dtype, device=table.device)
+                add(node, Factor((var,), self._expand(
+                    indicator.masked_fill(~hits, -torch.inf), lead, (), support.shape)))
+            return
+        value = self.data.get(node.name)
+        if value is None:
+            raise ModelError(f"observed node {node.name!r} ({node.declared_at}) has no data; "
+                             f"pass {node.name}=...")
+        events = len(result.event_shape)
+        self.event_dims[node.name] = events
+        if isinstance(fn, CPT):
+            value = _state_index(node, value, torch.arange(fn.table.shape[-1],
+                                                           device=value.device))
+        table = result.log_prob(self._layout(node, value, events, len(scope), steps))
+        add(node, Factor(scope, self._expand(table, lead, scope, ())))
+
+    def _new_variable(self, node: Node, support: torch.Tensor) -> None:
+        self.variables[node.name] = Variable(node.name, support, node.plates, node.chain)
+
+    def _batch_shape(self, node: Node, steps: tuple[torch.Tensor, Any] | None
+                     ) -> tuple[int, ...] | None:
+        """The full batch shape a node's table must have (None: evidence cases decide)."""
+        if not self.plates and steps is None:
+            return None
+        plates = tuple(self.sizes[p] if p in node.plates else 1 for p in self.plates)
+        return (len(steps[0]), *plates) if steps is not None else plates
+
+    def _expand(self, table: torch.Tensor, lead: tuple[int, ...] | None,
+                scope: tuple[str, ...], own: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """Broadcast a table to its full batch shape and every variable's states."""
+        cards = [len(self.variables[v.removesuffix(PREV)].states) for v in scope]
+        if own:
+            cards.append(own[0])
+        if lead is None:
+            rank = max(table.dim(), len(cards))
+            table = table.reshape((1,) * (rank - table.dim()) + tuple(table.shape))
+            lead = tuple(table.shape[: rank - len(cards)])
+        elif table.dim() > len(lead) + len(cards):
+            raise ModelError(f"a table of shape {tuple(table.shape)} has more axes than the "
+                             f"batch {lead} and variables {scope}: check the factory's shapes.")
+        try:
+            return table.expand((*lead, *cards))
+        except RuntimeError as e:
+            raise ModelError(f"a table of shape {tuple(table.shape)} does not fit batch {lead} "
+                             f"and variables {scope} with {cards} states: {e}") from e
+
+    def _scope(self, node: Node, parents: tuple[Parent, ...],
+               steps: tuple[torch.Tensor, Any] | None) -> tuple[str, ...]:
+        """The latent variables a factory reads, directly or through deterministic nodes."""
+        scope: dict[str, None] = {}
+        for p in parents:
+            parent = self.model.nodes.get(p.node) if p.node is not None else None
+            if parent is None:
                 continue
-            scope = _finite_parents(model, node, states)
-            if isinstance(node.fn, CPT) and scope == node.fn.parents:
-                # A CPT is its own factor: no need to tabulate it through its factory.
-                table = node.fn.log_table()
-                support = torch.arange(table.shape[-1], device=table.device)
-                if node.kind == "latent":
-                    add_latent(node, scope, table, support)
-                    continue
-                value = data.get(node.name)
-                if value is not None:
-                    index = _state_index(node, value, support)
-                    factors.append(Factor(scope, table.movedim(-1, 0)[index]))
-                    observed[node.name] = (value, 0)
-                    continue
-            full = tuple(len(states[v]) for v in scope)
-            result = _call(node, _grid(node, scope, states, fixed, observed))
-            if node.kind == "factor":
-                table = torch.as_tensor(result)
-                factors.append(Factor(scope, table.expand(
-                    torch.broadcast_shapes(table.shape, full))))
+            if parent.kind == "latent":
+                if parent.chain is not None and node.chain != parent.chain:
+                    raise ModelError(f"node {node.name!r} ({node.declared_at}) reads chain node "
+                                     f"{parent.name!r} from outside its chain; engine 'exact' "
+                                     "eliminates a chain as one block. Use engine='enum'.")
+                if parent.name not in self.variables:
+                    raise ModelError(f"node {node.name!r} ({node.declared_at}) reads "
+                                     f"{parent.name!r}, whose support is not finite; engine "
+                                     "'exact' needs every latent finite. Use 'nuts' or 'svi'.")
+                scope[parent.name + (PREV if p.lag else "")] = None
+            elif parent.kind == "deterministic":
+                if p.lag:
+                    raise ModelError(f"node {node.name!r} ({node.declared_at}) reads "
+                                     f"deterministic {parent.name!r} at the previous step; "
+                                     "engine 'exact' reads deterministic nodes at lag 0 only.")
+                scope.update(dict.fromkeys(self._scope(parent, parent.parents, steps)))
+        return tuple(scope)
+
+    def _args(self, node: Node, parents: tuple[Parent, ...], scope: tuple[str, ...],
+              steps: tuple[torch.Tensor, torch.Tensor | None] | None) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        for p in parents:
+            if p.node is None:  # the chain index, along the time axis
+                assert steps is not None
+                args[p.arg] = steps[0].reshape(-1, *([1] * (len(self.plates) + len(scope))))
                 continue
-            d = result.expand(torch.broadcast_shapes(result.batch_shape, full))
-            if node.kind == "latent":
-                support = _support(node, d)
-                table = d.log_prob(support.reshape(-1, *([1] * len(d.batch_shape))))
-                add_latent(node, scope, table.movedim(0, -1), support)
-            else:
-                value = data.get(node.name)
+            parent = self.model.nodes[p.node]
+            at = steps if steps is None or not p.lag else (steps[1], None)
+            if parent.kind == "latent":
+                var = parent.name + (PREV if p.lag else "")
+                shape = [1] * len(scope)
+                shape[scope.index(var)] = -1
+                args[p.arg] = self.variables[parent.name].states.reshape(shape)
+            elif parent.kind in ("observed", "input"):
+                value = self.data.get(parent.name)
                 if value is None:
-                    raise ModelError(f"observed node {node.name!r} ({node.declared_at}) has no "
-                                     f"data; pass {node.name}=...")
-                factors.append(Factor(scope, d.log_prob(_at_cases(value, d, len(scope)))))
-                observed[node.name] = (value, len(d.event_shape))
-    return FactorModel(factors, states, latents)
+                    raise ModelError(f"{parent.kind} {parent.name!r} ({parent.declared_at}) was "
+                                     f"not given; pass {parent.name}=...")
+                events = self.event_dims.get(parent.name, parent.event_dim)
+                args[p.arg] = self._layout(parent, value, events, len(scope), at)
+            elif parent.kind == "deterministic":
+                args[p.arg] = _call(parent, parent.fn,
+                                    self._args(parent, parent.parents, scope, steps))
+            else:
+                args[p.arg] = self.fixed[parent.name]
+        return args
+
+    def _layout(self, node: Node, value: torch.Tensor, events: int, scope_len: int,
+                steps: tuple[torch.Tensor, Any] | None) -> torch.Tensor:
+        """Data in table layout: time, every model plate (1 where absent), cases for
+        plate-free models, one singleton axis per variable in scope, then event axes."""
+        lead = 0
+        if node.chain is not None:
+            if value.dim() == 0 or value.shape[0] != self.lengths[node.chain]:
+                raise ModelError(f"data for chain node {node.name!r} ({node.declared_at}) needs "
+                                 f"{self.lengths[node.chain]} steps on axis 0, got shape "
+                                 f"{tuple(value.shape)}.")
+            assert steps is not None
+            value = value.index_select(0, steps[0])
+            lead = 1
+        extra = value.dim() - lead - len(node.plates) - events
+        if extra < 0 or (extra and (self.plates or node.chain is not None)):
+            axes = ", ".join(("time",) * lead + node.plates + ("event",))
+            raise ModelError(f"data for {node.name!r} ({node.declared_at}) has shape "
+                             f"{tuple(value.shape)}; its axes are: {axes}. (Extra leading axes "
+                             "as evidence cases work only for models without plates or "
+                             "chains; put the cases in a plate.)")
+        shape = list(value.shape[:lead + extra])
+        for axis, plate in enumerate(node.plates):
+            size = value.shape[lead + axis]
+            if size != self.sizes[plate]:
+                raise ModelError(f"data for {node.name!r} ({node.declared_at}) has {size} entries "
+                                 f"on the axis of plate {plate!r}, which has size "
+                                 f"{self.sizes[plate]}.")
+        shape += [self.sizes[p] if p in node.plates else 1 for p in self.plates]
+        if [p for p in self.plates if p in node.plates] != list(node.plates):
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): plates {node.plates} are "
+                             f"nested in an order other than the model's {self.plates}.")
+        event_shape = value.shape[value.dim() - events:] if events else ()
+        return value.reshape((*shape, *([1] * scope_len), *event_shape))
+
+    def _global(self, node: Node) -> Any:
+        if node.kind == "module":
+            return pyro.module(node.name, node.value)
+        init = node.value() if callable(node.value) else node.value
+        value = pyro.param(node.name, lambda: as_data(self.model, node.name, init).clone(),
+                           constraint=node.constraint)
+        return value.to(self.model.device, self.model.dtype) if value.is_floating_point() \
+            else value
 
 
 def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
@@ -116,73 +329,27 @@ def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torc
     return match.long().argmax(-1)
 
 
-def _at_cases(value: torch.Tensor, d: Any, scope_dims: int) -> torch.Tensor:
-    """Observed data with its case axes first and singleton axes for the parents' states."""
-    cases = value.dim() - len(d.event_shape)
-    return value.reshape((*value.shape[:cases], *([1] * scope_dims), *d.event_shape))
-
-
-def _fixed_values(model: Model, data: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Values of params, modules, inputs and deterministic nodes, from one program run."""
-    program = PyroProgram(model, model.name, generative=True)
-    sizes, lengths = resolve_sizes(model, {})
-    inputs = {k: v for k, v in data.items() if model.nodes[k].kind == "input"}
-    with poutine.block():
-        return program.execute(inputs, sizes, lengths)
-
-
-def _finite_parents(model: Model, node: Node, states: Mapping[str, torch.Tensor]
-                    ) -> tuple[str, ...]:
-    scope = []
-    for p in node.parents:
-        parent = model.nodes[p.node] if p.node is not None else None
-        if parent is None or parent.kind not in ("latent", "observed"):
-            continue
-        if parent.kind == "observed":
-            continue  # its data is a fixed value, like a param's
-        if p.node not in states:
-            raise ModelError(f"node {node.name!r} ({node.declared_at}) reads {p.node!r}, "
-                             "whose support is not finite; engine 'exact' needs every latent "
-                             "finite. Use engine='nuts' or 'svi'.")
-        scope.append(p.node)
-    return tuple(scope)
-
-
-def _grid(node: Node, scope: tuple[str, ...], states: Mapping[str, torch.Tensor],
-          fixed: Mapping[str, Any], observed: Mapping[str, tuple[torch.Tensor, int]]
-          ) -> dict[str, Any]:
-    """Factory arguments: each finite parent's states along its own axis, observed parents at
-    their data (case axes first), everything else at its fixed value."""
-    args: dict[str, Any] = {}
-    for p in node.parents:
-        if p.node in scope:
-            shape = [1] * len(scope)
-            shape[scope.index(p.node)] = -1
-            args[p.arg] = states[p.node].reshape(shape)
-        elif p.node in observed:
-            value, event_dims = observed[p.node]
-            cases = value.dim() - event_dims
-            args[p.arg] = value.reshape((*value.shape[:cases], *([1] * len(scope)),
-                                         *value.shape[cases:]))
-        else:
-            args[p.arg] = fixed[p.node]
-    return args
-
-
-def _call(node: Node, args: dict[str, Any]) -> Any:
+def _call(node: Node, fn: Any, args: dict[str, Any]) -> Any:
     try:
-        return node.fn(**args)  # type: ignore[misc]
+        return fn(**args)
     except ModelError:
         raise
     except (ValueError, RuntimeError, TypeError, IndexError, KeyError) as e:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in args.items()
+                           if isinstance(v, torch.Tensor))
         raise ModelError(f"node {node.name!r} ({node.declared_at}): its factory raised "
                          f"{type(e).__name__}: {e} while tabulating it over its parents' "
-                         "states; index tables with pyro.ops.indexing.Vindex.") from e
+                         f"states (argument shapes {shapes}); factories must broadcast over "
+                         "leading axes: index tables with pyro.ops.indexing.Vindex.") from e
 
 
 def _support(node: Node, d: Any) -> torch.Tensor:
     if not d.has_enumerate_support or d.event_shape:
         raise ModelError(f"latent {node.name!r} ({node.declared_at}) has no finite scalar "
                          f"support ({type(d).__name__}); engine 'exact' needs finite latents.")
-    support = d.enumerate_support(expand=False).reshape(-1)
-    return support
+    support = d.enumerate_support(expand=False)
+    flat = support.reshape(support.shape[0], -1)
+    if not bool((flat == flat[:, :1]).all()):
+        raise ModelError(f"latent {node.name!r} ({node.declared_at}) has a support that varies "
+                         "across its plates or parents; engine 'exact' needs one set of states.")
+    return flat[:, 0]

@@ -122,12 +122,7 @@ def test_mrf_log_partition_and_continuous_observation() -> None:
                                atol=1e-12)
 
 
-def test_exact_says_what_it_does_not_cover_yet() -> None:
-    m = genppl.Model("plated")
-    with m.plate("data", 3):
-        m.cpt("a", [], [0.5, 0.5])
-    with pytest.raises(ModelError, match=r"plates or chains.*enum"):
-        genppl.infer(m, {}, engine="exact")
+def test_exact_refuses_continuous_latents() -> None:
     c = genppl.Model("continuous")
     c.latent("mu", lambda: dist.Normal(0.0, 1.0))
     c.latent("k", lambda mu: dist.Bernoulli(logits=mu))

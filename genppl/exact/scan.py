@@ -1,0 +1,131 @@
+"""Products of many K x K matrices in log space: the time axis of a chain, eliminated.
+
+A chain's forward pass is ``alpha_T = alpha_0 (x) M_1 (x) ... (x) M_T`` where ``(x)`` is the
+log-semiring matrix product (sum-product: ``log(exp(a) @ exp(b))``; max-product: ``max(a + b)``).
+Two schedules compute it:
+
+- ``sequential``: T vector-matrix products, O(T K^2) work, T Python-level steps;
+- ``parallel``: pairwise matrix-matrix products, O(T K^3) work in log2(T) batched steps, so
+  per-step overhead vanishes for long chains and small K (and on GPU).
+
+``choose_method`` picks the cheaper by a rough cost model. Both are differentiable, and the
+sum-product's gradient is NaN-free where whole rows are impossible (probability-zero
+transitions are common: the first step of a chain, structural zeros in tables), which is
+what lets marginals be read off as gradients of log Z.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from genppl.exact.contract import _LogSumExp
+
+#: Rough cost of one batched torch call on CPU, in seconds, against flops per second: the
+#: crossover between T small calls and log2(T) big ones.
+_CALL_SECONDS = 2e-5
+_FLOPS_PER_SECOND = 2e9
+
+
+def choose_method(length: int, states: int, batch: int, *, maximise: bool,
+                  budget_entries: int = 2**27) -> str:
+    """``"parallel"`` or ``"sequential"``, whichever a rough cost model says is faster."""
+    if length <= 1:
+        return "sequential"
+    # max-product pairs materialise (K, K, K) per matrix pair.
+    pair_entries = batch * (length // 2) * states ** (3 if maximise else 2)
+    if pair_entries > budget_entries:
+        return "sequential"
+    sequential = length * (4 * _CALL_SECONDS + 2 * batch * states**2 / _FLOPS_PER_SECOND)
+    parallel = math.ceil(math.log2(length)) * 8 * _CALL_SECONDS + \
+        2 * batch * length * states**3 / _FLOPS_PER_SECOND
+    return "parallel" if parallel < sequential else "sequential"
+
+
+def log_matmul(x: torch.Tensor, y: torch.Tensor, *, maximise: bool = False) -> torch.Tensor:
+    """``log(exp(x) @ exp(y))`` (or ``max_j x_ij + y_jk``), batched and broadcast."""
+    if maximise:
+        return (x.unsqueeze(-1) + y.unsqueeze(-3)).max(-2).values
+    return _LogMatMulExp.apply(x, y)
+
+
+def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None, *,
+                  maximise: bool = False, method: str = "auto") -> torch.Tensor:
+    """``alpha_{T}`` summed (or maximised) over the last state, with batch shape kept.
+
+    ``init`` is ``(*batch, K)`` (step 0, evidence included); ``pair`` is
+    ``(S | 1, *batch, K, K)`` and ``unary`` ``(S | 1, *batch, K)`` for the S later steps
+    (a leading 1 means the same table at every step), so step t multiplies by
+    ``pair[t] + unary[t][..., None, :]``.
+    """
+    steps = 0 if pair is None or unary is None else max(pair.shape[0], unary.shape[0])
+    alpha = init
+    if steps:
+        assert pair is not None and unary is not None
+        batch = math.prod(torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2],
+                                                 unary.shape[1:-1]))
+        if method == "auto":
+            method = choose_method(steps, init.shape[-1], batch, maximise=maximise)
+        if method == "parallel":
+            matrices = pair + unary.unsqueeze(-2)
+            matrices = matrices.expand(steps, *matrices.shape[1:])
+            total = _tree_product(matrices, maximise)
+            alpha = log_matmul(alpha.unsqueeze(-2), total, maximise=maximise).squeeze(-2)
+        elif method == "sequential":
+            for t in range(steps):
+                p = pair[t if pair.shape[0] > 1 else 0]
+                u = unary[t if unary.shape[0] > 1 else 0]
+                alpha = log_matmul(alpha.unsqueeze(-2), p, maximise=maximise).squeeze(-2) + u
+        else:
+            raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
+                             "'sequential'.")
+    return alpha.max(-1).values if maximise else _LogSumExp.apply(alpha, -1)
+
+
+def _tree_product(matrices: torch.Tensor, maximise: bool) -> torch.Tensor:
+    """Ordered product over axis 0 by pairing neighbours: log2(T) batched products."""
+    while matrices.shape[0] > 1:
+        even = matrices.shape[0] // 2 * 2
+        paired = log_matmul(matrices[0:even:2], matrices[1:even:2], maximise=maximise)
+        matrices = torch.cat((paired, matrices[even:]), 0) if even < matrices.shape[0] \
+            else paired
+    return matrices[0]
+
+
+def _unbroadcast(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting an input)."""
+    while grad.dim() > len(shape):
+        grad = grad.sum(0)
+    dims = [i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 != g]
+    return grad.sum(dims, keepdim=True) if dims else grad
+
+
+class _LogMatMulExp(torch.autograd.Function):
+    """``log(exp(x) @ exp(y))`` by one matmul of shifted exponentials.
+
+    Rows of ``x`` and columns of ``y`` are shifted by their maxima (clamped to be finite, so
+    an all ``-inf`` row gives exactly ``-inf``, not NaN), and the backward pass is written
+    out so impossible entries get gradient 0 rather than ``0 * inf``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        tiny = torch.finfo(x.dtype).min
+        x_max = x.amax(-1, keepdim=True).clamp(min=tiny)
+        y_max = y.amax(-2, keepdim=True).clamp(min=tiny)
+        a, b = (x - x_max).exp(), (y - y_max).exp()
+        s = a @ b
+        ctx.save_for_backward(a, b, s)
+        ctx.shapes = (x.shape, y.shape)
+        return s.log() + x_max + y_max
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, b, s = ctx.saved_tensors
+        w = torch.where(s > 0, grad / s, torch.zeros_like(s))
+        x_shape, y_shape = ctx.shapes
+        gx = a * (w @ b.transpose(-1, -2))
+        gy = b * (a.transpose(-1, -2) @ w)
+        return _unbroadcast(gx, x_shape), _unbroadcast(gy, y_shape)
