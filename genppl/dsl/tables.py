@@ -81,6 +81,19 @@ class CPT:
         """log P(node | parents), shape (*parent cards, K), on the model's device and dtype."""
         return self._logits()
 
+    def set_table(self, table: torch.Tensor) -> None:
+        """Replace the probabilities (EM re-estimates CPTs in place, as SVI updates params in
+        the param store); same shape, rows on the simplex."""
+        new = torch.as_tensor(table).detach().to(device="cpu", dtype=torch.float64)
+        if new.shape != self.table.shape:
+            raise ModelError(f"new CPT table has shape {tuple(new.shape)}, expected "
+                             f"{tuple(self.table.shape)}.")
+        if (new < 0).any() or not torch.allclose(new.sum(-1), torch.ones((), dtype=new.dtype),
+                                                 atol=1e-6):
+            raise ModelError("new CPT table rows must be probability vectors.")
+        self.table = new
+        self._logits = _Cast(self._logits._model, new.log())
+
     def __call__(self, **values: torch.Tensor) -> dist.Distribution:
         logits = self._logits()
         if self.parents:

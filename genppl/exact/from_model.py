@@ -65,6 +65,21 @@ class ChainBlock:
 
 
 @dataclass
+class Use:
+    """One tabulated node table, kept for EM: the distribution the factory returned and the
+    arguments it got (to probe which params it reads), and ``table``, the log table before
+    broadcasting, whose gradient of log Z is the node's family marginal (for an observed
+    node: the posterior of its parents' states, per data entry; ``value`` is its data)."""
+
+    node: Node
+    fn: Any
+    args: dict[str, Any]
+    distribution: Any
+    table: torch.Tensor
+    value: torch.Tensor | None
+
+
+@dataclass
 class FactorModel:
     """The factors of a model under given data.
 
@@ -78,10 +93,16 @@ class FactorModel:
     plates: tuple[str, ...]
     sizes: dict[str, int]
     latents: list[str]
+    uses: list[Use] = field(default_factory=list)
 
 
-def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
-    """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc)."""
+def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False
+                  ) -> FactorModel:
+    """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc).
+
+    ``track=True`` makes every random node's table a differentiable leaf, recorded in
+    ``uses`` with what produced it (for EM's expected sufficient statistics).
+    """
     data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
     unknown = [k for k in data if k not in model.nodes
                or model.nodes[k].kind not in ("latent", "observed", "input")]
@@ -89,13 +110,15 @@ def model_factors(model: Model, data: Mapping[str, Any]) -> FactorModel:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
     with default_tensor_context(model.device, model.dtype), torch.no_grad():
-        return _Tabulator(model, data).run()
+        return _Tabulator(model, data, track).run()
 
 
 class _Tabulator:
-    def __init__(self, model: Model, data: dict[str, torch.Tensor]) -> None:
+    def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool) -> None:
         self.model = model
         self.data = data
+        self.track = track
+        self.uses: list[Use] = []
         dims = plate_dims(model)
         self.plates = tuple(sorted(model.plates, key=lambda p: dims[p]))
         self.sizes, self.lengths = resolve_sizes(model, data)
@@ -117,7 +140,8 @@ class _Tabulator:
                     self._tabulate_chain(node)
         latents = [v.node for name, v in self.variables.items()]
         return FactorModel(self.factors, list(self.chains.values()), self.variables,
-                           self.plates, {p: self.sizes[p] for p in self.plates}, latents)
+                           self.plates, {p: self.sizes[p] for p in self.plates}, latents,
+                           self.uses)
 
     # ----------------------------------------------------------------- where tables go
     def _add_global(self, node: Node, f: Factor) -> None:
@@ -151,7 +175,8 @@ class _Tabulator:
         if node.kind == "latent" and isinstance(fn, CPT) and scope == fn.parents \
                 and not node.plates and steps is None and node.name not in self.data:
             self._new_variable(node, torch.arange(fn.table.shape[-1], device=self.model.device))
-            add(node, Factor((*scope, node.name), fn.log_table()))
+            self._emit(node, fn, {}, None, fn.log_table(), None, add, (*scope, node.name),
+                       None, fn.table.shape[-1:])
             return
         args = self._args(node, parents, scope, steps)
         result = _call(node, fn, args)
@@ -170,7 +195,8 @@ class _Tabulator:
                                  "steps have different supports; a chain state needs one.")
             dims = len(result.batch_shape)
             table = result.log_prob(support.reshape(-1, *([1] * dims))).movedim(0, -1)
-            add(node, Factor((*scope, var), self._expand(table, lead, scope, support.shape)))
+            self._emit(node, fn, args, result, table, None, add, (*scope, var), lead,
+                       support.shape)
             value = self.data.get(var)
             if value is not None:  # evidence on a latent: an indicator of its state
                 index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
@@ -188,8 +214,20 @@ class _Tabulator:
         if isinstance(fn, CPT):
             value = _state_index(node, value, torch.arange(fn.table.shape[-1],
                                                            device=value.device))
-        table = result.log_prob(self._layout(node, value, events, len(scope), steps))
-        add(node, Factor(scope, self._expand(table, lead, scope, ())))
+        value = self._layout(node, value, events, len(scope), steps)
+        self._emit(node, fn, args, result, result.log_prob(value), value, add, scope, lead, ())
+
+    def _emit(self, node: Node, fn: Any, args: dict[str, Any], distribution: Any,
+              table: torch.Tensor, value: torch.Tensor | None, add: Any,
+              variables: tuple[str, ...], lead: tuple[int, ...] | None,
+              own: torch.Size | tuple[int, ...]) -> None:
+        """Hand a node's table to ``add``, as a tracked leaf when EM asks for it."""
+        if self.track:
+            table = table.detach().requires_grad_()
+            self.uses.append(Use(node, fn, args, distribution, table, value))
+        scope = variables[:-1] if own else variables
+        with torch.set_grad_enabled(self.track):
+            add(node, Factor(variables, self._expand(table, lead, scope, own)))
 
     def _new_variable(self, node: Node, support: torch.Tensor) -> None:
         self.variables[node.name] = Variable(node.name, support, node.plates, node.chain)
@@ -315,7 +353,7 @@ class _Tabulator:
             return pyro.module(node.name, node.value)
         init = node.value() if callable(node.value) else node.value
         value = pyro.param(node.name, lambda: as_data(self.model, node.name, init).clone(),
-                           constraint=node.constraint)
+                           constraint=node.constraint).detach()
         return value.to(self.model.device, self.model.dtype) if value.is_floating_point() \
             else value
 

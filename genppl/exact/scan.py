@@ -94,8 +94,8 @@ def _tree_product(matrices: torch.Tensor, maximise: bool) -> torch.Tensor:
     return matrices[0]
 
 
-def _unbroadcast(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting an input)."""
+def sum_to_shape(grad: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting an input to its shape)."""
     while grad.dim() > len(shape):
         grad = grad.sum(0)
     dims = [i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 != g]
@@ -128,4 +128,4 @@ class _LogMatMulExp(torch.autograd.Function):
         x_shape, y_shape = ctx.shapes
         gx = a * (w @ b.transpose(-1, -2))
         gy = b * (a.transpose(-1, -2) @ w)
-        return _unbroadcast(gx, x_shape), _unbroadcast(gy, y_shape)
+        return sum_to_shape(gx, x_shape), sum_to_shape(gy, y_shape)

@@ -1,0 +1,344 @@
+"""``genppl.fit(model, data, engine="em")``: expectation-maximisation with exact E-steps.
+
+E-step: one contraction of the exact engine (``genppl.exact``) with every node's log table
+as a leaf. The gradient of log p(data) with respect to a node's log table is its family
+marginal -- a mixture's responsibilities, Baum-Welch's gammas and xis, a Bayesian network's
+expected counts -- so plates, chains and evidence need nothing of their own here.
+
+M-step: closed form for parameters that a node's distribution reads directly as
+
+- ``Categorical`` / ``Bernoulli`` probabilities (``dist.Categorical(trans[z_prev])``, a
+  mixture's weights, an emission table, a CPT): normalised expected counts, plus optional
+  Dirichlet pseudo-counts (a MAP estimate);
+- ``Normal`` ``loc`` and ``scale`` (``dist.Normal(mu[z], sigma[z])``, or one shared scale):
+  weighted means and variances;
+- ``Poisson`` ``rate``: weighted means.
+
+Which parameter plays which role is found by probing, once: the factory is called with a
+random valid value of the param, and a role is recognised only when the distribution's
+attribute *is* that value broadcast over the parents' states. Anything else (a param
+passed through a network, a softmax, a sum) has no closed form and is a clear error that
+points to engine ``svi``. Log-likelihood (plus the log prior with pseudo-counts) never
+decreases between iterations.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import MaskedDistribution
+
+from genppl.dsl.model import Model
+from genppl.dsl.tables import CPT
+from genppl.engines.common import progress_bar
+from genppl.engines.registry import register
+from genppl.errors import ModelError, suggest
+from genppl.exact.from_model import FactorModel, Use, model_factors
+from genppl.exact.scan import sum_to_shape
+from genppl.exact.sum_product import contract
+from genppl.results import FitResult
+
+#: Attributes with a closed-form M-step, by distribution type.
+ROLES: dict[type, tuple[str, ...]] = {
+    dist.Categorical: ("probs",),
+    dist.Bernoulli: ("probs",),
+    dist.Normal: ("loc", "scale"),
+    dist.Poisson: ("rate",),
+}
+
+
+@dataclass(frozen=True)
+class _Role:
+    """Use number ``use`` of the tabulation reads ``target`` as its ``attr``."""
+
+    target: str
+    attr: str
+    use: int
+
+
+def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
+        tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
+        progress: bool = True) -> FitResult:
+    """Run up to ``steps`` EM iterations; stop early when the objective improves by less
+    than ``tol`` relative. ``learn`` names the params and CPT nodes to re-estimate (default:
+    every param, or every CPT when the model has no params); ``pseudo_counts`` adds that
+    many counts to every category (a Dirichlet(1 + pseudo_counts) prior's MAP)."""
+    if steps < 1:
+        raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
+    if pseudo_counts < 0:
+        raise ModelError(f"engine 'em': pseudo_counts must be >= 0, got {pseudo_counts}.")
+    start = time.perf_counter()
+    data = data or {}
+    targets = _targets(model, learn)
+    roles: list[_Role] | None = None
+    log_likelihoods: list[float] = []
+    objectives: list[float] = []
+    converged = False
+    for step in progress_bar(range(steps), total=steps, desc="em", enabled=progress):
+        fm = model_factors(model, data, track=True)
+        if roles is None:
+            roles = _identify(model, fm, targets)
+        log_z, grads = _expected_statistics(fm)
+        if not math.isfinite(log_z):
+            raise ModelError(f"engine 'em': log p(data) = {log_z} under {model.name!r} at "
+                             f"iteration {step}; the data has probability zero under the "
+                             "current parameters (try pseudo_counts > 0).")
+        objective = log_z + _log_prior(model, fm, roles, pseudo_counts)
+        log_likelihoods.append(log_z)
+        if objectives and objective - objectives[-1] < tol * abs(objectives[-1]):
+            objectives.append(objective)
+            converged = True
+            break
+        objectives.append(objective)
+        _maximise(model, fm, roles, grads, pseudo_counts)
+    fitted = {t: _current(model, t) for t in targets}
+    return FitResult(model.name, "em", fitted, losses=[-o for o in objectives],
+                     seconds=time.perf_counter() - start,
+                     info={"log_likelihood": log_likelihoods, "converged": converged,
+                           "iterations": len(log_likelihoods)})
+
+
+def _targets(model: Model, learn: Sequence[str] | None) -> list[str]:
+    params = model.names("param")
+    cpts = [n for n in model.names("latent", "observed") if isinstance(model[n].fn, CPT)]
+    if learn is None:
+        chosen = params or cpts
+        if not chosen:
+            raise ModelError(f"engine 'em': model {model.name!r} has no params or CPTs to fit.")
+        return chosen
+    for name in learn:
+        if name not in params and name not in cpts:
+            raise ModelError(f"engine 'em': learn= names {name!r}, which is not a param or CPT "
+                             f"node of {model.name!r}." + suggest(name, [*params, *cpts]))
+    return list(learn)
+
+
+def _base(d: Any) -> tuple[Any, torch.Tensor | None]:
+    """The distribution under a ``.mask(...)``, and the mask (padded steps count zero)."""
+    if isinstance(d, MaskedDistribution):
+        return d.base_dist, d._mask
+    return d, None
+
+
+def _parents(use: Use) -> tuple[Any, ...]:
+    return use.node.init_parents if use.fn is use.node.init_fn and use.node.init_fn is not None \
+        else use.node.parents
+
+
+def _identify(model: Model, fm: FactorModel, targets: list[str]) -> list[_Role]:
+    """Which use reads which target as which attribute, by probing with random values."""
+    roles: list[_Role] = []
+    for i, use in enumerate(fm.uses):
+        if isinstance(use.fn, CPT):
+            if use.node.name in targets:
+                roles.append(_Role(use.node.name, "probs", i))
+            continue
+        for p in _parents(use):
+            if p.node not in targets:
+                continue
+            attr = _probe(model, use, p.arg)
+            if attr is None:
+                raise ModelError(
+                    f"engine 'em': node {use.node.name!r} ({use.node.declared_at}) reads param "
+                    f"{p.node!r}, but not directly as Categorical/Bernoulli probs, Normal "
+                    "loc/scale or Poisson rate (e.g. dist.Categorical(trans[z_prev]), "
+                    "dist.Normal(mu[z], sigma[z])), so it has no closed-form M-step. Use "
+                    "engine='svi', or leave it out with learn=[...].")
+            roles.append(_Role(p.node, attr, i))
+    found = {r.target for r in roles}
+    missing = [t for t in targets if t not in found]
+    if missing:
+        raise ModelError(f"engine 'em': {missing[0]!r} is not read by any random node, so the "
+                         "data say nothing about it; leave it out with learn=[...].")
+    return roles
+
+
+def _probe(model: Model, use: Use, arg: str) -> str | None:
+    """The attribute of the use's distribution that equals the param, broadcast, if any."""
+    value = use.args[arg]
+    constraint = model[_arg_node(use, arg)].constraint
+    transform = dist.transforms.biject_to(constraint)
+    gen = torch.Generator(device=value.device).manual_seed(0)
+    raw = transform.inv(value)
+    probe = transform(torch.randn(raw.shape, generator=gen, dtype=raw.dtype,
+                                  device=raw.device))
+    d, _ = _base(use.fn(**{**use.args, arg: probe}))
+    for kind, attrs in ROLES.items():
+        if type(d) is not kind:
+            continue
+        for attr in attrs:
+            seen = getattr(d, attr)
+            try:
+                expected = probe.expand(seen.shape)
+            except RuntimeError:
+                continue
+            if torch.allclose(seen, expected, rtol=1e-6, atol=0):
+                return attr
+    return None
+
+
+def _arg_node(use: Use, arg: str) -> str:
+    return next(p.node for p in _parents(use) if p.arg == arg)  # type: ignore[misc]
+
+
+def _expected_statistics(fm: FactorModel) -> tuple[float, list[torch.Tensor]]:
+    """log p(data) and, per use, the gradient of log p(data) with respect to its table."""
+    tables = [u.table for u in fm.uses]
+    with torch.enable_grad():
+        log_z = contract(fm)
+        grads = torch.autograd.grad(log_z.sum(), tables, allow_unused=True)
+    return float(log_z.detach().sum()), [torch.zeros_like(t) if g is None else g
+                                for t, g in zip(tables, grads, strict=True)]
+
+
+def _weights(use: Use, grad: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """The use's base distribution and posterior weights of its parents' states per data
+    entry (observed nodes; masked entries weigh zero)."""
+    d, mask = _base(use.distribution)
+    return d, grad if mask is None else grad * mask
+
+
+def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
+    """Expected counts per (parent states, category), batch axes still in front."""
+    if use.value is None:  # a latent: the gradient is its family marginal
+        return grad
+    _, weight = _weights(use, grad)
+    onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
+    return onehot * weight.unsqueeze(-1)
+
+
+def _maximise(model: Model, fm: FactorModel, roles: list[_Role], grads: list[torch.Tensor],
+              pseudo_counts: float) -> None:
+    by_target: dict[str, list[_Role]] = defaultdict(list)
+    for r in roles:
+        by_target[r.target].append(r)
+    new: dict[str, torch.Tensor] = {}
+    for target, group in by_target.items():
+        attrs = {r.attr for r in group}
+        if attrs == {"probs"}:
+            new[target] = _probabilities(model, fm, target, group, grads, pseudo_counts)
+        elif attrs == {"rate"} or attrs == {"loc"}:
+            new[target] = _weighted_mean(model, fm, target, group, grads)
+        elif attrs != {"scale"}:
+            raise ModelError(f"engine 'em': param {target!r} is read as {sorted(attrs)} by "
+                             "different nodes; one role per param has a closed form.")
+    for target, group in by_target.items():  # scales use the new means
+        if {r.attr for r in group} == {"scale"}:
+            new[target] = _weighted_scale(model, fm, target, group, grads, new)
+    for target, value in new.items():
+        _assign(model, target, value)
+
+
+def _probabilities(model: Model, fm: FactorModel, target: str, group: list[_Role],
+                   grads: list[torch.Tensor], pseudo_counts: float) -> torch.Tensor:
+    old = _current(model, target)
+    bernoulli = _is_bernoulli(fm, group)
+    shape = (*old.shape, 2) if bernoulli else old.shape
+    counts = old.new_zeros(shape)
+    for r in group:
+        counts = counts + sum_to_shape(_counts(fm.uses[r.use], grads[r.use], shape[-1]), shape)
+    counts = counts + pseudo_counts
+    total = counts.sum(-1, keepdim=True)
+    probs = counts / total.clamp(min=torch.finfo(old.dtype).tiny)
+    if bernoulli:
+        return torch.where(total[..., 0] > 0, probs[..., 1], old)
+    return torch.where(total > 0, probs, old)  # a row never used keeps its values
+
+
+def _is_bernoulli(fm: FactorModel, group: list[_Role]) -> bool:
+    return isinstance(_base(fm.uses[group[0].use].distribution)[0], dist.Bernoulli)
+
+
+def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
+             shape: torch.Size, term: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed posterior weights and weighted ``term(use, base distribution)`` over the
+    group's uses, summed down to the param's ``shape``."""
+    s0 = s1 = None
+    for r in group:
+        use = fm.uses[r.use]
+        if use.value is None:
+            raise ModelError(f"engine 'em': latent {use.node.name!r} ({use.node.declared_at}) "
+                             f"reads {r.target!r} as a continuous parameter; EM's exact E-step "
+                             "needs finite latents.")
+        d, weight = _weights(use, grads[r.use])
+        values = term(use, d).to(weight.dtype)
+        full = torch.broadcast_shapes(weight.shape, values.shape)
+        a = sum_to_shape(weight.expand(full), shape)
+        b = sum_to_shape((weight * values).expand(full), shape)
+        s0, s1 = (a, b) if s0 is None or s1 is None else (s0 + a, s1 + b)
+    assert s0 is not None and s1 is not None
+    return s0, s1
+
+
+def _weighted_mean(model: Model, fm: FactorModel, target: str, group: list[_Role],
+                   grads: list[torch.Tensor]) -> torch.Tensor:
+    old = _current(model, target)
+    s0, s1 = _moments(fm, group, grads, old.shape, lambda use, _: use.value)
+    return torch.where(s0 > 0, s1 / s0.clamp(min=torch.finfo(s0.dtype).tiny), old)
+
+
+def _weighted_scale(model: Model, fm: FactorModel, target: str, group: list[_Role],
+                    grads: list[torch.Tensor], new: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Root mean squared deviation from each cell's *new* mean (the joint M-step of a
+    Gaussian's mean and variance): the factory is re-run with the new params to get it."""
+    old = _current(model, target)
+
+    def squared_deviation(use: Use, _: Any) -> torch.Tensor:
+        args = {p.arg: new[p.node] for p in _parents(use) if p.node in new}
+        loc = _base(use.fn(**{**use.args, **args}))[0].loc
+        return (use.value - loc) ** 2  # type: ignore[operator]
+
+    s0, s2 = _moments(fm, group, grads, old.shape, squared_deviation)
+    variance = torch.where(s0 > 0, s2 / s0.clamp(min=torch.finfo(s0.dtype).tiny), old ** 2)
+    return variance.clamp(min=torch.finfo(variance.dtype).tiny).sqrt()
+
+
+def _log_prior(model: Model, fm: FactorModel, roles: list[_Role], pseudo_counts: float
+               ) -> float:
+    """log density (up to a constant) of the Dirichlet/Beta prior the pseudo-counts add."""
+    if not pseudo_counts:
+        return 0.0
+    total = 0.0
+    for target in dict.fromkeys(r.target for r in roles if r.attr == "probs"):
+        probs = _current(model, target)
+        group = [r for r in roles if r.target == target]
+        if _is_bernoulli(fm, group):
+            probs = torch.stack([1 - probs, probs], -1)
+        total += pseudo_counts * float(probs.clamp(min=torch.finfo(probs.dtype).tiny).log().sum())
+    return total
+
+
+def _current(model: Model, target: str) -> torch.Tensor:
+    node = model[target]
+    value = pyro.param(target).detach() if node.kind == "param" else \
+        node.fn.table  # type: ignore[union-attr]
+    return value.to(model.device, model.dtype)
+
+
+def _assign(model: Model, target: str, value: torch.Tensor) -> None:
+    node = model[target]
+    if node.kind != "param":
+        node.fn.set_table(value)  # type: ignore[union-attr]
+        return
+    # The param store keeps unconstrained values: keep probabilities and scales strictly
+    # inside their support so the inverse transform stays finite.
+    tiny = torch.finfo(value.dtype).tiny
+    if node.constraint is dist.constraints.simplex:
+        value = value.clamp(min=tiny)
+        value = value / value.sum(-1, keepdim=True)
+    elif node.constraint in (dist.constraints.positive, dist.constraints.unit_interval):
+        value = value.clamp(min=tiny)
+    pyro.get_param_store()[target] = value.detach()
+
+
+register("em", "expectation-maximisation with exact E-steps (Baum-Welch for HMMs, EM for "
+         "mixtures and Bayesian networks): closed-form M-steps, optional pseudo-counts",
+         fit=fit)
