@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pyro.distributions as dist
 import torch
 
 import genppl
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.hmm import categorical_hmm
 
 FAIR, LOADED = 0, 1
 #: P(first die). Half and half rather than "always fair": a hard 0 is not exact in torch's
@@ -35,17 +35,13 @@ SEED = 1998
 
 
 def build() -> genppl.Model:
-    m = genppl.Model("casino_hmm")
-    # Known tables, not learned: deterministic nodes rather than params, so they follow the
-    # model's device and dtype without touching Pyro's param store, and still show in the graph.
-    m.deterministic("start", lambda: torch.tensor(START), event_dim=1)
-    m.deterministic("trans", lambda: torch.tensor(TRANS), event_dim=2)
-    m.deterministic("emit", lambda: torch.tensor(EMIT), event_dim=2)
-    with m.chain("t"):
-        m.latent("die", lambda die_prev, trans: dist.Categorical(trans[die_prev]),
-                 init=lambda start: dist.Categorical(start))
-        m.observed("roll", lambda die, emit: dist.Categorical(emit[die]))
-    return m
+    """One run of rolls (data shape ``(T,)``) under the library's categorical HMM.
+
+    Known tables, not learned: deterministic nodes rather than params, so they follow the
+    model's device and dtype without touching Pyro's param store, and still show in the graph.
+    """
+    return categorical_hmm(2, 6, name="casino_hmm", start=START, trans=TRANS, emit=EMIT,
+                           learnable=False, batched=False, latent="die", observed="roll")
 
 
 def simulate(num_rolls: int = NUM_ROLLS, seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +128,6 @@ ENTRY = GalleryEntry(
     title="The dishonest casino (Durbin et al. 1998): a hidden Markov model decoded exactly",
     build=build,
     data=data,
-    engines=("enum",),
+    engines=("exact", "enum"),
     run=run,
 )
