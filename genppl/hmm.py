@@ -33,11 +33,12 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
+from genppl import inference
 from genppl.dsl.model import Model
+from genppl.engines.common import param_values
 from genppl.errors import ModelError
-from genppl.inference import infer
 from genppl.pyro.program import default_tensor_context
-from genppl.results import Posterior
+from genppl.results import FitResult, Posterior
 
 Table = Any  # a tensor, an array or nested lists
 SEQ, TIME, VALID = "seq", "t", "valid"
@@ -234,6 +235,16 @@ class Viterbi:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """A Baum-Welch run: log p(x) before each M-step, whether the change fell under ``tol``,
+    and the engine's own ``FitResult``."""
+
+    log_likelihood: list[float]
+    converged: bool
+    result: FitResult
+
+
+@dataclass(frozen=True)
 class Batch:
     """Sequences checked and laid out for the model: padded steps hold a valid symbol."""
 
@@ -333,8 +344,6 @@ class HMM:
     def log_joint(self, batch: Batch, path: torch.Tensor) -> torch.Tensor:
         """log p(x_n, z_n = path_n) per sequence, from one trace of the compiled Pyro model
         (padded steps are masked there, so whatever ``path`` holds after an end is ignored)."""
-        from genppl.engines.common import param_values
-
         states = path.masked_fill(path < 0, 0)
         values = {f"{self.latent}[{t}]": states[t] for t in range(len(states))}
         with param_values(self.model, self.params), torch.no_grad():
@@ -348,6 +357,24 @@ class HMM:
                 total = total + site["log_prob"]
         return total
 
+    # ------------------------------------------------------------------ problem 3
+    def fit(self, x: Any, lengths: Any = None, *, steps: int = 100, tol: float = 1e-8,
+            pseudo_counts: float = 0.0, progress: bool = False) -> Fit:
+        """Baum-Welch (``engine="em"``) from the current tables; ``params`` become the fitted
+        ones. The trajectory is log p(x) before each M-step, so its last entry belongs to the
+        second-to-last tables when the run stops at ``steps``."""
+        if not self.model.names("param"):
+            raise ModelError(f"HMM.fit: model {self.model.name!r} has fixed tables; build it "
+                             "with learnable=True to fit them.")
+        batch = self.batch(x, lengths)
+        with param_values(self.model, self.params):
+            result = inference.fit(self.model, batch.data, engine="em", steps=steps, tol=tol,
+                         pseudo_counts=pseudo_counts, progress=progress)
+        self.params = {k: v.detach().clone() for k, v in result.params.items()}
+        padding = self._padding(batch)
+        trajectory = [value - padding for value in result.info["log_likelihood"]]
+        return Fit(trajectory, bool(result.info["converged"]), result)
+
     # ------------------------------------------------------------------ sampling
     def sample(self, num_sequences: int, length: int, seed: int | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,7 +382,7 @@ class HMM:
         tables (``engine="prior"``)."""
         valid = torch.ones(_count(length, "length"), _count(num_sequences, "num_sequences"),
                            dtype=torch.bool)
-        draw = infer(self.model, {VALID: valid}, engine="prior", num_samples=1,
+        draw = inference.infer(self.model, {VALID: valid}, engine="prior", num_samples=1,
                             seed=seed, progress=False, params=self.params)
         return draw.samples[self.observed][0, 0], draw.samples[self.latent][0, 0]
 
@@ -409,7 +436,7 @@ class HMM:
 
     # ------------------------------------------------------------------ engine calls
     def _infer(self, data: dict[str, torch.Tensor], **options: Any) -> Posterior:
-        return infer(self.model, data, engine="exact", params=self.params, **options)
+        return inference.infer(self.model, data, engine="exact", params=self.params, **options)
 
     def _padding(self, batch: Batch) -> float:
         """What masked steps add to the engine's log p(data): a masked transition weighs
