@@ -8,6 +8,7 @@ ENTRIES = [
     "pearson_crabs",
     "sprinkler",
     "casino_hmm",
+    "weather_hmm",
     "ising_3x3",
     "vae_digits",
     "ddpm_toy",
