@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,12 +120,13 @@ def _best_order(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int
 
 def log_partition(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
                   budget_bytes: int = DEFAULT_BUDGET_BYTES) -> torch.Tensor:
-    """log Σ_x Π_f exp(f(x)) with shape ``batch_shape``."""
+    """log Σ_x Π_f exp(f(x)) with shape ``batch_shape``; differentiable in the tables."""
     if not factors:
         raise ModelError("log_partition needs at least one factor.")
     order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
-    remaining = _eliminate_all(list(factors), order, maximise=False)[0]
-    return _scalar(remaining)
+    program = _compile(_scopes(factors), tuple(order))
+    slots, _ = _forward(program, _inward(factors), _sum_reduce(factors))
+    return _scalar(program, slots)
 
 
 def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
@@ -135,27 +136,20 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
 
     The family marginal of factor f is ∂ log Z / ∂ f's log table, so one backward pass
     through the sum-product gives every family marginal (EM's expected sufficient
-    statistics) and, summing out the others, every single-variable marginal.
+    statistics) and every single-variable marginal. The backward pass is written out
+    (``_calibrate``) rather than left to autograd: the same arithmetic without building a
+    graph, and each case gets its own family marginal even where a table is shared by all
+    cases. The answers are detached from the input tables.
     """
-    # Every leaf gets the full batch shape: a table shared by all cases would otherwise
-    # receive the sum of their marginals rather than one per case.
-    batch = _batch_shape(factors)
-    leaves = [Factor(f.vars, f.log_table.detach().expand((*batch, *f.log_table.shape[
-        f.log_table.dim() - len(f.vars):])).clone().requires_grad_(True)) for f in factors]
-    with torch.enable_grad():
-        log_z = log_partition(leaves, order=order, budget_bytes=budget_bytes)
-        grads = torch.autograd.grad(log_z.sum(), [f.log_table for f in leaves],
-                                    allow_unused=True)
-    family = [torch.zeros_like(f.log_table) if g is None else g
-              for f, g in zip(leaves, grads, strict=True)]
-    single: dict[str, torch.Tensor] = {}
-    for f, probs in zip(leaves, family, strict=True):
-        k = len(f.vars)
-        for axis, v in enumerate(f.vars):
-            if v not in single:
-                others = [probs.dim() - k + a for a in range(k) if a != axis]
-                single[v] = probs.sum(others) if others else probs
-    return log_z.detach(), single, family
+    if not factors:
+        raise ModelError("marginals needs at least one factor.")
+    order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
+    program = _compile(_scopes(factors), tuple(order))
+    with torch.no_grad():
+        slots, saved = _forward(program, _inward(factors), torch.logsumexp, keep=True)
+        log_z = _scalar(program, slots)
+        family, single = _calibrate(program, saved, log_z)
+    return log_z, single, family
 
 
 def eliminate(factors: Sequence[Factor], variables: Iterable[str], *, maximise: bool = False,
@@ -165,14 +159,22 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *, maximise: 
     The building block of structured contraction: a plate eliminates its local variables
     while the variables of enclosing plates stay as free axes. Differentiable, so the
     gradients of the result with respect to the input tables are family marginals (sum) or
-    the indicator of the maximising assignment (max).
+    the indicator of the maximising assignment (max). A result's batch shape is the
+    broadcast of the batch shapes of the tables it was made from.
     """
-    wanted = set(variables)
+    wanted = frozenset(variables)
     if not wanted:
         return list(factors)
-    g = interaction_graph(factors)
-    order = analysis.elimination_order(g, heuristic, cardinalities(factors), among=wanted)
-    return _eliminate_all(list(factors), order, maximise=maximise)[0]
+    scopes = _scopes(factors)
+    order = _partial_order(scopes, tuple(cardinalities(factors).items()), heuristic, wanted)
+    program = _compile(scopes, order)
+    reduce = _max_values if maximise else _sum_reduce(factors)
+    slots, _ = _forward(program, _inward(factors), reduce)
+    depth = [len(f.batch_shape) for f in factors] + [0] * len(program.steps)
+    for step in program.steps:
+        depth[step.out] = max(depth[i.slot] for i in step.inputs)
+    return [Factor(program.scopes[i], _outward(slots[i], len(program.scopes[i]), depth[i]))
+            for i in program.leftover]
 
 
 def map_assignment(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
@@ -180,11 +182,14 @@ def map_assignment(factors: Sequence[Factor], *, order: Sequence[str] | None = N
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(max_x log Π f(x), {var: state index (*batch)})`` by max-product and backtracking."""
     order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
-    remaining, traceback = _eliminate_all(list(factors), order, maximise=True)
+    program = _compile(_scopes(factors), tuple(order))
+    slots, saved = _forward(program, _inward(factors), _max_with_argmax, keep=True)
     assignment: dict[str, torch.Tensor] = {}
-    for var, scope, argmax in reversed(traceback):
-        assignment[var] = _select(argmax, [assignment[u] for u in scope], len(scope))
-    return _scalar(remaining), assignment
+    for step, argmax in zip(reversed(program.steps), reversed(saved), strict=True):
+        rest = step.scope[1:]
+        table = _outward(argmax, len(rest))
+        assignment[step.var] = _select(table, [assignment[u] for u in rest], len(rest))
+    return _scalar(program, slots), assignment
 
 
 # --------------------------------------------------------------------------- internals
@@ -230,35 +235,204 @@ def _aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-def _eliminate_all(factors: list[Factor], order: Sequence[str], *, maximise: bool
-                   ) -> tuple[list[Factor], list[tuple[str, tuple[str, ...], torch.Tensor]]]:
-    batch_dims = len(_batch_shape(factors))
-    traceback = []
+@dataclass(frozen=True)
+class _Input:
+    """How one table enters an elimination step's clique: ``movedim(src, dst)`` puts its
+    variables in clique order, ``index`` inserts singleton axes for the clique variables it
+    lacks, and ``missing`` are those axes (summed out again on the way back), as runs of
+    adjacent axes, last run first: torch's CPU sum over non-adjacent axes is some thirty
+    times slower than summing each run in turn."""
+
+    slot: int
+    src: tuple[int, ...]
+    dst: tuple[int, ...]
+    index: tuple[Any, ...] | None
+    missing: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class _Step:
+    """Eliminate ``var`` (axis 0 of the clique over ``scope``) from the sum of the
+    ``inputs``, writing the message over ``scope[1:]`` to slot ``out``."""
+
+    var: str
+    scope: tuple[str, ...]
+    inputs: tuple[_Input, ...]
+    out: int
+
+
+@dataclass(frozen=True)
+class _Program:
+    """An elimination order compiled against factor scopes: slots ``0..n-1`` are the input
+    tables, slot ``n + i`` the message of step ``i``; ``leftover`` are the slots no step
+    consumed (variable-free after a full elimination)."""
+
+    steps: tuple[_Step, ...]
+    scopes: tuple[tuple[str, ...], ...]
+    leftover: tuple[int, ...]
+
+
+def _scopes(factors: Sequence[Factor]) -> tuple[tuple[str, ...], ...]:
+    return tuple(f.vars for f in factors)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(scopes: tuple[tuple[str, ...], ...], order: tuple[str, ...]) -> _Program:
+    """All the bookkeeping of an elimination (which tables meet, how their axes line up)
+    done once per structure, so repeated queries -- new evidence, new parameters, EM
+    iterations -- run only tensor operations."""
+    all_scopes = list(scopes)
+    live = list(range(len(scopes)))
+    steps = []
     for var in order:
-        touching = [f for f in factors if var in f.vars]
+        touching = [i for i in live if var in all_scopes[i]]
         if not touching:
             continue
-        factors = [f for f in factors if var not in f.vars]
-        scope = tuple(dict.fromkeys(v for f in touching for v in f.vars))
-        joint = sum(_aligned(f, scope, batch_dims) for f in touching)
-        axis = batch_dims + scope.index(var)
-        rest = tuple(v for v in scope if v != var)
-        if maximise:
-            value, argmax = joint.max(axis)
-            traceback.append((var, rest, argmax))
-        else:
-            value = _LogSumExp.apply(joint, axis)
-        factors.append(Factor(rest, value))
-    return factors, traceback
+        live = [i for i in live if i not in touching]
+        scope = tuple(dict.fromkeys((var, *(v for i in touching for v in all_scopes[i]))))
+        inputs = tuple(_input(i, all_scopes[i], scope) for i in touching)
+        steps.append(_Step(var, scope, inputs, len(all_scopes)))
+        live.append(len(all_scopes))
+        all_scopes.append(scope[1:])
+    return _Program(tuple(steps), tuple(all_scopes), tuple(live))
 
 
-def _scalar(remaining: Sequence[Factor]) -> torch.Tensor:
-    """Combine the variable-free factors left after elimination into log Z (batch-shaped)."""
-    leftovers = [f for f in remaining if f.vars]
+def _input(slot: int, own: tuple[str, ...], scope: tuple[str, ...]) -> _Input:
+    present = [v for v in scope if v in own]
+    src = tuple(own.index(v) for v in present)
+    dst = tuple(range(len(present)))
+    index = None
+    if len(present) < len(scope):
+        index = (*(slice(None) if v in own else None for v in scope), Ellipsis)
+    runs: list[list[int]] = []
+    for a, v in enumerate(scope):
+        if v not in own:
+            if runs and runs[-1][-1] == a - 1:
+                runs[-1].append(a)
+            else:
+                runs.append([a])
+    missing = tuple(tuple(run) for run in reversed(runs))
+    return _Input(slot, src if src != dst else (), dst if src != dst else (), index, missing)
+
+
+@functools.lru_cache(maxsize=256)
+def _partial_order(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
+                   heuristic: str, wanted: frozenset[str]) -> tuple[str, ...]:
+    """The greedy order eliminating only ``wanted``; cached like ``_best_order``."""
+    return tuple(analysis.elimination_order(_coupling_graph(scopes), heuristic, dict(cards),
+                                            among=set(wanted)))
+
+
+def _inward(factors: Sequence[Factor]) -> list[torch.Tensor]:
+    """Every table as ``(*its variables, *batch)`` with the full number of batch axes
+    (singletons where it has fewer). Internally variables lead and cases trail: reducing a
+    leading axis runs vectorised over the contiguous cases, where torch's CPU kernels for
+    reducing a small trailing axis of many cases are about ten times slower. Batched tables
+    are copied into that layout (results of elementwise ops keep their inputs' layout)."""
+    nb = len(_batch_shape(factors))
+    out = []
+    for f in factors:
+        t, own = f.log_table, len(f.batch_shape)
+        if own:
+            t = t.reshape((1,) * (nb - own) + t.shape).movedim(tuple(range(nb)), tuple(
+                range(len(f.vars), len(f.vars) + nb))).contiguous()
+        elif nb:
+            t = t.reshape(*t.shape, *(1,) * nb)
+        out.append(t)
+    return out
+
+
+def _outward(t: torch.Tensor, nvars: int, depth: int | None = None) -> torch.Tensor:
+    """An internal ``(*vars, *batch)`` table as ``(*batch, *vars)``, keeping only the last
+    ``depth`` batch axes when given (the others are the singletons ``_inward`` added)."""
+    nb = t.dim() - nvars
+    if nb and nvars:
+        t = t.movedim(tuple(range(nvars)), tuple(range(nb, nb + nvars)))
+    if depth is not None and depth < nb:
+        t = t.reshape(t.shape[nb - depth:])
+    return t
+
+
+Reduce = Callable[[torch.Tensor, int], Any]
+
+
+def _sum_reduce(factors: Sequence[Factor]) -> Reduce:
+    """``torch.logsumexp`` unless a gradient is wanted, then its NaN-free ``_LogSumExp``."""
+    if torch.is_grad_enabled() and any(f.log_table.requires_grad for f in factors):
+        return _LogSumExp.apply
+    return torch.logsumexp
+
+
+def _max_values(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return x.amax(dim)
+
+
+def _max_with_argmax(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.max(dim)
+
+
+def _forward(program: _Program, tables: list[torch.Tensor], reduce: Reduce, *,
+             keep: bool = False) -> tuple[list[torch.Tensor | None], list[Any]]:
+    """Run the steps on internal-layout tables: ``slots`` holds every table still in play
+    (consumed ones dropped, so memory is freed as it goes). With ``keep``, what the way back
+    needs from each step: the argmax for max-product (a reduce returning ``(values,
+    argmax)``), else ``(clique, message)``."""
+    slots: list[torch.Tensor | None] = [*tables, *([None] * len(program.steps))]
+    saved = []
+    for step in program.steps:
+        joint = None
+        for inp in step.inputs:
+            t = slots[inp.slot]
+            slots[inp.slot] = None
+            if inp.src:
+                t = t.movedim(inp.src, inp.dst)  # type: ignore[union-attr]
+            if inp.index is not None:
+                t = t[inp.index]  # type: ignore[index]
+            joint = t if joint is None else joint + t
+        out = reduce(joint, 0)  # type: ignore[arg-type]
+        message, kept = out if isinstance(out, tuple) else (out, (joint, out))
+        slots[step.out] = message
+        if keep:
+            saved.append(kept)
+    return slots, saved
+
+
+def _calibrate(program: _Program, saved: list[tuple[torch.Tensor, torch.Tensor]],
+               log_z: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """The backward pass of the sum-product, by hand. Each step's clique marginal is
+    exp(clique + log g - message), g being its message's marginal (where g is 0 the message
+    may be -inf: that slice is impossible and its share exactly 0, not NaN); each input's
+    marginal is the clique's summed onto its scope. Returns every input table's family
+    marginal and every variable's marginal, batch axes first."""
+    ones = torch.ones_like(log_z)
+    grads: list[torch.Tensor | None] = [None] * len(program.scopes)
+    for slot in program.leftover:
+        grads[slot] = ones
+    single: dict[str, torch.Tensor] = {}
+    for step, (joint, out) in zip(reversed(program.steps), reversed(saved), strict=True):
+        shift = (grads[step.out].log() - out).nan_to_num_(  # type: ignore[union-attr]
+            nan=-math.inf, neginf=-math.inf)
+        clique = (joint + shift.unsqueeze(0)).exp_()
+        others = tuple(range(1, len(step.scope)))
+        single[step.var] = _outward(clique.sum(others) if others else clique, 1)
+        for inp in step.inputs:
+            g = clique
+            for run in inp.missing:
+                g = g.sum(run)
+            grads[inp.slot] = g.movedim(inp.dst, inp.src) if inp.src else g
+    n = len(program.scopes) - len(program.steps)
+    family = [ones if g is None else _outward(g, len(scope))
+              for g, scope in zip(grads[:n], program.scopes[:n], strict=True)]
+    return family, single
+
+
+def _scalar(program: _Program, slots: list[torch.Tensor | None]) -> torch.Tensor:
+    """Combine the variable-free tables left after elimination into log Z (batch-shaped)."""
+    leftovers = [program.scopes[i] for i in program.leftover if program.scopes[i]]
     if leftovers:
-        raise ModelError(f"variables {[f.vars for f in leftovers]} were not eliminated; pass "
-                         "an order naming every variable.")
-    return sum(f.log_table for f in remaining)  # type: ignore[return-value]
+        raise ModelError(f"variables {leftovers} were not eliminated; pass an order naming "
+                         "every variable.")
+    return sum(slots[i] for i in program.leftover)  # type: ignore[return-value,misc]
 
 
 def _select(argmax: torch.Tensor, values: Sequence[torch.Tensor], k: int) -> torch.Tensor:

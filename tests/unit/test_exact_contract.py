@@ -5,6 +5,7 @@ unbatched, under every elimination heuristic."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from genppl.exact import (
     naive_marginals,
     plan,
 )
-from genppl.exact.contract import evidence_factor
+from genppl.exact.contract import eliminate, evidence_factor
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -157,3 +158,61 @@ def _naive_family(factors: list[Factor], scope: tuple[str, ...]) -> torch.Tensor
     for j, s in enumerate(states):
         out[(..., *(s[names.index(v)] for v in scope))] += p[..., j]
     return out
+
+
+def _mixed_batches() -> list[Factor]:
+    """Tables with batch shapes (2, 3), (3,) and none, over a cycle a-b-c-a plus d."""
+    gen = torch.Generator().manual_seed(6)
+    return [Factor(("a", "b"), torch.randn(2, 3, 2, 3, generator=gen, dtype=F64)),
+            Factor(("c", "b"), torch.randn(3, 4, 3, generator=gen, dtype=F64)),
+            Factor(("a", "c", "d"), torch.randn(2, 4, 2, generator=gen, dtype=F64)),
+            evidence_factor("d", torch.tensor([0, 1, 1]), 2, like=torch.zeros((), dtype=F64))]
+
+
+def test_mixed_batch_shapes_answer_every_case_and_family() -> None:
+    """Shared tables broadcast against per-case ones; each case gets its own marginals and its
+    own family marginal even for a table that all cases share."""
+    factors = _mixed_batches()
+    log_z, single, family = marginals(factors)
+    assert log_z.shape == (2, 3) and single["a"].shape == (2, 3, 2)
+    assert [fam.shape for fam in family] == [(2, 3, 2, 3), (2, 3, 4, 3), (2, 3, 2, 4, 2),
+                                             (2, 3, 2)]
+    for i, j in itertools.product(range(2), range(3)):
+        case = [Factor(f.vars, f.log_table[(i, j)[2 - len(f.batch_shape):]]) for f in factors]
+        torch.testing.assert_close(log_z[i, j], naive_log_partition(case), rtol=0, atol=1e-10)
+        for v, probs in naive_marginals(case).items():
+            torch.testing.assert_close(single[v][i, j], probs, rtol=0, atol=1e-10)
+        for f, fam in zip(case, family, strict=True):
+            torch.testing.assert_close(fam[i, j], _naive_family(case, f.vars), rtol=0,
+                                       atol=1e-10)
+
+
+def test_eliminate_keeps_batch_shapes_and_differentiates_to_family_marginals() -> None:
+    factors = _mixed_batches()
+    kept = eliminate(factors[:3], {"b"})
+    # b couples the (2, 3)-batched and the (3,)-batched tables; the third is not touched.
+    assert sorted((set(f.vars), tuple(f.batch_shape)) for f in kept) == [
+        ({"a", "c"}, (2, 3)), ({"a", "c", "d"}, ())]
+    leaves = [Factor(f.vars, f.log_table.clone().requires_grad_(True)) for f in factors]
+    rest = eliminate(leaves, {"a", "b", "c", "d"})
+    assert all(not f.vars for f in rest)
+    log_z = sum(f.log_table for f in rest)
+    grads = torch.autograd.grad(log_z.sum(), [f.log_table for f in leaves])
+    _, _, family = marginals(factors)
+    for f, grad, fam in zip(factors, grads, family, strict=True):
+        # A shared table's gradient sums its per-case family marginals over the cases.
+        shared = tuple(range(2 - len(f.batch_shape)))
+        torch.testing.assert_close(grad, fam.sum(shared) if shared else fam, rtol=0,
+                                   atol=1e-10)
+
+
+def test_impossible_slices_give_zero_not_nan() -> None:
+    """A state ruled out by every factor: its marginal and gradient are exactly 0."""
+    table = torch.tensor([[0.0, -math.inf], [0.5, -math.inf]], dtype=F64)
+    factors = [Factor(("a", "b"), table), Factor(("b",), torch.zeros(2, dtype=F64))]
+    _, single, family = marginals(factors)
+    assert float(single["b"][1]) == 0.0 and not torch.isnan(family[0]).any()
+    leaf = table.clone().requires_grad_(True)
+    (value,) = eliminate([Factor(("a", "b"), leaf), factors[1]], {"a", "b"})
+    (grad,) = torch.autograd.grad(value.log_table, [leaf])
+    assert not torch.isnan(grad).any() and float(grad[:, 1].abs().sum()) == 0.0
