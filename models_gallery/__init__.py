@@ -7,6 +7,9 @@ each defines ``ENTRY = genppl.gallery.GalleryEntry(...)``.
 ENTRIES = [
     "pearson_crabs",
     "sprinkler",
+    "asia",
+    "cancer",
+    "alarm",
     "casino_hmm",
     "weather_hmm",
     "ising_3x3",
