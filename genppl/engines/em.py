@@ -44,6 +44,7 @@ from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import FactorModel, Use, model_factors
 from genppl.exact.scan import sum_to_shape
 from genppl.exact.sum_product import contract
+from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
 
 #: Attributes with a closed-form M-step, by distribution type.
@@ -66,59 +67,149 @@ class _Role:
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
         tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
-        progress: bool = True) -> FitResult:
+        init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True
+        ) -> FitResult:
     """Run up to ``steps`` EM iterations; stop early when the objective improves by less
-    than ``tol`` relative. ``learn`` names the params and CPT nodes to re-estimate (default:
-    every param, or every CPT when the model has no params); ``pseudo_counts`` adds that
-    many counts to every category (a Dirichlet(1 + pseudo_counts) prior's MAP)."""
+    than ``tol`` relative.
+
+    ``learn`` names what to re-estimate: params, CPT nodes, and global continuous latents
+    (point-estimated: their MAP under a Uniform or Dirichlet prior, so a model declared for
+    NUTS fits by EM unchanged). By default: every param and global continuous latent, or
+    every CPT when there are none. ``pseudo_counts`` adds that many counts to every category
+    (a Dirichlet(1 + pseudo_counts) prior's MAP). ``init`` gives starting values of point-
+    estimated latents (default: a draw from their prior with ``seed``)."""
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
     if pseudo_counts < 0:
         raise ModelError(f"engine 'em': pseudo_counts must be >= 0, got {pseudo_counts}.")
     start = time.perf_counter()
     data = data or {}
-    targets = _targets(model, learn)
+    targets = _Targets(model, learn, init or {}, seed)
     roles: list[_Role] | None = None
     log_likelihoods: list[float] = []
     objectives: list[float] = []
     converged = False
     for step in progress_bar(range(steps), total=steps, desc="em", enabled=progress):
-        fm = model_factors(model, data, track=True)
+        fm = model_factors(model, data, track=True, point=targets.point)
         if roles is None:
-            roles = _identify(model, fm, targets)
+            roles = _identify(fm, targets)
         log_z, grads = _expected_statistics(fm)
         if not math.isfinite(log_z):
             raise ModelError(f"engine 'em': log p(data) = {log_z} under {model.name!r} at "
                              f"iteration {step}; the data has probability zero under the "
                              "current parameters (try pseudo_counts > 0).")
-        objective = log_z + _log_prior(model, fm, roles, pseudo_counts)
+        objective = log_z + targets.log_prior() + _pseudo_prior(targets, fm, roles,
+                                                                pseudo_counts)
         log_likelihoods.append(log_z)
         if objectives and objective - objectives[-1] < tol * abs(objectives[-1]):
             objectives.append(objective)
             converged = True
             break
         objectives.append(objective)
-        _maximise(model, fm, roles, grads, pseudo_counts)
-    fitted = {t: _current(model, t) for t in targets}
+        _maximise(targets, fm, roles, grads, pseudo_counts)
+    fitted = {t: targets.current(t) for t in targets.names}
     return FitResult(model.name, "em", fitted, losses=[-o for o in objectives],
                      seconds=time.perf_counter() - start,
                      info={"log_likelihood": log_likelihoods, "converged": converged,
                            "iterations": len(log_likelihoods)})
 
 
-def _targets(model: Model, learn: Sequence[str] | None) -> list[str]:
-    params = model.names("param")
-    cpts = [n for n in model.names("latent", "observed") if isinstance(model[n].fn, CPT)]
-    if learn is None:
-        chosen = params or cpts
-        if not chosen:
-            raise ModelError(f"engine 'em': model {model.name!r} has no params or CPTs to fit.")
-        return chosen
-    for name in learn:
-        if name not in params and name not in cpts:
-            raise ModelError(f"engine 'em': learn= names {name!r}, which is not a param or CPT "
-                             f"node of {model.name!r}." + suggest(name, [*params, *cpts]))
-    return list(learn)
+class _Targets:
+    """What EM re-estimates, and where each lives: params in Pyro's param store, CPT tables
+    in their nodes, point-estimated global latents here (with their priors)."""
+
+    def __init__(self, model: Model, learn: Sequence[str] | None, init: dict[str, Any],
+                 seed: int) -> None:
+        self.model = model
+        params = model.names("param")
+        cpts = [n for n in model.names("latent", "observed") if isinstance(model[n].fn, CPT)]
+        roots = [n for n in model.latent_names
+                 if not model[n].plates and model[n].chain is None and not model[n].parents]
+        with default_tensor_context(model.device, model.dtype):
+            priors = {n: model[n].fn() for n in roots}  # type: ignore[misc]
+        self.priors = {n: d for n, d in priors.items() if not d.has_enumerate_support}
+        known = [*params, *self.priors, *cpts]
+        if learn is None:
+            learn = [*params, *self.priors] or cpts
+            if not learn:
+                raise ModelError(f"engine 'em': model {model.name!r} has no params, global "
+                                 "continuous latents or CPTs to fit.")
+        for name in [*learn, *init]:
+            if name not in known:
+                raise ModelError(f"engine 'em': {name!r} is not a param, CPT node or global "
+                                 f"continuous latent of {model.name!r}." + suggest(name, known))
+        self.names = list(learn)
+        missing = [n for n in self.priors if n not in self.names]
+        if missing:
+            raise ModelError(f"engine 'em': continuous latent {missing[0]!r} is not in learn=; "
+                             "EM's E-step sums over finite latents only, so every continuous "
+                             "one needs a point estimate.")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.point = {n: as_data(model, n, init[n]) if n in init else d.sample()
+                          for n, d in self.priors.items()}
+        for n, d in self.priors.items():
+            _flat_or_dirichlet(n, model[n].declared_at, d)
+            if not bool(d.support.check(self.point[n]).all()):
+                raise ModelError(f"engine 'em': init for {n!r} lies outside its prior's support "
+                                 f"{d.support}.")
+
+    def current(self, name: str) -> torch.Tensor:
+        model = self.model
+        node = model[name]
+        if name in self.point:
+            value = self.point[name]
+        else:
+            value = pyro.param(name).detach() if node.kind == "param" else \
+                node.fn.table  # type: ignore[union-attr]
+        return value.to(model.device, model.dtype)
+
+    def constraint(self, name: str) -> Any:
+        return self.priors[name].support if name in self.priors else self.model[name].constraint
+
+    def extra_counts(self, name: str) -> torch.Tensor | float:
+        """A Dirichlet prior's concentration minus one: its MAP adds these counts."""
+        prior = self.priors.get(name)
+        if prior is None:
+            return 0.0
+        base = _flat_or_dirichlet(name, self.model[name].declared_at, prior)
+        return base.concentration - 1 if isinstance(base, dist.Dirichlet) else 0.0
+
+    def log_prior(self) -> float:
+        return sum(float(d.log_prob(self.point[n]).sum()) for n, d in self.priors.items())
+
+    def assign(self, name: str, value: torch.Tensor) -> None:
+        node = self.model[name]
+        if name in self.point:
+            base = _flat_or_dirichlet(name, node.declared_at, self.priors[name])
+            if isinstance(base, dist.Uniform):  # the MAP under a box prior: the box's closest
+                value = torch.maximum(torch.minimum(value, base.high), base.low)
+            self.point[name] = value.detach()
+            return
+        if node.kind != "param":
+            node.fn.set_table(value)  # type: ignore[union-attr]
+            return
+        # The param store keeps unconstrained values: keep probabilities and scales strictly
+        # inside their support so the inverse transform stays finite.
+        tiny = torch.finfo(value.dtype).tiny
+        if node.constraint is dist.constraints.simplex:
+            value = value.clamp(min=tiny)
+            value = value / value.sum(-1, keepdim=True)
+        elif node.constraint in (dist.constraints.positive, dist.constraints.unit_interval):
+            value = value.clamp(min=tiny)
+        pyro.get_param_store()[name] = value.detach()
+
+
+def _flat_or_dirichlet(name: str, where: str, d: Any) -> Any:
+    """The prior under ``.expand``/``.to_event``, if it has a closed-form MAP update."""
+    base = d
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution):
+        base = base.base_dist
+    if not isinstance(base, dist.Dirichlet | dist.Uniform):
+        raise ModelError(f"engine 'em': latent {name!r} ({where}) has prior "
+                         f"{type(base).__name__}; EM point-estimates continuous latents only "
+                         "under Uniform (flat) or Dirichlet priors. Use svi (MAP) or nuts.")
+    return base
 
 
 def _base(d: Any) -> tuple[Any, torch.Tensor | None]:
@@ -133,18 +224,18 @@ def _parents(use: Use) -> tuple[Any, ...]:
         else use.node.parents
 
 
-def _identify(model: Model, fm: FactorModel, targets: list[str]) -> list[_Role]:
+def _identify(fm: FactorModel, targets: _Targets) -> list[_Role]:
     """Which use reads which target as which attribute, by probing with random values."""
     roles: list[_Role] = []
     for i, use in enumerate(fm.uses):
         if isinstance(use.fn, CPT):
-            if use.node.name in targets:
+            if use.node.name in targets.names:
                 roles.append(_Role(use.node.name, "probs", i))
             continue
         for p in _parents(use):
-            if p.node not in targets:
+            if p.node not in targets.names:
                 continue
-            attr = _probe(model, use, p.arg)
+            attr = _probe(use, p.arg, targets.constraint(p.node))
             if attr is None:
                 raise ModelError(
                     f"engine 'em': node {use.node.name!r} ({use.node.declared_at}) reads param "
@@ -154,17 +245,16 @@ def _identify(model: Model, fm: FactorModel, targets: list[str]) -> list[_Role]:
                     "engine='svi', or leave it out with learn=[...].")
             roles.append(_Role(p.node, attr, i))
     found = {r.target for r in roles}
-    missing = [t for t in targets if t not in found]
+    missing = [t for t in targets.names if t not in found]
     if missing:
         raise ModelError(f"engine 'em': {missing[0]!r} is not read by any random node, so the "
                          "data say nothing about it; leave it out with learn=[...].")
     return roles
 
 
-def _probe(model: Model, use: Use, arg: str) -> str | None:
+def _probe(use: Use, arg: str, constraint: Any) -> str | None:
     """The attribute of the use's distribution that equals the param, broadcast, if any."""
     value = use.args[arg]
-    constraint = model[_arg_node(use, arg)].constraint
     transform = dist.transforms.biject_to(constraint)
     gen = torch.Generator(device=value.device).manual_seed(0)
     raw = transform.inv(value)
@@ -183,10 +273,6 @@ def _probe(model: Model, use: Use, arg: str) -> str | None:
             if torch.allclose(seen, expected, rtol=1e-6, atol=0):
                 return attr
     return None
-
-
-def _arg_node(use: Use, arg: str) -> str:
-    return next(p.node for p in _parents(use) if p.arg == arg)  # type: ignore[misc]
 
 
 def _expected_statistics(fm: FactorModel) -> tuple[float, list[torch.Tensor]]:
@@ -215,7 +301,7 @@ def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     return onehot * weight.unsqueeze(-1)
 
 
-def _maximise(model: Model, fm: FactorModel, roles: list[_Role], grads: list[torch.Tensor],
+def _maximise(targets: _Targets, fm: FactorModel, roles: list[_Role], grads: list[torch.Tensor],
               pseudo_counts: float) -> None:
     by_target: dict[str, list[_Role]] = defaultdict(list)
     for r in roles:
@@ -224,28 +310,28 @@ def _maximise(model: Model, fm: FactorModel, roles: list[_Role], grads: list[tor
     for target, group in by_target.items():
         attrs = {r.attr for r in group}
         if attrs == {"probs"}:
-            new[target] = _probabilities(model, fm, target, group, grads, pseudo_counts)
+            new[target] = _probabilities(targets, fm, target, group, grads, pseudo_counts)
         elif attrs == {"rate"} or attrs == {"loc"}:
-            new[target] = _weighted_mean(model, fm, target, group, grads)
+            new[target] = _weighted_mean(targets, fm, target, group, grads)
         elif attrs != {"scale"}:
             raise ModelError(f"engine 'em': param {target!r} is read as {sorted(attrs)} by "
                              "different nodes; one role per param has a closed form.")
     for target, group in by_target.items():  # scales use the new means
         if {r.attr for r in group} == {"scale"}:
-            new[target] = _weighted_scale(model, fm, target, group, grads, new)
+            new[target] = _weighted_scale(targets, fm, target, group, grads, new)
     for target, value in new.items():
-        _assign(model, target, value)
+        targets.assign(target, value)
 
 
-def _probabilities(model: Model, fm: FactorModel, target: str, group: list[_Role],
+def _probabilities(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
                    grads: list[torch.Tensor], pseudo_counts: float) -> torch.Tensor:
-    old = _current(model, target)
+    old = targets.current(target)
     bernoulli = _is_bernoulli(fm, group)
     shape = (*old.shape, 2) if bernoulli else old.shape
     counts = old.new_zeros(shape)
     for r in group:
         counts = counts + sum_to_shape(_counts(fm.uses[r.use], grads[r.use], shape[-1]), shape)
-    counts = counts + pseudo_counts
+    counts = (counts + pseudo_counts + targets.extra_counts(target)).clamp(min=0)
     total = counts.sum(-1, keepdim=True)
     probs = counts / total.clamp(min=torch.finfo(old.dtype).tiny)
     if bernoulli:
@@ -278,18 +364,18 @@ def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
     return s0, s1
 
 
-def _weighted_mean(model: Model, fm: FactorModel, target: str, group: list[_Role],
+def _weighted_mean(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
                    grads: list[torch.Tensor]) -> torch.Tensor:
-    old = _current(model, target)
+    old = targets.current(target)
     s0, s1 = _moments(fm, group, grads, old.shape, lambda use, _: use.value)
     return torch.where(s0 > 0, s1 / s0.clamp(min=torch.finfo(s0.dtype).tiny), old)
 
 
-def _weighted_scale(model: Model, fm: FactorModel, target: str, group: list[_Role],
+def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
                     grads: list[torch.Tensor], new: dict[str, torch.Tensor]) -> torch.Tensor:
     """Root mean squared deviation from each cell's *new* mean (the joint M-step of a
     Gaussian's mean and variance): the factory is re-run with the new params to get it."""
-    old = _current(model, target)
+    old = targets.current(target)
 
     def squared_deviation(use: Use, _: Any) -> torch.Tensor:
         args = {p.arg: new[p.node] for p in _parents(use) if p.node in new}
@@ -301,42 +387,18 @@ def _weighted_scale(model: Model, fm: FactorModel, target: str, group: list[_Rol
     return variance.clamp(min=torch.finfo(variance.dtype).tiny).sqrt()
 
 
-def _log_prior(model: Model, fm: FactorModel, roles: list[_Role], pseudo_counts: float
-               ) -> float:
+def _pseudo_prior(targets: _Targets, fm: FactorModel, roles: list[_Role],
+                  pseudo_counts: float) -> float:
     """log density (up to a constant) of the Dirichlet/Beta prior the pseudo-counts add."""
     if not pseudo_counts:
         return 0.0
     total = 0.0
     for target in dict.fromkeys(r.target for r in roles if r.attr == "probs"):
-        probs = _current(model, target)
-        group = [r for r in roles if r.target == target]
-        if _is_bernoulli(fm, group):
+        probs = targets.current(target)
+        if _is_bernoulli(fm, [r for r in roles if r.target == target]):
             probs = torch.stack([1 - probs, probs], -1)
         total += pseudo_counts * float(probs.clamp(min=torch.finfo(probs.dtype).tiny).log().sum())
     return total
-
-
-def _current(model: Model, target: str) -> torch.Tensor:
-    node = model[target]
-    value = pyro.param(target).detach() if node.kind == "param" else \
-        node.fn.table  # type: ignore[union-attr]
-    return value.to(model.device, model.dtype)
-
-
-def _assign(model: Model, target: str, value: torch.Tensor) -> None:
-    node = model[target]
-    if node.kind != "param":
-        node.fn.set_table(value)  # type: ignore[union-attr]
-        return
-    # The param store keeps unconstrained values: keep probabilities and scales strictly
-    # inside their support so the inverse transform stays finite.
-    tiny = torch.finfo(value.dtype).tiny
-    if node.constraint is dist.constraints.simplex:
-        value = value.clamp(min=tiny)
-        value = value / value.sum(-1, keepdim=True)
-    elif node.constraint in (dist.constraints.positive, dist.constraints.unit_interval):
-        value = value.clamp(min=tiny)
-    pyro.get_param_store()[target] = value.detach()
 
 
 register("em", "expectation-maximisation with exact E-steps (Baum-Welch for HMMs, EM for "

@@ -96,12 +96,13 @@ class FactorModel:
     uses: list[Use] = field(default_factory=list)
 
 
-def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False
-                  ) -> FactorModel:
+def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
+                  point: Mapping[str, torch.Tensor] | None = None) -> FactorModel:
     """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc).
 
     ``track=True`` makes every random node's table a differentiable leaf, recorded in
-    ``uses`` with what produced it (for EM's expected sufficient statistics).
+    ``uses`` with what produced it (for EM's expected sufficient statistics). ``point``
+    fixes latents at values, read like params (EM's point-estimated continuous latents).
     """
     data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
     unknown = [k for k in data if k not in model.nodes
@@ -110,11 +111,12 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
     with default_tensor_context(model.device, model.dtype), torch.no_grad():
-        return _Tabulator(model, data, track).run()
+        return _Tabulator(model, data, track, point or {}).run()
 
 
 class _Tabulator:
-    def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool) -> None:
+    def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool,
+                 point: Mapping[str, torch.Tensor]) -> None:
         self.model = model
         self.data = data
         self.track = track
@@ -124,7 +126,7 @@ class _Tabulator:
         self.sizes, self.lengths = resolve_sizes(model, data)
         self.variables: dict[str, Variable] = {}
         self.event_dims: dict[str, int] = {}  # observed node -> event dims of its data
-        self.fixed: dict[str, Any] = {}
+        self.fixed: dict[str, Any] = dict(point)
         self.factors: list[tuple[frozenset[str], Factor]] = []
         self.chains = {c: ChainBlock(c, self.lengths[c], spec.plates, spec.reverse)
                        for c, spec in model.chains.items()}
@@ -133,6 +135,8 @@ class _Tabulator:
         for node in self.model.nodes.values():
             if node.kind in ("param", "module"):
                 self.fixed[node.name] = self._global(node)
+            elif node.name in self.fixed:
+                continue
             elif node.kind in ("latent", "observed", "factor"):
                 if node.chain is None:
                     self._tabulate(node, node.fn, node.parents, None, self._add_global)
@@ -265,7 +269,7 @@ class _Tabulator:
         scope: dict[str, None] = {}
         for p in parents:
             parent = self.model.nodes.get(p.node) if p.node is not None else None
-            if parent is None:
+            if parent is None or parent.name in self.fixed:
                 continue
             if parent.kind == "latent":
                 if parent.chain is not None and node.chain != parent.chain:
@@ -295,7 +299,9 @@ class _Tabulator:
                 continue
             parent = self.model.nodes[p.node]
             at = steps if steps is None or not p.lag else (steps[1], None)
-            if parent.kind == "latent":
+            if parent.name in self.fixed:  # params, modules, point-estimated latents
+                args[p.arg] = self.fixed[parent.name]
+            elif parent.kind == "latent":
                 var = parent.name + (PREV if p.lag else "")
                 shape = [1] * len(scope)
                 shape[scope.index(var)] = -1
@@ -307,11 +313,9 @@ class _Tabulator:
                                      f"not given; pass {parent.name}=...")
                 events = self.event_dims.get(parent.name, parent.event_dim)
                 args[p.arg] = self._layout(parent, value, events, len(scope), at)
-            elif parent.kind == "deterministic":
+            else:  # deterministic: evaluated on the same grid of states
                 args[p.arg] = _call(parent, parent.fn,
                                     self._args(parent, parent.parents, scope, steps))
-            else:
-                args[p.arg] = self.fixed[parent.name]
         return args
 
     def _layout(self, node: Node, value: torch.Tensor, events: int, scope_len: int,

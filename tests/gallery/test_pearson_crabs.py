@@ -91,6 +91,19 @@ def test_svi_matches_scikit_learn_em(x: torch.Tensor,
     torch.testing.assert_close(svi_params["scales"], em["scales"], atol=1e-3, rtol=0)
 
 
+def test_em_reaches_the_maximum_likelihood_estimate(x: torch.Tensor) -> None:
+    params, _ = pearson_crabs.fit_params(RunConfig("em", progress=False))
+    oracle = _mle_by_lbfgs(x)
+    ll_oracle = pearson_crabs.mixture_log_likelihood(x, *oracle.values())
+    ll_em = pearson_crabs.mixture_log_likelihood(x, *(params[k] for k in oracle))
+    # EM's fixed point is the MLE; run to a tight tolerance it matches L-BFGS's optimum to
+    # the ridge's flatness (1e-6 nats), tighter than SVI.
+    assert ll_em == pytest.approx(ll_oracle, abs=1e-6)
+    torch.testing.assert_close(params["weights"], oracle["weights"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(params["locs"], oracle["locs"], atol=5e-5, rtol=0)
+    torch.testing.assert_close(params["scales"], oracle["scales"], atol=5e-5, rtol=0)
+
+
 def test_nuts_posterior_surrounds_the_mle_and_recovers_assignments(x: torch.Tensor) -> None:
     params, posterior = pearson_crabs.fit_params(RunConfig("nuts", steps=60, progress=False))
     assert posterior is not None
