@@ -134,10 +134,12 @@ class _Targets:
             if not learn:
                 raise ModelError(f"engine 'em': model {model.name!r} has no params, global "
                                  "continuous latents or CPTs to fit.")
-        for name in [*learn, *init]:
-            if name not in known:
-                raise ModelError(f"engine 'em': {name!r} is not a param, CPT node or global "
-                                 f"continuous latent of {model.name!r}." + suggest(name, known))
+        for option, names in (("learn", learn), ("init", init)):
+            for name in names:
+                if name not in known:
+                    raise ModelError(f"engine 'em': {option}= names {name!r}, which is not a "
+                                     "param, CPT node or global continuous latent of "
+                                     f"{model.name!r}." + suggest(name, known))
         self.names = list(learn)
         missing = [n for n in self.priors if n not in self.names]
         if missing:
