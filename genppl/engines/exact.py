@@ -35,14 +35,15 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     fm = model_factors(model, data or {})
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'exact'.")
-    _check_budget(fm, budget_bytes)
-    log_z, marginals = posterior_marginals(fm, chain_method=chain_method)
+    log_z, marginals = posterior_marginals(fm, chain_method=chain_method,
+                                           budget_bytes=budget_bytes)
     if not bool(torch.isfinite(log_z).all()):
         raise ModelError(f"the data has probability zero under {model.name!r} "
                          f"(log p(data) = {log_z.tolist()}); check evidence against the tables.")
     info: dict[str, Any] = {}
     if map:
-        value, indicators = _leaf_gradients(fm, maximise=True, chain_method=chain_method)
+        value, indicators = _leaf_gradients(fm, maximise=True, chain_method=chain_method,
+                                            budget_bytes=budget_bytes)
         info["map"] = {v: p.argmax(-1) for v, p in indicators.items()}
         info["map_log_joint"] = float(value) if value.dim() == 0 else value
     evidence = float(log_z) if log_z.dim() == 0 else log_z
@@ -51,19 +52,22 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
                      seconds=time.perf_counter() - start, info=info)
 
 
-def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto"
+def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
+                        budget_bytes: int = contract.DEFAULT_BUDGET_BYTES
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient."""
-    return _leaf_gradients(fm, maximise=False, chain_method=chain_method)
+    return _leaf_gradients(fm, maximise=False, chain_method=chain_method,
+                           budget_bytes=budget_bytes)
 
 
-def _leaf_gradients(fm: FactorModel, *, maximise: bool, chain_method: str
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _leaf_gradients(fm: FactorModel, *, maximise: bool, chain_method: str,
+                    budget_bytes: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     like = _any_table(fm)
     leaves = {name: like.new_zeros((*_leaf_batch(fm, name), len(v.states))).requires_grad_()
               for name, v in fm.variables.items()}
     with torch.enable_grad():
-        value = contract_model(fm, maximise=maximise, leaves=leaves, chain_method=chain_method)
+        value = contract_model(fm, maximise=maximise, leaves=leaves, chain_method=chain_method,
+                               budget_bytes=budget_bytes)
         grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
     out = {}
     for (name, leaf), g in zip(leaves.items(), grads, strict=True):
@@ -103,13 +107,6 @@ def _compact(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor:
     lead = 1 if var.chain is not None else 0
     shape = (*table.shape[:lead], *(fm.sizes[p] for p in var.plates), table.shape[-1])
     return table.reshape(shape)
-
-
-def _check_budget(fm: FactorModel, budget_bytes: int) -> None:
-    """Refuse before allocating: the largest elimination table of the plate-free part."""
-    flat = [f for plates, f in fm.factors if not plates]
-    if flat and not fm.plates and not fm.chains:
-        contract.plan(flat, budget_bytes=budget_bytes)
 
 
 register("exact", "exact inference for discrete models (variable elimination; plates as "

@@ -25,19 +25,28 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from genppl.errors import ModelError
-from genppl.exact.contract import Factor, _aligned, eliminate
+from genppl.exact.contract import (
+    DEFAULT_BUDGET_BYTES,
+    Factor,
+    _aligned,
+    cardinalities,
+    eliminate,
+    interaction_graph,
+)
 from genppl.exact.from_model import PREV, ChainBlock, FactorModel
 from genppl.exact.scan import chain_product
+from genppl.graph import analysis
 
 
 def contract(fm: FactorModel, *, maximise: bool = False,
              leaves: Mapping[str, torch.Tensor] | None = None,
-             chain_method: str = "auto") -> torch.Tensor:
+             chain_method: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES
+             ) -> torch.Tensor:
     """log Z (or the max log joint) with the evidence-case shape (``()`` with plates).
 
     ``leaves`` maps a variable to an extra table over it alone, laid out like its node's
     tables (time axis first for chain variables); pass zeros and differentiate to get
-    marginals.
+    marginals. Each elimination is checked against ``budget_bytes`` before it allocates.
     """
     leaves = dict(leaves or {})
     pending: dict[frozenset[str], list[Factor]] = defaultdict(list)
@@ -50,13 +59,14 @@ def contract(fm: FactorModel, *, maximise: bool = False,
     for block in fm.chains:
         own = {n: leaves[n] for n, v in fm.variables.items() if v.chain == block.name
                and n in leaves}
-        f = _eliminate_chain(block, fm, own, maximise, chain_method)
+        f = _eliminate_chain(block, fm, own, maximise, chain_method, budget_bytes)
         pending[frozenset(block.plates)].append(f)
     var_plates = {n: frozenset(v.plates) for n, v in fm.variables.items()}
     while pending:
         plates = max(pending, key=len)
         factors = pending.pop(plates)
         local = {v for f in factors for v in f.vars if var_plates[v] == plates}
+        _check_budget(factors, local, budget_bytes, f"plates {sorted(plates)}")
         for f in eliminate(factors, local, maximise=maximise):
             target = frozenset().union(*(var_plates[v] for v in f.vars))
             if target == plates and plates:
@@ -80,8 +90,34 @@ def _product_over(f: Factor, plates: frozenset[str], order: Sequence[str]) -> Fa
     return Factor(f.vars, f.log_table.sum([offset + a for a in axes], keepdim=True))
 
 
+def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
+                  where: str) -> None:
+    """Refuse, before allocating, an elimination whose largest table would not fit."""
+    if not factors or not local:
+        return
+    g = interaction_graph(factors)
+    cards = cardinalities(factors)
+    order = analysis.elimination_order(g, "min_fill", cards, among=local)
+    entries = analysis.max_clique_size(g, order, cards, partial=True)
+    _refuse_over(entries * math.prod(_batch(factors)), factors[0].log_table.element_size(),
+                 budget_bytes, f"eliminating {len(local)} variables of {where}")
+
+
+def _refuse_over(entries: int, itemsize: int, budget_bytes: int, what: str) -> None:
+    need = entries * itemsize
+    if need > budget_bytes:
+        raise ModelError(
+            f"exact inference needs a table of {entries:,} entries ({need / 1024**3:.1f} GiB) "
+            f"for {what}, over the budget of {budget_bytes / 1024**3:.1f} GiB. Use an "
+            "approximate engine (gibbs, svi) or raise budget_bytes.")
+
+
+def _batch(factors: Sequence[Factor]) -> torch.Size:
+    return torch.broadcast_shapes(*(f.batch_shape for f in factors))
+
+
 def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, torch.Tensor],
-                     maximise: bool, method: str) -> Factor:
+                     maximise: bool, method: str, budget_bytes: int) -> Factor:
     """Eliminate a chain: step-local variables per step, then the state along time."""
     first, rest = list(block.first), list(block.rest)
     for name, leaf in leaves.items():
@@ -90,10 +126,13 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
             rest.append(Factor((name,), leaf[1:]))
     own = [n for n, v in fm.variables.items() if v.chain == block.name]
     carried = [n for n in own if any(n + PREV in f.vars for f in rest)]
-    first = eliminate(first, {v for f in first for v in f.vars
-                              if v in own and v not in carried}, maximise=maximise)
-    rest = eliminate(rest, {v for f in rest for v in f.vars
-                            if v in own and v not in carried}, maximise=maximise)
+    where = f"the steps of chain {block.name!r}"
+    step_local = [{v for f in group for v in f.vars if v in own and v not in carried}
+                  for group in (first, rest)]
+    for group, local in zip((first, rest), step_local, strict=True):
+        _check_budget(group, local, budget_bytes, where)
+    first = eliminate(first, step_local[0], maximise=maximise)
+    rest = eliminate(rest, step_local[1], maximise=maximise)
     outside = sorted({v for f in (*first, *rest) for v in f.vars
                       if v not in own and not v.endswith(PREV)})
     prev = [n + PREV for n in carried]
@@ -105,6 +144,10 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
     init = init.reshape(*init.shape[: init.dim() - len(carried)], -1)
     pair = unary = None
     if rest:
+        states = math.prod(cards[v] for v in carried)
+        width = math.prod(cards[v] for v in outside)
+        _refuse_over(math.prod(_batch(rest)) * width * states**2, like.element_size(),
+                     budget_bytes, f"the {states} joint states of chain {block.name!r}")
         coupled = [f for f in rest if any(v in prev for v in f.vars)]
         pair = _joint(coupled, (*outside, *prev, *carried), batch, cards, like)
         pair = pair.reshape(*pair.shape[: pair.dim() - 2 * len(carried)],

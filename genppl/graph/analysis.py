@@ -506,17 +506,24 @@ def induced_width(g_undirected: nx.Graph, order: list[str]) -> int:
 
 
 def max_clique_size(
-    g_undirected: nx.Graph, order: list[str], cardinality: dict[str, int] | None = None
+    g_undirected: nx.Graph, order: list[str], cardinality: dict[str, int] | None = None,
+    *, partial: bool = False,
 ) -> int:
     """Entries of the largest table eliminating in ``order`` creates (1 for an empty graph).
 
     Unlike :func:`induced_width` this weighs each variable by its number of states, which is
-    what a memory guard needs before running exact inference.
+    what a memory guard needs before running exact inference. ``partial=True`` allows an
+    order that eliminates only some nodes (a plate's local variables).
     """
+    cliques = _partial_cliques(g_undirected, order) if partial else \
+        _cliques(g_undirected, order)
     return max(
-        (
-            math.prod(_cardinality(g_undirected, cardinality, v) for v in clique)
-            for clique in _cliques(g_undirected, order)
-        ),
+        (math.prod(_cardinality(g_undirected, cardinality, v) for v in clique)
+         for clique in cliques),
         default=1,
     )
+
+
+def _partial_cliques(g_undirected: nx.Graph, order: list[str]) -> list[set[str]]:
+    adj = _adjacency(g_undirected)
+    return [_eliminate(adj, v) | {v} for v in order]

@@ -205,3 +205,25 @@ def test_sibling_plates_coupled_by_one_table_are_refused() -> None:
         m.observed("y", lambda r, c: dist.Bernoulli(0.2 + 0.6 * (r == c).double()))
     with pytest.raises(ModelError, match="sibling plates"):
         genppl.infer(m.to(dtype=F64), {"y": torch.ones(2, 2)}, engine="exact")
+
+
+def test_memory_guard_refuses_before_allocating() -> None:
+    # a 12x12 Ising grid has treewidth 12: tables of 2^13 entries per elimination step
+    m = genppl.Model("grid")
+    names = [[f"s{i}_{j}" for j in range(12)] for i in range(12)]
+    for row in names:
+        for name in row:
+            m.variable(name, 2)
+    for i in range(12):
+        for j in range(12):
+            for a, b in ((i + 1, j), (i, j + 1)):
+                if a < 12 and b < 12:
+                    m.factor(f"f{i}_{j}_{a}_{b}",
+                             lambda u, v: torch.where(u == v, 0.5, -0.5),
+                             scope=(names[i][j], names[a][b]))
+    with pytest.raises(ModelError, match=r"entries.*budget.*gibbs"):
+        genppl.infer(m, {}, engine="exact", budget_bytes=2**14)
+    # a chain whose joint state would not fit
+    with pytest.raises(ModelError, match=r"joint states of chain 't'.*budget"):
+        genppl.infer(hmm(), {"x": torch.zeros(5, dtype=torch.long)}, engine="exact",
+                     budget_bytes=64)
