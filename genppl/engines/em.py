@@ -297,7 +297,8 @@ def _weights(use: Use, grad: torch.Tensor) -> tuple[Any, torch.Tensor]:
 def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     """Expected counts per (parent states, category), batch axes still in front."""
     if use.value is None:  # a latent: the gradient is its family marginal
-        return grad
+        _, mask = _base(use.distribution)
+        return grad if mask is None else grad * mask.unsqueeze(-1)
     _, weight = _weights(use, grad)
     onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
     return onehot * weight.unsqueeze(-1)
