@@ -25,22 +25,26 @@ from genppl.results import Posterior
 
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
-          chain_method: str = "auto",
+          chain_method: str = "auto", evidence_per: str | None = None,
           budget_bytes: int = contract.DEFAULT_BUDGET_BYTES) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
     (state indices, laid out like the marginals without their last axis) with its log joint
     in ``info["map_log_joint"]``. ``chain_method`` is ``"auto"``, ``"sequential"`` or
-    ``"parallel"`` (see ``genppl.exact.scan``)."""
+    ``"parallel"`` (see ``genppl.exact.scan``). ``evidence_per="seq"`` also gives log p of
+    each entry of plate ``seq`` (e.g. per sequence) in ``info["log_evidence_per"]``."""
     start = time.perf_counter()
     fm = model_factors(model, data or {})
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'exact'.")
-    log_z, marginals = posterior_marginals(fm, chain_method=chain_method,
-                                           budget_bytes=budget_bytes)
+    per_entry, marginals = posterior_marginals(fm, chain_method=chain_method,
+                                               budget_bytes=budget_bytes, per=evidence_per)
+    log_z = per_entry.sum(0) if evidence_per is not None else per_entry
     if not bool(torch.isfinite(log_z).all()):
         raise ModelError(f"the data has probability zero under {model.name!r} "
                          f"(log p(data) = {log_z.tolist()}); check evidence against the tables.")
     info: dict[str, Any] = {}
+    if evidence_per is not None:
+        info["log_evidence_per"] = per_entry
     if map:
         value, indicators = _leaf_gradients(fm, maximise=True, chain_method=chain_method,
                                             budget_bytes=budget_bytes)
@@ -53,21 +57,24 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
 
 
 def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
-                        budget_bytes: int = contract.DEFAULT_BUDGET_BYTES
+                        budget_bytes: int = contract.DEFAULT_BUDGET_BYTES,
+                        per: str | None = None
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient."""
+    """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient
+    (log Z per entry of plate ``per`` when given)."""
     return _leaf_gradients(fm, maximise=False, chain_method=chain_method,
-                           budget_bytes=budget_bytes)
+                           budget_bytes=budget_bytes, per=per)
 
 
 def _leaf_gradients(fm: FactorModel, *, maximise: bool, chain_method: str,
-                    budget_bytes: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    budget_bytes: int, per: str | None = None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     like = _any_table(fm)
     leaves = {name: like.new_zeros((*_leaf_batch(fm, name), len(v.states))).requires_grad_()
               for name, v in fm.variables.items()}
     with torch.enable_grad():
         value = contract_model(fm, maximise=maximise, leaves=leaves, chain_method=chain_method,
-                               budget_bytes=budget_bytes)
+                               budget_bytes=budget_bytes, per=per)
         grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
     out = {}
     for (name, leaf), g in zip(leaves.items(), grads, strict=True):

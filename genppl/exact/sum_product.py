@@ -40,14 +40,18 @@ from genppl.graph import analysis
 
 def contract(fm: FactorModel, *, maximise: bool = False,
              leaves: Mapping[str, torch.Tensor] | None = None,
-             chain_method: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES
-             ) -> torch.Tensor:
+             chain_method: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES,
+             per: str | None = None) -> torch.Tensor:
     """log Z (or the max log joint) with the evidence-case shape (``()`` with plates).
 
     ``leaves`` maps a variable to an extra table over it alone, laid out like its node's
     tables (time axis first for chain variables); pass zeros and differentiate to get
     marginals. Each elimination is checked against ``budget_bytes`` before it allocates.
+    ``per`` names a plate whose entries are independent given the params (every table lies
+    inside it): the result then has one log Z per entry, shape ``(size,)``.
     """
+    if per is not None:
+        _check_per(fm, per)
     leaves = dict(leaves or {})
     pending: dict[frozenset[str], list[Factor]] = defaultdict(list)
     for plates, f in fm.factors:
@@ -73,12 +77,28 @@ def contract(fm: FactorModel, *, maximise: bool = False,
                 raise ModelError(f"a table couples variables {f.vars} of sibling plates inside "
                                  f"{sorted(plates)}; engine 'exact' needs plates that nest as a "
                                  "tree. Use engine='gibbs' or 'svi'.")
-            pending[target].append(_product_over(f, plates - target, fm.plates))
+            pending[target].append(_product_over(f, plates - target - {per}, fm.plates))
         if not plates:
             leftovers = pending.pop(plates)
             log_z = sum(f.log_table for f in leftovers)
+            if per is not None:
+                return log_z.reshape(-1)
             return log_z.reshape(log_z.shape[len(fm.plates):]) if fm.plates else log_z
     raise AssertionError("unreachable: the empty plate set is always processed last")
+
+
+def _check_per(fm: FactorModel, per: str) -> None:
+    """Per-entry log evidence exists only when nothing couples the entries of ``per``."""
+    if per not in fm.plates:
+        raise ModelError(f"evidence_per={per!r} is not a plate of the model; plates: "
+                         f"{list(fm.plates)}.")
+    outside = [f.vars or "a table without latents" for plates, f in fm.factors
+               if per not in plates]
+    outside += [b.name for b in fm.chains if per not in b.plates]
+    if outside:
+        raise ModelError(f"evidence_per={per!r}: {outside[0]!r} lies outside plate {per!r}, "
+                         "so it couples the plate's entries and they have no separate log "
+                         "evidence; ask for the total instead.")
 
 
 def _product_over(f: Factor, plates: frozenset[str], order: Sequence[str]) -> Factor:

@@ -227,3 +227,17 @@ def test_memory_guard_refuses_before_allocating() -> None:
     with pytest.raises(ModelError, match=r"joint states of chain 't'.*budget"):
         genppl.infer(hmm(), {"x": torch.zeros(5, dtype=torch.long)}, engine="exact",
                      budget_bytes=64)
+
+
+def test_log_evidence_per_sequence_sums_to_the_total() -> None:
+    x = torch.tensor([[0, 1, 2], [3, 3, 0], [3, 0, 1], [1, 2, 2]])  # (time, seq)
+    post = genppl.infer(hmm(plate=True), {"x": x}, engine="exact", evidence_per="seq")
+    per = post.info["log_evidence_per"]
+    assert per.shape == (3,)
+    for n in range(3):
+        single = genppl.infer(hmm(), {"x": x[:, n]}, engine="exact")
+        assert float(per[n]) == pytest.approx(single.log_evidence, abs=1e-12)
+    assert post.log_evidence == pytest.approx(float(per.sum()), abs=1e-12)
+    with pytest.raises(ModelError, match="couples the plate's entries"):
+        genppl.infer(tree_plates(), {"o": torch.zeros(2, 3, dtype=torch.long)},
+                     engine="exact", evidence_per="group")
