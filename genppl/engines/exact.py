@@ -18,6 +18,7 @@ from genppl.engines.common import with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact import contract
+from genppl.exact.contract import Semiring
 from genppl.exact.from_model import FactorModel, model_factors
 from genppl.exact.sum_product import contract as contract_model
 from genppl.results import Posterior
@@ -25,13 +26,19 @@ from genppl.results import Posterior
 
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
-          chain_method: str = "auto", evidence_per: str | None = None,
+          num_samples: int = 0, seed: int | None = None, chain_method: str = "auto",
+          evidence_per: str | None = None,
           budget_bytes: int = contract.DEFAULT_BUDGET_BYTES) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
     (state indices, laid out like the marginals without their last axis) with its log joint
-    in ``info["map_log_joint"]``. ``chain_method`` is ``"auto"``, ``"sequential"`` or
-    ``"parallel"`` (see ``genppl.exact.scan``). ``evidence_per="seq"`` also gives log p of
-    each entry of plate ``seq`` (e.g. per sequence) in ``info["log_evidence_per"]``."""
+    in ``info["map_log_joint"]``. ``num_samples`` exact joint posterior draws (forward
+    filtering, backward sampling through the same contraction) go to ``samples`` as state
+    values, shape ``(1, num_samples, ...)``, drawn with ``seed``. ``chain_method`` is
+    ``"auto"``, ``"sequential"`` or ``"parallel"`` (see ``genppl.exact.scan``).
+    ``evidence_per="seq"`` also gives log p of each entry of plate ``seq`` (e.g. per
+    sequence) in ``info["log_evidence_per"]``."""
+    if num_samples < 0:
+        raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
     start = time.perf_counter()
     fm = model_factors(model, data or {})
     if not fm.variables:
@@ -46,12 +53,19 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     if evidence_per is not None:
         info["log_evidence_per"] = per_entry
     if map:
-        value, indicators = _leaf_gradients(fm, maximise=True, chain_method=chain_method,
+        value, indicators = _leaf_gradients(fm, semiring="max", chain_method=chain_method,
                                             budget_bytes=budget_bytes)
         info["map"] = {v: p.argmax(-1) for v, p in indicators.items()}
         info["map_log_joint"] = float(value) if value.dim() == 0 else value
+    samples = {}
+    if num_samples:
+        with torch.random.fork_rng(devices=[] if _device(fm).type == "cpu"
+                                   else [_device(fm)]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            samples = _draws(fm, num_samples, chain_method, budget_bytes)
     evidence = float(log_z) if log_z.dim() == 0 else log_z
-    return Posterior(model.name, "exact", marginals=marginals,
+    return Posterior(model.name, "exact", samples=samples, marginals=marginals,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
 
@@ -62,25 +76,53 @@ def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient
     (log Z per entry of plate ``per`` when given)."""
-    return _leaf_gradients(fm, maximise=False, chain_method=chain_method,
+    return _leaf_gradients(fm, semiring="sum", chain_method=chain_method,
                            budget_bytes=budget_bytes, per=per)
 
 
-def _leaf_gradients(fm: FactorModel, *, maximise: bool, chain_method: str,
+def _leaves(fm: FactorModel) -> dict[str, torch.Tensor]:
+    """A zero table over each latent: the gradient of the contraction lands on these."""
+    like = _any_table(fm)
+    return {name: like.new_zeros((*_leaf_batch(fm, name), len(v.states))).requires_grad_()
+            for name, v in fm.variables.items()}
+
+
+def _gradients(fm: FactorModel, value: torch.Tensor, leaves: dict[str, torch.Tensor], *,
+               retain: bool = False) -> dict[str, torch.Tensor]:
+    grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True,
+                                retain_graph=retain)
+    return {name: _compact(fm, name, torch.zeros_like(leaf) if g is None else g)
+            for (name, leaf), g in zip(leaves.items(), grads, strict=True)}
+
+
+def _leaf_gradients(fm: FactorModel, *, semiring: Semiring, chain_method: str,
                     budget_bytes: int, per: str | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    like = _any_table(fm)
-    leaves = {name: like.new_zeros((*_leaf_batch(fm, name), len(v.states))).requires_grad_()
-              for name, v in fm.variables.items()}
+    leaves = _leaves(fm)
     with torch.enable_grad():
-        value = contract_model(fm, maximise=maximise, leaves=leaves, chain_method=chain_method,
+        value = contract_model(fm, semiring=semiring, leaves=leaves, chain_method=chain_method,
                                budget_bytes=budget_bytes, per=per)
-        grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True)
-    out = {}
-    for (name, leaf), g in zip(leaves.items(), grads, strict=True):
-        g = torch.zeros_like(leaf) if g is None else g
-        out[name] = _compact(fm, name, g)
+        out = _gradients(fm, value, leaves)
     return value.detach(), out
+
+
+def _draws(fm: FactorModel, num_samples: int, chain_method: str, budget_bytes: int
+           ) -> dict[str, torch.Tensor]:
+    """Joint posterior draws: one forward contraction, one sampling backward pass each."""
+    leaves = _leaves(fm)
+    draws: dict[str, list[torch.Tensor]] = {name: [] for name in leaves}
+    with torch.enable_grad():
+        value = contract_model(fm, semiring="sample", leaves=leaves,
+                               chain_method=chain_method, budget_bytes=budget_bytes)
+        for i in range(num_samples):
+            for name, one_hot in _gradients(fm, value, leaves,
+                                            retain=i < num_samples - 1).items():
+                draws[name].append(fm.variables[name].states[one_hot.argmax(-1)])
+    return {name: torch.stack(d).unsqueeze(0) for name, d in draws.items()}
+
+
+def _device(fm: FactorModel) -> torch.device:
+    return _any_table(fm).device
 
 
 def _any_table(fm: FactorModel) -> torch.Tensor:

@@ -13,7 +13,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 import torch
@@ -22,6 +22,10 @@ from genppl.errors import ModelError
 from genppl.graph import analysis
 
 DEFAULT_BUDGET_BYTES = 2 * 1024**3
+
+#: ``"sum"``: log-sum-exp (marginals); ``"max"``: max-product (MAP); ``"sample"``: log-sum-exp
+#: forward, sampling backward (exact posterior draws).
+Semiring = Literal["sum", "max", "sample"]
 
 
 @dataclass(frozen=True)
@@ -152,15 +156,17 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
     return log_z, single, family
 
 
-def eliminate(factors: Sequence[Factor], variables: Iterable[str], *, maximise: bool = False,
-              heuristic: str = "min_fill") -> list[Factor]:
+def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
+              semiring: Semiring = "sum", heuristic: str = "min_fill") -> list[Factor]:
     """Sum (or maximise) ``variables`` out of ``factors``, keeping every other variable.
 
     The building block of structured contraction: a plate eliminates its local variables
     while the variables of enclosing plates stay as free axes. Differentiable, so the
-    gradients of the result with respect to the input tables are family marginals (sum) or
-    the indicator of the maximising assignment (max). A result's batch shape is the
-    broadcast of the batch shapes of the tables it was made from.
+    gradients of the result with respect to the input tables are family marginals
+    (``"sum"``), the indicator of the maximising assignment (``"max"``), or the indicator
+    of an exact posterior draw (``"sample"``: a sum whose backward pass samples, i.e.
+    backward sampling through the elimination). A result's batch shape is the broadcast of
+    the batch shapes of the tables it was made from.
     """
     wanted = frozenset(variables)
     if not wanted:
@@ -168,7 +174,8 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *, maximise: 
     scopes = _scopes(factors)
     order = _partial_order(scopes, tuple(cardinalities(factors).items()), heuristic, wanted)
     program = _compile(scopes, order)
-    reduce = _max_values if maximise else _sum_reduce(factors)
+    reduce = _max_values if semiring == "max" else _SampleLogSumExp.apply \
+        if semiring == "sample" else _sum_reduce(factors)
     slots, _ = _forward(program, _inward(factors), reduce)
     depth = [len(f.batch_shape) for f in factors] + [0] * len(program.steps)
     for step in program.steps:
@@ -214,6 +221,39 @@ class _LogSumExp(torch.autograd.Function):
         weights = torch.where(torch.isfinite(out), (x - out).exp(), torch.zeros_like(x))
         return grad * weights, None
 
+
+
+class _SampleLogSumExp(torch.autograd.Function):
+    """``logsumexp`` forward; backward routes each output's gradient to *one* term, drawn
+    with probability exp(term - output). Run backward from an indicator of a configuration
+    and every elimination step draws its variable given the variables it was eliminated
+    against: forward filtering, backward sampling, for any elimination order."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
+        out = torch.logsumexp(x, dim)
+        ctx.save_for_backward(x, out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, out = ctx.saved_tensors
+        weights = torch.where(torch.isfinite(out.unsqueeze(ctx.dim)),
+                              (x - out.unsqueeze(ctx.dim)).exp(), torch.zeros_like(x))
+        return grad.unsqueeze(ctx.dim) * draw_one_hot(weights, ctx.dim), None
+
+
+def draw_one_hot(weights: torch.Tensor, dim: int) -> torch.Tensor:
+    """One index along ``dim`` per position, drawn proportionally to non-negative
+    ``weights`` (all-zero rows, which no draw can reach, pick index 0), as a one-hot."""
+    moved = weights.movedim(dim, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    empty = flat.sum(-1, keepdim=True) <= 0
+    flat = torch.where(empty, torch.ones_like(flat), flat)
+    index = torch.multinomial(flat, 1)
+    one_hot = torch.zeros_like(flat).scatter_(1, index, 1.0)
+    return one_hot.reshape(moved.shape).movedim(-1, dim)
 
 
 def _batch_shape(factors: Sequence[Factor]) -> torch.Size:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from genppl.exact.contract import _LogSumExp
+from genppl.exact.contract import Semiring, _LogSumExp, _SampleLogSumExp
 
 #: Rough cost of one batched torch call on CPU, in seconds, against flops per second: the
 #: crossover between T small calls and log2(T) big ones.
@@ -29,13 +29,13 @@ _CALL_SECONDS = 2e-5
 _FLOPS_PER_SECOND = 2e9
 
 
-def choose_method(length: int, states: int, batch: int, *, maximise: bool,
+def choose_method(length: int, states: int, batch: int, *, semiring: Semiring,
                   budget_entries: int = 2**27) -> str:
     """``"parallel"`` or ``"sequential"``, whichever a rough cost model says is faster."""
     if length <= 1:
         return "sequential"
-    # max-product pairs materialise (K, K, K) per matrix pair.
-    pair_entries = batch * (length // 2) * states ** (3 if maximise else 2)
+    # max-product and sampling pairs materialise (K, K, K) per matrix pair.
+    pair_entries = batch * (length // 2) * states ** (2 if semiring == "sum" else 3)
     if pair_entries > budget_entries:
         return "sequential"
     sequential = length * (4 * _CALL_SECONDS + 2 * batch * states**2 / _FLOPS_PER_SECOND)
@@ -44,15 +44,19 @@ def choose_method(length: int, states: int, batch: int, *, maximise: bool,
     return "parallel" if parallel < sequential else "sequential"
 
 
-def log_matmul(x: torch.Tensor, y: torch.Tensor, *, maximise: bool = False) -> torch.Tensor:
-    """``log(exp(x) @ exp(y))`` (or ``max_j x_ij + y_jk``), batched and broadcast."""
-    if maximise:
+def log_matmul(x: torch.Tensor, y: torch.Tensor, *, semiring: Semiring = "sum"
+               ) -> torch.Tensor:
+    """``log(exp(x) @ exp(y))`` (or ``max_j x_ij + y_jk``), batched and broadcast; with
+    ``"sample"`` the backward pass draws the summed-out index (see ``_SampleLogSumExp``)."""
+    if semiring == "max":
         return (x.unsqueeze(-1) + y.unsqueeze(-3)).max(-2).values
+    if semiring == "sample":
+        return _SampleLogSumExp.apply(x.unsqueeze(-1) + y.unsqueeze(-3), -2)
     return _LogMatMulExp.apply(x, y)
 
 
 def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None, *,
-                  maximise: bool = False, method: str = "auto") -> torch.Tensor:
+                  semiring: Semiring = "sum", method: str = "auto") -> torch.Tensor:
     """``alpha_{T}`` summed (or maximised) over the last state, with batch shape kept.
 
     ``init`` is ``(*batch, K)`` (step 0, evidence included); ``pair`` is
@@ -67,28 +71,30 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
         batch = math.prod(torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2],
                                                  unary.shape[1:-1]))
         if method == "auto":
-            method = choose_method(steps, init.shape[-1], batch, maximise=maximise)
+            method = choose_method(steps, init.shape[-1], batch, semiring=semiring)
         if method == "parallel":
             matrices = pair + unary.unsqueeze(-2)
             matrices = matrices.expand(steps, *matrices.shape[1:])
-            total = _tree_product(matrices, maximise)
-            alpha = log_matmul(alpha.unsqueeze(-2), total, maximise=maximise).squeeze(-2)
+            total = _tree_product(matrices, semiring)
+            alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
         elif method == "sequential":
             for t in range(steps):
                 p = pair[t if pair.shape[0] > 1 else 0]
                 u = unary[t if unary.shape[0] > 1 else 0]
-                alpha = log_matmul(alpha.unsqueeze(-2), p, maximise=maximise).squeeze(-2) + u
+                alpha = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2) + u
         else:
             raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
                              "'sequential'.")
-    return alpha.max(-1).values if maximise else _LogSumExp.apply(alpha, -1)
+    if semiring == "max":
+        return alpha.max(-1).values
+    return (_SampleLogSumExp if semiring == "sample" else _LogSumExp).apply(alpha, -1)
 
 
-def _tree_product(matrices: torch.Tensor, maximise: bool) -> torch.Tensor:
+def _tree_product(matrices: torch.Tensor, semiring: Semiring) -> torch.Tensor:
     """Ordered product over axis 0 by pairing neighbours: log2(T) batched products."""
     while matrices.shape[0] > 1:
         even = matrices.shape[0] // 2 * 2
-        paired = log_matmul(matrices[0:even:2], matrices[1:even:2], maximise=maximise)
+        paired = log_matmul(matrices[0:even:2], matrices[1:even:2], semiring=semiring)
         matrices = torch.cat((paired, matrices[even:]), 0) if even < matrices.shape[0] \
             else paired
     return matrices[0]

@@ -10,8 +10,9 @@ The contraction follows the model's structure instead of unrolling it:
   (a sum of log tables over its axis), and the result joins the enclosing plate set.
 
 This is exact whenever plates nest as a tree, which every DSL model satisfies except when
-one table reads variables of two sibling plates (then an error says so). ``maximise=True``
-swaps sum for max (the max-product semiring). Because the result is differentiable, its
+one table reads variables of two sibling plates (then an error says so). ``semiring="max"``
+swaps sum for max (the max-product semiring); ``"sample"`` keeps the sum but makes the
+backward pass draw an exact joint posterior sample. Because the result is differentiable, its
 gradient with respect to a zero table over one variable is that variable's marginal (sum)
 or the indicator of its most probable state (max): one backward pass answers every query.
 """
@@ -28,6 +29,7 @@ from genppl.errors import ModelError
 from genppl.exact.contract import (
     DEFAULT_BUDGET_BYTES,
     Factor,
+    Semiring,
     _aligned,
     cardinalities,
     eliminate,
@@ -38,11 +40,12 @@ from genppl.exact.scan import chain_product
 from genppl.graph import analysis
 
 
-def contract(fm: FactorModel, *, maximise: bool = False,
+def contract(fm: FactorModel, *, semiring: Semiring = "sum",
              leaves: Mapping[str, torch.Tensor] | None = None,
              chain_method: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES,
              per: str | None = None) -> torch.Tensor:
-    """log Z (or the max log joint) with the evidence-case shape (``()`` with plates).
+    """log Z (the max log joint for ``"max"``) with the evidence-case shape (``()`` with
+    plates).
 
     ``leaves`` maps a variable to an extra table over it alone, laid out like its node's
     tables (time axis first for chain variables); pass zeros and differentiate to get
@@ -63,7 +66,7 @@ def contract(fm: FactorModel, *, maximise: bool = False,
     for block in fm.chains:
         own = {n: leaves[n] for n, v in fm.variables.items() if v.chain == block.name
                and n in leaves}
-        f = _eliminate_chain(block, fm, own, maximise, chain_method, budget_bytes)
+        f = _eliminate_chain(block, fm, own, semiring, chain_method, budget_bytes)
         pending[frozenset(block.plates)].append(f)
     var_plates = {n: frozenset(v.plates) for n, v in fm.variables.items()}
     while pending:
@@ -71,7 +74,7 @@ def contract(fm: FactorModel, *, maximise: bool = False,
         factors = pending.pop(plates)
         local = {v for f in factors for v in f.vars if var_plates[v] == plates}
         _check_budget(factors, local, budget_bytes, f"plates {sorted(plates)}")
-        for f in eliminate(factors, local, maximise=maximise):
+        for f in eliminate(factors, local, semiring=semiring):
             target = frozenset().union(*(var_plates[v] for v in f.vars))
             if target == plates and plates:
                 raise ModelError(f"a table couples variables {f.vars} of sibling plates inside "
@@ -137,7 +140,7 @@ def _batch(factors: Sequence[Factor]) -> torch.Size:
 
 
 def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, torch.Tensor],
-                     maximise: bool, method: str, budget_bytes: int) -> Factor:
+                     semiring: Semiring, method: str, budget_bytes: int) -> Factor:
     """Eliminate a chain: step-local variables per step, then the state along time."""
     first, rest = list(block.first), list(block.rest)
     for name, leaf in leaves.items():
@@ -151,8 +154,8 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
                   for group in (first, rest)]
     for group, local in zip((first, rest), step_local, strict=True):
         _check_budget(group, local, budget_bytes, where)
-    first = eliminate(first, step_local[0], maximise=maximise)
-    rest = eliminate(rest, step_local[1], maximise=maximise)
+    first = eliminate(first, step_local[0], semiring=semiring)
+    rest = eliminate(rest, step_local[1], semiring=semiring)
     outside = sorted({v for f in (*first, *rest) for v in f.vars
                       if v not in own and not v.endswith(PREV)})
     prev = [n + PREV for n in carried]
@@ -175,7 +178,7 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
         unary = _joint([f for f in rest if f not in coupled], (*outside, *carried), batch,
                        cards, like)
         unary = unary.reshape(*unary.shape[: unary.dim() - len(carried)], -1)
-    value = chain_product(init, pair, unary, maximise=maximise, method=method)
+    value = chain_product(init, pair, unary, semiring=semiring, method=method)
     return Factor(tuple(outside), value)
 
 

@@ -6,6 +6,7 @@ MAP / Viterbi, evidence on chain latents, both scan schedules, float32 and long 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 
 import pyro.distributions as dist
@@ -241,3 +242,56 @@ def test_log_evidence_per_sequence_sums_to_the_total() -> None:
     with pytest.raises(ModelError, match="couples the plate's entries"):
         genppl.infer(tree_plates(), {"o": torch.zeros(2, 3, dtype=torch.long)},
                      engine="exact", evidence_per="group")
+
+
+def _chi_square_ok(counts: torch.Tensor, probs: torch.Tensor, alpha: float = 1e-4) -> None:
+    """Pearson's goodness-of-fit test of observed joint counts against exact probabilities
+    (cells with tiny expectation merged), failing with probability ``alpha`` if correct."""
+    from scipy.stats import chi2
+
+    n = float(counts.sum())
+    expected = probs * n
+    big = expected >= 5
+    obs = torch.cat([counts[big], counts[~big].sum().reshape(1)])
+    exp = torch.cat([expected[big], expected[~big].sum().reshape(1)])
+    keep = exp > 0
+    stat = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum())
+    assert stat < chi2.ppf(1 - alpha, int(keep.sum()) - 1), stat
+
+
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+def test_posterior_draws_of_whole_paths_follow_the_exact_joint(method: str) -> None:
+    x = [0, 3, 1, 3]
+    draws = 1500
+    post = genppl.infer(hmm(), {"x": torch.tensor(x)}, engine="exact", num_samples=draws,
+                        seed=1, chain_method=method)
+    paths = post.samples["z"]
+    assert paths.shape == (1, draws, 4)
+    # brute-force posterior over all 81 paths
+    start, trans, emit = _simplex(3, seed=5), _simplex(3, 3, seed=6), _simplex(3, 4, seed=7)
+    logs = torch.zeros(3, 3, 3, 3, dtype=F64)
+    for path in itertools.product(range(3), repeat=4):
+        lp = start[path[0]].log() + sum(trans[path[t - 1], path[t]].log() for t in (1, 2, 3))
+        logs[path] = lp + sum(emit[path[t], x[t]].log() for t in range(4))
+    probs = (logs - logs.logsumexp(tuple(range(4)))).exp().reshape(-1)
+    index = ((paths[0] * torch.tensor([27, 9, 3, 1])).sum(-1))
+    _chi_square_ok(torch.bincount(index, minlength=81).to(F64), probs)
+
+
+def test_posterior_draws_through_plates_follow_the_exact_joint() -> None:
+    o = torch.tensor([[0, 2, 1], [2, 2, 0]])
+    draws = 1500
+    post = genppl.infer(tree_plates(), {"o": o}, engine="exact", num_samples=draws, seed=2)
+    s, g = post.samples["s"][0], post.samples["g"][0]
+    assert s.shape == (draws,) and g.shape == (draws, 2) and post.samples["i"].shape == (
+        1, draws, 2, 3)
+    # exact joint of (s, g[0], g[1]) by the engine itself, conditioning by evidence
+    model = tree_plates()
+    joint = torch.zeros(2, 3, 3, dtype=F64)
+    for sv, g0, g1 in itertools.product(range(2), range(3), range(3)):
+        fixed = genppl.infer(model, {"o": o, "s": torch.tensor(sv)}, engine="exact")
+        given_s = fixed.marginals["g"]  # g[0], g[1] independent given s
+        joint[sv, g0, g1] = math.exp(fixed.log_evidence) * given_s[0, g0] * given_s[1, g1]
+    joint /= joint.sum()
+    index = s * 9 + g[:, 0] * 3 + g[:, 1]
+    _chi_square_ok(torch.bincount(index, minlength=18).to(F64), joint.reshape(-1))
