@@ -194,9 +194,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     entry = load_gallery(DEMO_ENTRY).get(DEMO_ENTRY)
     out: Path = args.out
     print(f"{entry.title}\n"
-          f"Fitting the two components to Weldon's 1,000 crabs with genppl's svi engine "
-          f"(MAP, z summed out), next to Pearson's 1894 method-of-moments solution.\n")
-    config = RunConfig(engine="svi", steps=args.steps, out=out, seed=args.seed,
+          f"Fitting the two components to Weldon's 1,000 crabs with genppl's em engine "
+          f"(exact responsibilities, closed-form updates), next to Pearson's 1894 "
+          f"method-of-moments solution.\n")
+    config = RunConfig(engine="em", steps=args.steps, out=out, seed=args.seed,
                        progress=_progress())
     report = _run_entry(entry, config)
     print(report.table)
@@ -270,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")
     demo.add_argument("--out", type=Path, default=DEMO_OUT,
                       help=f"directory for the pictures (default: {DEMO_OUT}/)")
-    demo.add_argument("--steps", type=_positive_int, help="SVI steps (default: the entry's)")
+    demo.add_argument("--steps", type=_positive_int,
+                      help="EM iterations at most (default: the entry's)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=cmd_demo)
     return parser

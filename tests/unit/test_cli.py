@@ -72,14 +72,14 @@ def test_gallery_list_text(capsys: pytest.CaptureFixture[str]) -> None:
     header, *rows = out.splitlines()
     assert header.split() == ["name", "engines", "title"]
     crabs = next(r for r in rows if r.startswith("pearson_crabs "))
-    assert "svi, nuts" in crabs and "Pearson (1894)" in crabs
+    assert "em, svi, nuts" in crabs and "Pearson (1894)" in crabs
 
 
 def test_gallery_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gallery", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     by_name = {e["name"]: e for e in listing["entries"]}
-    assert by_name["pearson_crabs"]["engines"] == ["svi", "nuts"]
+    assert by_name["pearson_crabs"]["engines"] == ["em", "svi", "nuts"]
     assert by_name["pearson_crabs"]["title"].startswith("Pearson (1894)")
     assert isinstance(listing["broken"], list)
 
@@ -134,7 +134,7 @@ def test_unknown_entry_lists_valid_names(command: str, tmp_path: Path,
 def test_unknown_engine_lists_the_entrys_engines(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "pearson_crabs", "--engine", "gibbs"]) == 2
     err = capsys.readouterr().err
-    assert "'gibbs'" in err and "nuts, svi" in err
+    assert "'gibbs'" in err and "em, nuts, svi" in err
     assert "Traceback" not in err
 
 
@@ -209,7 +209,7 @@ def test_run_pearson_crabs_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "pictures"
     assert main(["run", "pearson_crabs", "--steps", "200", "--json", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)  # stdout is exactly one JSON object
-    assert report["entry"] == "pearson_crabs" and report["engine"] == "svi"
+    assert report["entry"] == "pearson_crabs" and report["engine"] == "em"
     assert math.isfinite(report["metrics"]["log_likelihood"])
     assert sum(report["metrics"]["weights"]) == pytest.approx(1.0)
     assert report["files"]
