@@ -308,18 +308,13 @@ class HMM:
 
     # ------------------------------------------------------------------ problem 1
     def log_likelihood(self, x: Any, lengths: Any = None) -> torch.Tensor:
-        """log p(x_n) of each sequence, shape ``(N,)``.
-
-        The exact engine reports log p(data) summed over the plate of sequences, so each
-        sequence is its own engine call here (cut to its length, no padding); ``score``
-        gives the batch total in one call.
-        """
+        """log p(x_n) of each sequence, shape ``(N,)``, in one engine call (``evidence_per``
+        the plate of sequences); each padded step's masked transition adds log K, removed."""
         batch = self.batch(x, lengths)
-        values = []
-        for n, length in enumerate(batch.lengths.tolist()):
-            one = {k: v[:length, n:n + 1] for k, v in batch.data.items()}
-            values.append(self._infer(one).log_evidence)
-        return torch.tensor(values, dtype=self.model.dtype, device=self.model.device)
+        post = self._infer(batch.data, evidence_per=SEQ)
+        per_seq = post.info["log_evidence_per"].reshape(-1)
+        padded = (~batch.valid).sum(0).to(per_seq)
+        return per_seq - padded * math.log(self.states)
 
     def score(self, x: Any, lengths: Any = None) -> float:
         """log p(x) of the whole batch (the sum over sequences), in one engine call."""
