@@ -55,19 +55,19 @@ def log_matmul(x: torch.Tensor, y: torch.Tensor, *, semiring: Semiring = "sum"
     return _LogMatMulExp.apply(x, y)
 
 
-def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None, *,
-                  semiring: Semiring = "sum", method: str = "auto") -> torch.Tensor:
+def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None,
+                  steps: int, *, semiring: Semiring = "sum", method: str = "auto"
+                  ) -> torch.Tensor:
     """``alpha_{T}`` summed (or maximised) over the last state, with batch shape kept.
 
     ``init`` is ``(*batch, K)`` (step 0, evidence included); ``pair`` is
-    ``(S | 1, *batch, K, K)`` and ``unary`` ``(S | 1, *batch, K)`` for the S later steps
-    (a leading 1 means the same table at every step), so step t multiplies by
-    ``pair[t] + unary[t][..., None, :]``.
+    ``(S | 1, *batch, K, K)`` and ``unary`` ``(S | 1, *batch, K)`` for the ``steps`` = S
+    later steps (a leading 1 means the same table at every step), so step t multiplies by
+    ``pair[t] + unary[t][..., None, :]``; ``None`` for a chain of one step.
     """
-    steps = 0 if pair is None or unary is None else max(pair.shape[0], unary.shape[0])
     alpha = init
-    if steps:
-        assert pair is not None and unary is not None
+    if steps and pair is not None and unary is not None:
+        pair, unary = compact(pair), compact(unary)
         batch = math.prod(torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2],
                                                  unary.shape[1:-1]))
         if method == "auto":
@@ -78,9 +78,11 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
             total = _tree_product(matrices, semiring)
             alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
         elif method == "sequential":
-            for t in range(steps):
-                p = pair[t if pair.shape[0] > 1 else 0]
-                u = unary[t if unary.shape[0] > 1 else 0]
+            # unbind, not pair[t]: autograd would give each step's slice a gradient the size
+            # of the whole table (quadratic in the chain's length).
+            pairs = pair.unbind(0) if pair.shape[0] > 1 else (pair[0],) * steps
+            unaries = unary.unbind(0) if unary.shape[0] > 1 else (unary[0],) * steps
+            for p, u in zip(pairs, unaries, strict=True):
                 alpha = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2) + u
         else:
             raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
@@ -88,6 +90,15 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
     if semiring == "max":
         return alpha.max(-1).values
     return (_SampleLogSumExp if semiring == "sample" else _LogSumExp).apply(alpha, -1)
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with every broadcast (stride-0) axis cut to size 1: a transition table that is
+    the same at every step and for every sequence then costs one K x K matrix, not a copy
+    per step and sequence."""
+    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
+                  for size, stride in zip(t.shape, t.stride(), strict=True))
+    return t[index]
 
 
 def _tree_product(matrices: torch.Tensor, semiring: Semiring) -> torch.Tensor:

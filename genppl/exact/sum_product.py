@@ -36,7 +36,7 @@ from genppl.exact.contract import (
     interaction_graph,
 )
 from genppl.exact.from_model import PREV, ChainBlock, FactorModel
-from genppl.exact.scan import chain_product
+from genppl.exact.scan import chain_product, compact
 from genppl.graph import analysis
 
 
@@ -178,14 +178,22 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
         unary = _joint([f for f in rest if f not in coupled], (*outside, *carried), batch,
                        cards, like)
         unary = unary.reshape(*unary.shape[: unary.dim() - len(carried)], -1)
-    value = chain_product(init, pair, unary, semiring=semiring, method=method)
-    return Factor(tuple(outside), value)
+    value = chain_product(init, pair, unary, block.length - 1, semiring=semiring,
+                          method=method)
+    plates = tuple(fm.sizes[p] if p in block.plates else 1 for p in fm.plates)
+    # compacted tables may leave a plate axis at size 1: the product over the plate needs
+    # one value per entry
+    value = value.reshape((1,) * (len(plates) + len(outside) - value.dim()) + value.shape)
+    return Factor(tuple(outside), value.expand((*plates, *value.shape[len(plates):])))
 
 
 def _joint(factors: Sequence[Factor], scope: tuple[str, ...], batch: int,
            cards: Mapping[str, int], like: torch.Tensor) -> torch.Tensor:
     """The sum of log tables aligned on ``scope`` (each variable on its own axis; zeros,
-    shaped like ``like``'s dtype and device, when there are none)."""
-    table = sum((_aligned(f, scope, batch) for f in factors), start=like.new_zeros(()))
-    full = (*table.shape[:batch], *(cards[v] for v in scope))
-    return table.expand(full)  # type: ignore[union-attr]
+    shaped like ``like``'s dtype and device, when there are none). Batch axes along which
+    no table varies stay of size 1 (tables are compacted first), so a transition shared by
+    every step and sequence stays one matrix."""
+    table = sum((_aligned(Factor(f.vars, compact(f.log_table)), scope, batch) for f in factors),
+                start=like.new_zeros(()))
+    table = table.reshape((1,) * (batch + len(scope) - table.dim()) + tuple(table.shape))
+    return table.expand((*table.shape[:batch], *(cards[v] for v in scope)))
