@@ -331,7 +331,7 @@ class HMM:
     def viterbi(self, x: Any, lengths: Any = None) -> Viterbi:
         """The most probable path of each sequence and its log joint (max-product)."""
         batch = self.batch(x, lengths)
-        post = self._infer(batch.data, map=True)
+        post = self._infer(batch.data, map=True, marginals=False)
         path = post.info["map"][self.latent]
         log_joint = self.log_joint(batch, path)
         return Viterbi(path.masked_fill(~batch.valid, -1), log_joint)

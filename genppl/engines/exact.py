@@ -26,15 +26,18 @@ from genppl.results import Posterior
 
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
-          num_samples: int = 0, seed: int | None = None, chain_method: str = "auto",
+          marginals: bool = True, num_samples: int = 0, seed: int | None = None,
+          chain_method: str = "auto",
           evidence_per: str | None = None,
           budget_bytes: int = contract.DEFAULT_BUDGET_BYTES) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
     (state indices, laid out like the marginals without their last axis) with its log joint
-    in ``info["map_log_joint"]``. ``num_samples`` exact joint posterior draws (forward
-    filtering, backward sampling through the same contraction) go to ``samples`` as state
-    values, shape ``(1, num_samples, ...)``, drawn with ``seed``. ``chain_method`` is
-    ``"auto"``, ``"sequential"`` or ``"parallel"`` (see ``genppl.exact.scan``).
+    in ``info["map_log_joint"]``; ``marginals=False`` skips the sum-product pass (then there
+    are no marginals and no log evidence: Viterbi alone). ``num_samples`` exact joint
+    posterior draws (forward filtering, backward sampling through the same contraction) go
+    to ``samples`` as state values, shape ``(1, num_samples, ...)``, drawn with ``seed``.
+    ``chain_method`` is ``"auto"``, ``"sequential"`` or ``"parallel"`` (see
+    ``genppl.exact.scan``).
     ``evidence_per="seq"`` also gives log p of each entry of plate ``seq`` (e.g. per
     sequence) in ``info["log_evidence_per"]``."""
     if num_samples < 0:
@@ -43,18 +46,25 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     fm = model_factors(model, data or {})
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'exact'.")
-    per_entry, marginals = posterior_marginals(fm, chain_method=chain_method,
-                                               budget_bytes=budget_bytes, per=evidence_per)
-    log_z = per_entry.sum(0) if evidence_per is not None else per_entry
-    if not bool(torch.isfinite(log_z).all()):
-        raise ModelError(f"the data has probability zero under {model.name!r} "
-                         f"(log p(data) = {log_z.tolist()}); check evidence against the tables.")
     info: dict[str, Any] = {}
-    if evidence_per is not None:
-        info["log_evidence_per"] = per_entry
+    probs: dict[str, torch.Tensor] = {}
+    evidence: float | torch.Tensor | None = None
+    if marginals:
+        per_entry, probs = posterior_marginals(fm, chain_method=chain_method,
+                                               budget_bytes=budget_bytes, per=evidence_per)
+        log_z = per_entry.sum(0) if evidence_per is not None else per_entry
+        if not bool(torch.isfinite(log_z).all()):
+            raise ModelError(f"the data has probability zero under {model.name!r} (log p(data) "
+                             f"= {log_z.tolist()}); check evidence against the tables.")
+        if evidence_per is not None:
+            info["log_evidence_per"] = per_entry
+        evidence = float(log_z) if log_z.dim() == 0 else log_z
     if map:
         value, indicators = _leaf_gradients(fm, semiring="max", chain_method=chain_method,
                                             budget_bytes=budget_bytes)
+        if not bool(torch.isfinite(value).all()):
+            raise ModelError(f"the data has probability zero under {model.name!r}; no "
+                             "assignment is possible. Check evidence against the tables.")
         info["map"] = {v: p.argmax(-1) for v, p in indicators.items()}
         info["map_log_joint"] = float(value) if value.dim() == 0 else value
     samples = {}
@@ -64,8 +74,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
             if seed is not None:
                 torch.manual_seed(seed)
             samples = _draws(fm, num_samples, chain_method, budget_bytes)
-    evidence = float(log_z) if log_z.dim() == 0 else log_z
-    return Posterior(model.name, "exact", samples=samples, marginals=marginals,
+    return Posterior(model.name, "exact", samples=samples, marginals=probs,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
 

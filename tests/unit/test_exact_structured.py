@@ -142,6 +142,11 @@ def test_hmm_equals_brute_force_with_either_scan(method: str) -> None:
     assert post.log_evidence == pytest.approx(log_z, abs=1e-10)
     torch.testing.assert_close(post.marginals["z"], marg, rtol=0, atol=1e-10)
     assert post.info["map"]["z"].tolist() == path
+    viterbi_only = genppl.infer(hmm(), {"x": torch.tensor(x)}, engine="exact", map=True,
+                                marginals=False, chain_method=method)
+    assert viterbi_only.info["map"]["z"].tolist() == path
+    assert not viterbi_only.marginals and viterbi_only.log_evidence is None
+    assert viterbi_only.info["map_log_joint"] == pytest.approx(post.info["map_log_joint"])
 
 
 def test_reverse_chain_and_plate_of_sequences_equal_pyro() -> None:
