@@ -19,6 +19,7 @@ or the indicator of its most probable state (max): one backward pass answers eve
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -118,12 +119,21 @@ def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
     """Refuse, before allocating, an elimination whose largest table would not fit."""
     if not factors or not local:
         return
-    g = interaction_graph(factors)
-    cards = cardinalities(factors)
-    order = analysis.elimination_order(g, "min_fill", cards, among=local)
-    entries = analysis.max_clique_size(g, order, cards, partial=True)
+    entries = _largest_table(tuple(f.vars for f in factors),
+                             tuple(cardinalities(factors).items()), frozenset(local))
     _refuse_over(entries * math.prod(_batch(factors)), factors[0].log_table.element_size(),
                  budget_bytes, f"eliminating {len(local)} variables of {where}")
+
+
+@functools.lru_cache(maxsize=256)
+def _largest_table(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
+                   local: frozenset[str]) -> int:
+    """Entries of the largest table eliminating ``local`` creates; cached per structure,
+    since every query on one network (new evidence, an EM iteration) asks again."""
+    g = interaction_graph([Factor(scope, torch.empty((1,) * len(scope))) for scope in scopes])
+    card = dict(cards)
+    order = analysis.elimination_order(g, "min_fill", card, among=set(local))
+    return analysis.max_clique_size(g, order, card, partial=True)
 
 
 def _refuse_over(entries: int, itemsize: int, budget_bytes: int, what: str) -> None:
