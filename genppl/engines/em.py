@@ -214,11 +214,9 @@ def _flat_or_dirichlet(name: str, where: str, d: Any) -> Any:
     return base
 
 
-def _base(d: Any) -> tuple[Any, torch.Tensor | None]:
-    """The distribution under a ``.mask(...)``, and the mask (padded steps count zero)."""
-    if isinstance(d, MaskedDistribution):
-        return d.base_dist, d._mask
-    return d, None
+def _base(d: Any) -> Any:
+    """The distribution under a ``.mask(...)``."""
+    return d.base_dist if isinstance(d, MaskedDistribution) else d
 
 
 def _parents(use: Use) -> tuple[Any, ...]:
@@ -262,7 +260,7 @@ def _probe(use: Use, arg: str, constraint: Any) -> str | None:
     raw = transform.inv(value)
     probe = transform(torch.randn(raw.shape, generator=gen, dtype=raw.dtype,
                                   device=raw.device))
-    d, _ = _base(use.fn(**{**use.args, arg: probe}))
+    d = _base(use.fn(**{**use.args, arg: probe}))
     for kind, attrs in ROLES.items():
         if type(d) is not kind:
             continue
@@ -287,19 +285,13 @@ def _expected_statistics(fm: FactorModel) -> tuple[float, list[torch.Tensor]]:
                                 for t, g in zip(tables, grads, strict=True)]
 
 
-def _weights(use: Use, grad: torch.Tensor) -> tuple[Any, torch.Tensor]:
-    """The use's base distribution and posterior weights of its parents' states per data
-    entry (observed nodes; masked entries weigh zero)."""
-    d, mask = _base(use.distribution)
-    return d, grad if mask is None else grad * mask
-
-
 def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
-    """Expected counts per (parent states, category), batch axes still in front."""
+    """Expected counts per (parent states, category), batch axes still in front. (Masked
+    entries, e.g. padding, have no gradient: the tabulation keeps their mask outside the
+    leaf, so they count zero.)"""
     if use.value is None:  # a latent: the gradient is its family marginal
-        _, mask = _base(use.distribution)
-        return grad if mask is None else grad * mask.unsqueeze(-1)
-    _, weight = _weights(use, grad)
+        return grad
+    weight = grad
     onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
     return onehot * weight.unsqueeze(-1)
 
@@ -343,7 +335,7 @@ def _probabilities(targets: _Targets, fm: FactorModel, target: str, group: list[
 
 
 def _is_bernoulli(fm: FactorModel, group: list[_Role]) -> bool:
-    return isinstance(_base(fm.uses[group[0].use].distribution)[0], dist.Bernoulli)
+    return isinstance(_base(fm.uses[group[0].use].distribution), dist.Bernoulli)
 
 
 def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
@@ -357,7 +349,7 @@ def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
             raise ModelError(f"engine 'em': latent {use.node.name!r} ({use.node.declared_at}) "
                              f"reads {r.target!r} as a continuous parameter; EM's exact E-step "
                              "needs finite latents.")
-        d, weight = _weights(use, grads[r.use])
+        d, weight = _base(use.distribution), grads[r.use]
         values = term(use, d).to(weight.dtype)
         full = torch.broadcast_shapes(weight.shape, values.shape)
         a = sum_to_shape(weight.expand(full), shape)
@@ -382,7 +374,7 @@ def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list
 
     def squared_deviation(use: Use, _: Any) -> torch.Tensor:
         args = {p.arg: new[p.node] for p in _parents(use) if p.node in new}
-        loc = _base(use.fn(**{**use.args, **args}))[0].loc
+        loc = _base(use.fn(**{**use.args, **args})).loc
         return (use.value - loc) ** 2  # type: ignore[operator]
 
     s0, s2 = _moments(fm, group, grads, old.shape, squared_deviation)

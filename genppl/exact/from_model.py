@@ -20,18 +20,21 @@ steps along the time axis, and a node that reads ``z_prev`` reads the variable `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
 import torch
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor
+from genppl.exact.scan import compact
 from genppl.pyro.layout import plate_dims, resolve_sizes
 from genppl.pyro.program import as_data, default_tensor_context
 
@@ -46,6 +49,26 @@ class Variable:
     states: torch.Tensor
     plates: tuple[str, ...]
     chain: str | None
+
+
+@dataclass(frozen=True)
+class MaskedFactor(Factor):
+    """A table of a masked distribution (``d.mask(m)``): log-probabilities where ``mask``
+    holds, log 1 elsewhere. Kept apart from its mask so that a chain can skip masked steps
+    (padding of shorter sequences) instead of materialising a transition table per step and
+    sequence; everywhere else it is materialised."""
+
+    mask: torch.Tensor | None = None
+
+    def materialise(self) -> Factor:
+        assert self.mask is not None
+        return Factor(self.vars, torch.where(self.mask, self.log_table,
+                                             self.log_table.new_zeros(())))
+
+
+def plain(f: Factor) -> Factor:
+    """``f`` with any mask applied."""
+    return f.materialise() if isinstance(f, MaskedFactor) else f
 
 
 @dataclass
@@ -149,7 +172,7 @@ class _Tabulator:
 
     # ----------------------------------------------------------------- where tables go
     def _add_global(self, node: Node, f: Factor) -> None:
-        self.factors.append((frozenset(node.plates), f))
+        self.factors.append((frozenset(node.plates), plain(f)))
 
     def _tabulate_chain(self, node: Node) -> None:
         block = self.chains[node.chain]  # type: ignore[index]
@@ -159,13 +182,14 @@ class _Tabulator:
         first, rest = order[:1], order[1:]
         if node.init_fn is not None:
             self._tabulate(node, node.init_fn, node.init_parents, (first, None),
-                           lambda _, f: block.first.append(f))
+                           lambda _, f: block.first.append(plain(f)))
             if len(rest):
                 self._tabulate(node, node.fn, node.parents, (rest, order[:-1]),
                                lambda _, f: block.rest.append(f))
             return
 
         def split(_: Node, f: Factor) -> None:  # one table for all steps: cut off the first
+            f = plain(f)
             t = f.log_table
             block.first.append(Factor(f.vars, t[:1]))
             if len(rest):
@@ -198,9 +222,10 @@ class _Tabulator:
                 raise ModelError(f"latent {var!r} ({node.declared_at}): its first step and later "
                                  "steps have different supports; a chain state needs one.")
             dims = len(result.batch_shape)
-            table = result.log_prob(support.reshape(-1, *([1] * dims))).movedim(0, -1)
+            table, mask = _log_prob(result, support.reshape(-1, *([1] * dims)))
+            table = table.movedim(0, -1)
             self._emit(node, fn, args, result, table, None, add, (*scope, var), lead,
-                       support.shape)
+                       support.shape, None if mask is None else mask.unsqueeze(-1))
             value = self.data.get(var)
             if value is not None:  # evidence on a latent: an indicator of its state
                 index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
@@ -219,19 +244,25 @@ class _Tabulator:
             value = _state_index(node, value, torch.arange(fn.table.shape[-1],
                                                            device=value.device))
         value = self._layout(node, value, events, len(scope), steps)
-        self._emit(node, fn, args, result, result.log_prob(value), value, add, scope, lead, ())
+        table, mask = _log_prob(result, value)
+        self._emit(node, fn, args, result, table, value, add, scope, lead, (), mask)
 
     def _emit(self, node: Node, fn: Any, args: dict[str, Any], distribution: Any,
               table: torch.Tensor, value: torch.Tensor | None, add: Any,
               variables: tuple[str, ...], lead: tuple[int, ...] | None,
-              own: torch.Size | tuple[int, ...]) -> None:
-        """Hand a node's table to ``add``, as a tracked leaf when EM asks for it."""
+              own: torch.Size | tuple[int, ...], mask: torch.Tensor | None = None) -> None:
+        """Hand a node's table to ``add``, as a tracked leaf when EM asks for it. A masked
+        table's leaf is its unmasked log-probabilities: masked entries then get no gradient,
+        so they add nothing to EM's expected counts."""
         if self.track:
             table = table.detach().requires_grad_()
             self.uses.append(Use(node, fn, args, distribution, table, value))
         scope = variables[:-1] if own else variables
         with torch.set_grad_enabled(self.track):
-            add(node, Factor(variables, self._expand(table, lead, scope, own)))
+            full = self._expand(table, lead, scope, own)
+            add(node, Factor(variables, full) if mask is None else MaskedFactor(
+                variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
+                    mask.shape, full.shape))))
 
     def _new_variable(self, node: Node, support: torch.Tensor) -> None:
         self.variables[node.name] = Variable(node.name, support, node.plates, node.chain)
@@ -360,6 +391,31 @@ class _Tabulator:
                            constraint=node.constraint).detach()
         return value.to(self.model.device, self.model.dtype) if value.is_floating_point() \
             else value
+
+
+def _log_prob(d: Any, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(log_prob, mask)``: for ``d.mask(m)``, the unmasked log-probabilities computed on
+    the parameters' own shapes (Pyro's masked distribution first broadcasts its base to the
+    mask's shape, which for a chain's transition is a K x K table per step and sequence) and
+    the mask apart; otherwise ``d.log_prob(value)`` and no mask."""
+    if isinstance(d, MaskedDistribution):
+        return _unexpanded(d.base_dist).log_prob(value), d._mask
+    return d.log_prob(value), None
+
+
+def _unexpanded(d: Any) -> Any:
+    """A shallow copy of a torch distribution with every broadcast (stride-0) axis of its
+    tensors cut to size 1 -- the same values, without the copies ``expand`` stands for."""
+    new = copy.copy(d)
+    for key, value in vars(d).items():
+        if isinstance(value, torch.Tensor):
+            setattr(new, key, compact(value))
+    shapes = [t.shape[: t.dim() - c.event_dim] for name, c in d.arg_constraints.items()
+              if isinstance(t := vars(new).get(name), torch.Tensor)]
+    if not shapes:
+        return d
+    new._batch_shape = torch.broadcast_shapes(*shapes)
+    return new
 
 
 def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:

@@ -56,14 +56,17 @@ def log_matmul(x: torch.Tensor, y: torch.Tensor, *, semiring: Semiring = "sum"
 
 
 def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None,
-                  steps: int, *, semiring: Semiring = "sum", method: str = "auto"
-                  ) -> torch.Tensor:
+                  steps: int, *, semiring: Semiring = "sum", method: str = "auto",
+                  pair_mask: torch.Tensor | None = None) -> torch.Tensor:
     """``alpha_{T}`` summed (or maximised) over the last state, with batch shape kept.
 
     ``init`` is ``(*batch, K)`` (step 0, evidence included); ``pair`` is
     ``(S | 1, *batch, K, K)`` and ``unary`` ``(S | 1, *batch, K)`` for the ``steps`` = S
     later steps (a leading 1 means the same table at every step), so step t multiplies by
-    ``pair[t] + unary[t][..., None, :]``; ``None`` for a chain of one step.
+    ``pair[t] + unary[t][..., None, :]``; ``None`` for a chain of one step. Where
+    ``pair_mask`` (``(S | 1, *batch)``) is false the step's pair table counts as all zeros
+    (log 1: a masked transition, e.g. padding after a sequence ends), applied by skipping
+    rather than by materialising a table per step and sequence.
     """
     alpha = init
     if steps and pair is not None and unary is not None:
@@ -73,23 +76,38 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
         if method == "auto":
             method = choose_method(steps, init.shape[-1], batch, semiring=semiring)
         if method == "parallel":
+            if pair_mask is not None:
+                pair = torch.where(pair_mask[..., None, None], pair, pair.new_zeros(()))
             matrices = pair + unary.unsqueeze(-2)
             matrices = matrices.expand(steps, *matrices.shape[1:])
             total = _tree_product(matrices, semiring)
             alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
         elif method == "sequential":
-            # unbind, not pair[t]: autograd would give each step's slice a gradient the size
-            # of the whole table (quadratic in the chain's length).
-            pairs = pair.unbind(0) if pair.shape[0] > 1 else (pair[0],) * steps
-            unaries = unary.unbind(0) if unary.shape[0] > 1 else (unary[0],) * steps
-            for p, u in zip(pairs, unaries, strict=True):
-                alpha = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2) + u
+            pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
+            masks = _per_step(pair_mask, steps) if pair_mask is not None else (None,) * steps
+            for p, u, m in zip(pairs, unaries, masks, strict=True):
+                moved = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2)
+                if m is not None:
+                    moved = torch.where(m.unsqueeze(-1), moved, _reduce(alpha, semiring))
+                alpha = moved + u
         else:
             raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
                              "'sequential'.")
+    return _reduce(alpha, semiring).squeeze(-1)
+
+
+def _reduce(alpha: torch.Tensor, semiring: Semiring) -> torch.Tensor:
+    """Eliminate the last (state) axis, kept as size 1."""
     if semiring == "max":
-        return alpha.max(-1).values
-    return (_SampleLogSumExp if semiring == "sample" else _LogSumExp).apply(alpha, -1)
+        return alpha.max(-1, keepdim=True).values
+    op = _SampleLogSumExp if semiring == "sample" else _LogSumExp
+    return op.apply(alpha.unsqueeze(-1), -2)
+
+
+def _per_step(t: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
+    """Each step's slice; unbind, not ``t[i]``: autograd would give every indexed slice a
+    gradient the size of the whole table (quadratic in the chain's length)."""
+    return t.unbind(0) if t.shape[0] > 1 else (t[0],) * steps
 
 
 def compact(t: torch.Tensor) -> torch.Tensor:

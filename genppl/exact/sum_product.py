@@ -36,7 +36,7 @@ from genppl.exact.contract import (
     eliminate,
     interaction_graph,
 )
-from genppl.exact.from_model import PREV, ChainBlock, FactorModel
+from genppl.exact.from_model import PREV, ChainBlock, FactorModel, MaskedFactor, plain
 from genppl.exact.scan import chain_product, compact
 from genppl.graph import analysis
 
@@ -164,8 +164,12 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
                   for group in (first, rest)]
     for group, local in zip((first, rest), step_local, strict=True):
         _check_budget(group, local, budget_bytes, where)
+    skipping = _step_mask(rest, step_local[1], prev_of=carried)
+    rest = [f if f is skipping else plain(f) for f in rest]
+    kept = [f for f in rest if f is skipping]
     first = eliminate(first, step_local[0], semiring=semiring)
-    rest = eliminate(rest, step_local[1], semiring=semiring)
+    rest = kept + eliminate([f for f in rest if f is not skipping], step_local[1],
+                            semiring=semiring)
     outside = sorted({v for f in (*first, *rest) for v in f.vars
                       if v not in own and not v.endswith(PREV)})
     prev = [n + PREV for n in carried]
@@ -182,19 +186,43 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
         _refuse_over(math.prod(_batch(rest)) * width * states**2, like.element_size(),
                      budget_bytes, f"the {states} joint states of chain {block.name!r}")
         coupled = [f for f in rest if any(v in prev for v in f.vars)]
+        if skipping is not None and len(coupled) > 1:  # masks of the sum don't separate
+            coupled = [plain(f) for f in coupled]
+            rest = [plain(f) for f in rest]
+            skipping = None
         pair = _joint(coupled, (*outside, *prev, *carried), batch, cards, like)
         pair = pair.reshape(*pair.shape[: pair.dim() - 2 * len(carried)],
                             math.prod(cards[v] for v in carried), -1)
         unary = _joint([f for f in rest if f not in coupled], (*outside, *carried), batch,
                        cards, like)
         unary = unary.reshape(*unary.shape[: unary.dim() - len(carried)], -1)
+    pair_mask = None
+    if skipping is not None:  # batch axes only (checked), then room for the outside axes
+        assert skipping.mask is not None
+        mask = compact(skipping.mask)
+        pair_mask = mask.reshape(*mask.shape[:batch], *([1] * len(outside)))
     value = chain_product(init, pair, unary, block.length - 1, semiring=semiring,
-                          method=method)
+                          method=method, pair_mask=pair_mask)
     plates = tuple(fm.sizes[p] if p in block.plates else 1 for p in fm.plates)
     # compacted tables may leave a plate axis at size 1: the product over the plate needs
     # one value per entry
     value = value.reshape((1,) * (len(plates) + len(outside) - value.dim()) + value.shape)
     return Factor(tuple(outside), value.expand((*plates, *value.shape[len(plates):])))
+
+
+def _step_mask(rest: Sequence[Factor], local: set[str], prev_of: Sequence[str]
+               ) -> MaskedFactor | None:
+    """The one masked transition table whose mask the scan can apply by skipping steps:
+    it couples consecutive states, touches no step-local variable, and its mask varies only
+    along batch axes (a step is masked or not, whatever the states)."""
+    prev = {n + PREV for n in prev_of}
+    found = [f for f in rest if isinstance(f, MaskedFactor) and prev & set(f.vars)
+             and not local & set(f.vars)]
+    if len(found) != 1 or found[0].mask is None:
+        return None
+    mask = compact(found[0].mask)
+    return found[0] if all(n == 1 for n in mask.shape[mask.dim() - len(found[0].vars):]) \
+        else None
 
 
 def _joint(factors: Sequence[Factor], scope: tuple[str, ...], batch: int,
@@ -203,7 +231,8 @@ def _joint(factors: Sequence[Factor], scope: tuple[str, ...], batch: int,
     shaped like ``like``'s dtype and device, when there are none). Batch axes along which
     no table varies stay of size 1 (tables are compacted first), so a transition shared by
     every step and sequence stays one matrix."""
-    table = sum((_aligned(Factor(f.vars, compact(f.log_table)), scope, batch) for f in factors),
+    table = sum((_aligned(Factor(f.vars, compact(f.log_table)), scope, batch)
+                 for f in factors),
                 start=like.new_zeros(()))
     table = table.reshape((1,) * (batch + len(scope) - table.dim()) + tuple(table.shape))
     return table.expand((*table.shape[:batch], *(cards[v] for v in scope)))
