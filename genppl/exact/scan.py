@@ -23,10 +23,11 @@ import torch
 
 from genppl.exact.contract import Semiring, _LogSumExp, _SampleLogSumExp
 
-#: Rough cost of one batched torch call on CPU, in seconds, against flops per second: the
-#: crossover between T small calls and log2(T) big ones.
+#: Rough costs on CPU: one small torch call, flops and bytes moved per second. They set the
+#: crossover between T small steps and log2(T) big ones (measured on HMMs, K = 4 .. 64).
 _CALL_SECONDS = 2e-5
 _FLOPS_PER_SECOND = 2e9
+_BYTES_PER_SECOND = 5e9
 
 
 def choose_method(length: int, states: int, batch: int, *, semiring: Semiring,
@@ -38,9 +39,12 @@ def choose_method(length: int, states: int, batch: int, *, semiring: Semiring,
     pair_entries = batch * (length // 2) * states ** (2 if semiring == "sum" else 3)
     if pair_entries > budget_entries:
         return "sequential"
-    sequential = length * (4 * _CALL_SECONDS + 2 * batch * states**2 / _FLOPS_PER_SECOND)
+    per_step_calls = 3 if semiring in ("sum", "max") else 8  # fused scans / autograd graph
+    sequential = length * (per_step_calls * _CALL_SECONDS
+                           + 2 * batch * states**2 / _FLOPS_PER_SECOND)
     parallel = math.ceil(math.log2(length)) * 8 * _CALL_SECONDS + \
-        2 * batch * length * states**3 / _FLOPS_PER_SECOND
+        2 * batch * length * states**3 / _FLOPS_PER_SECOND + \
+        400 * batch * length * states**2 / _BYTES_PER_SECOND
     return "parallel" if parallel < sequential else "sequential"
 
 
@@ -82,6 +86,10 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
             matrices = matrices.expand(steps, *matrices.shape[1:])
             total = _tree_product(matrices, semiring)
             alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
+        elif method == "sequential" and semiring == "sum":
+            return _ScaledChain.apply(alpha, pair, unary, pair_mask, steps)
+        elif method == "sequential" and semiring == "max":
+            return _ViterbiChain.apply(alpha, pair, unary, pair_mask, steps)
         elif method == "sequential":
             pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
             masks = _per_step(pair_mask, steps) if pair_mask is not None else (None,) * steps
@@ -117,6 +125,156 @@ def compact(t: torch.Tensor) -> torch.Tensor:
     index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
                   for size, stride in zip(t.shape, t.stride(), strict=True))
     return t[index]
+
+
+class _ScaledChain(torch.autograd.Function):
+    """The sum-product along a chain in probability space with per-step rescaling
+    (Rabiner's scaled forward-backward): one small matrix product per step each way, and
+    the gradients -- posterior marginals for ``init``/``unary``, pairwise marginals for
+    ``pair`` -- written out and summed over time in one vectorised product, instead of an
+    autograd graph of a dozen nodes per step. Exact: every log-space shift is added back.
+
+    Inputs as ``chain_product``'s (``pair_mask`` may be None); returns log Z per batch entry.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+                mask: torch.Tensor | None, steps: int) -> torch.Tensor:
+        tiny, least = torch.finfo(init.dtype).min, torch.finfo(init.dtype).tiny
+        if mask is not None and bool(mask.all()):
+            mask = None  # nothing skipped: spare the per-step select
+        y_max = pair.amax(-2).clamp(min=tiny)  # (P, *b, K): column maxima, added back
+        e = (pair - y_max.unsqueeze(-2)).exp()
+        moved = unary + y_max  # log weight of arriving in k by a (non-masked) transition
+        if mask is not None:
+            moved = torch.where(mask.unsqueeze(-1), moved, unary)
+        moved = moved.expand(steps, *moved.shape[1:])
+        shift = moved.amax(-1, keepdim=True).clamp(min=tiny)
+        w = (moved - shift).exp()
+        m0 = init.amax(-1, keepdim=True).clamp(min=tiny)
+        a = (init - m0).exp()
+        c0 = a.sum(-1, keepdim=True)
+        a = a / c0.clamp(min=least)  # an impossible start stays 0, and log Z -inf
+        alphas, scales = [a], []
+        step_matrix = _stepper(e, steps)
+        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
+        ones = torch.ones_like(a)
+        for t, (w_t, m_t) in enumerate(zip(w.unbind(0), masks, strict=True)):
+            step = step_matrix(a, t)
+            if m_t is not None:
+                step = torch.where(m_t.unsqueeze(-1), step, ones)
+            a = step * w_t
+            c = a.sum(-1, keepdim=True)
+            a = a / c.clamp(min=least)
+            alphas.append(a)
+            scales.append(c)
+        scale = torch.stack(scales)
+        log_z = m0 + c0.log() + shift.sum(0) + scale.log().sum(0)
+        ctx.save_for_backward(torch.stack(alphas), scale, e, w, mask)
+        ctx.shapes = (init.shape, pair.shape, unary.shape)
+        return log_z.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        alphas, scale, e, w, mask = ctx.saved_tensors
+        init_shape, pair_shape, unary_shape = ctx.shapes
+        steps = w.shape[0]
+        g = grad.unsqueeze(-1)
+        ws = w / scale.clamp(min=torch.finfo(scale.dtype).tiny)
+        step_back = _stepper(e.transpose(-1, -2), steps)
+        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
+        beta = torch.ones_like(alphas[-1])
+        betas, vs = [beta], []
+        for t in range(steps - 1, -1, -1):
+            v = ws[t] * beta
+            vs.append(v)
+            beta = step_back(v, t)
+            if masks[t] is not None:
+                beta = torch.where(masks[t].unsqueeze(-1), beta, v.sum(-1, keepdim=True))
+            betas.append(beta)
+        betas.reverse()
+        beta_all = torch.stack(betas)  # beta_all[t] goes with alphas[t]
+        grad_init = sum_to_shape(alphas[0] * beta_all[0] * g, init_shape)
+        grad_unary = sum_to_shape(alphas[1:] * beta_all[1:] * g, unary_shape)
+        before = alphas[:-1] * g
+        if mask is not None:
+            before = before * mask.unsqueeze(-1)  # a masked step moves along no transition
+        grad_pair = _pairwise(before, torch.stack(vs[::-1]), pair_shape, e)
+        return grad_init, grad_pair, grad_unary, None, None
+
+
+class _ViterbiChain(torch.autograd.Function):
+    """The max-product along a chain with back-pointers: the forward pass keeps, per step,
+    the best previous state of each state; the backward pass is Viterbi's backtracking,
+    turning the upstream gradient into the indicator of the best path (what autograd
+    through ``max`` would give, without a graph of nodes per step).
+
+    Inputs as ``chain_product``'s; returns the max log joint per batch entry.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+                mask: torch.Tensor | None, steps: int) -> torch.Tensor:
+        if mask is not None and bool(mask.all()):
+            mask = None
+        pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
+        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
+        delta, pointers = init, []
+        for p, u, m in zip(pairs, unaries, masks, strict=True):
+            best, pointer = (delta.unsqueeze(-1) + p).max(-2)
+            if m is not None:  # a masked step: stay anywhere from the best state so far
+                stay, where = delta.max(-1, keepdim=True)
+                best = torch.where(m.unsqueeze(-1), best, stay)
+                pointer = torch.where(m.unsqueeze(-1), pointer, where)
+            delta = best + u
+            pointers.append(pointer)
+        value, last = delta.max(-1)
+        ctx.save_for_backward(torch.stack(pointers), last, mask)
+        ctx.shapes = (init.shape, pair.shape, unary.shape, init.dtype)
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        pointers, last, mask = ctx.saved_tensors
+        init_shape, pair_shape, unary_shape, dtype = ctx.shapes
+        k = init_shape[-1]
+        states = [last]
+        for pointer in pointers.flip(0):
+            states.append(pointer.gather(-1, states[-1].unsqueeze(-1)).squeeze(-1))
+        path = torch.stack(states[::-1])  # (S + 1, *batch): the best state at every step
+        one_hot = torch.nn.functional.one_hot(path, k).to(dtype) * grad.unsqueeze(-1)
+        grad_init = sum_to_shape(one_hot[0], init_shape)
+        grad_unary = sum_to_shape(one_hot[1:], unary_shape)
+        moved = one_hot[:-1] if mask is None else one_hot[:-1] * mask.unsqueeze(-1)
+        arrived = torch.nn.functional.one_hot(path[1:], k).to(dtype)
+        return grad_init, _pairwise(moved, arrived, pair_shape), grad_unary, None, None
+
+
+def _pairwise(before: torch.Tensor, after: torch.Tensor, pair_shape: torch.Size,
+              weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum over steps and batch of before[..., j] * after[..., k] (* weight[..., j, k])``,
+    summed down to ``pair_shape``: the gradient of a chain's transition table. A matrix
+    shared by every step and sequence takes one contraction, never the (S, *batch, K, K)
+    intermediate."""
+    k = before.shape[-1]
+    if math.prod(pair_shape[:-2]) == 1:
+        xi = torch.einsum("...j,...k->jk", before, after)
+        if weight is not None:
+            xi = xi * weight.reshape(k, k)
+        return xi.reshape(pair_shape)
+    outer = before.unsqueeze(-1) * after.unsqueeze(-2)
+    return sum_to_shape(outer if weight is None else outer * weight, pair_shape)
+
+
+def _stepper(e: torch.Tensor, steps: int) -> Any:
+    """``step(a, t) = a @ e[t]`` (vector times matrix over the last axes), as one plain
+    matrix product when a single matrix serves every step and sequence."""
+    k = e.shape[-1]
+    if e.numel() == k * e.shape[-2]:
+        matrix = e.reshape(e.shape[-2], k)
+        return lambda a, _: (a.reshape(-1, a.shape[-1]) @ matrix).reshape((*a.shape[:-1], k))
+    per_step = _per_step(e, steps)
+    return lambda a, t: (a.unsqueeze(-2) @ per_step[t]).squeeze(-2)
 
 
 def _tree_product(matrices: torch.Tensor, semiring: Semiring) -> torch.Tensor:
