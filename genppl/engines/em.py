@@ -42,7 +42,7 @@ from genppl.engines.common import progress_bar
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import FactorModel, Use, model_factors
-from genppl.exact.scan import sum_to_shape
+from genppl.exact.scan import compact, sum_to_shape
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
@@ -265,7 +265,7 @@ def _probe(use: Use, arg: str, constraint: Any) -> str | None:
         if type(d) is not kind:
             continue
         for attr in attrs:
-            seen = getattr(d, attr)
+            seen = compact(getattr(d, attr))  # broadcast axes add nothing to compare
             try:
                 expected = probe.expand(seen.shape)
             except RuntimeError:
