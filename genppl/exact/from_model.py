@@ -259,7 +259,7 @@ class _Tabulator:
             self.uses.append(Use(node, fn, args, distribution, table, value))
         scope = variables[:-1] if own else variables
         with torch.set_grad_enabled(self.track):
-            full = self._expand(table, lead, scope, own)
+            full = self._expand(table, lead, scope, own, full_batch=node.chain is None)
             add(node, Factor(variables, full) if mask is None else MaskedFactor(
                 variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
                     mask.shape, full.shape))))
@@ -276,8 +276,15 @@ class _Tabulator:
         return (len(steps[0]), *plates) if steps is not None else plates
 
     def _expand(self, table: torch.Tensor, lead: tuple[int, ...] | None,
-                scope: tuple[str, ...], own: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        """Broadcast a table to its full batch shape and every variable's states."""
+                scope: tuple[str, ...], own: torch.Size | tuple[int, ...],
+                full_batch: bool = True) -> torch.Tensor:
+        """Broadcast a table to its full batch shape and every variable's states.
+
+        ``full_batch=False`` keeps batch axes the table does not vary along at size 1 (its
+        variable axes are still full): chain tables, which the scan compacts anyway, so that
+        a transition shared by every step never becomes a (T, N, K, K) tensor -- nor does
+        its gradient.
+        """
         cards = [len(self.variables[v.removesuffix(PREV)].states) for v in scope]
         if own:
             cards.append(own[0])
@@ -289,7 +296,11 @@ class _Tabulator:
             raise ModelError(f"a table of shape {tuple(table.shape)} has more axes than the "
                              f"batch {lead} and variables {scope}: check the factory's shapes.")
         try:
-            return table.expand((*lead, *cards))
+            full = table.expand((*lead, *cards))
+            if full_batch:
+                return full
+            table = table.reshape((1,) * (full.dim() - table.dim()) + tuple(table.shape))
+            return table.expand((*table.shape[: len(lead)], *cards))
         except RuntimeError as e:
             raise ModelError(f"a table of shape {tuple(table.shape)} does not fit batch {lead} "
                              f"and variables {scope} with {cards} states: {e}") from e
