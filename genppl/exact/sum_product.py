@@ -119,21 +119,24 @@ def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
     """Refuse, before allocating, an elimination whose largest table would not fit."""
     if not factors or not local:
         return
-    entries = _largest_table(tuple(f.vars for f in factors),
-                             tuple(cardinalities(factors).items()), frozenset(local))
+    entries, width = _largest_table(tuple(f.vars for f in factors),
+                                    tuple(cardinalities(factors).items()), frozenset(local))
     _refuse_over(entries * math.prod(_batch(factors)), factors[0].log_table.element_size(),
-                 budget_bytes, f"eliminating {len(local)} variables of {where}")
+                 budget_bytes, f"eliminating {len(local)} variables of {where} (induced "
+                 f"width {width})")
 
 
 @functools.lru_cache(maxsize=256)
 def _largest_table(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
-                   local: frozenset[str]) -> int:
-    """Entries of the largest table eliminating ``local`` creates; cached per structure,
-    since every query on one network (new evidence, an EM iteration) asks again."""
+                   local: frozenset[str]) -> tuple[int, int]:
+    """Entries of the largest table eliminating ``local`` creates, and the induced width;
+    cached per structure, since every query on one network (new evidence, an EM
+    iteration) asks again."""
     g = interaction_graph([Factor(scope, torch.empty((1,) * len(scope))) for scope in scopes])
     card = dict(cards)
     order = analysis.elimination_order(g, "min_fill", card, among=set(local))
-    return analysis.max_clique_size(g, order, card, partial=True)
+    width = analysis.induced_width(g, order, partial=True)
+    return analysis.max_clique_size(g, order, card, partial=True), width
 
 
 def _refuse_over(entries: int, itemsize: int, budget_bytes: int, what: str) -> None:

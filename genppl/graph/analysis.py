@@ -496,13 +496,15 @@ def _cliques(g_undirected: nx.Graph, order: list[str]) -> list[set[str]]:
     return [_eliminate(adj, v) | {v} for v in order]
 
 
-def induced_width(g_undirected: nx.Graph, order: list[str]) -> int:
+def induced_width(g_undirected: nx.Graph, order: list[str], *, partial: bool = False) -> int:
     """Largest clique created by eliminating in ``order``, minus one (0 for an empty graph).
 
     Variable elimination costs time and memory exponential in this number, and its minimum
-    over all orders is the treewidth.
+    over all orders is the treewidth. ``partial=True`` allows an order of only some nodes.
     """
-    return max((len(c) - 1 for c in _cliques(g_undirected, order)), default=0)
+    cliques = _partial_cliques(g_undirected, order) if partial else \
+        _cliques(g_undirected, order)
+    return max((len(c) - 1 for c in cliques), default=0)
 
 
 def max_clique_size(

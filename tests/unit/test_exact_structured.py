@@ -227,7 +227,7 @@ def test_memory_guard_refuses_before_allocating() -> None:
                     m.factor(f"f{i}_{j}_{a}_{b}",
                              lambda u, v: torch.where(u == v, 0.5, -0.5),
                              scope=(names[i][j], names[a][b]))
-    with pytest.raises(ModelError, match=r"entries.*budget.*gibbs"):
+    with pytest.raises(ModelError, match=r"entries.*induced width \d+.*budget.*gibbs"):
         genppl.infer(m, {}, engine="exact", budget_bytes=2**14)
     # a chain whose joint state would not fit
     with pytest.raises(ModelError, match=r"joint states of chain 't'.*budget"):
