@@ -5,6 +5,11 @@ marginals (gradients of log Z with respect to the log tables), and the most prob
 assignment (max-product with backtracking). Elimination orders come from the interaction
 graph, so the number of variables is unbounded; only the largest table (the induced width)
 costs memory, and it is checked against a budget before anything is allocated.
+
+Modules: ``contract`` (elimination on flat factor lists, compiled once per structure),
+``from_model`` (a DSL model tabulated into factors), ``sum_product`` (the structured
+contraction: plates as products, chains as scans), ``scan`` (the chain scans), ``naive``
+(brute-force references for the tests).
 """
 
 from genppl.exact.contract import (
