@@ -7,7 +7,7 @@ its evidence, its targets and its independence questions.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -26,6 +26,23 @@ def state_indices(model: genppl.Model, evidence: Mapping[str, str]) -> dict[str,
 
 def separation_label(x: str, y: str, given: Sequence[str]) -> str:
     return f"{x} _||_ {y}" + (f" | {', '.join(given)}" if given else "")
+
+
+def network_entry(name: str, title: str, build: Callable[[], genppl.Model],
+                  evidence: Mapping[str, str], targets: Sequence[str],
+                  separations: Sequence[Separation],
+                  engines: tuple[str, ...] = ("exact", "enum")) -> GalleryEntry:
+    """The gallery entry of a network: its data is ``evidence`` as state indices, its run
+    ``run_network``; each entry module then only declares its network and questions."""
+    def data() -> dict[str, torch.Tensor]:
+        return state_indices(build(), evidence)
+
+    def run(config: RunConfig) -> RunReport:
+        return run_network(entry, config, build(), evidence, targets, separations)
+
+    entry = GalleryEntry(name=name, title=title, build=build, data=data, engines=engines,
+                         run=run)
+    return entry
 
 
 def run_network(entry: GalleryEntry, config: RunConfig, model: genppl.Model,

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 import genppl
 from genppl.errors import ModelError
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
-from models_gallery._bayes_net import Separation, run_network, state_indices
+from models_gallery._bayes_net import Separation, network_entry
 
 EVIDENCE = {"BP": "LOW", "CVP": "HIGH"}
 TARGETS = ("LVFAILURE", "HYPOVOLEMIA", "STROKEVOLUME")
@@ -50,20 +47,7 @@ def build() -> genppl.Model:
     return genppl.read_bif(network_file())
 
 
-def data() -> dict[str, torch.Tensor]:
-    """The evidence: low blood pressure, high central venous pressure."""
-    return state_indices(build(), EVIDENCE)
-
-
-def run(config: RunConfig) -> RunReport:
-    return run_network(ENTRY, config, build(), EVIDENCE, TARGETS, SEPARATIONS)
-
-
-ENTRY = GalleryEntry(
-    name="alarm",
-    title="ALARM (Beinlich et al. 1989): 37-node ICU monitoring network from its BIF file",
-    build=build,
-    data=data,
-    engines=("exact",),
-    run=run,
-)
+ENTRY = network_entry(
+    "alarm",
+    "ALARM (Beinlich et al. 1989): 37-node ICU monitoring network from its BIF file",
+    build, EVIDENCE, TARGETS, SEPARATIONS, engines=("exact",))

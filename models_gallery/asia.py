@@ -17,11 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
-from models_gallery._bayes_net import Separation, run_network, state_indices
+from models_gallery._bayes_net import Separation, network_entry
 
 YES_NO = ("yes", "no")
 
@@ -64,20 +61,7 @@ def build(observed: Sequence[str] = tuple(EVIDENCE)) -> genppl.Model:
     return m
 
 
-def data() -> dict[str, torch.Tensor]:
-    """The evidence: a positive X-ray and dyspnoea."""
-    return state_indices(build(), EVIDENCE)
-
-
-def run(config: RunConfig) -> RunReport:
-    return run_network(ENTRY, config, build(), EVIDENCE, TARGETS, SEPARATIONS)
-
-
-ENTRY = GalleryEntry(
-    name="asia",
-    title="The chest clinic (Lauritzen & Spiegelhalter 1988): diagnosis by exact inference",
-    build=build,
-    data=data,
-    engines=("exact", "enum"),
-    run=run,
-)
+ENTRY = network_entry(
+    "asia",
+    "The chest clinic (Lauritzen & Spiegelhalter 1988): diagnosis by exact inference",
+    build, EVIDENCE, TARGETS, SEPARATIONS)

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
-from models_gallery._bayes_net import Separation, run_network, state_indices
+from models_gallery._bayes_net import Separation, network_entry
 
 TRUE_FALSE = ("True", "False")
 
@@ -57,20 +54,7 @@ def build(observed: Sequence[str] = tuple(EVIDENCE)) -> genppl.Model:
     return m
 
 
-def data() -> dict[str, torch.Tensor]:
-    """The evidence: a positive X-ray and dyspnoea."""
-    return state_indices(build(), EVIDENCE)
-
-
-def run(config: RunConfig) -> RunReport:
-    return run_network(ENTRY, config, build(), EVIDENCE, TARGETS, SEPARATIONS)
-
-
-ENTRY = GalleryEntry(
-    name="cancer",
-    title="Lung-cancer diagnosis (Korb & Nicholson 2010): causes, symptoms, explaining away",
-    build=build,
-    data=data,
-    engines=("exact", "enum"),
-    run=run,
-)
+ENTRY = network_entry(
+    "cancer",
+    "Lung-cancer diagnosis (Korb & Nicholson 2010): causes, symptoms, explaining away",
+    build, EVIDENCE, TARGETS, SEPARATIONS)

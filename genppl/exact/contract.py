@@ -216,32 +216,25 @@ class _LogSumExp(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, out = ctx.saved_tensors
-        out, grad = out.unsqueeze(ctx.dim), grad.unsqueeze(ctx.dim)
-        weights = torch.where(torch.isfinite(out), (x - out).exp(), torch.zeros_like(x))
-        return grad * weights, None
+        return grad.unsqueeze(ctx.dim) * _term_weights(ctx), None
 
 
+def _term_weights(ctx: Any) -> torch.Tensor:
+    """exp(term - logsumexp): each term's share of its sum (0 where every term is -inf)."""
+    x, out = ctx.saved_tensors
+    out = out.unsqueeze(ctx.dim)
+    return torch.where(torch.isfinite(out), (x - out).exp(), torch.zeros_like(x))
 
-class _SampleLogSumExp(torch.autograd.Function):
+
+class _SampleLogSumExp(_LogSumExp):
     """``logsumexp`` forward; backward routes each output's gradient to *one* term, drawn
     with probability exp(term - output). Run backward from an indicator of a configuration
     and every elimination step draws its variable given the variables it was eliminated
     against: forward filtering, backward sampling, for any elimination order."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        out = torch.logsumexp(x, dim)
-        ctx.save_for_backward(x, out)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, out = ctx.saved_tensors
-        weights = torch.where(torch.isfinite(out.unsqueeze(ctx.dim)),
-                              (x - out.unsqueeze(ctx.dim)).exp(), torch.zeros_like(x))
-        return grad.unsqueeze(ctx.dim) * draw_one_hot(weights, ctx.dim), None
+        return grad.unsqueeze(ctx.dim) * draw_one_hot(_term_weights(ctx), ctx.dim), None
 
 
 def draw_one_hot(weights: torch.Tensor, dim: int) -> torch.Tensor:
