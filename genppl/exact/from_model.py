@@ -33,7 +33,7 @@ from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
-from genppl.exact.contract import Factor
+from genppl.exact.contract import Factor, evidence_factor
 from genppl.exact.scan import compact
 from genppl.pyro.layout import plate_dims, resolve_sizes
 from genppl.pyro.program import as_data, default_tensor_context
@@ -229,10 +229,8 @@ class _Tabulator:
             value = self.data.get(var)
             if value is not None:  # evidence on a latent: an indicator of its state
                 index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
-                hits = index.unsqueeze(-1) == torch.arange(len(support), device=index.device)
-                indicator = torch.zeros(hits.shape, dtype=table.dtype, device=table.device)
-                add(node, Factor((var,), self._expand(
-                    indicator.masked_fill(~hits, -torch.inf), lead, (), support.shape)))
+                indicator = evidence_factor(var, index, len(support), like=table).log_table
+                add(node, Factor((var,), self._expand(indicator, lead, (), support.shape)))
             return
         value = self.data.get(node.name)
         if value is None:
