@@ -155,51 +155,54 @@ class _ScaledChain(torch.autograd.Function):
         a = (init - m0).exp()
         c0 = a.sum(-1, keepdim=True)
         a = a / c0.clamp(min=least)  # an impossible start stays 0, and log Z -inf
-        alphas, scales = [a], []
-        step_matrix = _stepper(e, steps)
-        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
-        ones = torch.ones_like(a)
-        for t, (w_t, m_t) in enumerate(zip(w.unbind(0), masks, strict=True)):
-            step = step_matrix(a, t)
-            if m_t is not None:
-                step = torch.where(m_t.unsqueeze(-1), step, ones)
-            a = step * w_t
-            c = a.sum(-1, keepdim=True)
-            a = a / c.clamp(min=least)
-            alphas.append(a)
-            scales.append(c)
-        scale = torch.stack(scales)
-        log_z = m0 + c0.log() + shift.sum(0) + scale.log().sum(0)
-        ctx.save_for_backward(torch.stack(alphas), scale, e, w, mask)
+        batch = torch.broadcast_shapes(a.shape[:-1], w.shape[1:-1], e.shape[1:-2],
+                                       *(() if mask is None else (mask.shape[1:],)))
+        k = a.shape[-1]
+        # every step writes into preallocated rows: the loop is a handful of in-place calls
+        alphas = a.new_empty((steps + 1, *batch, k))
+        alphas[0] = a
+        scales = a.new_empty((steps, *batch, 1))
+        step = _stepper(e, steps)
+        skipped = _per_step((~mask).unsqueeze(-1), steps) if mask is not None else None
+        rows, scale_rows, w_rows = alphas.unbind(0), scales.unbind(0), w.unbind(0)
+        for t in range(steps):
+            row = rows[t + 1]
+            step(rows[t], t, row)
+            if skipped is not None:  # a skipped step reaches every state with weight 1
+                row.masked_fill_(skipped[t], 1.0)
+            row.mul_(w_rows[t])
+            torch.sum(row, -1, keepdim=True, out=scale_rows[t])
+            row.div_(scale_rows[t].clamp(min=least))
+        log_z = m0 + c0.log() + shift.sum(0) + scales.log().sum(0)
+        ctx.save_for_backward(alphas, scales, e, w, mask)
         ctx.shapes = (init.shape, pair.shape, unary.shape)
         return log_z.squeeze(-1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        alphas, scale, e, w, mask = ctx.saved_tensors
+        alphas, scales, e, w, mask = ctx.saved_tensors
         init_shape, pair_shape, unary_shape = ctx.shapes
         steps = w.shape[0]
         g = grad.unsqueeze(-1)
-        ws = w / scale.clamp(min=torch.finfo(scale.dtype).tiny)
+        ws = w / scales.clamp(min=torch.finfo(scales.dtype).tiny)
         step_back = _stepper(e.transpose(-1, -2), steps)
-        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
-        beta = torch.ones_like(alphas[-1])
-        betas, vs = [beta], []
+        betas = torch.empty_like(alphas)  # betas[t] goes with alphas[t]
+        betas[steps] = 1.0
+        vs = torch.empty_like(alphas[1:])
+        beta_rows, v_rows, ws_rows = betas.unbind(0), vs.unbind(0), ws.unbind(0)
+        masks = _per_step(mask.unsqueeze(-1), steps) if mask is not None else None
         for t in range(steps - 1, -1, -1):
-            v = ws[t] * beta
-            vs.append(v)
-            beta = step_back(v, t)
-            if masks[t] is not None:
-                beta = torch.where(masks[t].unsqueeze(-1), beta, v.sum(-1, keepdim=True))
-            betas.append(beta)
-        betas.reverse()
-        beta_all = torch.stack(betas)  # beta_all[t] goes with alphas[t]
-        grad_init = sum_to_shape(alphas[0] * beta_all[0] * g, init_shape)
-        grad_unary = sum_to_shape(alphas[1:] * beta_all[1:] * g, unary_shape)
+            torch.mul(ws_rows[t], beta_rows[t + 1], out=v_rows[t])
+            step_back(v_rows[t], t, beta_rows[t])
+            if masks is not None:
+                beta_rows[t].copy_(torch.where(masks[t], beta_rows[t],
+                                               v_rows[t].sum(-1, keepdim=True)))
+        grad_init = sum_to_shape(alphas[0] * betas[0] * g, init_shape)
+        grad_unary = sum_to_shape(alphas[1:] * betas[1:] * g, unary_shape)
         before = alphas[:-1] * g
         if mask is not None:
             before = before * mask.unsqueeze(-1)  # a masked step moves along no transition
-        grad_pair = _pairwise(before, torch.stack(vs[::-1]), pair_shape, e)
+        grad_pair = _pairwise(before, vs, pair_shape, e)
         return grad_init, grad_pair, grad_unary, None, None
 
 
@@ -267,14 +270,21 @@ def _pairwise(before: torch.Tensor, after: torch.Tensor, pair_shape: torch.Size,
 
 
 def _stepper(e: torch.Tensor, steps: int) -> Any:
-    """``step(a, t) = a @ e[t]`` (vector times matrix over the last axes), as one plain
-    matrix product when a single matrix serves every step and sequence."""
+    """``step(a, t, out)``: ``out = a @ e[t]`` (vector times matrix over the last axes), as
+    one plain matrix product into ``out`` when a single matrix serves every step and
+    sequence."""
     k = e.shape[-1]
     if e.numel() == k * e.shape[-2]:
         matrix = e.reshape(e.shape[-2], k)
-        return lambda a, _: (a.reshape(-1, a.shape[-1]) @ matrix).reshape((*a.shape[:-1], k))
+
+        def shared(a: torch.Tensor, _: int, out: torch.Tensor) -> None:
+            torch.mm(a.reshape(-1, a.shape[-1]), matrix, out=out.view(-1, k))
+        return shared
     per_step = _per_step(e, steps)
-    return lambda a, t: (a.unsqueeze(-2) @ per_step[t]).squeeze(-2)
+
+    def each(a: torch.Tensor, t: int, out: torch.Tensor) -> None:
+        out.copy_((a.unsqueeze(-2) @ per_step[t]).squeeze(-2))
+    return each
 
 
 def _tree_product(matrices: torch.Tensor, semiring: Semiring) -> torch.Tensor:
