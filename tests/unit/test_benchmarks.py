@@ -139,3 +139,28 @@ def test_pearson_crabs_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     # Even a short run lands near the MLE, far closer than the crabs' spread (~0.02).
     assert rows["genppl nuts (posterior mean)"]["metrics"]["max_abs_error_locs"] < 0.01
     assert _table_header(capsys.readouterr().out)[-2:] == ["log-lik", "max abs error vs MLE"]
+
+
+def _rows(tmp_path: Path, case: str) -> dict[str, dict[str, Any]]:
+    assert bench_run.main([case, "--quick", "--out", str(tmp_path)]) == 0
+    (json_path,) = tmp_path.glob(f"*-{case}.json")
+    return {r["contender"]: r for r in json.loads(json_path.read_text())["rows"]}
+
+
+@pytest.mark.benchmark
+def test_bn_cases_quick_agree_with_pgmpy(tmp_path: Path) -> None:
+    marginals = _rows(tmp_path / "marginals", "asia_marginals")
+    assert {r["metrics"]["max_abs_marginal_error"] < 1e-9 for r in marginals.values()} == {True}
+    batched = _rows(tmp_path / "batched", "alarm_batched")
+    genppl = [r for name, r in batched.items() if name.startswith("genppl")]
+    assert len(genppl) == 3 and all(r["metrics"]["max_abs_marginal_error"] < 1e-9
+                                    for r in genppl)
+
+
+@pytest.mark.benchmark
+def test_hmm_case_quick_matches_hmmlearn(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "hmm")  # the case itself raises past 1e-6 relative
+    checked = [r for name, r in rows.items() if "genppl" in name
+               and "rel_error" in r["metrics"]]
+    assert len(checked) == 9  # three sizes x (forward-backward, Viterbi, Baum-Welch)
+    assert all(r["metrics"]["rel_error"] < 1e-9 for r in checked)
