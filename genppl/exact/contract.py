@@ -157,7 +157,7 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
 
 
 def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
-              semiring: Semiring = "sum", heuristic: str = "min_fill") -> list[Factor]:
+              semiring: Semiring = "sum", heuristic: str | None = None) -> list[Factor]:
     """Sum (or maximise) ``variables`` out of ``factors``, keeping every other variable.
 
     The building block of structured contraction: a plate eliminates its local variables
@@ -172,7 +172,8 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
     if not wanted:
         return list(factors)
     scopes = _scopes(factors)
-    order = _partial_order(scopes, tuple(cardinalities(factors).items()), heuristic, wanted)
+    order = partial_plan(scopes, tuple(cardinalities(factors).items()), wanted,
+                         heuristic).order
     program = _compile(scopes, order)
     reduce = _max_values if semiring == "max" else _SampleLogSumExp.apply \
         if semiring == "sample" else _sum_reduce(factors)
@@ -349,11 +350,22 @@ def _input(slot: int, own: tuple[str, ...], scope: tuple[str, ...]) -> _Input:
 
 
 @functools.lru_cache(maxsize=256)
-def _partial_order(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
-                   heuristic: str, wanted: frozenset[str]) -> tuple[str, ...]:
-    """The greedy order eliminating only ``wanted``; cached like ``_best_order``."""
-    return tuple(analysis.elimination_order(_coupling_graph(scopes), heuristic, dict(cards),
-                                            among=set(wanted)))
+def partial_plan(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
+                 wanted: frozenset[str], heuristic: str | None = None) -> Plan:
+    """The cheapest greedy order eliminating only ``wanted`` (min-fill or min-weight, by
+    largest table, unless ``heuristic`` names one), with its induced width and largest
+    table; cached per structure like ``_best_order``."""
+    g = _coupling_graph(scopes)
+    card = dict(cards)
+    best: Plan | None = None
+    for h in (heuristic,) if heuristic else ("min_fill", "min_weight"):
+        order = analysis.elimination_order(g, h, card, among=set(wanted))
+        candidate = Plan(tuple(order), analysis.induced_width(g, order, partial=True),
+                         analysis.max_clique_size(g, order, card, partial=True))
+        if best is None or candidate.max_table < best.max_table:
+            best = candidate
+    assert best is not None
+    return best
 
 
 def _inward(factors: Sequence[Factor]) -> list[torch.Tensor]:

@@ -19,7 +19,6 @@ or the indicator of its most probable state (max): one backward pass answers eve
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -34,11 +33,10 @@ from genppl.exact.contract import (
     _aligned,
     cardinalities,
     eliminate,
-    interaction_graph,
+    partial_plan,
 )
 from genppl.exact.from_model import PREV, ChainBlock, FactorModel, MaskedFactor, plain
 from genppl.exact.scan import chain_product, compact
-from genppl.graph import analysis
 
 
 def contract(fm: FactorModel, *, semiring: Semiring = "sum",
@@ -119,24 +117,11 @@ def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
     """Refuse, before allocating, an elimination whose largest table would not fit."""
     if not factors or not local:
         return
-    entries, width = _largest_table(tuple(f.vars for f in factors),
-                                    tuple(cardinalities(factors).items()), frozenset(local))
-    _refuse_over(entries * math.prod(_batch(factors)), factors[0].log_table.element_size(),
-                 budget_bytes, f"eliminating {len(local)} variables of {where} (induced "
-                 f"width {width})")
-
-
-@functools.lru_cache(maxsize=256)
-def _largest_table(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int], ...],
-                   local: frozenset[str]) -> tuple[int, int]:
-    """Entries of the largest table eliminating ``local`` creates, and the induced width;
-    cached per structure, since every query on one network (new evidence, an EM
-    iteration) asks again."""
-    g = interaction_graph([Factor(scope, torch.empty((1,) * len(scope))) for scope in scopes])
-    card = dict(cards)
-    order = analysis.elimination_order(g, "min_fill", card, among=set(local))
-    width = analysis.induced_width(g, order, partial=True)
-    return analysis.max_clique_size(g, order, card, partial=True), width
+    cost = partial_plan(tuple(f.vars for f in factors), tuple(cardinalities(factors).items()),
+                        frozenset(local))
+    _refuse_over(cost.max_table * math.prod(_batch(factors)),
+                 factors[0].log_table.element_size(), budget_bytes,
+                 f"eliminating {len(local)} variables of {where} (induced width {cost.width})")
 
 
 def _refuse_over(entries: int, itemsize: int, budget_bytes: int, what: str) -> None:
