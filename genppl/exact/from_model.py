@@ -201,10 +201,13 @@ class _Tabulator:
                   steps: tuple[torch.Tensor, torch.Tensor | None] | None, add: Any) -> None:
         scope = self._scope(node, parents, steps)
         if node.kind == "latent" and isinstance(fn, CPT) and scope == fn.parents \
-                and not node.plates and steps is None and node.name not in self.data:
-            self._new_variable(node, torch.arange(fn.table.shape[-1], device=self.model.device))
-            self._emit(node, fn, {}, None, fn.log_table(), None, add, (*scope, node.name),
-                       None, fn.table.shape[-1:])
+                and not node.plates and steps is None:
+            support = torch.arange(fn.table.shape[-1], device=self.model.device)
+            self._new_variable(node, support)
+            table = fn.log_table()
+            self._emit(node, fn, {}, None, table, None, add, (*scope, node.name), None,
+                       fn.table.shape[-1:])
+            self._evidence(node, support, steps, None, table, add)
             return
         args = self._args(node, parents, scope, steps)
         result = _call(node, fn, args)
@@ -226,11 +229,7 @@ class _Tabulator:
             table = table.movedim(0, -1)
             self._emit(node, fn, args, result, table, None, add, (*scope, var), lead,
                        support.shape, None if mask is None else mask.unsqueeze(-1))
-            value = self.data.get(var)
-            if value is not None:  # evidence on a latent: an indicator of its state
-                index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
-                indicator = evidence_factor(var, index, len(support), like=table).log_table
-                add(node, Factor((var,), self._expand(indicator, lead, (), support.shape)))
+            self._evidence(node, support, steps, lead, table, add)
             return
         value = self.data.get(node.name)
         if value is None:
@@ -244,6 +243,17 @@ class _Tabulator:
         value = self._layout(node, value, events, len(scope), steps)
         table, mask = _log_prob(result, value)
         self._emit(node, fn, args, result, table, value, add, scope, lead, (), mask)
+
+    def _evidence(self, node: Node, support: torch.Tensor,
+                  steps: tuple[torch.Tensor, Any] | None, lead: tuple[int, ...] | None,
+                  like: torch.Tensor, add: Any) -> None:
+        """Data given for a latent is evidence: an indicator table of its observed state."""
+        value = self.data.get(node.name)
+        if value is None:
+            return
+        index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
+        indicator = evidence_factor(node.name, index, len(support), like=like).log_table
+        add(node, Factor((node.name,), self._expand(indicator, lead, (), support.shape)))
 
     def _emit(self, node: Node, fn: Any, args: dict[str, Any], distribution: Any,
               table: torch.Tensor, value: torch.Tensor | None, add: Any,
