@@ -207,10 +207,11 @@ class _ScaledChain(torch.autograd.Function):
 
 
 class _ViterbiChain(torch.autograd.Function):
-    """The max-product along a chain with back-pointers: the forward pass keeps, per step,
-    the best previous state of each state; the backward pass is Viterbi's backtracking,
-    turning the upstream gradient into the indicator of the best path (what autograd
-    through ``max`` would give, without a graph of nodes per step).
+    """The max-product along a chain: the forward pass keeps only the best scores (a max
+    without indices is several times cheaper than one with them); the backward pass is
+    Viterbi's backtracking, recovering each step's best predecessor for the one state on
+    the path, and turns the upstream gradient into the indicator of the best path (what
+    autograd through ``max`` would give, without a graph of nodes per step).
 
     Inputs as ``chain_product``'s; returns the max log joint per batch entry.
     """
@@ -222,35 +223,56 @@ class _ViterbiChain(torch.autograd.Function):
             mask = None
         pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
         masks = _per_step(mask, steps) if mask is not None else (None,) * steps
-        delta, pointers = init, []
-        for p, u, m in zip(pairs, unaries, masks, strict=True):
-            best, pointer = (delta.unsqueeze(-1) + p).max(-2)
+        batch = torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2], unary.shape[1:-1],
+                                       *(() if mask is None else (mask.shape[1:],)))
+        deltas = init.new_empty((steps + 1, *batch, init.shape[-1]))
+        deltas[0] = init
+        rows = deltas.unbind(0)
+        for t, (p, u, m) in enumerate(zip(pairs, unaries, masks, strict=True)):
+            best = (rows[t].unsqueeze(-1) + p).amax(-2)
             if m is not None:  # a masked step: stay anywhere from the best state so far
-                stay, where = delta.max(-1, keepdim=True)
-                best = torch.where(m.unsqueeze(-1), best, stay)
-                pointer = torch.where(m.unsqueeze(-1), pointer, where)
-            delta = best + u
-            pointers.append(pointer)
-        value, last = delta.max(-1)
-        ctx.save_for_backward(torch.stack(pointers), last, mask)
-        ctx.shapes = (init.shape, pair.shape, unary.shape, init.dtype)
+                best = torch.where(m.unsqueeze(-1), best, rows[t].amax(-1, keepdim=True))
+            torch.add(best, u, out=rows[t + 1])
+        value, last = rows[steps].max(-1)
+        ctx.save_for_backward(deltas, last, pair, mask)
+        ctx.shapes = (init.shape, pair.shape, unary.shape)
         return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        pointers, last, mask = ctx.saved_tensors
-        init_shape, pair_shape, unary_shape, dtype = ctx.shapes
-        k = init_shape[-1]
+        deltas, last, pair, mask = ctx.saved_tensors
+        init_shape, pair_shape, unary_shape = ctx.shapes
+        steps, k = deltas.shape[0] - 1, deltas.shape[-1]
+        into = _columns(pair, steps, deltas.shape[1:-1])
+        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
         states = [last]
-        for pointer in pointers.flip(0):
-            states.append(pointer.gather(-1, states[-1].unsqueeze(-1)).squeeze(-1))
+        for t in range(steps - 1, -1, -1):  # the best predecessor of the state on the path
+            scores = deltas[t] + into(t, states[-1])
+            if masks[t] is not None:
+                scores = torch.where(masks[t].unsqueeze(-1), scores, deltas[t])
+            states.append(scores.argmax(-1))
         path = torch.stack(states[::-1])  # (S + 1, *batch): the best state at every step
-        one_hot = torch.nn.functional.one_hot(path, k).to(dtype) * grad.unsqueeze(-1)
+        one_hot = torch.nn.functional.one_hot(path, k).to(deltas.dtype) * grad.unsqueeze(-1)
         grad_init = sum_to_shape(one_hot[0], init_shape)
         grad_unary = sum_to_shape(one_hot[1:], unary_shape)
         moved = one_hot[:-1] if mask is None else one_hot[:-1] * mask.unsqueeze(-1)
-        arrived = torch.nn.functional.one_hot(path[1:], k).to(dtype)
+        arrived = torch.nn.functional.one_hot(path[1:], k).to(deltas.dtype)
         return grad_init, _pairwise(moved, arrived, pair_shape), grad_unary, None, None
+
+
+def _columns(pair: torch.Tensor, steps: int, batch: torch.Size) -> Any:
+    """``into(t, s)``: the log-weights of moving from every state into state ``s`` (one per
+    batch entry) at step t -- column ``s`` of that step's transition table."""
+    k = pair.shape[-1]
+    if pair.numel() == k * k:
+        rows = pair.reshape(k, k).t()  # rows[s] = column s
+        return lambda _, s: rows[s]
+    per_step = _per_step(pair, steps)
+
+    def column(t: int, s: torch.Tensor) -> torch.Tensor:
+        table = per_step[t].expand(*batch, k, k)
+        return table.gather(-1, s[..., None, None].expand(*batch, k, 1)).squeeze(-1)
+    return column
 
 
 def _pairwise(before: torch.Tensor, after: torch.Tensor, pair_shape: torch.Size,
