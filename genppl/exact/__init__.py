@@ -1,10 +1,11 @@
 """Exact inference over discrete variables by variable elimination on log-space tables.
 
 One contraction serves every query: log Z (sum-product), all family and single-variable
-marginals (gradients of log Z with respect to the log tables), and the most probable
-assignment (max-product with backtracking). Elimination orders come from the interaction
-graph, so the number of variables is unbounded; only the largest table (the induced width)
-costs memory, and it is checked against a budget before anything is allocated.
+marginals (gradients of log Z with respect to the log tables), the most probable assignment
+(the gradient of the max-product) and exact posterior draws (a sampling backward pass).
+Elimination orders come from the interaction graph, so the number of variables is
+unbounded; only the largest table (the induced width) costs memory, and it is checked
+against a budget before anything is allocated.
 
 Modules: ``contract`` (elimination on flat factor lists, compiled once per structure),
 ``from_model`` (a DSL model tabulated into factors), ``sum_product`` (the structured
@@ -16,7 +17,6 @@ from genppl.exact.contract import (
     Factor,
     interaction_graph,
     log_partition,
-    map_assignment,
     marginals,
     plan,
 )
@@ -26,7 +26,6 @@ __all__ = [
     "Factor",
     "interaction_graph",
     "log_partition",
-    "map_assignment",
     "marginals",
     "naive_log_partition",
     "naive_map",

@@ -185,21 +185,6 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
             for i in program.leftover]
 
 
-def map_assignment(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
-                   budget_bytes: int = DEFAULT_BUDGET_BYTES
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(max_x log Π f(x), {var: state index (*batch)})`` by max-product and backtracking."""
-    order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
-    program = _compile(_scopes(factors), tuple(order))
-    slots, saved = _forward(program, _inward(factors), _max_with_argmax, keep=True)
-    assignment: dict[str, torch.Tensor] = {}
-    for step, argmax in zip(reversed(program.steps), reversed(saved), strict=True):
-        rest = step.scope[1:]
-        table = _outward(argmax, len(rest))
-        assignment[step.var] = _select(table, [assignment[u] for u in rest], len(rest))
-    return _scalar(program, slots), assignment
-
-
 # --------------------------------------------------------------------------- internals
 class _LogSumExp(torch.autograd.Function):
     """``torch.logsumexp`` whose gradient is 0, not NaN, where every term is -inf.
@@ -412,16 +397,11 @@ def _max_values(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.amax(dim)
 
 
-def _max_with_argmax(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return x.max(dim)
-
-
 def _forward(program: _Program, tables: list[torch.Tensor], reduce: Reduce, *,
              keep: bool = False) -> tuple[list[torch.Tensor | None], list[Any]]:
     """Run the steps on internal-layout tables: ``slots`` holds every table still in play
     (consumed ones dropped, so memory is freed as it goes). With ``keep``, what the way back
-    needs from each step: the argmax for max-product (a reduce returning ``(values,
-    argmax)``), else ``(clique, message)``."""
+    (``_calibrate``) needs from each step: ``(clique, message)``."""
     slots: list[torch.Tensor | None] = [*tables, *([None] * len(program.steps))]
     saved = []
     for step in program.steps:
@@ -434,11 +414,10 @@ def _forward(program: _Program, tables: list[torch.Tensor], reduce: Reduce, *,
             if inp.index is not None:
                 t = t[inp.index]  # type: ignore[index]
             joint = t if joint is None else joint + t
-        out = reduce(joint, 0)  # type: ignore[arg-type]
-        message, kept = out if isinstance(out, tuple) else (out, (joint, out))
+        message = reduce(joint, 0)  # type: ignore[arg-type]
         slots[step.out] = message
         if keep:
-            saved.append(kept)
+            saved.append((joint, message))
     return slots, saved
 
 
@@ -478,19 +457,6 @@ def _scalar(program: _Program, slots: list[torch.Tensor | None]) -> torch.Tensor
         raise ModelError(f"variables {leftovers} were not eliminated; pass an order naming "
                          "every variable.")
     return sum(slots[i] for i in program.leftover)  # type: ignore[return-value,misc]
-
-
-def _select(argmax: torch.Tensor, values: Sequence[torch.Tensor], k: int) -> torch.Tensor:
-    """``argmax[b, values...]`` for every batch index b, where each value is batch-shaped."""
-    if k == 0:
-        return argmax
-    own = argmax.shape[: argmax.dim() - k]
-    batch = torch.broadcast_shapes(own, *(v.shape for v in values))
-    flat = argmax.reshape((*own, -1)).expand((*batch, -1))
-    index = torch.zeros(batch, dtype=torch.long, device=argmax.device)
-    for value, size in zip(values, argmax.shape[argmax.dim() - k:], strict=True):
-        index = index * size + value.expand(batch).long()
-    return flat.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
 
 def evidence_factor(var: str, state: torch.Tensor | int, cardinality: int,
