@@ -30,7 +30,6 @@ from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch.distributions import constraints
 
 from genppl import inference
@@ -331,26 +330,10 @@ class HMM:
     def viterbi(self, x: Any, lengths: Any = None) -> Viterbi:
         """The most probable path of each sequence and its log joint (max-product)."""
         batch = self.batch(x, lengths)
-        post = self._infer(batch.data, map=True, marginals=False)
+        post = self._infer(batch.data, map=True, marginals=False, evidence_per=SEQ)
         path = post.info["map"][self.latent]
-        log_joint = self.log_joint(batch, path)
-        return Viterbi(path.masked_fill(~batch.valid, -1), log_joint)
-
-    def log_joint(self, batch: Batch, path: torch.Tensor) -> torch.Tensor:
-        """log p(x_n, z_n = path_n) per sequence, from one trace of the compiled Pyro model
-        (padded steps are masked there, so whatever ``path`` holds after an end is ignored)."""
-        states = path.masked_fill(path < 0, 0)
-        values = {f"{self.latent}[{t}]": states[t] for t in range(len(states))}
-        with param_values(self.model, self.params), torch.no_grad():
-            conditioned = poutine.condition(self.model.pyro_model, data=values)
-            trace = poutine.trace(conditioned).get_trace(**batch.data)
-        trace.compute_log_prob()
-        total = torch.zeros(len(batch.lengths), dtype=self.model.dtype,
-                            device=self.model.device)
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                total = total + site["log_prob"]
-        return total
+        # a masked (padded) step adds log 1 under max-product: no padding constant here
+        return Viterbi(path.masked_fill(~batch.valid, -1), post.info["map_log_joint_per"])
 
     # ------------------------------------------------------------------ problem 3
     def fit(self, x: Any, lengths: Any = None, *, steps: int = 100, tol: float = 1e-8,

@@ -340,8 +340,8 @@ def _is_bernoulli(fm: FactorModel, group: list[_Role]) -> bool:
 
 def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
              shape: torch.Size, term: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed posterior weights and weighted ``term(use, base distribution)`` over the
-    group's uses, summed down to the param's ``shape``."""
+    """Summed posterior weights and weighted ``term(use)`` over the group's uses, summed
+    down to the param's ``shape``."""
     s0 = s1 = None
     for r in group:
         use = fm.uses[r.use]
@@ -349,8 +349,8 @@ def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
             raise ModelError(f"engine 'em': latent {use.node.name!r} ({use.node.declared_at}) "
                              f"reads {r.target!r} as a continuous parameter; EM's exact E-step "
                              "needs finite latents.")
-        d, weight = _base(use.distribution), grads[r.use]
-        values = term(use, d).to(weight.dtype)
+        weight = grads[r.use]
+        values = term(use).to(weight.dtype)
         full = torch.broadcast_shapes(weight.shape, values.shape)
         a = sum_to_shape(weight.expand(full), shape)
         b = sum_to_shape((weight * values).expand(full), shape)
@@ -362,7 +362,7 @@ def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
 def _weighted_mean(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
                    grads: list[torch.Tensor]) -> torch.Tensor:
     old = targets.current(target)
-    s0, s1 = _moments(fm, group, grads, old.shape, lambda use, _: use.value)
+    s0, s1 = _moments(fm, group, grads, old.shape, lambda use: use.value)
     return torch.where(s0 > 0, s1 / s0.clamp(min=torch.finfo(s0.dtype).tiny), old)
 
 
@@ -372,7 +372,7 @@ def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list
     Gaussian's mean and variance): the factory is re-run with the new params to get it."""
     old = targets.current(target)
 
-    def squared_deviation(use: Use, _: Any) -> torch.Tensor:
+    def squared_deviation(use: Use) -> torch.Tensor:
         args = {p.arg: new[p.node] for p in _parents(use) if p.node in new}
         loc = _base(use.fn(**{**use.args, **args})).loc
         return (use.value - loc) ** 2  # type: ignore[operator]

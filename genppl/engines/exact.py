@@ -39,7 +39,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     ``chain_method`` is ``"auto"``, ``"sequential"`` or ``"parallel"`` (see
     ``genppl.exact.scan``).
     ``evidence_per="seq"`` also gives log p of each entry of plate ``seq`` (e.g. per
-    sequence) in ``info["log_evidence_per"]``."""
+    sequence) in ``info["log_evidence_per"]`` (and, with ``map``, each entry's MAP log joint
+    in ``info["map_log_joint_per"]``)."""
     if num_samples < 0:
         raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
     start = time.perf_counter()
@@ -61,11 +62,14 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
         evidence = float(log_z) if log_z.dim() == 0 else log_z
     if map:
         value, indicators = _leaf_gradients(fm, semiring="max", chain_method=chain_method,
-                                            budget_bytes=budget_bytes)
+                                            budget_bytes=budget_bytes, per=evidence_per)
         if not bool(torch.isfinite(value).all()):
             raise ModelError(f"the data has probability zero under {model.name!r}; no "
                              "assignment is possible. Check evidence against the tables.")
         info["map"] = {v: p.argmax(-1) for v, p in indicators.items()}
+        if evidence_per is not None:
+            info["map_log_joint_per"] = value
+            value = value.sum(0)
         info["map_log_joint"] = float(value) if value.dim() == 0 else value
     samples = {}
     if num_samples:

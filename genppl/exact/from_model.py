@@ -58,10 +58,9 @@ class MaskedFactor(Factor):
     (padding of shorter sequences) instead of materialising a transition table per step and
     sequence; everywhere else it is materialised."""
 
-    mask: torch.Tensor | None = None
+    mask: torch.Tensor
 
     def materialise(self) -> Factor:
-        assert self.mask is not None
         return Factor(self.vars, torch.where(self.mask, self.log_table,
                                              self.log_table.new_zeros(())))
 

@@ -186,7 +186,6 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
         unary = unary.reshape(*unary.shape[: unary.dim() - len(carried)], -1)
     pair_mask = None
     if skipping is not None:  # batch axes only (checked), then room for the outside axes
-        assert skipping.mask is not None
         mask = compact(skipping.mask)
         pair_mask = mask.reshape(*mask.shape[:batch], *([1] * len(outside)))
     value = chain_product(init, pair, unary, block.length - 1, semiring=semiring,
@@ -206,7 +205,7 @@ def _step_mask(rest: Sequence[Factor], local: set[str], prev_of: Sequence[str]
     prev = {n + PREV for n in prev_of}
     found = [f for f in rest if isinstance(f, MaskedFactor) and prev & set(f.vars)
              and not local & set(f.vars)]
-    if len(found) != 1 or found[0].mask is None:
+    if len(found) != 1:
         return None
     mask = compact(found[0].mask)
     return found[0] if all(n == 1 for n in mask.shape[mask.dim() - len(found[0].vars):]) \
