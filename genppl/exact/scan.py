@@ -213,66 +213,106 @@ class _ViterbiChain(torch.autograd.Function):
     the path, and turns the upstream gradient into the indicator of the best path (what
     autograd through ``max`` would give, without a graph of nodes per step).
 
-    Inputs as ``chain_product``'s; returns the max log joint per batch entry.
+    The table is held transposed (``into[..., s, :]``: the log weights of arriving in ``s``)
+    so each step's max runs over the contiguous last axis, and every step writes into
+    preallocated buffers: a step is three calls (broadcast add, max, add the evidence), the
+    floor for eager torch. Inputs as ``chain_product``'s; returns the max log joint per
+    batch entry.
     """
 
     @staticmethod
     def forward(ctx: Any, init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
                 mask: torch.Tensor | None, steps: int) -> torch.Tensor:
-        if mask is not None and bool(mask.all()):
-            mask = None
-        pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
-        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
         batch = torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2], unary.shape[1:-1],
                                        *(() if mask is None else (mask.shape[1:],)))
-        deltas = init.new_empty((steps + 1, *batch, init.shape[-1]))
+        k = init.shape[-1]
+        into = pair.transpose(-1, -2).contiguous()
+        skipped = _skipped_steps(mask, steps)
+        deltas = init.new_empty((steps + 1, *batch, k))
         deltas[0] = init
-        rows = deltas.unbind(0)
-        for t, (p, u, m) in enumerate(zip(pairs, unaries, masks, strict=True)):
-            best = (rows[t].unsqueeze(-1) + p).amax(-2)
-            if m is not None:  # a masked step: stay anywhere from the best state so far
-                best = torch.where(m.unsqueeze(-1), best, rows[t].amax(-1, keepdim=True))
-            torch.add(best, u, out=rows[t + 1])
+        scores = init.new_empty((*batch, k, k))  # reused by every step
+        rows, intos, unaries = deltas.unbind(0), _per_step(into, steps), _per_step(unary, steps)
+        for t in range(steps):
+            torch.add(rows[t].unsqueeze(-2), intos[t], out=scores)
+            torch.amax(scores, -1, out=rows[t + 1])
+            if t in skipped:  # a masked step: stay anywhere from the best state so far
+                torch.where(skipped[t].unsqueeze(-1), rows[t].amax(-1, keepdim=True),
+                            rows[t + 1], out=rows[t + 1])
+            rows[t + 1].add_(unaries[t])
         value, last = rows[steps].max(-1)
-        ctx.save_for_backward(deltas, last, pair, mask)
+        ctx.save_for_backward(deltas, last, into, mask)
+        ctx.skipped = skipped
         ctx.shapes = (init.shape, pair.shape, unary.shape)
         return value
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        deltas, last, pair, mask = ctx.saved_tensors
+        deltas, last, into, mask = ctx.saved_tensors
         init_shape, pair_shape, unary_shape = ctx.shapes
-        steps, k = deltas.shape[0] - 1, deltas.shape[-1]
-        into = _columns(pair, steps, deltas.shape[1:-1])
-        masks = _per_step(mask, steps) if mask is not None else (None,) * steps
-        states = [last]
+        steps, k, batch = deltas.shape[0] - 1, deltas.shape[-1], deltas.shape[1:-1]
+        path = last.new_empty((steps + 1, *batch))  # the best state at every step
+        path[steps] = last
+        states, rows = path.unbind(0), deltas.unbind(0)
+        # into's rows in one flat table per step: entry b's row for state s is offset[b] + s
+        # (offset None when a single table serves every entry)
+        tables = [t.reshape(-1, k) for t in _per_step(into, steps)]
+        offset = None
+        if math.prod(into.shape[1:-2]) > 1:
+            lead = torch.arange(math.prod(into.shape[1:-2]), device=into.device) * k
+            offset = lead.reshape(into.shape[1:-2]).expand(batch).reshape(-1)
+        scores = deltas.new_empty((*batch, k))
+        flat_scores = scores.view(-1, k)
         for t in range(steps - 1, -1, -1):  # the best predecessor of the state on the path
-            scores = deltas[t] + into(t, states[-1])
-            if masks[t] is not None:
-                scores = torch.where(masks[t].unsqueeze(-1), scores, deltas[t])
-            states.append(scores.argmax(-1))
-        path = torch.stack(states[::-1])  # (S + 1, *batch): the best state at every step
-        one_hot = torch.nn.functional.one_hot(path, k).to(deltas.dtype) * grad.unsqueeze(-1)
-        grad_init = sum_to_shape(one_hot[0], init_shape)
-        grad_unary = sum_to_shape(one_hot[1:], unary_shape)
-        moved = one_hot[:-1] if mask is None else one_hot[:-1] * mask.unsqueeze(-1)
-        arrived = torch.nn.functional.one_hot(path[1:], k).to(deltas.dtype)
-        return grad_init, _pairwise(moved, arrived, pair_shape), grad_unary, None, None
+            s = states[t + 1].reshape(-1)
+            torch.index_select(tables[t], 0, s if offset is None else s + offset,
+                               out=flat_scores)
+            scores.add_(rows[t])
+            if t in ctx.skipped:
+                torch.where(ctx.skipped[t].unsqueeze(-1), rows[t], scores, out=scores)
+            torch.argmax(scores, -1, out=states[t])
+        need_init, need_pair, need_unary = ctx.needs_input_grad[:3]
+        weight = grad.expand(batch)
+        grad_init = grad_unary = grad_pair = None
+        if need_init or need_unary:
+            one_hot = deltas.new_zeros(deltas.shape).scatter_(
+                -1, path.unsqueeze(-1), weight.expand(path.shape).unsqueeze(-1))
+            grad_init = sum_to_shape(one_hot[0], init_shape) if need_init else None
+            grad_unary = sum_to_shape(one_hot[1:], unary_shape) if need_unary else None
+        if need_pair:
+            moved = weight.expand(path[1:].shape)
+            if mask is not None:  # a masked step moves along no transition
+                moved = moved * mask
+            grad_pair = _transition_counts(path, moved, pair_shape)
+        return grad_init, grad_pair, grad_unary, None, None
 
 
-def _columns(pair: torch.Tensor, steps: int, batch: torch.Size) -> Any:
-    """``into(t, s)``: the log-weights of moving from every state into state ``s`` (one per
-    batch entry) at step t -- column ``s`` of that step's transition table."""
-    k = pair.shape[-1]
-    if pair.numel() == k * k:
-        rows = pair.reshape(k, k).t()  # rows[s] = column s
-        return lambda _, s: rows[s]
-    per_step = _per_step(pair, steps)
+def _skipped_steps(mask: torch.Tensor | None, steps: int) -> dict[int, torch.Tensor]:
+    """``{t: where step t is skipped}`` for the steps that skip any entry: the scans spend
+    no call on the (usually many) steps that mask nothing."""
+    if mask is None:
+        return {}
+    skipped = ~mask
+    per_step = skipped.reshape(mask.shape[0], -1).any(-1).tolist()
+    if len(per_step) == 1:
+        return dict.fromkeys(range(steps), skipped[0]) if per_step[0] else {}
+    return {t: skipped[t] for t, any_skipped in enumerate(per_step) if any_skipped}
 
-    def column(t: int, s: torch.Tensor) -> torch.Tensor:
-        table = per_step[t].expand(*batch, k, k)
-        return table.gather(-1, s[..., None, None].expand(*batch, k, 1)).squeeze(-1)
-    return column
+
+def _transition_counts(path: torch.Tensor, weight: torch.Tensor, pair_shape: torch.Size
+                       ) -> torch.Tensor:
+    """``sum of weight[t, b] * [path[t, b] = j, path[t + 1, b] = k]`` into a table of
+    ``pair_shape`` (``(S | 1, *batch | 1, K, K)``): the gradient of the best path's score
+    with respect to its transitions, one scatter-add rather than a K x K outer product per
+    step and sequence."""
+    k = pair_shape[-1]
+    moves = path[1:].shape  # (S, *batch)
+    # where each (step, entry) lands among the table's leading axes (broadcast ones: 0)
+    lead = (pair_shape[0], *([1] * (len(moves) - len(pair_shape) + 2)), *pair_shape[1:-2])
+    table = torch.arange(math.prod(lead), device=path.device).reshape(lead)
+    index = (table * k * k).expand(moves) + path[:-1] * k + path[1:]
+    counts = weight.new_zeros(math.prod(pair_shape))
+    counts.index_add_(0, index.reshape(-1), weight.expand(moves).reshape(-1))
+    return counts.reshape(pair_shape)
 
 
 def _pairwise(before: torch.Tensor, after: torch.Tensor, pair_shape: torch.Size,
