@@ -187,7 +187,7 @@ def notes(results: dict[str, Any]) -> list[str]:
              "GFLOP/s count useful flops, 2 N T K^2 per pass (forward-backward 2 passes, "
              "Viterbi 1, Baum-Welch 3); torch.matmul does the same flops in one call.",
              "genppl Viterbi is infer(map=True, marginals=False): one max-product pass "
-             "keeping back-pointers, and the backtracking."]
+             "keeping best scores only (no back-pointers), then the backtracking."]
     if not any(name.endswith(POMEGRANATE) for name in results):
         lines.append("pomegranate is not installed: its rows are absent "
                      "(pip install pomegranate).")
