@@ -232,8 +232,9 @@ class _ViterbiChain(torch.autograd.Function):
         deltas[0] = init
         scores = init.new_empty((*batch, k, k))  # reused by every step
         rows, intos, unaries = deltas.unbind(0), _per_step(into, steps), _per_step(unary, steps)
+        lifted = deltas.unsqueeze(-2).unbind(0)  # rows[t][..., None, :], made once
         for t in range(steps):
-            torch.add(rows[t].unsqueeze(-2), intos[t], out=scores)
+            torch.add(lifted[t], intos[t], out=scores)
             torch.amax(scores, -1, out=rows[t + 1])
             if t in skipped:  # a masked step: stay anywhere from the best state so far
                 torch.where(skipped[t].unsqueeze(-1), rows[t].amax(-1, keepdim=True),
@@ -252,7 +253,8 @@ class _ViterbiChain(torch.autograd.Function):
         steps, k, batch = deltas.shape[0] - 1, deltas.shape[-1], deltas.shape[1:-1]
         path = last.new_empty((steps + 1, *batch))  # the best state at every step
         path[steps] = last
-        states, rows = path.unbind(0), deltas.unbind(0)
+        # per step: the states as batch-shaped rows (argmax's out) and flat (the index)
+        states, flat, rows = path.unbind(0), path.view(steps + 1, -1).unbind(0), deltas.unbind(0)
         # into's rows in one flat table per step: entry b's row for state s is offset[b] + s
         # (offset None when a single table serves every entry)
         tables = [t.reshape(-1, k) for t in _per_step(into, steps)]
@@ -261,14 +263,13 @@ class _ViterbiChain(torch.autograd.Function):
             lead = torch.arange(math.prod(into.shape[1:-2]), device=into.device) * k
             offset = lead.reshape(into.shape[1:-2]).expand(batch).reshape(-1)
         scores = deltas.new_empty((*batch, k))
-        flat_scores = scores.view(-1, k)
+        flat_scores, skipped = scores.view(-1, k), ctx.skipped
         for t in range(steps - 1, -1, -1):  # the best predecessor of the state on the path
-            s = states[t + 1].reshape(-1)
-            torch.index_select(tables[t], 0, s if offset is None else s + offset,
-                               out=flat_scores)
+            torch.index_select(tables[t], 0, flat[t + 1] if offset is None
+                               else flat[t + 1] + offset, out=flat_scores)
             scores.add_(rows[t])
-            if t in ctx.skipped:
-                torch.where(ctx.skipped[t].unsqueeze(-1), rows[t], scores, out=scores)
+            if t in skipped:
+                torch.where(skipped[t].unsqueeze(-1), rows[t], scores, out=scores)
             torch.argmax(scores, -1, out=states[t])
         need_init, need_pair, need_unary = ctx.needs_input_grad[:3]
         weight = grad.expand(batch)
