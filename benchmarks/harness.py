@@ -8,7 +8,11 @@ the case's baseline. Absolute seconds from different runs or machines are never 
 Each contender gets ``warmup`` untimed runs (lazy imports, caches, allocator pools), then one
 untimed run under ``tracemalloc`` for memory, then ``repeats`` runs timed with
 :func:`time.perf_counter`; each phase runs for all contenders before the next, and the timed
-runs go round-robin, so that a change in machine load affects every contender alike. Memory is
+runs go round-robin, so that a change in machine load affects every contender alike. As in
+``timeit``, a contender whose memory run took less than ``min_run_s`` is called that many
+times more per timed run (``calls``) and each run reports the time per call: a
+millisecond-long call timed alone measures the cold caches the previous contender and the
+collector left, more than the call. Every contender gets the same rule. Memory is
 reported three ways, because no single one is right:
 
 * ``peak_python_mb``: ``tracemalloc``'s peak, which sees Python objects and NumPy arrays but
@@ -69,6 +73,7 @@ class BenchConfig:
     warmup: int = 1
     repeats: int = 3
     seed: int = 0
+    min_run_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Measurement:
     peak_cuda_mb: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     ratio: float | None = None  # median seconds / the baseline's median seconds
+    calls: int = 1  # calls per timed run (``seconds`` are per call)
 
     @property
     def median_s(self) -> float:
@@ -252,8 +258,12 @@ def _traced_run(contender: Contender, config: BenchConfig, m: Measurement) -> No
         cuda_before = torch.cuda.memory_allocated(config.device)
     tracemalloc.start()
     try:
+        start = time.perf_counter()
         contender.run()
         _cuda_sync(config.device)
+        # The second call at least, so one-time costs are paid; tracemalloc slows it, which
+        # only makes the timed runs somewhat shorter than min_run_s.
+        m.calls = max(1, int(config.min_run_s / max(time.perf_counter() - start, 1e-9)))
         m.peak_python_mb = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
@@ -268,9 +278,10 @@ def _timed_run(contender: Contender, config: BenchConfig, m: Measurement) -> Any
     rss_before = _rss_reset()
     _cuda_sync(config.device)
     start = time.perf_counter()
-    result = contender.run()
+    for _ in range(m.calls):
+        result = contender.run()
     _cuda_sync(config.device)
-    m.seconds.append(time.perf_counter() - start)
+    m.seconds.append((time.perf_counter() - start) / m.calls)
     rss_peak = _proc_status("VmHWM") if rss_before is not None else None
     if rss_before is not None and rss_peak is not None:
         m.rss_growth_mb = max(m.rss_growth_mb or 0.0, rss_peak - rss_before)
@@ -353,7 +364,7 @@ def _cell(text: str) -> str:
 
 def table_columns(result: CaseResult) -> list[str]:
     """The table's headers, in order (the case's quality columns last)."""
-    headers = ["contender", "runs", "median s", "min s", "time ratio",
+    headers = ["contender", "runs", "calls/run", "median s", "min s", "time ratio",
                "peak Python MB", "RSS growth MB"]
     if _is_cuda(result.config.device):
         headers.append("peak CUDA MB")
@@ -365,7 +376,8 @@ def markdown_table(result: CaseResult) -> str:
     lines = ["| " + " | ".join(_cell(h) for h in headers) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
     for m in result.measurements:
-        cells = [m.contender, str(len(m.seconds)), _fmt(m.median_s, ".3f"), _fmt(m.min_s, ".3f"),
+        cells = [m.contender, str(len(m.seconds)), str(m.calls), _fmt(m.median_s, ".3g"),
+                 _fmt(m.min_s, ".3g"),
                  _fmt(m.ratio, ".2f") + ("x" if m.ratio is not None else ""),
                  _fmt(m.peak_python_mb, ".1f"), _fmt(m.rss_growth_mb, ".1f")]
         if _is_cuda(result.config.device):

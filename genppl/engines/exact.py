@@ -93,7 +93,7 @@ def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
     for the many small steps of a Bayesian network."""
     if not fm.plates and not fm.chains and per is None:
         log_z, single, _ = contract.marginals([f for _, f in fm.factors],
-                                              budget_bytes=budget_bytes)
+                                              budget_bytes=budget_bytes, families=False)
         return log_z, {name: single[name] for name in fm.variables}
     return _leaf_gradients(fm, semiring="sum", chain_method=chain_method,
                            budget_bytes=budget_bytes, per=per)

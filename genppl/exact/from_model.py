@@ -21,6 +21,7 @@ steps along the time axis, and a node that reads ``z_prev`` reads the variable `
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
-from genppl.exact.contract import Factor, evidence_factor
+from genppl.exact.contract import Factor, indicator_factor
 from genppl.exact.scan import compact
 from genppl.pyro.layout import plate_dims, resolve_sizes
 from genppl.pyro.program import as_data, default_tensor_context
@@ -132,8 +133,69 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
     if unknown:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
+    if not track and not point and all(model.nodes[k].kind == "latent" for k in data):
+        network = _table_network(model)
+        if network is not None:
+            return _with_evidence(network, model, data)
     with default_tensor_context(model.device, model.dtype), torch.no_grad():
         return _Tabulator(model, data, track, point or {}).run()
+
+
+@dataclass
+class _Network:
+    """A Bayesian network's tables (see ``_table_network``), what they were made from
+    (nothing that refers back to the model, which would keep it alive), and the indicator
+    table of each (variable, state) single-case evidence has named so far."""
+
+    made_from: tuple[Any, ...]
+    tables: tuple[torch.Tensor, ...]
+    factors: FactorModel
+    indicators: dict[tuple[str, Any], Factor] = field(default_factory=dict)
+
+
+_NETWORKS: weakref.WeakKeyDictionary[Model, _Network] = weakref.WeakKeyDictionary()
+
+
+def _table_network(model: Model) -> _Network | None:
+    """The tables of a model made only of CPT latents outside plates and chains (a Bayesian
+    network), tabulated once and kept until a node, a table, the device or the dtype
+    changes: they do not depend on the evidence, and re-deriving them costs more than a
+    query of the network. None for any other model."""
+    nodes = tuple(model.nodes.values())
+    if model.plates or model.chains or not all(
+            n.kind == "latent" and isinstance(n.fn, CPT) and not n.plates and n.chain is None
+            for n in nodes):
+        return None
+    made_from = (model.device, model.dtype, *((n.name, id(n)) for n in nodes))
+    tables = tuple(n.fn.log_table() for n in nodes)  # type: ignore[union-attr]
+    cached = _NETWORKS.get(model)
+    if cached is not None and cached.made_from == made_from and all(
+            a is b for a, b in zip(cached.tables, tables, strict=True)):
+        return cached
+    with default_tensor_context(model.device, model.dtype), torch.no_grad():
+        network = _NETWORKS[model] = _Network(made_from, tables,
+                                              _Tabulator(model, {}, False, {}).run())
+    return network
+
+
+def _with_evidence(network: _Network, model: Model, data: Mapping[str, torch.Tensor]
+                   ) -> FactorModel:
+    """A Bayesian network's tables with an indicator table for each evidence variable. A
+    single case's indicators are kept with the network, so that a query repeating a
+    (variable, state) reuses the table and what the elimination derived from it."""
+    fm = network.factors
+    evidence = []
+    for name, value in data.items():
+        key = (name, value.item()) if value.dim() == 0 else None
+        f = network.indicators.get(key) if key is not None else None
+        if f is None:
+            match = _matches(model.nodes[name], value, fm.variables[name].states)
+            f = indicator_factor(name, match, like=fm.factors[0][1].log_table)
+            if key is not None:
+                network.indicators[key] = f
+        evidence.append((frozenset(), f))
+    return FactorModel([*fm.factors, *evidence], fm.chains, fm.variables, fm.plates,
+                       fm.sizes, fm.latents)
 
 
 class _Tabulator:
@@ -250,8 +312,8 @@ class _Tabulator:
         value = self.data.get(node.name)
         if value is None:
             return
-        index = _state_index(node, self._layout(node, value, 0, 0, steps), support)
-        indicator = evidence_factor(node.name, index, len(support), like=like).log_table
+        match = _matches(node, self._layout(node, value, 0, 0, steps), support)
+        indicator = indicator_factor(node.name, match, like=like).log_table
         add(node, Factor((node.name,), self._expand(indicator, lead, (), support.shape)))
 
     def _emit(self, node: Node, fn: Any, args: dict[str, Any], distribution: Any,
@@ -438,11 +500,16 @@ def _unexpanded(d: Any) -> Any:
 
 def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Evidence values (support values, e.g. 0/1 or 0..K-1) as state indices, checked."""
+    return _matches(node, value, support).long().argmax(-1)
+
+
+def _matches(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """``(*value.shape, K)``: which state each evidence value is, checked to be one."""
     match = value.unsqueeze(-1) == support.to(value.dtype)
     if not bool(match.any(-1).all()):
         raise ModelError(f"evidence for {node.name!r} ({node.declared_at}) has values outside "
                          f"its states {support.tolist()}.")
-    return match.long().argmax(-1)
+    return match
 
 
 def _call(node: Node, fn: Any, args: dict[str, Any]) -> Any:

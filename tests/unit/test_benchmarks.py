@@ -24,8 +24,8 @@ if str(ROOT) not in sys.path:
 harness = importlib.import_module("benchmarks.harness")
 bench_run = importlib.import_module("benchmarks.run")
 
-BASE_COLUMNS = ["contender", "runs", "median s", "min s", "time ratio", "peak Python MB",
-                "RSS growth MB"]
+BASE_COLUMNS = ["contender", "runs", "calls/run", "median s", "min s", "time ratio",
+                "peak Python MB", "RSS growth MB"]
 
 
 def _fake_case(calls: list[tuple[str, str]]) -> Any:
@@ -60,7 +60,7 @@ def _table_header(text: str) -> list[str]:
 def test_harness_writes_json_markdown_and_table(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[tuple[str, str]] = []
-    config = harness.BenchConfig(warmup=1, repeats=2)
+    config = harness.BenchConfig(warmup=1, repeats=2, min_run_s=0.0)
     result = harness.run_case(_fake_case(calls), config, out_dir=tmp_path)
 
     # Protocol: all warm-ups, then all traced runs, then the timed runs round-robin.
@@ -94,6 +94,20 @@ def test_harness_writes_json_markdown_and_table(tmp_path: Path,
     printed = capsys.readouterr().out
     assert _table_header(printed) == [*BASE_COLUMNS, "the answer"]
     assert str(result.json_path) in printed
+
+
+@pytest.mark.unit
+def test_fast_contenders_are_called_until_a_run_lasts_min_run_s(tmp_path: Path) -> None:
+    """timeit's rule: a call shorter than ``min_run_s`` is repeated within each timed run,
+    and the run reports seconds per call."""
+    calls: list[tuple[str, str]] = []
+    config = harness.BenchConfig(warmup=1, repeats=2, min_run_s=0.02)
+    result = harness.run_case(_fake_case(calls), config, out_dir=None, echo=None)
+    rows = {m.contender: m for m in result.measurements}
+    for name, m in rows.items():
+        timed = sum(1 for c in calls if c[0] == name) - 2  # less the warm-up and traced runs
+        assert m.calls > 1 and timed == m.calls * len(m.seconds)
+        assert all(s * m.calls < 0.02 * 10 for s in m.seconds)  # per call, not per run
 
 
 @pytest.mark.unit
