@@ -231,3 +231,54 @@ def test_impossible_slices_give_zero_not_nan() -> None:
     (value,) = eliminate([Factor(("a", "b"), leaf), factors[1]], {"a", "b"})
     (grad,) = torch.autograd.grad(value.log_table, [leaf])
     assert not torch.isnan(grad).any() and float(grad[:, 1].abs().sum()) == 0.0
+
+
+def test_tables_beyond_the_float_range_fall_back_to_log_space() -> None:
+    """The pass on probabilities scales each table to a largest entry of 1; where the scaled
+    Z would underflow (the tables' peaks disagree by 800 nats), log space answers, and
+    entries of e^500 do not overflow."""
+    for dtype, gap in ((F64, 800.0), (torch.float32, 100.0)):
+        a = Factor(("a",), torch.tensor([0.0, -gap], dtype=dtype))
+        a_again = Factor(("a",), torch.tensor([-gap, 0.0], dtype=dtype))
+        ab = Factor(("a", "b"), torch.tensor([[gap / 2, 0.0], [0.0, gap / 2]], dtype=dtype))
+        factors = [a, a_again, ab]
+        log_z, single, _ = marginals(factors)
+        assert math.isfinite(float(log_z))
+        tol = 1e-10 if dtype == F64 else 1e-4
+        torch.testing.assert_close(log_z, naive_log_partition(factors), rtol=tol, atol=tol)
+        for v, probs in naive_marginals(factors).items():
+            torch.testing.assert_close(single[v], probs, rtol=0, atol=tol)
+    big = [Factor(("a", "b"), torch.full((2, 3), 500.0, dtype=F64)),
+           Factor(("b",), torch.tensor([500.0, 0.0, -3.0], dtype=F64))]
+    log_z, single, _ = marginals(big)
+    torch.testing.assert_close(log_z, naive_log_partition(big), rtol=1e-14, atol=0)
+    torch.testing.assert_close(single["b"], naive_marginals(big)["b"], rtol=0, atol=1e-12)
+
+
+def test_cases_of_very_different_scale_each_get_their_own() -> None:
+    """Per-case scaling: one case 700 nats below another still answers exactly (or falls
+    back to log space for the whole batch when it must)."""
+    gen = torch.Generator().manual_seed(11)
+    ab = Factor(("a", "b"), torch.randn(3, 2, generator=gen, dtype=F64))
+    shift = torch.tensor([0.0, -700.0, 300.0], dtype=F64)
+    b = Factor(("b",), torch.randn(3, 2, generator=gen, dtype=F64) + shift[:, None])
+    log_z, single, _ = marginals([ab, b])
+    for i in range(3):
+        case = [ab, Factor(("b",), b.log_table[i])]
+        torch.testing.assert_close(log_z[i], naive_log_partition(case), rtol=1e-14, atol=0)
+        torch.testing.assert_close(single["a"][i], naive_marginals(case)["a"], rtol=0,
+                                   atol=1e-12)
+
+
+def test_a_table_changed_in_place_is_not_answered_from_before() -> None:
+    """Tables derived from a factor are kept with it for repeated queries, until its table
+    changes."""
+    gen = torch.Generator().manual_seed(12)
+    factors = [Factor(("a", "b"), torch.randn(2, 3, generator=gen, dtype=F64)),
+               Factor(("b", "c"), torch.randn(3, 2, generator=gen, dtype=F64))]
+    first, _, _ = marginals(factors)
+    factors[1].log_table[0, 1] += 2.0
+    second, single, _ = marginals(factors)
+    assert float(second) != pytest.approx(float(first))
+    torch.testing.assert_close(second, naive_log_partition(factors), rtol=0, atol=1e-12)
+    torch.testing.assert_close(single["c"], naive_marginals(factors)["c"], rtol=0, atol=1e-12)
