@@ -73,7 +73,7 @@ class BenchConfig:
     warmup: int = 1
     repeats: int = 3
     seed: int = 0
-    min_run_s: float = 0.05
+    min_run_s: float = 0.2  # timeit.Timer.autorange's
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=_positive_int,
                         help="timed runs per contender (default 3, --quick 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-run", type=float, default=0.05, metavar="SECONDS",
+    parser.add_argument("--min-run", type=float, default=0.2, metavar="SECONDS",
                         help="call a contender whose memory run was shorter this many times "
                              "more per timed run, timing per call, as timeit does "
-                             "(default 0.05; 0: one call per run)")
+                             "(default 0.2, as timeit; 0: one call per run)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                         help=f"results directory (default: {RESULTS_DIR})")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")

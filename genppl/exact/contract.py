@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import networkx as nx
@@ -31,14 +31,23 @@ Semiring = Literal["sum", "max", "sample"]
 @dataclass(frozen=True)
 class Factor:
     """``log_table[..., i, j, ...]`` is the log-potential of ``vars = (a, b, ...)`` at states
-    ``(i, j, ...)``; leading dimensions beyond ``len(vars)`` are batch (evidence cases)."""
+    ``(i, j, ...)``; leading dimensions beyond ``len(vars)`` are batch (evidence cases).
+
+    ``child`` names the variable the table is a conditional distribution of, when it is one
+    (its probabilities sum to 1 over ``child`` for every value of the others, as a CPT's
+    do): summing a Bayesian network's unobserved leaves out then gives exactly 1, which
+    ``marginals`` skips instead of computing."""
 
     vars: tuple[str, ...]
     log_table: torch.Tensor
+    child: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if len(set(self.vars)) != len(self.vars):
             raise ModelError(f"factor over {self.vars} names a variable twice.")
+        if self.child is not None and self.child not in self.vars:
+            raise ModelError(f"factor over {self.vars} is a distribution of {self.child!r}, "
+                             "which is not one of its variables.")
         if self.log_table.dim() < len(self.vars):
             raise ModelError(f"factor over {self.vars} has a table of shape "
                              f"{tuple(self.log_table.shape)}: one axis per variable needed.")
@@ -149,7 +158,7 @@ def log_partition(factors: Sequence[Factor], *, order: Sequence[str] | None = No
     order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
     program = _compile(_scopes(factors), tuple(order))
     slots, _ = _forward(program, _inward(program, factors), _sum_reduce(factors))
-    return _scalar(program, slots, torch.add)
+    return _scalar(program, slots, torch.add, factors[0].log_table.new_zeros(()))
 
 
 def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
@@ -177,7 +186,8 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
         raise ModelError("marginals needs at least one factor.")
     order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
     scopes, shapes = _scopes(factors), _table_shapes(factors)
-    program = _compile(scopes, tuple(order), merge=True)
+    program = _compile(scopes, tuple(order), merge=True,
+                       children=tuple(f.child for f in factors))
     with torch.no_grad():
         floor = _probability_floor(scopes, shapes, factors[0].log_table.dtype)
         if floor is not None:
@@ -186,7 +196,7 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
                       for f, layout in zip(factors, program.layouts, strict=True)]
             slots, saved = _forward(program, [p for p, _ in scaled], _sum_axis, torch.mul,
                                     keep=True)
-            z = _scalar(program, slots, torch.mul)
+            z = _scalar(program, slots, torch.mul, scaled[0][0].new_ones(()))
             if bool((z >= floor).all()):
                 family, single = _calibrate(program, saved, z, _weigh_probabilities,
                                             families)
@@ -197,7 +207,7 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
                 return log_z, single, family
         slots, saved = _forward(program, _inward(program, factors), torch.logsumexp,
                                 torch.add, keep=True)
-        log_z = _scalar(program, slots, torch.add)
+        log_z = _scalar(program, slots, torch.add, factors[0].log_table.new_zeros(()))
         family, single = _calibrate(program, saved, log_z, _weigh_logs, families)
     return log_z, single, family
 
@@ -303,11 +313,21 @@ class _Input:
     for the clique variables it lacks after its first one (None when it lacks only leading
     ones, which broadcasting supplies), and ``missing`` are the axes it lacks (summed out
     again on the way back), as runs of adjacent axes, last run first: torch's CPU sum over
-    non-adjacent axes is some thirty times slower than summing each run in turn."""
+    non-adjacent axes is some thirty times slower than summing each run in turn -- on a
+    large table; a small one is summed in one call (``_SMALL``), which costs less than
+    two."""
 
     slot: int
     index: tuple[Any, ...] | None
     missing: tuple[tuple[int, ...], ...]
+
+    @functools.cached_property
+    def missing_at_once(self) -> tuple[int, ...]:
+        return tuple(sorted(a for run in self.missing for a in run))
+
+
+#: Tables up to this many entries are reduced over several non-adjacent axes in one call.
+_SMALL = 4096
 
 
 @dataclass(frozen=True)
@@ -320,6 +340,7 @@ class _Step:
     scope: tuple[str, ...]
     inputs: tuple[_Input, ...]
     out: int
+    barren: bool = False  # its message is exactly 1: skipped (see ``_barren``)
 
     @property
     def axes(self) -> int | tuple[int, ...]:
@@ -368,7 +389,8 @@ def _scopes(factors: Sequence[Factor]) -> tuple[tuple[str, ...], ...]:
 
 @functools.lru_cache(maxsize=256)
 def _compile(scopes: tuple[tuple[str, ...], ...], order: tuple[str, ...],
-             merge: bool = False) -> _Program:
+             merge: bool = False, children: tuple[str | None, ...] | None = None
+             ) -> _Program:
     """All the bookkeeping of an elimination (which tables meet, how their axes line up)
     done once per structure, so repeated queries -- new evidence, new parameters, EM
     iterations -- run only tensor operations.
@@ -376,7 +398,9 @@ def _compile(scopes: tuple[tuple[str, ...], ...], order: tuple[str, ...],
     ``merge`` folds a step into the step that takes its message whenever that step's other
     tables lie within its clique (the two are one clique of a junction tree): one product
     and one reduction over several leading axes replace two of each and the message
-    between them. Only reductions that take several axes at once can run merged steps."""
+    between them. Only reductions that take several axes at once can run merged steps.
+    ``children`` (each table's ``Factor.child``) marks the steps whose message is exactly 1
+    (``_barren``); only a sum-product calibrated by hand may skip them."""
     free = sorted({v for scope in scopes for v in scope} - set(order))
     rank = {v: i for i, v in enumerate((*order, *free))}
 
@@ -409,8 +433,28 @@ def _compile(scopes: tuple[tuple[str, ...], ...], order: tuple[str, ...],
     out = [replace(step, inputs=tuple(replace(inp, index=None) if inp.slot < len(scopes)
                                       else inp for inp in step.inputs))
            for step in steps.values()]
+    if children is not None:
+        out = _barren(out, children)
     return _Program(tuple(out), tuple(all_scopes), tuple(live), tuple(
         _Layout(a, p) for a, p in zip(axes, present, strict=True)))
+
+
+def _barren(steps: list[_Step], children: tuple[str | None, ...]) -> list[_Step]:
+    """Mark the steps whose message is exactly 1: those whose inputs are conditional
+    distributions of the variables they eliminate, one each, and messages of such steps
+    (a sub-network summed over all its states, e.g. unobserved leaves). Their messages are
+    never computed and their consumers skip them; a consumer left with nothing else keeps
+    them computed."""
+    n = len(children)
+    barren: set[int] = set()
+    for step in steps:
+        own = [children[i.slot] for i in step.inputs if i.slot < n]
+        if all(i.slot in barren or (i.slot < n and children[i.slot] in step.vars)
+               for i in step.inputs) and sorted(own, key=str) == sorted(step.vars):
+            barren.add(step.out)
+        elif all(i.slot in barren for i in step.inputs):
+            barren.difference_update(i.slot for i in step.inputs)
+    return [replace(step, barren=step.out in barren) for step in steps]
 
 
 def _merged(step: _Step, steps: dict[int, _Step], scopes: list[tuple[str, ...]]) -> _Step:
@@ -512,10 +556,13 @@ def _scaled(f: Factor) -> tuple[torch.Tensor, torch.Tensor | float]:
     hit = f.__dict__.get("_scaled")
     if hit is None or hit[0] != version:
         t, k = f.log_table.detach(), len(f.vars)
-        shift = t.amax(tuple(range(t.dim() - k, t.dim()))) if k else t
-        shift = torch.where(torch.isfinite(shift), shift, shift.new_zeros(()))
-        scaled = (t - shift.reshape(shift.shape + (1,) * k)).exp()
-        hit = (version, (scaled, float(shift) if shift.dim() == 0 else shift))
+        if f.child is not None:  # at most 1 already, and a barren sum must stay exactly 1
+            hit = (version, (t.exp(), 0.0))
+        else:
+            shift = t.amax(tuple(range(t.dim() - k, t.dim()))) if k else t
+            shift = torch.where(torch.isfinite(shift), shift, shift.new_zeros(()))
+            scaled = (t - shift.reshape(shift.shape + (1,) * k)).exp()
+            hit = (version, (scaled, float(shift) if shift.dim() == 0 else shift))
         object.__setattr__(f, "_scaled", hit)  # a cache, not a dataclass field
     return hit[1]
 
@@ -565,10 +612,12 @@ def _forward(program: _Program, tables: list[torch.Tensor], reduce: Reduce,
         for inp in step.inputs:
             t = slots[inp.slot]
             slots[inp.slot] = None
+            if t is None:  # the message of a barren step: exactly 1
+                continue
             if inp.index is not None:
-                t = t[inp.index]  # type: ignore[index]
+                t = t[inp.index]
             joint = t if joint is None else combine(joint, t)
-        message = reduce(joint, step.axes)  # type: ignore[arg-type]
+        message = None if step.barren else reduce(joint, step.axes)
         slots[step.out] = message
         if keep:
             saved.append((joint, message))
@@ -597,9 +646,12 @@ def _calibrate(program: _Program, saved: list[tuple[torch.Tensor, torch.Tensor]]
         for inp in step.inputs:
             if inp.slot < n and not families:
                 continue
-            g = clique
-            for run in inp.missing:
-                g = g.sum(run)
+            if len(inp.missing) > 1 and clique.numel() <= _SMALL:
+                g = clique.sum(inp.missing_at_once)
+            else:
+                g = clique
+                for run in inp.missing:
+                    g = g.sum(run)
             grads[inp.slot] = g
     if not families:
         return [], single
@@ -618,19 +670,25 @@ def _own_order(t: torch.Tensor, axes: tuple[int, ...] | None) -> torch.Tensor:
     return t.permute((*back, *range(len(axes), t.dim())))
 
 
-Weigh = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Weigh = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-def _weigh_logs(joint: torch.Tensor, g: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
-    """exp(clique + log g - message), where g is 0 the message may be -inf: that slice is
-    impossible and its share exactly 0, not NaN."""
+def _weigh_logs(joint: torch.Tensor, g: torch.Tensor, message: torch.Tensor | None
+                ) -> torch.Tensor:
+    """exp(clique + log g - message) (a barren step's message, None, is log 1); where g is
+    0 the message may be -inf: that slice is impossible and its share exactly 0, not NaN."""
+    if message is None:
+        return (joint + g.log()).exp_()
     shift = (g.log() - message).nan_to_num_(nan=-math.inf, neginf=-math.inf)
     return (joint + shift).exp_()
 
 
-def _weigh_probabilities(joint: torch.Tensor, g: torch.Tensor, message: torch.Tensor
+def _weigh_probabilities(joint: torch.Tensor, g: torch.Tensor, message: torch.Tensor | None
                          ) -> torch.Tensor:
-    """clique * g / message; 0 where the message is 0 (an impossible slice)."""
+    """clique * g / message (a barren step's message, None, is 1); 0 where the message is
+    0 (an impossible slice)."""
+    if message is None:
+        return joint * g
     return joint * (g / message).nan_to_num_(nan=0.0, posinf=0.0)
 
 
@@ -654,15 +712,16 @@ def _probability_floor(scopes: tuple[tuple[str, ...], ...], shapes: tuple[torch.
     return math.exp(log_floor)
 
 
-def _scalar(program: _Program, slots: list[torch.Tensor | None], combine: Combine
-            ) -> torch.Tensor:
+def _scalar(program: _Program, slots: list[torch.Tensor | None], combine: Combine,
+            one: torch.Tensor) -> torch.Tensor:
     """Combine the variable-free tables left after elimination into Z (log Z with
-    ``add``), batch-shaped."""
+    ``add``), batch-shaped; ``one`` is the neutral value (all left were barren)."""
     leftovers = [program.scopes[i] for i in program.leftover if program.scopes[i]]
     if leftovers:
         raise ModelError(f"variables {leftovers} were not eliminated; pass an order naming "
                          "every variable.")
-    return functools.reduce(combine, (slots[i] for i in program.leftover))  # type: ignore
+    return functools.reduce(combine, (slots[i] for i in program.leftover  # type: ignore
+                                      if slots[i] is not None), one)
 
 
 def evidence_factor(var: str, state: torch.Tensor | int, cardinality: int,

@@ -327,9 +327,10 @@ class _Tabulator:
             table = table.detach().requires_grad_()
             self.uses.append(Use(node, fn, args, distribution, table, value))
         scope = variables[:-1] if own else variables
+        child = variables[-1] if own and mask is None and _sums_to_one(table) else None
         with torch.set_grad_enabled(self.track):
             full = self._expand(table, lead, scope, own, full_batch=node.chain is None)
-            add(node, Factor(variables, full) if mask is None else MaskedFactor(
+            add(node, Factor(variables, full, child=child) if mask is None else MaskedFactor(
                 variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
                     mask.shape, full.shape))))
 
@@ -496,6 +497,15 @@ def _unexpanded(d: Any) -> Any:
         return d
     new._batch_shape = torch.broadcast_shapes(*shapes)
     return new
+
+
+def _sums_to_one(log_table: torch.Tensor) -> bool:
+    """Whether a latent's table is a conditional distribution over its last axis, to
+    rounding: its factory's log-probabilities over the whole support (an undirected
+    variable's counting measure, for one, is not)."""
+    t = log_table.detach()
+    tol = 16 * t.shape[-1] * torch.finfo(t.dtype).eps
+    return bool((torch.logsumexp(t, -1).abs() <= tol).all())
 
 
 def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:

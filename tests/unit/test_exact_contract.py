@@ -80,6 +80,50 @@ def test_every_query_equals_brute_force(factors: list[Factor], heuristic: str) -
     assert {v: int(s) for v, s in assignment.items()} == {v: int(s) for v, s in best.items()}
 
 
+@st.composite
+def conditional_networks(draw: st.DrawFn) -> list[Factor]:
+    """Bayesian networks as factors marked with their ``child`` (up to 7 variables), with
+    indicator evidence on some and an unmarked factor on others: unobserved leaves and
+    whole unobserved sub-networks are summed to exactly 1 and skipped."""
+    n = draw(st.integers(1, 7))
+    cards = [draw(st.integers(2, 3)) for _ in range(n)]
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    factors = []
+    for i in range(n):
+        parents = [j for j in range(i) if draw(st.booleans())]
+        w = 0.05 + torch.rand(*(cards[j] for j in parents), cards[i], generator=gen,
+                              dtype=F64)
+        factors.append(Factor((*(f"v{j}" for j in parents), f"v{i}"),
+                              (w / w.sum(-1, keepdim=True)).log(), child=f"v{i}"))
+    for i in draw(st.lists(st.integers(0, n - 1), max_size=2, unique=True)):
+        factors.append(evidence_factor(f"v{i}", draw(st.integers(0, cards[i] - 1)), cards[i],
+                                       like=factors[0].log_table))
+    for i in draw(st.lists(st.integers(0, n - 1), max_size=1)):
+        factors.append(Factor((f"v{i}",), torch.randn(cards[i], generator=gen, dtype=F64)))
+    return factors
+
+
+@settings(max_examples=60, deadline=None)
+@given(conditional_networks(), st.booleans())
+def test_networks_with_unobserved_leaves_equal_brute_force(factors: list[Factor],
+                                                           leaves_first: bool) -> None:
+    """Leaves first (reverse topological order) makes every unobserved sub-network a
+    barren step; the planned order mixes them with ordinary ones."""
+    names = sorted({v for f in factors for v in f.vars}, key=lambda v: int(v[1:]))
+    order = names[::-1] if leaves_first else None
+    log_z, single, family = marginals(factors, order=order)
+    torch.testing.assert_close(log_z, naive_log_partition(factors), rtol=0, atol=1e-10)
+    for v, probs in naive_marginals(factors).items():
+        torch.testing.assert_close(single[v], probs, rtol=0, atol=1e-10)
+    for f, fam in zip(factors, family, strict=True):
+        torch.testing.assert_close(fam, _naive_family(factors, f.vars), rtol=0, atol=1e-10)
+
+
+def test_a_factor_names_its_child_among_its_variables() -> None:
+    with pytest.raises(ModelError, match=r"'c'.*not one of its variables"):
+        Factor(("a", "b"), torch.zeros(2, 2), child="c")
+
+
 @settings(max_examples=25, deadline=None)
 @given(factor_graphs(batch=(4,)))
 def test_batched_cases_equal_one_case_at_a_time(factors: list[Factor]) -> None:
