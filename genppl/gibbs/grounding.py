@@ -1,0 +1,188 @@
+"""A discrete model's factors grounded into a factor graph of variable *instances*.
+
+The exact engine keeps plates and chains as batch axes and eliminates them; a Gibbs sampler
+needs the opposite view: every entry of a plate and every step of a chain is one variable
+instance with its own current state, and every table entry row is a factor instance over
+some of them. Grounding gives each instance an integer id and stacks the factor instances
+of equal arity into one tensor per arity, so that the full conditional of *every* instance
+(its Markov blanket's factors evaluated at the current states of the others) is a handful of
+gathers and one ``index_add_`` per factor position -- for a BN of forty nodes and for a
+128 x 128 Ising grid alike. Instances share one padded number of states, ``K``: states a
+variable does not have get log-potential -inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from genppl.exact.contract import Factor
+from genppl.exact.from_model import PREV, FactorModel, plain
+
+
+@dataclass(frozen=True)
+class Block:
+    """A variable's instances: ids ``offset .. offset + numel(shape) - 1``, laid out as
+    ``shape`` (time axis first for chain variables, then the model's plates, size 1 where
+    absent; evidence cases for plate-free models)."""
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+    states: torch.Tensor
+    chain: str | None
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class FactorGroup:
+    """Factor instances of one arity: ``tables[f]`` is the log-potential of instance f over
+    ``K`` states per position, ``index[f, p]`` the variable instance at position p."""
+
+    tables: torch.Tensor  # (F, K, ..., K)
+    index: torch.Tensor  # (F, arity) long
+
+    @property
+    def arity(self) -> int:
+        return self.index.shape[1]
+
+
+@dataclass(frozen=True)
+class FactorGraph:
+    """Variable instances (``blocks``) and factor instances (``groups``); ``padding`` is 0
+    for the states an instance has and -inf for the rest, shape ``(V, K)``."""
+
+    blocks: dict[str, Block]
+    groups: tuple[FactorGroup, ...]
+    padding: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.padding.shape[0]
+
+    @property
+    def states(self) -> int:
+        return self.padding.shape[1]
+
+    def conditionals(self, state: torch.Tensor) -> torch.Tensor:
+        """``(V, K)`` log-potentials of every instance's states with all other instances at
+        ``state`` (V,): each instance's full conditional, up to a constant."""
+        logits = self.padding.clone()
+        positions = torch.arange(self.states, device=state.device)[None, :]
+        for group in self.groups:
+            current = state[group.index]  # (F, arity)
+            rows = torch.arange(len(current), device=state.device)[:, None]
+            for p in range(group.arity):
+                at = (rows, *(positions if j == p else current[:, j:j + 1]
+                              for j in range(group.arity)))
+                logits.index_add_(0, group.index[:, p], group.tables[at])
+        return logits
+
+    def log_joint(self, state: torch.Tensor) -> torch.Tensor:
+        """The unnormalised log probability of a joint state (V,)."""
+        total = self.padding.new_zeros(())
+        for group in self.groups:
+            current = state[group.index]
+            total = total + group.tables[(torch.arange(len(current), device=state.device),
+                                          *current.unbind(1))].sum()
+        return total
+
+    def neighbours(self) -> list[tuple[int, int]]:
+        """Pairs of instances sharing a factor (the interaction graph's edges)."""
+        pairs: set[tuple[int, int]] = set()
+        for group in self.groups:
+            index = group.index.tolist()
+            for row in index:
+                for i, a in enumerate(row):
+                    for b in row[i + 1:]:
+                        if a != b:
+                            pairs.add((min(a, b), max(a, b)))
+        return sorted(pairs)
+
+    def values(self, state: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each variable's instances as state *values* (its support), laid out by block."""
+        return {b.name: b.states[state[b.offset:b.offset + b.size]].reshape(b.shape)
+                for b in self.blocks.values()}
+
+
+def ground(fm: FactorModel) -> FactorGraph:
+    """The factor graph of a tabulated model (see the module doc)."""
+    cases = _cases(fm)
+    blocks: dict[str, Block] = {}
+    offset = 0
+    for name, var in fm.variables.items():
+        shape = _instance_shape(fm, name, cases)
+        blocks[name] = Block(name, offset, shape, var.states, var.chain)
+        offset += math.prod(shape)
+    k = max(len(v.states) for v in fm.variables.values())
+    tables = _tables(fm)
+    padding = tables[0][0].log_table.new_full((offset, k), -math.inf)
+    for b in blocks.values():
+        padding[b.offset:b.offset + b.size, : len(b.states)] = 0.0
+    by_arity: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for f, steps in tables:
+        if not f.vars:
+            continue
+        rows, index = _instances(f, steps, blocks, k)
+        bucket = by_arity.setdefault(len(f.vars), ([], []))
+        bucket[0].append(rows)
+        bucket[1].append(index)
+    groups = tuple(FactorGroup(torch.cat(t), torch.cat(i)) for t, i in by_arity.values())
+    return FactorGraph(blocks, groups, padding)
+
+
+def _cases(fm: FactorModel) -> tuple[int, ...]:
+    """Plate-free models: the broadcast batch shape of the tables (evidence cases)."""
+    if fm.plates:
+        return ()
+    return tuple(torch.broadcast_shapes(*(f.batch_shape for _, f in fm.factors)))
+
+
+def _instance_shape(fm: FactorModel, name: str, cases: tuple[int, ...]) -> tuple[int, ...]:
+    var = fm.variables[name]
+    if not fm.plates and var.chain is None:
+        return cases
+    plates = tuple(fm.sizes[p] if p in var.plates else 1 for p in fm.plates)
+    if var.chain is None:
+        return plates
+    length = next(b.length for b in fm.chains if b.name == var.chain)
+    return (length, *plates)
+
+
+#: A table and, for a chain's tables, ``(chain, first step, number of steps)`` its time axis
+#: stands for.
+_Table = tuple[Factor, tuple[str, int, int] | None]
+
+
+def _tables(fm: FactorModel) -> list[_Table]:
+    out: list[_Table] = [(plain(f), None) for _, f in fm.factors]
+    for block in fm.chains:
+        out += [(plain(f), (block.name, 0, 1)) for f in block.first]
+        out += [(plain(f), (block.name, 1, block.length - 1)) for f in block.rest]
+    return out
+
+
+def _instances(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A table's factor instances: ``(tables (F, K, ...), index (F, arity))``. Along a
+    chain table's time axis, step ``start + t`` of the chain's variables is read (one step
+    earlier for ``z@prev``)."""
+    ids = []
+    for v in f.vars:
+        b = blocks[v.removesuffix(PREV)]
+        at = torch.arange(b.size, device=f.log_table.device).reshape(b.shape)
+        if steps is not None and b.chain == steps[0]:
+            first = steps[1] - (1 if v.endswith(PREV) else 0)
+            at = at[first:first + steps[2]]
+        ids.append(b.offset + at)
+    grid = torch.broadcast_shapes(f.batch_shape, *(i.shape for i in ids))
+    cards = f.log_table.shape[len(f.batch_shape):]
+    table = f.log_table.expand(*grid, *cards).reshape(-1, *cards)
+    padded = table.new_full((table.shape[0], *(k,) * len(cards)), -math.inf)
+    padded[(slice(None), *(slice(0, c) for c in cards))] = table
+    return padded, torch.stack([i.expand(grid).reshape(-1) for i in ids], 1)
