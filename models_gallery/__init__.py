@@ -13,6 +13,7 @@ ENTRIES = [
     "casino_hmm",
     "weather_hmm",
     "ising_3x3",
+    "ising_denoise",
     "vae_digits",
     "ddpm_toy",
 ]
