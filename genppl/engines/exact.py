@@ -8,19 +8,24 @@ together.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import torch
+from pyro import poutine
 
 from genppl.dsl.model import Model
-from genppl.engines.common import with_params
+from genppl.engines.common import Prepared, prepare, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact import contract
 from genppl.exact.contract import Semiring
 from genppl.exact.from_model import FactorModel, model_factors
+from genppl.exact.gaussian import kalman_filter, rts_smoother, sample_posterior
+from genppl.exact.gaussian_model import GaussianChains
 from genppl.exact.sum_product import contract as contract_model
+from genppl.pyro.values import split_site
 from genppl.results import Posterior
 
 
@@ -44,7 +49,16 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     if num_samples < 0:
         raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
     start = time.perf_counter()
-    fm = model_factors(model, data or {})
+    try:
+        fm = model_factors(model, data or {})
+    except ModelError:
+        # Not discrete: continuous latents are answered exactly when they form
+        # linear-Gaussian chains (found only after the discrete path refused, so that a
+        # discrete model pays nothing for the check).
+        prep = prepare(model, data) if model.chains else None
+        if prep is None or not any(model[split_site(s)[0]].chain for s in prep.continuous):
+            raise
+        return _linear_gaussian(prep, num_samples, seed, start)
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'exact'.")
     info: dict[str, Any] = {}
@@ -80,6 +94,48 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
             samples = _draws(fm, num_samples, chain_method, budget_bytes)
     return Posterior(model.name, "exact", samples=samples, marginals=probs,
                      log_evidence=evidence,  # type: ignore[arg-type]
+                     seconds=time.perf_counter() - start, info=info)
+
+
+def _linear_gaussian(prep: Prepared, num_samples: int, seed: int | None, start: float
+                     ) -> Posterior:
+    """Models whose continuous latents all lie in linear-Gaussian chains
+    (``genppl.exact.gaussian_model``): log p(data) by the Kalman filter, the smoothed moments
+    of every chain latent (RTS) in ``info["smoothed_mean"][node]`` and
+    ``info["smoothed_var"][node]`` (time axis first; ``info["filtered_mean"]`` and
+    ``info["filtered_var"]`` likewise), and ``num_samples`` exact joint draws (FFBS)."""
+    model = prep.model
+    outside = [s for s in prep.continuous if model[split_site(s)[0]].chain is None]
+    if outside or prep.enumerated:
+        name = split_site((outside or prep.enumerated)[0])[0]
+        raise ModelError(f"latent {name!r} ({model[name].declared_at}): engine 'exact' takes "
+                         "either finite latents or linear-Gaussian chains, not "
+                         f"{'a continuous latent outside a chain' if outside else 'both'}; "
+                         "use engine='nuts', which marginalises the Gaussian chains exactly.")
+    chains = GaussianChains(model)
+    with torch.no_grad():
+        trace = poutine.trace(chains.program).get_trace(**prep.data)
+        evidence = float(trace.log_prob_sum())
+        info: dict[str, Any] = {k: {} for k in ("filtered_mean", "filtered_var",
+                                                "smoothed_mean", "smoothed_var")}
+        samples: dict[str, torch.Tensor] = {}
+        gen = None if seed is None else torch.Generator(model.device).manual_seed(seed)
+        for space in chains.last.values():
+            filtered = kalman_filter(space.chain, space.y)
+            smoothed = rts_smoother(space.chain, filtered)
+            draws = sample_posterior(space.chain, filtered, num_samples, gen) \
+                if num_samples else None
+            for i, name in enumerate(space.latents):
+                info["filtered_mean"][name] = filtered.mean[:, i]
+                info["filtered_var"][name] = filtered.cov[:, i, i]
+                info["smoothed_mean"][name] = smoothed.mean[:, i]
+                info["smoothed_var"][name] = smoothed.cov[:, i, i]
+                if draws is not None:
+                    samples[name] = draws[..., i].unsqueeze(0)
+    if not math.isfinite(evidence):
+        raise ModelError(f"log p(data) = {evidence} under {model.name!r}; check that every "
+                         "scale is positive and the data finite.")
+    return Posterior(model.name, "exact", samples=samples, log_evidence=evidence,
                      seconds=time.perf_counter() - start, info=info)
 
 

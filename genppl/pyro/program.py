@@ -9,7 +9,7 @@ arguments, so ``pyro.infer.SVI``, ``MCMC`` and ``infer_discrete`` accept it unch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from genppl.dsl.model import Model
     from genppl.dsl.nodes import Node
 
+#: ``collapse(chain, values, data, length)``: see ``PyroProgram``.
+Collapse = Callable[[str, dict[str, Any], dict[str, torch.Tensor], int], None]
 _USER_ERRORS = (ValueError, RuntimeError, TypeError, IndexError, KeyError, AssertionError)
 
 
@@ -66,8 +68,12 @@ class PyroProgram:
     """The Pyro callable of a model or guide (see module docstring)."""
 
     def __init__(self, model: Model, name: str, *, generative: bool = False,
-                 lenient: bool = False) -> None:
+                 lenient: bool = False, collapse: Collapse | None = None) -> None:
         self.model = model
+        # Chains handed to ``collapse`` (with the values of every node before them, the data
+        # and the chain's length) instead of being run step by step: a linear-Gaussian chain
+        # marginalised exactly (``genppl.exact.gaussian_model``).
+        self.collapse = collapse
         self.__name__ = name
         self.generative = generative
         # Lenient runs (inspecting a model before data exists) skip what an absent input
@@ -121,7 +127,9 @@ class PyroProgram:
         run = _Run(self, data, sizes, plates, indices)
         with default_tensor_context(model.device, model.dtype):
             for block in self.blocks:
-                if isinstance(block, str):
+                if isinstance(block, str) and self.collapse is not None:
+                    self.collapse(block, run.values, data, lengths[block])
+                elif isinstance(block, str):
                     run.chain(block, lengths[block])
                 else:
                     run.node(block, None, block.fn, block.parents)
