@@ -11,6 +11,7 @@ instance its own colour (single-site Gibbs in a fixed scan, the textbook referen
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -49,9 +50,74 @@ def sweep(graph: FactorGraph, colours: list[torch.Tensor], state: torch.Tensor
           ) -> torch.Tensor:
     """One Gibbs sweep: each colour in turn drawn from its full conditionals."""
     state = state.clone()
-    for ids in colours:
-        state[ids] = draw(graph.conditionals(state)[ids])
+    for update in updates(graph, colours):
+        state[update.ids] = draw(update.logits(state))
     return state
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The factor rows that have an instance of the colour at one position: their tables
+    flattened, the instances and strides of their other positions, the stride of this one,
+    and which of the colour's instances each row adds to."""
+
+    tables: torch.Tensor  # (F', K ** arity)
+    others: tuple[tuple[torch.Tensor, int], ...]
+    stride: int
+    target: torch.Tensor  # (F',)
+
+
+@dataclass(frozen=True)
+class ColourUpdate:
+    """One colour's full conditionals, reading only the factor rows that touch it: a
+    constant part (padding and one-variable factors, summed once) and, per position of the
+    larger factors, one gather of the rows at the current states of their other instances.
+    ``FactorGraph.conditionals`` is the reference it is tested against."""
+
+    ids: torch.Tensor  # (C,)
+    base: torch.Tensor  # (C, K)
+    parts: tuple[_Part, ...]
+
+    def logits(self, state: torch.Tensor) -> torch.Tensor:
+        out = self.base.clone()
+        steps = torch.arange(out.shape[1], device=state.device)
+        for part in self.parts:
+            offset = sum(state[ids] * stride for ids, stride in part.others)
+            index = offset[:, None] + steps * part.stride  # type: ignore[union-attr]
+            out.index_add_(0, part.target, part.tables.gather(1, index))
+        return out
+
+
+def updates(graph: FactorGraph, colours: list[torch.Tensor]) -> list[ColourUpdate]:
+    """The colours' updates, built once per graph and colour list and kept with the graph."""
+    memo = graph.__dict__.get("_updates")
+    if memo is None or memo[0] is not colours:
+        memo = (colours, [_update(graph, ids) for ids in colours])
+        object.__setattr__(graph, "_updates", memo)  # a cache, not a dataclass field
+    return memo[1]
+
+
+def _update(graph: FactorGraph, ids: torch.Tensor) -> ColourUpdate:
+    local = torch.full((graph.size,), -1, dtype=torch.long, device=ids.device)
+    local[ids] = torch.arange(len(ids), device=ids.device)
+    base = graph.padding[ids].clone()
+    parts = []
+    k = graph.states
+    for group in graph.groups:
+        arity = group.arity
+        flat = group.tables.reshape(len(group.tables), -1)
+        strides = [k ** (arity - 1 - j) for j in range(arity)]
+        for p in range(arity):
+            rows = (local[group.index[:, p]] >= 0).nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            target = local[group.index[rows, p]]
+            if arity == 1:  # no other instance: the same at every step
+                base.index_add_(0, target, flat[rows])
+                continue
+            others = tuple((group.index[rows, j], strides[j]) for j in range(arity) if j != p)
+            parts.append(_Part(flat[rows], others, strides[p], target))
+    return ColourUpdate(ids, base, tuple(parts))
 
 
 class GibbsKernel(MCMCKernel):

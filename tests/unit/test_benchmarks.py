@@ -179,3 +179,12 @@ def test_hmm_case_quick_matches_hmmlearn(tmp_path: Path) -> None:
                and "rel_error" in r["metrics"]]
     assert len(checked) == 9  # three sizes x (forward-backward, Viterbi, Baum-Welch)
     assert all(r["metrics"]["rel_error"] < 1e-9 for r in checked)
+
+
+@pytest.mark.benchmark
+def test_ising_case_quick_denoises_alike(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "ising")
+    assert len(rows) == 3
+    # All start from the noisy image (about 85% right) and sample one posterior, which
+    # sits near the clean image: every contender ends far closer to it.
+    assert all(r["metrics"]["agreement"] > 0.9 for r in rows.values())
