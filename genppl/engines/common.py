@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from genppl.dsl.model import Model
 from genppl.errors import ModelError, suggest
+from genppl.exact.gaussian import kalman_filter, sample_posterior
+from genppl.exact.gaussian_model import GaussianChains
 from genppl.pyro.program import PyroProgram, as_data
 from genppl.pyro.values import split_site, trace_values
 
@@ -34,7 +36,13 @@ class Prepared:
     program: PyroProgram
     data: dict[str, torch.Tensor]
     enumerated: list[str]  # Pyro sites of finite latents marked for enumeration
-    continuous: list[str]  # other latent Pyro sites
+    continuous: list[str]  # other latent Pyro sites (outside marginalised chains)
+    gaussian: GaussianChains | None = None  # linear-Gaussian chains marginalised exactly
+
+    @property
+    def target(self) -> PyroProgram:
+        """The program samplers run: with the linear-Gaussian chains summed out, if any."""
+        return self.program if self.gaussian is None else self.gaussian.program
 
     @property
     def max_plate_nesting(self) -> int:
@@ -45,8 +53,12 @@ class Prepared:
         return {split_site(s)[0] for s in self.enumerated}
 
 
-def prepare(model: Model, data: Mapping[str, Any] | None) -> Prepared:
-    """Convert data and trace the model once to learn which latents enumerate."""
+def prepare(model: Model, data: Mapping[str, Any] | None, *,
+            collapse: bool = False) -> Prepared:
+    """Convert data and trace the model once to learn which latents enumerate. With
+    ``collapse``, chains that are linear-Gaussian (``genppl.exact.gaussian_model``) are
+    marginalised by the Kalman filter and their latents leave ``continuous``; a chain that
+    is not linear-Gaussian stays as it is."""
     program = model.pyro_model
     data = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
     missing = [n for n in model.observed_names if n not in data]
@@ -63,7 +75,17 @@ def prepare(model: Model, data: Mapping[str, Any] | None) -> Prepared:
         if name not in model.nodes or model.nodes[name].kind != "latent":
             continue
         (enumerated if site["infer"].get("enumerate") else continuous).append(site["name"])
-    return Prepared(model, program, data, enumerated, continuous)
+    gaussian = None
+    if collapse and any(model.nodes[split_site(s)[0]].chain for s in continuous):
+        gaussian = GaussianChains(model)
+        try:
+            with pyro.get_param_store().scope(), torch.no_grad():
+                poutine.trace(gaussian.program).get_trace(**data)
+        except ModelError:
+            gaussian = None
+        else:
+            continuous = [s for s in continuous if model.nodes[split_site(s)[0]].chain is None]
+    return Prepared(model, program, data, enumerated, continuous, gaussian)
 
 
 def init_values(prep: Prepared, init: dict[str, Any] | None) -> Callable[..., Any]:
@@ -124,13 +146,19 @@ def progress_bar(items: Iterable[T], *, total: int, desc: str, enabled: bool) ->
 
 def complete_draw(prep: Prepared, conditioned_on: dict[str, torch.Tensor]) -> dict[str, Any]:
     """One posterior draw of every latent and deterministic node: the given (continuous)
-    values, plus the discrete latents sampled exactly from their conditional posterior."""
-    model: Callable[..., Any] = poutine.condition(prep.program, data=conditioned_on)
+    values, plus the discrete latents and the marginalised linear-Gaussian chains sampled
+    exactly from their conditional posterior."""
+    model: Callable[..., Any] = poutine.condition(prep.target, data=conditioned_on)
     if prep.enumerated:
         model = infer_discrete(model, first_available_dim=-1 - prep.max_plate_nesting,
                                temperature=1)
     trace = poutine.trace(model).get_trace(**prep.data)
-    return trace_values(prep.model, trace, prep.program.dims)
+    values = trace_values(prep.model, trace, prep.program.dims)
+    if prep.gaussian is not None:  # the chains' exact conditional draw (FFBS), this run's
+        for space in prep.gaussian.last.values():
+            draw = sample_posterior(space.chain, kalman_filter(space.chain, space.y), 1)[0]
+            values.update({name: draw[..., i] for i, name in enumerate(space.latents)})
+    return values
 
 
 def check_finite(value: float, what: str, step: int | None = None) -> None:

@@ -1,6 +1,8 @@
 """``engine="nuts"`` and ``engine="hmc"``: Pyro's Hamiltonian samplers on the continuous
 latents, with finite latents summed out during sampling and drawn afterwards, per posterior
-sample, from their exact conditional (``infer_discrete``), so every latent has draws."""
+sample, from their exact conditional (``infer_discrete``), so every latent has draws.
+Linear-Gaussian chains are summed out the same way, by the Kalman filter's exact marginal
+likelihood, and drawn per posterior sample by FFBS (``genppl.exact.gaussian_model``)."""
 
 from __future__ import annotations
 
@@ -29,10 +31,11 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     """Run ``num_chains`` chains one after another (seeds ``seed``, ``seed + 1``, ...),
     each starting from ``init`` (latent values by name) or its prior median."""
     start = time.perf_counter()
-    prep = prepare(model, data)
+    prep = prepare(model, data, collapse=True)
     if not prep.continuous:
         raise ModelError(f"model {model.name!r} has no continuous latents for {kernel.upper()} "
-                         "to sample; use engine='enum' (exact) for a fully discrete model.")
+                         "to sample; use engine='enum' (exact) for a fully discrete model, or "
+                         "engine='exact' when the latents are linear-Gaussian chains.")
     warmup = num_samples if warmup_steps is None else warmup_steps
     extra = {"init_strategy": init_values(prep, init)}
     if kernel == "nuts":
@@ -43,7 +46,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     draws, diagnostics = [], []
     for chain in range(num_chains):
         seed_everything(None if seed is None else seed + chain)
-        mcmc = MCMC(make(prep.program, max_plate_nesting=prep.max_plate_nesting,
+        mcmc = MCMC(make(prep.target, max_plate_nesting=prep.max_plate_nesting,
                          jit_compile=False), num_samples=num_samples, warmup_steps=warmup,
                     disable_progbar=not (progress and sys.stderr.isatty()))
         mcmc.run(**prep.data)
