@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
 from genppl.errors import ModelError, suggest
 
@@ -66,7 +65,8 @@ class Posterior:
         return self.marginals[name]
 
     def summary(self, max_rows: int = 8) -> str:
-        """A text table: mean, sd, 5%/95% quantiles, bulk ESS and split R-hat per scalar.
+        """A text table: mean, sd, 5%/95% quantiles and ArviZ's diagnostics (``diagnostics``:
+        MCSE of the mean, bulk and tail ESS, rank-normalised split R-hat) per scalar.
 
         At most ``max_rows`` entries of each node are shown (a per-crab assignment would
         otherwise fill a screen); a last row says how many were left out.
@@ -87,9 +87,10 @@ class Posterior:
             for j in range(min(count, max_rows)):
                 label = name if count == 1 else f"{name}[{_index(probs.shape[:-1], j)}]"
                 p = ", ".join(f"{v:.4f}" for v in flat[j].tolist()[:6])
-                rows.append((label, "", "", "", "", "", "", f"P = ({p})"))
+                rows.append((label, "", "", "", "", "", "", "", "", f"P = ({p})"))
             rows.extend(_omitted(name, count, max_rows))
-        header = ("node", "mean", "sd", "5%", "95%", "ess_bulk", "r_hat", "")
+        header = ("node", "mean", "sd", "5%", "95%", "mcse_mean", "ess_bulk", "ess_tail",
+                  "r_hat", "")
         lines = [f"{self.model} | engine={self.engine} | {self.seconds:.2f}s" + (
             f" | log p(data)={self.log_evidence:.4f}" if self.log_evidence is not None else "") + (
             f" | elbo={self.elbo:.4f}" if self.elbo is not None else "")]
@@ -102,12 +103,7 @@ class Posterior:
 
     def to_arviz(self) -> Any:
         """An ArviZ ``InferenceData`` with every draw (chains kept apart)."""
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor
-            import arviz as az
-
+        az = _arviz()
         posterior = {k: v.detach().cpu().numpy() for k, v in self.samples.items()}
         if not posterior:
             raise ModelError(f"the {self.engine!r} engine returned exact marginals and no draws; "
@@ -164,7 +160,7 @@ class FitResult:
 def _omitted(name: str, count: int, shown: int) -> list[tuple[str, ...]]:
     if count <= shown:
         return []
-    return [(f"{name}[...]", "", "", "", "", "", "", f"({count - shown} more not shown)")]
+    return [(f"{name}[...]", "", "", "", "", "", "", "", "", f"({count - shown} more not shown)")]
 
 
 def _std(draws: torch.Tensor) -> torch.Tensor:
@@ -192,10 +188,49 @@ def _draw_row(label: str, x: torch.Tensor) -> tuple[str, ...]:
     """x: (chains, draws)."""
     flat = x.reshape(-1)
     q = torch.quantile(flat.to(torch.float64), torch.tensor([0.05, 0.95], dtype=torch.float64))
-    ess, rhat = "", ""
-    if x.shape[1] >= 4 and float(_std(flat)) > 0:
-        ess = f"{float(effective_sample_size(x, chain_dim=0, sample_dim=1)):.0f}"
-        r = float(split_gelman_rubin(x, chain_dim=0, sample_dim=1))
-        rhat = f"{r:.3f}" if math.isfinite(r) else ""
+    stats = diagnostics(x) if x.shape[1] >= 4 and float(_std(flat)) > 0 else {}
+    cells = [f"{stats[k]:{fmt}}" if math.isfinite(stats.get(k, math.nan)) else ""
+             for k, fmt in (("mcse_mean", ".2g"), ("ess_bulk", ".0f"), ("ess_tail", ".0f"),
+                            ("r_hat", ".3f"))]
     return (label, f"{float(flat.mean()):.4g}", f"{float(_std(flat)):.4g}",
-            f"{float(q[0]):.4g}", f"{float(q[1]):.4g}", ess, rhat, "")
+            f"{float(q[0]):.4g}", f"{float(q[1]):.4g}", *cells, "")
+
+
+def diagnostics(x: torch.Tensor) -> dict[str, float]:
+    """ArviZ's convergence diagnostics of draws ``(chains, draws)`` of one scalar (Vehtari
+    et al. 2021): Monte Carlo standard error of the mean, bulk and tail effective sample
+    sizes, rank-normalised split R-hat. One chain is judged as its two halves (ArviZ wants
+    two chains for R-hat)."""
+    import logging
+    import warnings
+
+    az = _arviz()
+    draws = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    if draws.shape[0] == 1:
+        half = draws.shape[1] // 2
+        draws = draws[:, : 2 * half].reshape(2, half)
+    quiet = logging.getLogger("arviz")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it logs a warning for chains it finds short
+    try:
+        with warnings.catch_warnings():
+            # draws of a few distinct values can leave a tail quantile's indicator constant:
+            # that diagnostic is then NaN (shown blank), not an error
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = {"mcse_mean": az.mcse(draws, method="mean"),
+                      "ess_bulk": az.ess(draws, method="bulk"),
+                      "ess_tail": az.ess(draws, method="tail"),
+                      "r_hat": az.rhat(draws)}
+    finally:
+        quiet.setLevel(level)
+    return {k: float(torch.as_tensor(v).reshape(-1)[0]) for k, v in values.items()}
+
+
+def _arviz() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # ArviZ announces its refactor
+        import arviz
+
+    return arviz

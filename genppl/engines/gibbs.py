@@ -18,6 +18,7 @@ import torch
 from pyro.infer import MCMC
 
 from genppl.dsl.model import Model
+from genppl.engines.chains import run_chains
 from genppl.engines.common import seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -32,11 +33,13 @@ from genppl.results import Posterior
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
           schedule: str = "chromatic", init: dict[str, Any] | None = None,
-          progress: bool = True) -> Posterior:
+          executor: str = "auto", progress: bool = True) -> Posterior:
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
-    ``num_samples // 2``); chains run one after another with seeds ``seed``, ``seed + 1``,
-    ...; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"`` (one instance at a
-    time); ``init`` gives starting values of latents by name (the rest are drawn)."""
+    ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
+    processes or one after another (``executor``, see ``genppl.engines.chains``), with the
+    same draws either way; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
+    (one instance at a time); ``init`` gives starting values of latents by name (the rest
+    are drawn)."""
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         if value < 1:
             raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
@@ -47,32 +50,28 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     graph = ground(fm)
     colours = colouring(graph, schedule)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
-    chains = []
-    for chain in range(num_chains):
-        seed_everything(None if seed is None else seed + chain)
-        first = _initial_state(model, graph, colours, init)
-        kernel = GibbsKernel(graph, colours, first)
+    base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+
+    def chain(index: int) -> dict[str, torch.Tensor]:
+        seed_everything(base + index)
+        kernel = GibbsKernel(graph, colours, _initial_state(model, graph, colours, init))
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
                     disable_progbar=not (progress and sys.stderr.isatty()))
         mcmc.run()
-        chains.append(mcmc.get_samples()["state"])  # (draws, V)
-    states = torch.stack(chains)  # (chains, draws, V)
-    samples = {name: values.movedim(0, -1).reshape(num_chains, num_samples, *block.shape)
-               for (name, block), values in zip(graph.blocks.items(), _per_block(graph, states),
-                                                strict=True)}
+        return _values(graph, mcmc.get_samples()["state"])
+
+    samples = run_chains(chain, num_chains, executor=executor, device=model.device)
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(colours),
                            "instances": graph.size})
 
 
-def _per_block(graph: FactorGraph, states: torch.Tensor) -> list[torch.Tensor]:
-    """Each variable's draws as state values, instances last: ``(size, chains, draws)``."""
-    out = []
-    for b in graph.blocks.values():
-        index = states[..., b.offset:b.offset + b.size]
-        out.append(b.states[index].movedim(-1, 0))
-    return out
+def _values(graph: FactorGraph, states: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Draws ``(draws, V)`` of instance states as each variable's state values,
+    ``(draws, *shape)``."""
+    return {b.name: b.states[states[:, b.offset:b.offset + b.size]].reshape(
+        len(states), *b.shape) for b in graph.blocks.values()}
 
 
 def _initial_state(model: Model, graph: FactorGraph, colours: list[torch.Tensor],

@@ -160,3 +160,15 @@ def test_colour_updates_equal_the_reference_conditionals(name: str) -> None:
             for update in updates(graph, colours):
                 torch.testing.assert_close(update.logits(state), reference[update.ids],
                                            rtol=0, atol=1e-12)
+
+
+def test_chains_in_worker_processes_draw_what_chains_in_turn_draw() -> None:
+    """Each chain seeds itself, so forked workers give the draws a serial run gives."""
+    model, data = _plated()
+    runs = [genppl.infer(model, data, engine="gibbs", num_samples=40, num_chains=3, seed=7,
+                         executor=executor, progress=False)
+            for executor in ("serial", "process")]
+    for name in runs[0].samples:
+        assert runs[0].samples[name].shape[:2] == (3, 40)
+        assert torch.equal(runs[0].samples[name], runs[1].samples[name])
+    assert not torch.equal(runs[0].samples["z"][0], runs[0].samples["z"][1])

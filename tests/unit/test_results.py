@@ -111,12 +111,27 @@ def test_summary_has_a_row_for_every_node_even_past_the_row_limit() -> None:
     assert table["eps[0]"][0] == f"{float(post.samples['eps'][0, :, 0].mean()):.4g}"
 
 
-def test_summary_of_multi_chain_draws_reports_ess_and_rhat() -> None:
+def test_summary_of_multi_chain_draws_reports_arviz_diagnostics() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz as az
+
     post = two_chain_posterior()
     table = rows(post.summary())
     assert set(table) >= {"mu", "locs[0]", "locs[2]", "z[0,0]"}
-    ess, rhat = float(table["mu"][4]), float(table["mu"][5])
-    assert 1 < ess < 200 and 0.8 < rhat < 1.3  # iid draws: ESS ~ 50, R-hat ~ 1
+    mcse, bulk, tail, rhat = (float(c) for c in table["mu"][4:8])
+    draws = post.samples["mu"].double().numpy()
+
+    def scalar(value: object) -> float:
+        return float(torch.as_tensor(value).reshape(-1)[0])
+
+    assert mcse == pytest.approx(scalar(az.mcse(draws, method="mean")), rel=0.05)
+    assert bulk == pytest.approx(scalar(az.ess(draws, method="bulk")), abs=0.5)
+    assert tail == pytest.approx(scalar(az.ess(draws, method="tail")), abs=0.5)
+    assert rhat == pytest.approx(scalar(az.rhat(draws)), abs=5e-4)
+    assert 1 < bulk < 200 and 0.8 < rhat < 1.3  # iid draws: ESS ~ 50, R-hat ~ 1
 
 
 def test_summary_of_exact_marginals() -> None:

@@ -1,0 +1,75 @@
+"""Several MCMC chains, one per worker process, merged into one posterior.
+
+A chain is a function of its index that seeds itself (``seed + index``) and returns its
+draws, so its result depends on nothing but the seed: run one after another or side by side
+in worker processes, the draws are the same (tested). Workers are forked, so a model built
+from closures and lambdas needs no pickling; only the draws travel back. Forking is not
+possible once CUDA is initialised, and pointless for one chain or on one core: then chains
+run in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from genppl.errors import ModelError
+
+Chain = Callable[[int], dict[str, torch.Tensor]]
+EXECUTORS = ("auto", "serial", "process")
+
+#: The chain function of the run in progress: forked workers inherit it.
+_RUNNING: Chain | None = None
+
+
+def run_chains(chain: Chain, num_chains: int, *, executor: str = "auto",
+               device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """``{name: (chains, draws, *shape)}``: the draws of chains ``0 .. num_chains - 1``.
+
+    ``executor``: ``"serial"`` (this process), ``"process"`` (a forked worker per chain, at
+    most one per CPU core at a time), or ``"auto"``: processes when there are several chains,
+    several cores, a CPU model and ``fork``."""
+    if executor not in EXECUTORS:
+        raise ModelError(f"executor must be one of {EXECUTORS}, got {executor!r}.")
+    if num_chains < 1:
+        raise ModelError(f"num_chains must be >= 1, got {num_chains}.")
+    parallel = _can_fork(device) and num_chains > 1 and (
+        executor == "process" or (executor == "auto" and (os.cpu_count() or 1) > 1))
+    if executor == "process" and not parallel and num_chains > 1:
+        raise ModelError("executor='process' needs fork and a CPU model (CUDA cannot be "
+                         "forked); use executor='serial'.")
+    draws = _in_processes(chain, num_chains) if parallel else [
+        chain(c) for c in range(num_chains)]
+    return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
+
+
+def _can_fork(device: torch.device | str) -> bool:
+    return (torch.device(device).type == "cpu" and not torch.cuda.is_initialized()
+            and "fork" in multiprocessing.get_all_start_methods())
+
+
+def _in_processes(chain: Chain, num_chains: int) -> list[dict[str, torch.Tensor]]:
+    global _RUNNING
+    _RUNNING = chain
+    try:
+        workers = min(num_chains, os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_one_thread) as pool:
+            return list(pool.map(_run, range(num_chains)))
+    finally:
+        _RUNNING = None
+
+
+def _one_thread() -> None:
+    """A worker shares the cores with the others: one torch thread each."""
+    torch.set_num_threads(1)
+
+
+def _run(index: int) -> Any:
+    assert _RUNNING is not None
+    return _RUNNING(index)
