@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from pyro.infer import MCMC
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import run_chains
+from genppl.engines.checkpoint import ChainCheckpoint, Saved
 from genppl.engines.common import seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -33,14 +35,19 @@ from genppl.results import Posterior
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
           schedule: str = "chromatic", init: dict[str, Any] | None = None,
-          executor: str = "auto", progress: bool = True) -> Posterior:
+          executor: str = "auto", checkpoint: str | Path | None = None,
+          checkpoint_every: int = 200, progress: bool = True) -> Posterior:
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
     ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
     processes or one after another (``executor``, see ``genppl.engines.chains``), with the
     same draws either way; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
     (one instance at a time); ``init`` gives starting values of latents by name (the rest
-    are drawn)."""
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
+    are drawn). With ``checkpoint`` (a directory), each chain saves its progress every
+    ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
+    where it stopped, with the draws an uninterrupted run gives (``seed`` is then
+    required)."""
+    for name, value in (("num_samples", num_samples), ("num_chains", num_chains),
+                        ("checkpoint_every", checkpoint_every)):
         if value < 1:
             raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
     start = time.perf_counter()
@@ -50,15 +57,36 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     graph = ground(fm)
     colours = colouring(graph, schedule)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
+    if checkpoint is not None and seed is None:
+        raise ModelError("engine 'gibbs': checkpoint= needs seed=, so that a resumed run "
+                         "continues the same chains.")
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    total = warmup + num_samples
+    run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
+           "schedule": schedule, "warmup": warmup, "num_samples": num_samples, "seed": base}
 
     def chain(index: int) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
-        kernel = GibbsKernel(graph, colours, _initial_state(model, graph, colours, init))
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
-                    disable_progbar=not (progress and sys.stderr.isatty()))
-        mcmc.run()
-        return _values(graph, mcmc.get_samples()["state"])
+        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        saved = store.load() if store is not None else None
+        if saved is None:
+            saved = Saved({"state": _initial_state(model, graph, colours, init)}, [], 0)
+        state, kept, done = saved.state["state"].to(graph.padding.device), saved.draws, \
+            saved.done
+        while done < total:  # in stretches of checkpoint_every sweeps when checkpointing
+            steps = min(checkpoint_every, total - done) if store is not None else total - done
+            mcmc = MCMC(GibbsKernel(graph, colours, state), num_samples=steps, warmup_steps=0,
+                        disable_progbar=not (progress and sys.stderr.isatty()))
+            mcmc.run()
+            block = mcmc.get_samples()["state"]  # (steps, V)
+            state = block[-1]
+            if done + steps > warmup:
+                kept = [*kept, {"state": block[max(warmup - done, 0):]}]
+            done += steps
+            if store is not None:
+                store.save(Saved({"state": state}, kept, done), graph.padding.device)
+        states = torch.cat([k["state"].to(state.device) for k in kept])
+        return _values(graph, states)
 
     samples = run_chains(chain, num_chains, executor=executor, device=model.device)
     return Posterior(model.name, "gibbs", samples=samples,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import pyro.distributions as dist
 import pytest
@@ -172,3 +173,44 @@ def test_chains_in_worker_processes_draw_what_chains_in_turn_draw() -> None:
         assert runs[0].samples[name].shape[:2] == (3, 40)
         assert torch.equal(runs[0].samples[name], runs[1].samples[name])
     assert not torch.equal(runs[0].samples["z"][0], runs[0].samples["z"][1])
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_draws(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kill a checkpointed run part-way (an interrupt after the third stretch of sweeps),
+    start it again: it resumes and its draws equal an uninterrupted run's."""
+    from genppl.engines import checkpoint as ckpt
+
+    model, data = _hmm()
+    options = {"num_samples": 50, "warmup_steps": 20, "seed": 3, "num_chains": 2,
+               "executor": "serial", "progress": False}
+    whole = genppl.infer(model, data, engine="gibbs", **options)
+    saves = []
+    original = ckpt.ChainCheckpoint.save
+
+    def stop_after_three(self: ckpt.ChainCheckpoint, progress: ckpt.Saved,
+                         device: torch.device) -> None:
+        original(self, progress, device)
+        saves.append(progress.done)
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path, checkpoint_every=15,
+                     **options)
+    assert saves == [15, 30, 45] and (tmp_path / "chain-0.pt").exists()
+    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", original)
+    resumed = genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path,
+                           checkpoint_every=15, **options)
+    for name in whole.samples:
+        assert torch.equal(resumed.samples[name], whole.samples[name])
+    # Finished chains answer from their checkpoints; another run's directory is refused.
+    again = genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path, **options)
+    assert torch.equal(again.samples["z"], whole.samples["z"])
+    with pytest.raises(genppl.ModelError, match="belongs to another run"):
+        genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path,
+                     **{**options, "seed": 4})
+    with pytest.raises(genppl.ModelError, match="needs seed="):
+        genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path,
+                     **{**options, "seed": None})
