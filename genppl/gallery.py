@@ -173,6 +173,18 @@ def figure(config: RunConfig, filename: str, written: list[str], *, tight: bool 
         plt.close(fig)
 
 
+def engine_options(engine: str, config: RunConfig, draws: int = 2000) -> dict[str, Any]:
+    """What a sampling engine needs from a run: ``draws`` draws (``config.steps`` when it
+    counts draws), the run's seed and progress bar; nothing for exact engines."""
+    if engine not in SAMPLERS:
+        return {}
+    return {"num_samples": draws, "seed": config.seed, "progress": config.progress}
+
+
+#: Engines that answer with draws rather than exact marginals.
+SAMPLERS = ("gibbs", "nuts", "hmc", "prior")
+
+
 def output_file(config: RunConfig, name: str) -> Path | None:
     """Path for a picture under ``config.out`` (created), or None when not writing files."""
     if config.out is None:

@@ -58,6 +58,21 @@ class Posterior:
         mean = (probs * _states(probs)).sum(-1, keepdim=True)
         return (probs * (_states(probs) - mean) ** 2).sum(-1).sqrt()
 
+    def probs(self, name: str, states: int | None = None) -> torch.Tensor:
+        """State probabilities ``(*shape, K)`` of a finite node: its exact marginal when the
+        engine gives one, else the frequencies of its draws' states (values ``0..K-1``;
+        ``K`` is ``states``, or one more than the largest draw)."""
+        if name in self.marginals:
+            return self.marginals[name]
+        if name not in self.samples:
+            self._marginal(name)  # the error naming what there is
+        draws = self[name]
+        if draws.is_floating_point() and not bool((draws == draws.round()).all()):
+            raise ModelError(f"draws of {name!r} are not state indices; probs() needs a "
+                             "finite node.")
+        k = int(draws.max()) + 1 if states is None else states
+        return torch.nn.functional.one_hot(draws.long(), k).double().mean(0)
+
     def _marginal(self, name: str) -> torch.Tensor:
         if name not in self.marginals:
             raise ModelError(f"posterior from {self.engine!r} has no draws or marginal of "

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import (
+    GalleryEntry,
+    RunConfig,
+    RunReport,
+    engine_options,
+    figure,
+    render_graph,
+)
 from genppl.hmm import categorical_hmm
 
 FAIR, LOADED = 0, 1
@@ -77,14 +84,17 @@ def run(config: RunConfig) -> RunReport:
     model = build().to(config.device, config.dtype)
     # The work of exact decoding grows with the sequence, so ``steps`` sets the number of rolls.
     rolls, dice = simulate(config.steps or NUM_ROLLS)
-    posterior = genppl.infer(model, {"roll": rolls}, engine=engine)
-    p_loaded = posterior.marginals["die"][:, LOADED].cpu()
-    decoded = posterior.marginals["die"].argmax(-1).cpu()
+    posterior = genppl.infer(model, {"roll": rolls}, engine=engine,
+                             **engine_options(engine, config))
+    probs = posterior.probs("die", 2).cpu()
+    p_loaded = probs[:, LOADED]
+    decoded = probs.argmax(-1)
     accuracy = float((decoded == dice).double().mean())
     sixes = float((rolls == 5).double().mean())
     rows = [f"{len(rolls)} rolls, {int(dice.sum())} with the loaded die (seed {SEED}); "
             f"sixes: {sixes:.1%}",
-            f"log p(rolls)                          {posterior.log_evidence:.4f}",
+            *([f"log p(rolls)                          {posterior.log_evidence:.4f}"]
+              if posterior.log_evidence is not None else []),
             f"posterior decoding accuracy           {accuracy:.1%}",
             f"always guessing 'fair' would score    {float((dice == FAIR).double().mean()):.1%}",
             "rolls   " + "".join(str(int(r) + 1) for r in rolls[:60]),
@@ -128,6 +138,6 @@ ENTRY = GalleryEntry(
     title="The dishonest casino (Durbin et al. 1998): a hidden Markov model decoded exactly",
     build=build,
     data=data,
-    engines=("exact", "enum"),
+    engines=("exact", "enum", "gibbs"),
     run=run,
 )

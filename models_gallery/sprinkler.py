@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, render_graph
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, engine_options, render_graph
 
 #: State names of every node; state index 1 is "yes".
 YES_NO = ("no", "yes")
@@ -68,22 +68,26 @@ def run(config: RunConfig) -> RunReport:
     engine = ENTRY.check_engine(config.engine)
     model = build().to(config.device, config.dtype)
     evidence = data()
-    posterior = genppl.infer(model, evidence, engine=engine)
-    p_rain = float(posterior.marginals["rain"][1])
-    p_sprinkler = float(posterior.marginals["sprinkler"][1])
-    p_cloudy = float(posterior.marginals["cloudy"][1])
+    options = engine_options(engine, config, draws=config.steps or 4000)
+    posterior = genppl.infer(model, evidence, engine=engine, **options)
+    p_rain = float(posterior.probs("rain", 2)[1])
+    p_sprinkler = float(posterior.probs("sprinkler", 2)[1])
+    p_cloudy = float(posterior.probs("cloudy", 2)[1])
     # Explaining away: once rain accounts for the wet grass, the sprinkler is less likely.
     both = build(observed=("wet", "rain")).to(config.device, config.dtype)
-    explained = genppl.infer(both, evidence | {"rain": torch.tensor(1)}, engine=engine)
-    p_sprinkler_rain = float(explained.marginals["sprinkler"][1])
+    explained = genppl.infer(both, evidence | {"rain": torch.tensor(1)}, engine=engine,
+                             **options)
+    p_sprinkler_rain = float(explained.probs("sprinkler", 2)[1])
     separations = d_separation_queries(model)
 
-    queries = [("log P(wet = yes)", posterior.log_evidence),
+    queries = [("log P(wet = yes)", posterior.log_evidence)] * (
+        posterior.log_evidence is not None) + [
                ("P(rain = yes | wet = yes)", p_rain),
                ("P(sprinkler = yes | wet = yes)", p_sprinkler),
                ("P(cloudy = yes | wet = yes)", p_cloudy),
                ("P(sprinkler = yes | wet = yes, rain = yes)", p_sprinkler_rain)]
-    rows = [f"exact queries (engine {engine}):"]
+    kind = f"queries from {options['num_samples']} draws" if options else "exact queries"
+    rows = [f"{kind} (engine {engine}):"]
     rows += [f"  {label:<43} {value:.4f}" for label, value in queries]
     rows[-1] += "   <- explaining away"
     rows.append("d-separation (read off the graph alone):")
@@ -107,6 +111,6 @@ ENTRY = GalleryEntry(
     title="The sprinkler network: a discrete Bayesian network of CPTs, queried exactly",
     build=build,
     data=data,
-    engines=("exact", "enum"),
+    engines=("exact", "enum", "gibbs"),
     run=run,
 )
