@@ -16,4 +16,5 @@ ENTRIES = [
     "ising_denoise",
     "vae_digits",
     "ddpm_toy",
+    "rbm_digits",
 ]

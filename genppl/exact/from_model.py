@@ -120,12 +120,15 @@ class FactorModel:
 
 
 def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
-                  point: Mapping[str, torch.Tensor] | None = None) -> FactorModel:
+                  point: Mapping[str, torch.Tensor] | None = None, grad: bool = False
+                  ) -> FactorModel:
     """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc).
 
     ``track=True`` makes every random node's table a differentiable leaf, recorded in
     ``uses`` with what produced it (for EM's expected sufficient statistics). ``point``
     fixes latents at values, read like params (EM's point-estimated continuous latents).
+    ``grad=True`` keeps every table differentiable in the model's params (contrastive
+    divergence follows gradients of log-potentials at sampled states).
     """
     data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
     unknown = [k for k in data if k not in model.nodes
@@ -133,12 +136,13 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
     if unknown:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
-    if not track and not point and all(model.nodes[k].kind == "latent" for k in data):
+    if not track and not point and not grad and all(model.nodes[k].kind == "latent"
+                                                    for k in data):
         network = _table_network(model)
         if network is not None:
             return _with_evidence(network, model, data)
-    with default_tensor_context(model.device, model.dtype), torch.no_grad():
-        return _Tabulator(model, data, track, point or {}).run()
+    with default_tensor_context(model.device, model.dtype), torch.set_grad_enabled(grad):
+        return _Tabulator(model, data, track, point or {}, grad).run()
 
 
 @dataclass
@@ -200,10 +204,11 @@ def _with_evidence(network: _Network, model: Model, data: Mapping[str, torch.Ten
 
 class _Tabulator:
     def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool,
-                 point: Mapping[str, torch.Tensor]) -> None:
+                 point: Mapping[str, torch.Tensor], grad: bool = False) -> None:
         self.model = model
         self.data = data
         self.track = track
+        self.grad = grad
         self.uses: list[Use] = []
         dims = plate_dims(model)
         self.plates = tuple(sorted(model.plates, key=lambda p: dims[p]))
@@ -328,7 +333,7 @@ class _Tabulator:
             self.uses.append(Use(node, fn, args, distribution, table, value))
         scope = variables[:-1] if own else variables
         child = variables[-1] if own and mask is None and _sums_to_one(table) else None
-        with torch.set_grad_enabled(self.track):
+        with torch.set_grad_enabled(self.track or self.grad):
             full = self._expand(table, lead, scope, own, full_batch=node.chain is None)
             add(node, Factor(variables, full, child=child) if mask is None else MaskedFactor(
                 variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
@@ -469,7 +474,9 @@ class _Tabulator:
             return pyro.module(node.name, node.value)
         init = node.value() if callable(node.value) else node.value
         value = pyro.param(node.name, lambda: as_data(self.model, node.name, init).clone(),
-                           constraint=node.constraint).detach()
+                           constraint=node.constraint)
+        if not self.grad:
+            value = value.detach()
         return value.to(self.model.device, self.model.dtype) if value.is_floating_point() \
             else value
 
