@@ -56,7 +56,8 @@ def mixture_log_likelihood(x: torch.Tensor, weights: torch.Tensor, locs: torch.T
 
 
 def fit_params(config: RunConfig) -> tuple[dict[str, torch.Tensor], genppl.Posterior | None]:
-    """Point estimates (em, svi: MAP) or posterior means (nuts) of weights, locs and scales."""
+    """Point estimates (em, svi: MAP) or posterior means (nuts with the assignments summed
+    out; hmc_gibbs with them drawn by Gibbs sweeps) of weights, locs and scales."""
     model = build().to(config.device, config.dtype)
     observed = data()
     engine = ENTRY.check_engine(config.engine)
@@ -79,7 +80,7 @@ def fit_params(config: RunConfig) -> tuple[dict[str, torch.Tensor], genppl.Poste
         guide = result.info["guide"]
         return {k: v.detach() for k, v in guide.median(**observed).items()}, None
     draws = config.steps or 300
-    posterior = genppl.infer(model, observed, engine="nuts", num_samples=draws,
+    posterior = genppl.infer(model, observed, engine=engine, num_samples=draws,
                              warmup_steps=draws, seed=config.seed, progress=config.progress,
                              init=initial_values(observed["ratio"]))
     return {k: posterior.mean(k) for k in ("weights", "locs", "scales")}, posterior
@@ -147,6 +148,6 @@ ENTRY = GalleryEntry(
     title="Pearson (1894): two-component normal mixture of Weldon's Naples crabs",
     build=build,
     data=data,
-    engines=("em", "svi", "nuts"),
+    engines=("em", "svi", "nuts", "hmc_gibbs"),
     run=run,
 )

@@ -97,8 +97,13 @@ def test_svi_matches_scikit_learn_em(x: torch.Tensor,
     torch.testing.assert_close(svi_params["scales"], em["scales"], atol=1e-3, rtol=0)
 
 
-def test_nuts_posterior_surrounds_the_mle_and_recovers_assignments(x: torch.Tensor) -> None:
-    params, posterior = pearson_crabs.fit_params(RunConfig("nuts", steps=60, progress=False))
+@pytest.mark.parametrize("engine", ["nuts", "hmc_gibbs"])
+def test_posterior_surrounds_the_mle_and_recovers_assignments(x: torch.Tensor,
+                                                              engine: str) -> None:
+    """nuts sums the assignments out and draws them afterwards; hmc_gibbs draws them by
+    Gibbs sweeps between NUTS steps. Either way each draw's assignments follow the exact
+    responsibilities under that draw's parameters."""
+    params, posterior = pearson_crabs.fit_params(RunConfig(engine, steps=60, progress=False))
     assert posterior is not None
     oracle = _mle_by_lbfgs(x)
     for name in ("locs", "scales"):
