@@ -145,7 +145,8 @@ def run(config: RunConfig) -> RunReport:
     tiny_images = binarised_digits(TINY_SIDE)
     tiny = rbm(TINY_SIDE ** 2, TINY_HIDDEN, seed=config.seed).to(config.device, config.dtype)
     units = rbm_units(TINY_SIDE ** 2, TINY_HIDDEN).to(config.device, config.dtype)
-    checkpoints = sorted({0, *range(steps // 4 - 1, steps, max(steps // 4, 1))} - {-1})
+    every = max(steps // 4, 1)
+    checkpoints = {0, *range(every - 1, steps, every), steps - 1}  # exact evaluations
     curve: list[tuple[int, float]] = []
     before = exact_log_likelihood(units, initial_params(TINY_SIDE ** 2, TINY_HIDDEN,
                                                         config.seed), tiny_images)
@@ -183,8 +184,8 @@ def run(config: RunConfig) -> RunReport:
     files: list[str] = []
     if config.out is not None:
         shown = {"data": images[:GRID]}
-        for label, fit in fits.items():
-            shown[f"RBM, {label}"] = chain_samples(model, fit.params, GRID, config.seed,
+        for n, (label, fit) in enumerate(fits.items()):  # chains on seeds of their own
+            shown[f"RBM, {label}"] = chain_samples(model, fit.params, GRID, config.seed + n,
                                                    config.progress)
         shown["PCD fantasy particles"] = fits["PCD"].info["negative"]["v"][:GRID, :, 0]
         h1 = chain_samples(top, top_fit.params, GRID, config.seed, config.progress)

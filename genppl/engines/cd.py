@@ -186,7 +186,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
         params = {n: pyro.param(n).detach().clone() for n in model.names("param")}
     return FitResult(model.name, "cd", params, losses, time.perf_counter() - start,
                      info={"k": k, "persistent": persistent, "batch_size": copies.copies,
-                           "colours": len(copies.colours), "cases": count,
+                           "colours": len(colours), "cases": count,
                            "negative": graph.values(negative)})
 
 
