@@ -86,8 +86,9 @@ def test_shared_parameters_broadcast_over_a_batch_of_sequences() -> None:
             float(naive_condition(chain, scale * y)[0]), abs=1e-10)
 
 
-def test_log_likelihood_gradient_equals_the_dense_one() -> None:
-    chain, y = random_chain(6, 2, 1, seed=7)
+@pytest.mark.parametrize("d", [1, 2])  # scalar chains take the elementwise path
+def test_log_likelihood_gradient_equals_the_dense_one(d: int) -> None:
+    chain, y = random_chain(6, d, 1, seed=7)
     leaves = [x.clone().requires_grad_() for x in chain]
     kalman_filter(LinearGaussianChain(*leaves), y).log_likelihood.backward()
     fast = [x.grad for x in leaves]
