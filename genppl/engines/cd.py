@@ -168,10 +168,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                     negative = _sweep(steps_of, negative)
                 if persistent:
                     chains = negative
-            with torch.no_grad():
                 visits = [(p - n).to(one.padding.dtype) for p, n in zip(
                     copies.counts(one, state), copies.counts(one, negative), strict=True)]
-            gap = sum((c * g.tables.reshape(len(c), -1)).sum()
+            # Cells no copy visits may hold -inf (padding, impossible states): left out.
+            gap = sum(torch.where(c != 0, c * g.tables.reshape(len(c), -1), 0).sum()
                       for c, g in zip(visits, one.groups, strict=True)) / copies.copies
             optimiser.zero_grad()
             (-gap).backward()

@@ -18,6 +18,7 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.ops.indexing import Vindex
 
 import genppl
 from genppl.errors import ModelError
@@ -129,6 +130,31 @@ def test_cd_with_many_sweeps_estimates_the_log_likelihood_gradient() -> None:
     _, variance = e.cd(k)
     estimate = _one_update(k, copies)
     _within(estimate, _log_likelihood_gradient(_params()), (variance / copies).sqrt())
+
+
+def test_a_plate_free_model_with_padded_states() -> None:
+    """Not an RBM: a binary ``a`` (the data, one case per entry) and a three-state ``z``
+    coupled by a learnable table, so the grounding pads ``a`` to three states with -inf.
+    CD with many sweeps estimates the exact gradient, ``p(z | a) - p(a, z)`` per table
+    cell averaged over the data."""
+    theta = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5]], dtype=F64)
+    m = genppl.Model("pair")
+    m.param("theta", theta)
+    m.variable("a", 2)
+    m.variable("z", 3)
+    m.factor("coupling", lambda a, z, theta: Vindex(theta)[a, z])
+    data = torch.tensor([0, 1, 1, 0, 1]).repeat(1600)
+    fit = genppl.fit(m.to(dtype=F64), {"a": data}, engine="cd", k=20, steps=1, lr=1.0,
+                     batch_size=len(data), seed=0, progress=False)
+    joint = torch.softmax(theta.reshape(-1), 0).reshape(2, 3)
+    onehot = torch.nn.functional.one_hot(data, 2).to(F64)
+    positive = onehot[:, :, None] * torch.softmax(theta, 1)[data][:, None, :]  # (N, 2, 3)
+    expected = positive.mean(0) - joint
+    # Each copy adds an indicator of its positive cell minus one of its negative cell,
+    # independent after 20 sweeps: variance of a cell = p_pos (1 - p_pos) + p (1 - p).
+    p_pos = positive.mean(0)
+    se = ((p_pos * (1 - p_pos) + joint * (1 - joint)) / len(data)).sqrt()
+    _within((fit.params["theta"] - theta).reshape(-1), expected.reshape(-1), se.reshape(-1))
 
 
 def test_persistent_chains_reach_the_model_distribution() -> None:
