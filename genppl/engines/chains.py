@@ -1,8 +1,9 @@
 """Several MCMC chains, one per worker process, merged into one posterior.
 
 A chain is a function of its index that seeds itself (``seed + index``) and returns its
-draws, so its result depends on nothing but the seed: run one after another or side by side
-in worker processes, the draws are the same (tested). Workers are forked, so a model built
+draws, and each of several chains runs on one torch thread wherever it runs, so its result
+depends on nothing but the seed: run one after another or side by side in worker processes,
+the draws are the same (tested). Workers are forked, so a model built
 from closures and lambdas needs no pickling; only the draws travel back. Forking is not
 possible once CUDA is initialised, and pointless for one chain or on one core: then chains
 run in this process.
@@ -14,22 +15,23 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from genppl.errors import ModelError
 
-Chain = Callable[[int], dict[str, torch.Tensor]]
+T = TypeVar("T")
 EXECUTORS = ("auto", "serial", "process")
 
 #: The chain function of the run in progress: forked workers inherit it.
-_RUNNING: Chain | None = None
+_RUNNING: Callable[[int], Any] | None = None
 
 
-def run_chains(chain: Chain, num_chains: int, *, executor: str = "auto",
-               device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """``{name: (chains, draws, *shape)}``: the draws of chains ``0 .. num_chains - 1``.
+def run_chains(chain: Callable[[int], T], num_chains: int, *, executor: str = "auto",
+               device: torch.device | str = "cpu") -> list[T]:
+    """The results of chains ``0 .. num_chains - 1`` (what ``chain(index)`` returns; only
+    that travels back from a worker, so it must pickle: tensors, numbers, dicts of them).
 
     ``executor``: ``"serial"`` (this process), ``"process"`` (a forked worker per chain, at
     most one per CPU core at a time), or ``"auto"``: processes when there are several chains,
@@ -43,8 +45,20 @@ def run_chains(chain: Chain, num_chains: int, *, executor: str = "auto",
     if executor == "process" and not parallel and num_chains > 1:
         raise ModelError("executor='process' needs fork and a CPU model (CUDA cannot be "
                          "forked); use executor='serial'.")
-    draws = _in_processes(chain, num_chains) if parallel else [
-        chain(c) for c in range(num_chains)]
+    if parallel:
+        return _in_processes(chain, num_chains)
+    if num_chains == 1:
+        return [chain(0)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker: the same arithmetic, the same draws
+    try:
+        return [chain(c) for c in range(num_chains)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def stack_chains(draws: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-chain ``{name: (draws, *shape)}`` as ``{name: (chains, draws, *shape)}``."""
     return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
 
 
@@ -53,7 +67,7 @@ def _can_fork(device: torch.device | str) -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def _in_processes(chain: Chain, num_chains: int) -> list[dict[str, torch.Tensor]]:
+def _in_processes(chain: Callable[[int], T], num_chains: int) -> list[T]:
     global _RUNNING
     _RUNNING = chain
     try:

@@ -19,7 +19,7 @@ import torch
 from pyro.infer import MCMC
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import run_chains
+from genppl.engines.chains import run_chains, stack_chains
 from genppl.engines.checkpoint import ChainCheckpoint, Saved
 from genppl.engines.common import seed_everything, with_params
 from genppl.engines.registry import register
@@ -88,7 +88,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         states = torch.cat([k["state"].to(state.device) for k in kept])
         return _values(graph, states)
 
-    samples = run_chains(chain, num_chains, executor=executor, device=model.device)
+    samples = stack_chains(run_chains(chain, num_chains, executor=executor,
+                                      device=model.device))
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(colours),

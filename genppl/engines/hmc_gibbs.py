@@ -22,7 +22,7 @@ from pyro.infer import HMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import run_chains
+from genppl.engines.chains import run_chains, stack_chains
 from genppl.engines.common import (
     Prepared,
     init_values,
@@ -75,7 +75,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         return _Chain(prep, data or {}, init, make, options).run(
             warmup, num_samples, progress and num_chains == 1)
 
-    samples = run_chains(chain, num_chains, executor=executor, device=model.device)
+    samples = stack_chains(run_chains(chain, num_chains, executor=executor,
+                                      device=model.device))
     return Posterior(model.name, "hmc_gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "kernel": kernel})

@@ -15,6 +15,7 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 
 from genppl.dsl.model import Model
+from genppl.engines.chains import run_chains, stack_chains
 from genppl.engines.common import complete_draw, init_values, prepare, seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -27,9 +28,10 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
           num_samples: int = 500, warmup_steps: int | None = None, num_chains: int = 1,
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,
           max_tree_depth: int = 10, step_size: float = 1.0, num_steps: int = 10,
-          init: dict[str, Any] | None = None) -> Posterior:
-    """Run ``num_chains`` chains one after another (seeds ``seed``, ``seed + 1``, ...),
-    each starting from ``init`` (latent values by name) or its prior median."""
+          init: dict[str, Any] | None = None, executor: str = "auto") -> Posterior:
+    """Run ``num_chains`` chains (seeds ``seed + c``), in worker processes or one after
+    another (``executor``, see ``genppl.engines.chains``), each starting from ``init``
+    (latent values by name) or its prior median."""
     start = time.perf_counter()
     prep = prepare(model, data, collapse=True)
     if not prep.continuous:
@@ -43,21 +45,25 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                        max_tree_depth=max_tree_depth, **extra)
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
-    draws, diagnostics = [], []
-    for chain in range(num_chains):
-        seed_everything(None if seed is None else seed + chain)
+    base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+
+    def chain(index: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        seed_everything(base + index)
         mcmc = MCMC(make(prep.target, max_plate_nesting=prep.max_plate_nesting,
                          jit_compile=False), num_samples=num_samples, warmup_steps=warmup,
                     disable_progbar=not (progress and sys.stderr.isatty()))
         mcmc.run(**prep.data)
         samples = mcmc.get_samples()
-        diagnostics.append(mcmc.diagnostics())
         with torch.no_grad():
-            for i in range(num_samples):
-                draws.append(complete_draw(prep, {k: v[i] for k, v in samples.items()}))
-    return Posterior(model.name, kernel, samples=stack_draws(draws, num_chains),
+            draws = [complete_draw(prep, {k: v[i] for k, v in samples.items()})
+                     for i in range(num_samples)]
+        return {k: v[0] for k, v in stack_draws(draws).items()}, mcmc.diagnostics()
+
+    chains = run_chains(chain, num_chains, executor=executor, device=model.device)
+    samples = stack_chains([draws for draws, _ in chains])
+    return Posterior(model.name, kernel, samples=samples,
                      seconds=time.perf_counter() - start,
-                     info={"diagnostics": diagnostics, "num_chains": num_chains})
+                     info={"diagnostics": [d for _, d in chains], "num_chains": num_chains})
 
 
 register("nuts", "No-U-Turn sampler on continuous latents; finite latents summed out and "

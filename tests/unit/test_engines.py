@@ -488,3 +488,15 @@ def test_engines_that_fit_nothing_ignore_params_left_by_other_runs() -> None:
     assert float(pyro.param("bias").detach()) == pytest.approx(0.9)
     with pytest.raises(genppl.ModelError, match=r"params= names 'bais'.*bias"):
         genppl.infer(_coin("coin", 0.2), {"y": y}, engine="enum", params={"bais": 0.6})
+
+
+def test_nuts_chains_in_worker_processes_equal_chains_in_turn() -> None:
+    m = genppl.Model("normal_mean")
+    m.latent("mu", lambda: dist.Normal(0.0, 1.0))
+    m.observed("y", lambda mu: dist.Normal(mu, 1.0))
+    runs = [genppl.infer(m, {"y": torch.tensor(0.7)}, engine="nuts", num_samples=30,
+                         warmup_steps=20, num_chains=2, seed=11, executor=executor,
+                         progress=False) for executor in ("serial", "process")]
+    assert runs[0].samples["mu"].shape == (2, 30)
+    assert torch.equal(runs[0].samples["mu"], runs[1].samples["mu"])
+    assert len(runs[1].info["diagnostics"]) == 2
