@@ -16,5 +16,6 @@ ENTRIES = [
     "ising_denoise",
     "vae_digits",
     "ddpm_toy",
+    "kalman_nile",
     "rbm_digits",
 ]
