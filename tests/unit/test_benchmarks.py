@@ -188,3 +188,13 @@ def test_ising_case_quick_denoises_alike(tmp_path: Path) -> None:
     # All start from the noisy image (about 85% right) and sample one posterior, which
     # sits near the clean image: every contender ends far closer to it.
     assert all(r["metrics"]["agreement"] > 0.9 for r in rows.values())
+
+
+@pytest.mark.benchmark
+def test_kalman_case_quick_matches_statsmodels(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "kalman")  # the case itself raises past 1e-6 relative
+    assert len(rows) == 4  # (log-likelihood, smoother) x (genppl, statsmodels)
+    for r in rows.values():
+        assert r["metrics"]["rel_error"] < 1e-9 and r["ratio"] > 0
+    smoother = rows["smoother | genppl"]["metrics"]
+    assert smoother["level_rel_error"] < 1e-9 and smoother["level_var_rel_error"] < 1e-9
