@@ -191,6 +191,17 @@ def test_ising_case_quick_denoises_alike(tmp_path: Path) -> None:
 
 
 @pytest.mark.benchmark
+def test_mixture_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "mixture_mcmc")
+    assert len(rows) == 3
+    for row in rows.values():
+        low, high = row["metrics"]["means"]
+        # Every sampler keeps the EM start's labels: two components near 0.63 and 0.65.
+        assert 0.61 < low < 0.64 < high < 0.66
+        assert row["metrics"]["ess_per_s"] > 0
+
+
+@pytest.mark.benchmark
 def test_kalman_case_quick_matches_statsmodels(tmp_path: Path) -> None:
     rows = _rows(tmp_path, "kalman")  # the case itself raises past 1e-6 relative
     assert len(rows) == 4  # (log-likelihood, smoother) x (genppl, statsmodels)
