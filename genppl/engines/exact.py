@@ -91,7 +91,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
                                    else [_device(fm)]):
             if seed is not None:
                 torch.manual_seed(seed)
-            samples = _draws(fm, num_samples, chain_method, budget_bytes)
+            samples = posterior_draws(fm, num_samples, chain_method, budget_bytes)
     return Posterior(model.name, "exact", samples=samples, marginals=probs,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
@@ -183,9 +183,12 @@ def _leaf_gradients(fm: FactorModel, *, semiring: Semiring, chain_method: str,
     return value.detach(), out
 
 
-def _draws(fm: FactorModel, num_samples: int, chain_method: str, budget_bytes: int
-           ) -> dict[str, torch.Tensor]:
-    """Joint posterior draws: one forward contraction, one sampling backward pass each."""
+def posterior_draws(fm: FactorModel, num_samples: int, chain_method: str = "auto",
+                    budget_bytes: int = contract.DEFAULT_BUDGET_BYTES
+                    ) -> dict[str, torch.Tensor]:
+    """Joint posterior draws of every latent, ``(1, num_samples, *shape)`` in the data's
+    layout: one forward contraction, one sampling backward pass each (also the exact block
+    update of ``hmc_gibbs``)."""
     leaves = _leaves(fm)
     draws: dict[str, list[torch.Tensor]] = {name: [] for name in leaves}
     with torch.enable_grad():

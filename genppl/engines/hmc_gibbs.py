@@ -1,14 +1,16 @@
 """``engine="hmc_gibbs"``: NUTS (or HMC) on the continuous latents and Gibbs on the finite
 ones, alternating (Metropolis-within-Gibbs, as NumPyro's ``HMCGibbs``).
 
-For models whose discrete part is too large to sum out exactly (per-item assignments of a
-big mixture, LDA's topic assignments, large MRF parts): each iteration takes one NUTS
-transition of the continuous latents with the discrete ones held at their current values,
-then one Gibbs sweep of the discrete latents (``genppl.gibbs``) given the new continuous
-values -- the model tabulated at those values, every colour of conditionally independent
-instances drawn at once. NUTS's potential reads the discrete values from the same place the
-sweep writes them, and its cached energy is dropped after each sweep, so every transition
-targets the current conditional.
+For models whose discrete part is too large to sum out inside every NUTS step (per-item
+assignments of a big mixture, LDA's topic assignments, large MRF parts): each iteration takes
+one NUTS transition of the continuous latents with the discrete ones held at their current
+values, then updates the discrete latents given the new continuous values -- the model
+tabulated at those values -- either by one Gibbs sweep (``discrete="gibbs"``: every colour
+of conditionally independent instances drawn at once) or by one exact joint draw from their
+conditional (``discrete="exact"``: the exact engine's sampling pass, e.g. forward filtering
+backward sampling along a chain; the best block update where it fits in memory). NUTS's
+potential reads the discrete values from the place the update writes them, and its cached
+energy is dropped after each update, so every transition targets the current conditional.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from genppl.engines.common import (
     seed_everything,
     with_params,
 )
+from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
@@ -45,14 +48,17 @@ from genppl.results import Posterior
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 500,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
           kernel: str = "nuts", target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-          init: dict[str, Any] | None = None, executor: str = "auto",
-          progress: bool = True) -> Posterior:
+          init: dict[str, Any] | None = None, discrete: str = "gibbs",
+          executor: str = "auto", progress: bool = True) -> Posterior:
     """``num_samples`` iterations per chain after ``warmup_steps`` (default as many, during
     which NUTS adapts its step size and mass matrix); chain c is seeded ``seed + c``
     (``executor``: see ``genppl.engines.chains``); ``init`` gives starting values of
-    continuous latents by name."""
+    continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above)."""
     if kernel not in ("nuts", "hmc"):
         raise ModelError(f"engine 'hmc_gibbs': kernel must be 'nuts' or 'hmc', got {kernel!r}.")
+    if discrete not in ("gibbs", "exact"):
+        raise ModelError(f"engine 'hmc_gibbs': discrete must be 'gibbs' or 'exact', got "
+                         f"{discrete!r}.")
     start = time.perf_counter()
     prep = prepare(model, data)
     if not prep.continuous:
@@ -60,10 +66,6 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
                          "'gibbs' (or 'exact').")
     if not prep.enumerated:
         raise ModelError(f"model {model.name!r} has no finite latents; use engine 'nuts'.")
-    chained = sorted(n for n in prep.discrete_nodes if model.nodes[n].chain is not None)
-    if chained:
-        raise ModelError(f"engine 'hmc_gibbs' does not yet sample finite chain latents "
-                         f"({chained}); sum them out with engine 'nuts'.")
     warmup = num_samples if warmup_steps is None else warmup_steps
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     make = NUTS if kernel == "nuts" else HMC
@@ -72,25 +74,30 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
 
     def chain(index: int) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
-        return _Chain(prep, data or {}, init, make, options).run(
+        return _Chain(prep, data or {}, init, make, options, discrete).run(
             warmup, num_samples, progress and num_chains == 1)
 
     samples = stack_chains(run_chains(chain, num_chains, executor=executor,
                                       device=model.device))
     return Posterior(model.name, "hmc_gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
-                     info={"num_chains": num_chains, "kernel": kernel})
+                     info={"num_chains": num_chains, "kernel": kernel, "discrete": discrete})
 
 
 class _Chain:
-    """One chain's state: the discrete values (Pyro layout, read by NUTS's potential through
-    ``poutine.condition``), the NUTS kernel, and the colouring of the discrete instances."""
+    """One chain's state: the discrete values by Pyro site (Pyro layout, read by NUTS's
+    potential through ``poutine.condition``; a chain node has a site per step), the NUTS
+    kernel, and the colouring of the discrete instances."""
 
     def __init__(self, prep: Prepared, data: dict[str, Any], init: dict[str, Any] | None,
-                 make: Any, options: dict[str, Any]) -> None:
+                 make: Any, options: dict[str, Any], discrete: str) -> None:
         self.prep = prep
         self.data = data
+        self.exact = discrete == "exact"
         self.sizes, _ = resolve_sizes(prep.model, prep.data)
+        self.sites: dict[str, list[str]] = {}  # node -> its sites, steps in order
+        for site in sorted(prep.enumerated, key=lambda s: split_site(s)[1] or 0):
+            self.sites.setdefault(split_site(site)[0], []).append(site)
         self.discrete: dict[str, torch.Tensor] = {}
         with torch.no_grad():  # a forward draw from the prior gives the starting discrete values
             trace = poutine.trace(prep.program).get_trace(**prep.data)
@@ -111,10 +118,15 @@ class _Chain:
                               desc="hmc_gibbs", enabled=progress):
             self.params = self.kernel.sample(self.params)
             continuous = self._continuous()
-            graph = ground(model_factors(self.prep.model, self.data, point=continuous))
-            if self.colours is None:
-                self.colours = colouring(graph)
-            self._set_discrete(graph, sweep(graph, self.colours, self._instances(graph)))
+            fm = model_factors(self.prep.model, self.data, point=continuous)
+            if self.exact:
+                self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
+            else:
+                graph = ground(fm)
+                if self.colours is None:
+                    self.colours = colouring(graph)
+                self._set_compact(self._from_instances(
+                    graph, sweep(graph, self.colours, self._instances(graph))))
             self.kernel.clear_cache()  # its energy was for the previous discrete values
             if t >= warmup:
                 draws.append({**continuous, **self._compact_discrete()})
@@ -132,29 +144,55 @@ class _Chain:
         return out
 
     def _instances(self, graph: FactorGraph) -> torch.Tensor:
-        """The discrete values as the grounded graph's instance states."""
+        """The discrete values as the grounded graph's instance states (chain steps in the
+        order the chain runs)."""
         state = torch.zeros(graph.size, dtype=torch.long, device=graph.padding.device)
         for name, value in self._compact_discrete().items():
             block = graph.blocks[name]
+            if _reversed(self.prep.model, name):
+                value = value.flip(0)
             match = value.reshape(-1, 1) == block.states.to(value.dtype)
             state[block.offset:block.offset + block.size] = match.long().argmax(-1)
         return state
 
-    def _set_discrete(self, graph: FactorGraph, state: torch.Tensor) -> None:
-        model = self.prep.model
-        for site in self.prep.enumerated:
-            node = model.nodes[split_site(site)[0]]
-            block = graph.blocks[node.name]
+    def _from_instances(self, graph: FactorGraph, state: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+        """Instance states as each discrete node's values in the data's layout."""
+        out = {}
+        for name in self.sites:
+            node, block = self.prep.model.nodes[name], graph.blocks[name]
             values = block.states[state[block.offset:block.offset + block.size]]
-            compact = values.reshape([self.sizes[p] for p in node.plates])
-            self.discrete[site] = to_pyro_layout(node, compact, self.prep.program.dims,
-                                                 self.sizes, {})
+            shape = [self.sizes[p] for p in node.plates]
+            if node.chain is not None:
+                values = values.reshape(block.shape[0], *shape)
+                out[name] = values.flip(0) if _reversed(self.prep.model, name) else values
+            else:
+                out[name] = values.reshape(shape)
+        return out
+
+    def _set_compact(self, values: dict[str, torch.Tensor]) -> None:
+        """Store each discrete node's values (the data's layout: time axis first for chain
+        nodes) at its Pyro sites."""
+        model, dims = self.prep.model, self.prep.program.dims
+        for name, sites in self.sites.items():
+            node = model.nodes[name]
+            for step, site in enumerate(sites):
+                value = values[name] if node.chain is None else values[name][step]
+                self.discrete[site] = to_pyro_layout(node, value, dims, self.sizes, {})
 
     def _compact_discrete(self) -> dict[str, torch.Tensor]:
         model, dims = self.prep.model, self.prep.program.dims
-        return {split_site(site)[0]: from_pyro_layout(model.nodes[split_site(site)[0]],
-                                                      value, dims, 0)
-                for site, value in self.discrete.items()}
+        out = {}
+        for name, sites in self.sites.items():
+            node = model.nodes[name]
+            values = [from_pyro_layout(node, self.discrete[s], dims, 0) for s in sites]
+            out[name] = values[0] if node.chain is None else torch.stack(values)
+        return out
+
+
+def _reversed(model: Model, name: str) -> bool:
+    chain = model.nodes[name].chain
+    return chain is not None and model.chains[chain].reverse
 
 
 register("hmc_gibbs", "NUTS on the continuous latents alternating with Gibbs sweeps of the "

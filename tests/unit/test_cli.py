@@ -72,14 +72,14 @@ def test_gallery_list_text(capsys: pytest.CaptureFixture[str]) -> None:
     header, *rows = out.splitlines()
     assert header.split() == ["name", "engines", "title"]
     crabs = next(r for r in rows if r.startswith("pearson_crabs "))
-    assert "em, svi, nuts" in crabs and "Pearson (1894)" in crabs
+    assert "em, svi, nuts, hmc_gibbs" in crabs and "Pearson (1894)" in crabs
 
 
 def test_gallery_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gallery", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     by_name = {e["name"]: e for e in listing["entries"]}
-    assert by_name["pearson_crabs"]["engines"] == ["em", "svi", "nuts"]
+    assert by_name["pearson_crabs"]["engines"] == ["em", "svi", "nuts", "hmc_gibbs"]
     assert by_name["pearson_crabs"]["title"].startswith("Pearson (1894)")
     assert isinstance(listing["broken"], list)
 
@@ -134,7 +134,7 @@ def test_unknown_entry_lists_valid_names(command: str, tmp_path: Path,
 def test_unknown_engine_lists_the_entrys_engines(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "pearson_crabs", "--engine", "gibbs"]) == 2
     err = capsys.readouterr().err
-    assert "'gibbs'" in err and "em, nuts, svi" in err
+    assert "'gibbs'" in err and "em, hmc_gibbs, nuts, svi" in err
     assert "Traceback" not in err
 
 

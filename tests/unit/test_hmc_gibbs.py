@@ -68,3 +68,55 @@ def test_hmc_gibbs_says_which_engine_fits_instead() -> None:
     continuous.latent("mu", lambda: dist.Normal(0.0, 1.0))
     with pytest.raises(genppl.ModelError, match="no finite latents; use engine 'nuts'"):
         genppl.infer(continuous, {}, engine="hmc_gibbs", num_samples=5)
+
+
+STEPS = torch.tensor([-1.3, -0.2, 2.9, 2.2, 1.6, -0.8], dtype=F64)
+TRANS = torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=F64)
+PRIOR_LOCS = torch.tensor([-1.0, 2.0], dtype=F64)
+
+
+def _switching() -> genppl.Model:
+    """A two-state chain emitting Normal(mu[z_t], 1), the two means unknown (their priors
+    apart, so the labels cannot switch)."""
+    m = genppl.Model("switching_means")
+    m.latent("mu", lambda: dist.Normal(PRIOR_LOCS, 1.0).to_event(1))
+    with m.chain("t"):
+        m.latent("z", lambda z_prev: dist.Categorical(TRANS[z_prev]),
+                 init=lambda: dist.Categorical(torch.tensor([0.5, 0.5], dtype=F64)))
+        m.observed("y", lambda z, mu: dist.Normal(mu[..., z], 1.0))
+    return m.to(dtype=F64)
+
+
+def _switching_grid() -> tuple[torch.Tensor, torch.Tensor]:
+    """E[mu] (2,) and P(z_t = 1) (T,) by a 2-D grid over the means, every path summed."""
+    import itertools
+
+    axis = torch.linspace(-5, 6, 221, dtype=F64)
+    m0, m1 = torch.meshgrid(axis, axis, indexing="ij")
+    mu = torch.stack([m0.reshape(-1), m1.reshape(-1)], -1)  # (G, 2)
+    normal = torch.distributions.Normal
+    log_w = normal(PRIOR_LOCS, 1.0).log_prob(mu).sum(-1)
+    paths = torch.tensor(list(itertools.product((0, 1), repeat=len(STEPS))))
+    log_path = math.log(0.5) + TRANS.log()[paths[:, :-1], paths[:, 1:]].sum(-1)  # (P,)
+    like = normal(mu[:, paths], 1.0).log_prob(STEPS).sum(-1)  # (G, P)
+    joint = log_w[:, None] + log_path[None] + like
+    w = torch.softmax(joint.reshape(-1), 0).reshape(joint.shape)
+    mean = (w.sum(1)[:, None] * mu).sum(0)
+    p_one = (w.sum(0)[:, None] * paths.to(F64)).sum(0)
+    return mean, p_one
+
+
+@pytest.mark.parametrize("discrete", ["gibbs", "exact"])
+def test_hmc_gibbs_samples_a_chain_by_sweeps_or_exact_draws(discrete: str) -> None:
+    mean, p_one = _switching_grid()
+    post = genppl.infer(_switching(), {"y": STEPS}, engine="hmc_gibbs", num_samples=200,
+                        warmup_steps=100, num_chains=2, seed=1, discrete=discrete,
+                        progress=False)
+    assert post.samples["z"].shape == (2, 200, len(STEPS))
+    for j in range(2):
+        mu = post.samples["mu"][..., j]
+        assert abs(float(mu.mean()) - float(mean[j])) <= 5 * diagnostics(mu)["mcse_mean"]
+    for t, p in enumerate(p_one.tolist()):
+        hits = (post.samples["z"][..., t] == 1).to(F64)
+        err = math.sqrt(p * (1 - p) / max(diagnostics(hits)["ess_bulk"], 1.0))
+        assert abs(float(hits.mean()) - p) <= 5 * err + 1e-12, (t, float(hits.mean()), p)
