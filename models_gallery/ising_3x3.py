@@ -29,16 +29,13 @@ def spin_name(i: int, j: int) -> str:
     return f"s_{i}_{j}"
 
 
-def grid_edges(size: int = SIZE) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Nearest-neighbour pairs of a ``size x size`` grid, each once: 2 * size * (size - 1)."""
-    edges = []
-    for i in range(size):
-        for j in range(size):
-            if j + 1 < size:
-                edges.append(((i, j), (i, j + 1)))
-            if i + 1 < size:
-                edges.append(((i, j), (i + 1, j)))
-    return edges
+def grid_edges(rows: int = SIZE, cols: int | None = None
+               ) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Nearest-neighbour pairs of a ``rows x cols`` grid (square by default), each once:
+    ``rows * (cols - 1) + (rows - 1) * cols``."""
+    cols = rows if cols is None else cols
+    return [((i, j), (k, l)) for i in range(rows) for j in range(cols)
+            for k, l in ((i, j + 1), (i + 1, j)) if k < rows and l < cols]
 
 
 def spin(state: torch.Tensor) -> torch.Tensor:
@@ -46,20 +43,27 @@ def spin(state: torch.Tensor) -> torch.Tensor:
     return 2.0 * state - 1.0
 
 
-def build(coupling: float = COUPLING, field: float = FIELD, size: int = SIZE) -> genppl.Model:
-    m = genppl.Model(f"ising_{size}x{size}")
-    for i in range(size):
-        for j in range(size):
+def ising_grid(m: genppl.Model, rows: int, cols: int, coupling: float) -> None:
+    """Declare a ``rows x cols`` grid of spins on ``m`` with a coupling factor
+    ``coupling * s_i * s_j`` per pair of neighbours (the Ising prior)."""
+    for i in range(rows):
+        for j in range(cols):
             m.variable(spin_name(i, j), 2, states=SPIN_STATES)
 
     def bond(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return coupling * spin(a) * spin(b)
 
+    for (i, j), (k, l) in grid_edges(rows, cols):
+        m.factor(f"bond_{i}_{j}__{k}_{l}", bond, scope=[spin_name(i, j), spin_name(k, l)])
+
+
+def build(coupling: float = COUPLING, field: float = FIELD, size: int = SIZE) -> genppl.Model:
+    m = genppl.Model(f"ising_{size}x{size}")
+    ising_grid(m, size, size, coupling)
+
     def external(a: torch.Tensor) -> torch.Tensor:
         return field * spin(a)
 
-    for (i, j), (k, l) in grid_edges(size):
-        m.factor(f"bond_{i}_{j}__{k}_{l}", bond, scope=[spin_name(i, j), spin_name(k, l)])
     for i in range(size):
         for j in range(size):
             m.factor(f"field_{i}_{j}", external, scope=[spin_name(i, j)])

@@ -22,18 +22,12 @@ import torch
 
 import genppl
 from genppl.gallery import GalleryEntry, RunConfig, RunReport
-from models_gallery.ising_3x3 import SPIN_STATES, spin, spin_name
+from models_gallery.ising_3x3 import grid_edges, ising_grid, spin, spin_name
 
 COUPLING = 0.8  # J: the prior's pull towards equal neighbours
 FLIP = 0.15  # probability that the noise flips a pixel
 SHRINK = 4  # horse (328 x 400) -> 82 x 100
 SWEEPS = 300
-
-
-def grid_edges(rows: int, cols: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Nearest-neighbour pairs of a ``rows x cols`` grid, each once."""
-    return [((i, j), (k, l)) for i in range(rows) for j in range(cols)
-            for k, l in ((i, j + 1), (i + 1, j)) if k < rows and l < cols]
 
 
 def clean_image(shrink: int = SHRINK) -> torch.Tensor:
@@ -59,15 +53,7 @@ def build_posterior(observed: torch.Tensor, coupling: float = COUPLING,
     rows, cols = observed.shape
     eta = 0.5 * math.log((1 - flip) / flip)
     m = genppl.Model(f"ising_denoise_{rows}x{cols}")
-    for i in range(rows):
-        for j in range(cols):
-            m.variable(spin_name(i, j), 2, states=SPIN_STATES)
-
-    def bond(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return coupling * spin(a) * spin(b)
-
-    for (i, j), (k, l) in grid_edges(rows, cols):
-        m.factor(f"bond_{i}_{j}__{k}_{l}", bond, scope=[spin_name(i, j), spin_name(k, l)])
+    ising_grid(m, rows, cols, coupling)
     for i in range(rows):
         for j in range(cols):
             pull = eta * float(observed[i, j])

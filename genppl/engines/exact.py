@@ -158,9 +158,8 @@ def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
 def _leaves(fm: FactorModel) -> dict[str, torch.Tensor]:
     """A zero table over each latent: the gradient of the contraction lands on these."""
     like = _any_table(fm)
-    cases = tuple(torch.broadcast_shapes(*(f.batch_shape for _, f in fm.factors))) \
-        if not fm.plates else ()
-    return {name: like.new_zeros((*_leaf_batch(fm, name, cases), len(v.states))
+    cases = fm.cases()
+    return {name: like.new_zeros((*fm.leaf_shape(name, cases), len(v.states))
                                  ).requires_grad_() for name, v in fm.variables.items()}
 
 
@@ -212,19 +211,6 @@ def _any_table(fm: FactorModel) -> torch.Tensor:
         for f in (*block.first, *block.rest):
             return f.log_table
     raise ModelError("the model has no tables for engine 'exact'.")
-
-
-def _leaf_batch(fm: FactorModel, name: str, cases: tuple[int, ...]) -> tuple[int, ...]:
-    """A latent's batch shape: evidence ``cases`` (the broadcast of every table's batch
-    shape) in plate-free models, else its chain's time axis and the model's plates."""
-    var = fm.variables[name]
-    if not fm.plates and var.chain is None:
-        return cases
-    plates = tuple(fm.sizes[p] if p in var.plates else 1 for p in fm.plates)
-    if var.chain is None:
-        return plates
-    length = next(b.length for b in fm.chains if b.name == var.chain)
-    return (length, *plates)
 
 
 def _compact(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor:

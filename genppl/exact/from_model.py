@@ -118,6 +118,25 @@ class FactorModel:
     latents: list[str]
     uses: list[Use] = field(default_factory=list)
 
+    def cases(self) -> tuple[int, ...]:
+        """Plate-free models: the broadcast batch shape of the tables (evidence cases)."""
+        if self.plates:
+            return ()
+        return tuple(torch.broadcast_shapes(*(f.batch_shape for _, f in self.factors)))
+
+    def leaf_shape(self, name: str, cases: tuple[int, ...]) -> tuple[int, ...]:
+        """A latent's batch shape: evidence ``cases`` in plate-free models, else its
+        chain's time axis (in the order the chain runs) and the model's plates (size 1
+        where it is not in one)."""
+        var = self.variables[name]
+        if not self.plates and var.chain is None:
+            return cases
+        plates = tuple(self.sizes[p] if p in var.plates else 1 for p in self.plates)
+        if var.chain is None:
+            return plates
+        length = next(b.length for b in self.chains if b.name == var.chain)
+        return (length, *plates)
+
 
 def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
                   point: Mapping[str, torch.Tensor] | None = None, grad: bool = False

@@ -112,11 +112,11 @@ class FactorGraph:
 
 def ground(fm: FactorModel) -> FactorGraph:
     """The factor graph of a tabulated model (see the module doc)."""
-    cases = _cases(fm)
+    cases = fm.cases()
     blocks: dict[str, Block] = {}
     offset = 0
     for name, var in fm.variables.items():
-        shape = _instance_shape(fm, name, cases)
+        shape = fm.leaf_shape(name, cases)
         blocks[name] = Block(name, offset, shape, var.states, var.chain)
         offset += math.prod(shape)
     k = max(len(v.states) for v in fm.variables.values())
@@ -134,24 +134,6 @@ def ground(fm: FactorModel) -> FactorGraph:
         bucket[1].append(index)
     groups = tuple(FactorGroup(torch.cat(t), torch.cat(i)) for t, i in by_arity.values())
     return FactorGraph(blocks, groups, padding)
-
-
-def _cases(fm: FactorModel) -> tuple[int, ...]:
-    """Plate-free models: the broadcast batch shape of the tables (evidence cases)."""
-    if fm.plates:
-        return ()
-    return tuple(torch.broadcast_shapes(*(f.batch_shape for _, f in fm.factors)))
-
-
-def _instance_shape(fm: FactorModel, name: str, cases: tuple[int, ...]) -> tuple[int, ...]:
-    var = fm.variables[name]
-    if not fm.plates and var.chain is None:
-        return cases
-    plates = tuple(fm.sizes[p] if p in var.plates else 1 for p in fm.plates)
-    if var.chain is None:
-        return plates
-    length = next(b.length for b in fm.chains if b.name == var.chain)
-    return (length, *plates)
 
 
 #: A table and, for a chain's tables, ``(chain, first step, number of steps)`` its time axis
