@@ -149,7 +149,7 @@ def complete_draw(prep: Prepared, conditioned_on: dict[str, torch.Tensor]) -> di
     values, plus the discrete latents and the marginalised linear-Gaussian chains sampled
     exactly from their conditional posterior."""
     model: Callable[..., Any] = poutine.condition(prep.target, data=conditioned_on)
-    if prep.enumerated:
+    if not set(prep.enumerated) <= set(conditioned_on):  # finite latents not drawn yet
         model = infer_discrete(model, first_available_dim=-1 - prep.max_plate_nesting,
                                temperature=1)
     trace = poutine.trace(model).get_trace(**prep.data)

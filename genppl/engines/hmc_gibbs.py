@@ -39,8 +39,8 @@ from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
 from genppl.gibbs.grounding import FactorGraph, ground
 from genppl.gibbs.kernel import colouring, sweep
-from genppl.pyro.layout import resolve_sizes, to_pyro_layout
-from genppl.pyro.values import from_pyro_layout, split_site
+from genppl.pyro.layout import resolve_sizes
+from genppl.pyro.values import from_pyro_layout, split_site, to_sites
 from genppl.results import Posterior
 
 
@@ -173,12 +173,8 @@ class _Chain:
     def _set_compact(self, values: dict[str, torch.Tensor]) -> None:
         """Store each discrete node's values (the data's layout: time axis first for chain
         nodes) at its Pyro sites."""
-        model, dims = self.prep.model, self.prep.program.dims
-        for name, sites in self.sites.items():
-            node = model.nodes[name]
-            for step, site in enumerate(sites):
-                value = values[name] if node.chain is None else values[name][step]
-                self.discrete[site] = to_pyro_layout(node, value, dims, self.sizes, {})
+        self.discrete.update(to_sites(self.prep.model, values, self.prep.program.dims,
+                                      self.sizes))
 
     def _compact_discrete(self) -> dict[str, torch.Tensor]:
         model, dims = self.prep.model, self.prep.program.dims

@@ -11,13 +11,16 @@ import time
 from functools import partial
 from typing import Any
 
+import pyro
 import torch
+from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import run_chains, stack_chains
 from genppl.engines.common import complete_draw, init_values, prepare, seed_everything, with_params
 from genppl.engines.registry import register
+from genppl.engines.summed_out import FiniteSummedOut
 from genppl.errors import ModelError
 from genppl.pyro.values import stack_draws
 from genppl.results import Posterior
@@ -28,10 +31,16 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
           num_samples: int = 500, warmup_steps: int | None = None, num_chains: int = 1,
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,
           max_tree_depth: int = 10, step_size: float = 1.0, num_steps: int = 10,
-          init: dict[str, Any] | None = None, executor: str = "auto") -> Posterior:
+          init: dict[str, Any] | None = None, executor: str = "auto",
+          marginalise: str = "enum") -> Posterior:
     """Run ``num_chains`` chains (seeds ``seed + c``), in worker processes or one after
     another (``executor``, see ``genppl.engines.chains``), each starting from ``init``
-    (latent values by name) or its prior median."""
+    (latent values by name) or its prior median. ``marginalise`` sums finite latents out
+    by Pyro's enumeration (``"enum"``) or by the exact engine (``"exact"``: no cap on their
+    number, see ``genppl.engines.summed_out``)."""
+    if marginalise not in ("enum", "exact"):
+        raise ModelError(f"engine {kernel!r}: marginalise must be 'enum' or 'exact', got "
+                         f"{marginalise!r}.")
     start = time.perf_counter()
     prep = prepare(model, data, collapse=True)
     if not prep.continuous:
@@ -46,16 +55,20 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    summed = _summed_out(prep, data or {}) if marginalise == "exact" and prep.enumerated \
+        else None
+    target = prep.target if summed is None else summed
 
     def chain(index: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
-        mcmc = MCMC(make(prep.target, max_plate_nesting=prep.max_plate_nesting,
+        mcmc = MCMC(make(target, max_plate_nesting=prep.max_plate_nesting,
                          jit_compile=False), num_samples=num_samples, warmup_steps=warmup,
                     disable_progbar=not (progress and sys.stderr.isatty()))
         mcmc.run(**prep.data)
         samples = mcmc.get_samples()
         with torch.no_grad():
-            draws = [complete_draw(prep, {k: v[i] for k, v in samples.items()})
+            draws = [complete_draw(prep, _with_finite(summed, {k: v[i] for k, v in
+                                                              samples.items()}))
                      for i in range(num_samples)]
         return {k: v[0] for k, v in stack_draws(draws).items()}, mcmc.diagnostics()
 
@@ -64,6 +77,27 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     return Posterior(model.name, kernel, samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"diagnostics": [d for _, d in chains], "num_chains": num_chains})
+
+
+def _summed_out(prep: Any, data: dict[str, Any]) -> FiniteSummedOut:
+    if prep.gaussian is not None:
+        raise ModelError("marginalise='exact' does not yet combine with linear-Gaussian "
+                         "chains summed out by the Kalman filter; use marginalise='enum'.")
+    with pyro.get_param_store().scope(), torch.no_grad():
+        trace = poutine.trace(prep.program).get_trace(**prep.data)
+    observed = [name for name, site in trace.nodes.items()
+                if site["type"] == "sample" and site["is_observed"]]
+    return FiniteSummedOut(prep.model, prep.program, prep.enumerated, observed,
+                           prep.continuous, data)
+
+
+def _with_finite(summed: FiniteSummedOut | None, sites: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """A posterior sample's continuous sites, plus (when the exact engine summed the finite
+    latents out) an exact draw of the finite ones given them, as sites."""
+    if summed is None:
+        return sites
+    return {**sites, **summed.draw_finite(sites)}
 
 
 register("nuts", "No-U-Turn sampler on continuous latents; finite latents summed out and "

@@ -76,3 +76,20 @@ def stack_draws(draws: list[dict[str, torch.Tensor]], chains: int = 1) -> dict[s
         stacked = torch.stack([d[name] for d in draws])
         out[name] = stacked.reshape(chains, -1, *stacked.shape[1:])
     return out
+
+
+def to_sites(model: Model, values: Mapping[str, torch.Tensor], dims: Mapping[str, int],
+             sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Nodes' values in the compact layout as Pyro site values (the inverse of ``by_node``
+    and ``from_pyro_layout``): a chain node's time axis becomes one site per step."""
+    from genppl.pyro.layout import to_pyro_layout
+
+    out = {}
+    for name, value in values.items():
+        node = model.nodes[name]
+        if node.chain is None:
+            out[name] = to_pyro_layout(node, value, dims, sizes, {})
+            continue
+        for step in range(value.shape[0]):
+            out[f"{name}[{step}]"] = to_pyro_layout(node, value[step], dims, sizes, {})
+    return out

@@ -1,0 +1,74 @@
+"""A model's finite latents summed out by the exact engine, for samplers of the continuous
+ones (``engine="nuts", marginalise="exact"``).
+
+Pyro's enumeration gives each finite latent its own tensor dimension, so it stops at 64 of
+them and at plate structures that are not trees. Here the Pyro program runs with its finite
+latents and its observed nodes hidden from the sampler, and one ``pyro.factor`` adds
+log p(data, finite latents summed out | continuous values): the exact engine's contraction
+of the model tabulated at the continuous values the sampler proposes, differentiable in them
+through the tabulation. The continuous latents keep their own sites, priors and constraints,
+so NUTS adapts to them as usual; the finite latents are drawn per posterior sample from their
+exact conditional (``draw_finite``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+import pyro
+import torch
+from pyro import poutine
+
+from genppl.dsl.model import Model
+from genppl.engines.exact import posterior_draws
+from genppl.errors import ModelError
+from genppl.exact.from_model import model_factors
+from genppl.exact.sum_product import contract
+from genppl.pyro.layout import resolve_sizes
+from genppl.pyro.values import from_pyro_layout, split_site, to_sites
+
+
+class FiniteSummedOut:
+    """The callable NUTS samples (see the module doc): ``program`` with ``finite`` and
+    ``observed`` sites hidden and one factor in their place."""
+
+    def __init__(self, model: Model, program: Any, finite: list[str], observed: list[str],
+                 continuous: list[str], data: dict[str, torch.Tensor]) -> None:
+        finite_nodes = {split_site(f)[0] for f in finite}
+        readers = sorted(n for n in {split_site(s)[0] for s in continuous}
+                         if finite_nodes & nx.ancestors(model.graph, n))
+        if readers:
+            raise ModelError(f"continuous latent {readers[0]!r} ({model[readers[0]].declared_at}) "
+                             "depends on a finite latent, which the exact engine can only sum "
+                             "out below continuous ones; use marginalise='enum' or engine "
+                             "'hmc_gibbs'.")
+        self.model = model
+        self.program = program
+        self.hidden = {*finite, *observed}
+        self.continuous = continuous
+        self.data = data
+
+    def __call__(self, **data: Any) -> None:
+        trace = poutine.trace(poutine.block(
+            self.program, hide_fn=lambda msg: msg["name"] in self.hidden)).get_trace(**data)
+        values = self.values({s: trace.nodes[s]["value"] for s in self.continuous})
+        log_z = contract(model_factors(self.model, self.data, point=values, grad=True))
+        pyro.factor("finite_summed_out", log_z.sum())
+
+    def values(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Continuous sites' values (Pyro layout) by node, in the data's layout."""
+        dims = self.program.dims
+        out = {}
+        for site, value in sites.items():
+            node = self.model.nodes[split_site(site)[0]]
+            out[node.name] = from_pyro_layout(node, value, dims, node.event_dim)
+        return out
+
+    def draw_finite(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An exact joint draw of the finite latents given continuous sites' values, as
+        Pyro sites (the exact engine's sampling pass)."""
+        fm = model_factors(self.model, self.data, point=self.values(sites))
+        draws = {name: d[0, 0] for name, d in posterior_draws(fm, 1).items()}
+        sizes, _ = resolve_sizes(self.model, self.data)
+        return to_sites(self.model, draws, self.program.dims, sizes)
