@@ -8,7 +8,8 @@ draws, one chain each:
 - Pyro's NUTS on a hand-written Pyro model with the assignments enumerated and summed out
   (``TraceEnum``; the baseline);
 - genppl ``nuts`` on ``models_gallery/pearson_crabs.py``'s model (assignments summed out the
-  same way, drawn afterwards per sample);
+  same way, drawn afterwards per sample), and the same with ``marginalise="exact"`` (summed
+  out by genppl's exact engine instead: the same potential, computed another way);
 - genppl ``hmc_gibbs`` (NUTS on weights, means and spreads alternating with a Gibbs sweep of
   the 1,000 assignments).
 
@@ -36,6 +37,7 @@ from models_gallery import pearson_crabs
 
 PYRO = "Pyro NUTS, assignments enumerated"
 NUTS_ROW = "genppl nuts, assignments summed out"
+NUTS_EXACT = "genppl nuts, summed out by the exact engine"
 HMC_GIBBS = "genppl hmc_gibbs"
 DRAWS, QUICK_DRAWS = 300, 30
 
@@ -73,17 +75,18 @@ def contenders(config: BenchConfig) -> list[Contender]:
         mcmc.run(x)
         return mcmc.get_samples(group_by_chain=True)["locs"]
 
-    def engine(name: str) -> Any:
+    def engine(name: str, **options: Any) -> Any:
         def sample() -> torch.Tensor:
             post = genppl.infer(model, {"ratio": x}, engine=name, num_samples=draws,
                                 warmup_steps=draws, seed=config.seed, progress=False,
-                                init=start)
+                                init=start, **options)
             return post.samples["locs"]
         return sample
 
     once = {"warmup": 0, "repeats": 1}  # each run is seconds long: time it once
     return [Contender(PYRO, timed(pyro_nuts), **once),
             Contender(NUTS_ROW, timed(engine("nuts")), **once),
+            Contender(NUTS_EXACT, timed(engine("nuts", marginalise="exact")), **once),
             Contender(HMC_GIBBS, timed(engine("hmc_gibbs")), **once)]
 
 

@@ -193,7 +193,7 @@ def test_ising_case_quick_denoises_alike(tmp_path: Path) -> None:
 @pytest.mark.benchmark
 def test_mixture_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) -> None:
     rows = _rows(tmp_path, "mixture_mcmc")
-    assert len(rows) == 3
+    assert len(rows) == 4
     for row in rows.values():
         low, high = row["metrics"]["means"]
         # Every sampler keeps the EM start's labels: two components near 0.63 and 0.65.
