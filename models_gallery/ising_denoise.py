@@ -21,7 +21,7 @@ import time
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure
 from models_gallery.ising_3x3 import grid_edges, ising_grid, spin, spin_name
 
 COUPLING = 0.8  # J: the prior's pull towards equal neighbours
@@ -100,7 +100,7 @@ def run(config: RunConfig) -> RunReport:
         f"pixel error after denoising        {after:.4f}"])
     files = []
     if config.out is not None:
-        files.append(str(_picture(clean, seen, mean, config)))
+        files.append(_picture(clean, seen, mean, config))
     return RunReport("ising_denoise", engine, table,
                      metrics={"error_noisy": before, "error_denoised": after,
                               "sweeps": sweeps, "pixels": rows * cols},
@@ -108,26 +108,16 @@ def run(config: RunConfig) -> RunReport:
 
 
 def _picture(clean: torch.Tensor, seen: torch.Tensor, mean: torch.Tensor, config: RunConfig
-             ) -> object:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    assert config.out is not None
-    config.out.mkdir(parents=True, exist_ok=True)
-    path = config.out / "ising_denoise.png"
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3))
-    for ax, image, title in zip(axes, (clean, seen, mean),
-                                ("clean", f"noisy ({FLIP:.0%} flipped)", "posterior mean"),
-                                strict=True):
-        ax.imshow(image.numpy(), cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+             ) -> str:
+    written: list[str] = []
+    with figure(config, "ising_denoise.png", written, ncols=3, figsize=(9, 3)) as (_, axes):
+        for ax, image, title in zip(axes, (clean, seen, mean),
+                                    ("clean", f"noisy ({FLIP:.0%} flipped)", "posterior mean"),
+                                    strict=True):
+            ax.imshow(image.numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(title)
+            ax.axis("off")
+    return written[0]
 
 
 ENTRY = GalleryEntry(
