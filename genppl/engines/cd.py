@@ -234,7 +234,7 @@ def _cases(model: Model, fm: FactorModel, graph: FactorGraph, data: dict[str, An
             raise ModelError(f"engine 'cd': data names {name!r}, which is not a finite variable "
                              f"of {model.name!r}." + suggest(name, graph.blocks))
         value = as_data(model, name, value)
-        layout = _layout(fm, block)
+        layout = block.layout
         if value.dim() != 1 + len(layout) or tuple(value.shape[1:]) != layout:
             raise ModelError(f"engine 'cd': data for {name!r} has shape {tuple(value.shape)}; "
                              f"it needs (cases, {', '.join(map(str, layout))}): a leading axis "
@@ -249,13 +249,6 @@ def _cases(model: Model, fm: FactorModel, graph: FactorGraph, data: dict[str, An
         raise ModelError(f"engine 'cd': the data entries have different numbers of cases "
                          f"{ {n: len(v) for n, v in out.items()} }; give every case of each.")
     return out
-
-
-def _layout(fm: FactorModel, block: Block) -> tuple[int, ...]:
-    """A variable's own data shape: its time axis if in a chain, then its plates' sizes."""
-    plates = fm.variables[block.name].plates
-    return (*block.shape[:1 if block.chain else 0],
-            *(fm.sizes[p] for p in fm.plates if p in plates))
 
 
 def _minibatches(count: int, size: int, device: torch.device) -> Iterator[torch.Tensor]:

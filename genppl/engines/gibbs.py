@@ -86,7 +86,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
             if store is not None:
                 store.save(Saved({"state": state}, kept, done), graph.padding.device)
         states = torch.cat([k["state"].to(state.device) for k in kept])
-        return _values(graph, states)
+        return graph.compact(states)
 
     samples = stack_chains(run_chains(chain, num_chains, executor=executor,
                                       device=model.device))
@@ -96,31 +96,24 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
                            "instances": graph.size})
 
 
-def _values(graph: FactorGraph, states: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Draws ``(draws, V)`` of instance states as each variable's state values,
-    ``(draws, *shape)``."""
-    return {b.name: b.states[states[:, b.offset:b.offset + b.size]].reshape(
-        len(states), *b.shape) for b in graph.blocks.values()}
-
-
 def _initial_state(model: Model, graph: FactorGraph, colours: list[torch.Tensor],
                    init: dict[str, Any] | None) -> torch.Tensor:
     if not init:
         return starting_state(graph, colours)
-    state = torch.zeros(graph.size, dtype=torch.long, device=graph.padding.device)
-    given = torch.zeros(graph.size, dtype=torch.bool, device=state.device)
+    given = torch.zeros(graph.size, dtype=torch.bool, device=graph.padding.device)
+    values = {}
     for name, value in init.items():
         block = graph.blocks.get(name)
         if block is None:
             raise ModelError(f"init names {name!r}, which is not a finite latent of "
                              f"{model.name!r}; latents: {sorted(graph.blocks)}.")
         value = as_data(model, name, value)
-        match = value.reshape(-1, 1) == block.states.to(value.dtype)
-        if value.numel() not in (1, block.size) or not bool(match.any(-1).all()):
+        if value.numel() not in (1, block.size):
             raise ModelError(f"init for {name!r} must hold {block.size} value(s) among its "
                              f"states {block.states.tolist()}.")
-        state[block.offset:block.offset + block.size] = match.long().argmax(-1)
+        values[name] = value.reshape(-1).expand(block.size).reshape(block.layout)
         given[block.offset:block.offset + block.size] = True
+    state = graph.with_values(torch.zeros_like(given, dtype=torch.long), values)
     for ids in colours:  # the latents init leaves out: drawn given the ones it sets
         free = ids[~given[ids]]
         if len(free):

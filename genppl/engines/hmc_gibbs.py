@@ -37,7 +37,7 @@ from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
-from genppl.gibbs.grounding import FactorGraph, ground
+from genppl.gibbs.grounding import ground
 from genppl.gibbs.kernel import colouring, sweep
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
@@ -125,8 +125,10 @@ class _Chain:
                 graph = ground(fm)
                 if self.colours is None:
                     self.colours = colouring(graph)
-                self._set_compact(self._from_instances(
-                    graph, sweep(graph, self.colours, self._instances(graph))))
+                start = graph.with_values(graph.padding.new_zeros(graph.size, dtype=torch.long),
+                                          self._compact_discrete())
+                drawn = graph.compact(sweep(graph, self.colours, start))
+                self._set_compact({name: drawn[name] for name in self.sites})
             self.kernel.clear_cache()  # its energy was for the previous discrete values
             if t >= warmup:
                 draws.append({**continuous, **self._compact_discrete()})
@@ -143,33 +145,6 @@ class _Chain:
                                               node.event_dim)
         return out
 
-    def _instances(self, graph: FactorGraph) -> torch.Tensor:
-        """The discrete values as the grounded graph's instance states (chain steps in the
-        order the chain runs)."""
-        state = torch.zeros(graph.size, dtype=torch.long, device=graph.padding.device)
-        for name, value in self._compact_discrete().items():
-            block = graph.blocks[name]
-            if _reversed(self.prep.model, name):
-                value = value.flip(0)
-            match = value.reshape(-1, 1) == block.states.to(value.dtype)
-            state[block.offset:block.offset + block.size] = match.long().argmax(-1)
-        return state
-
-    def _from_instances(self, graph: FactorGraph, state: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
-        """Instance states as each discrete node's values in the data's layout."""
-        out = {}
-        for name in self.sites:
-            node, block = self.prep.model.nodes[name], graph.blocks[name]
-            values = block.states[state[block.offset:block.offset + block.size]]
-            shape = [self.sizes[p] for p in node.plates]
-            if node.chain is not None:
-                values = values.reshape(block.shape[0], *shape)
-                out[name] = values.flip(0) if _reversed(self.prep.model, name) else values
-            else:
-                out[name] = values.reshape(shape)
-        return out
-
     def _set_compact(self, values: dict[str, torch.Tensor]) -> None:
         """Store each discrete node's values (the data's layout: time axis first for chain
         nodes) at its Pyro sites."""
@@ -184,11 +159,6 @@ class _Chain:
             values = [from_pyro_layout(node, self.discrete[s], dims, 0) for s in sites]
             out[name] = values[0] if node.chain is None else torch.stack(values)
         return out
-
-
-def _reversed(model: Model, name: str) -> bool:
-    chain = model.nodes[name].chain
-    return chain is not None and model.chains[chain].reverse
 
 
 register("hmc_gibbs", "NUTS on the continuous latents alternating with Gibbs sweeps of the "

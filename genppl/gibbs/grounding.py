@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genppl.errors import ModelError
 from genppl.exact.contract import Factor
 from genppl.exact.from_model import PREV, FactorModel, plain
 
@@ -33,6 +34,9 @@ class Block:
     shape: tuple[int, ...]
     states: torch.Tensor
     chain: str | None
+    #: the variable's values as users see them: time axis in index order, its own plates
+    layout: tuple[int, ...] = ()
+    reverse: bool = False  # a chain running backwards: instances in the order it runs
 
     @property
     def size(self) -> int:
@@ -109,6 +113,32 @@ class FactorGraph:
         return {b.name: b.states[state[b.offset:b.offset + b.size]].reshape(b.shape)
                 for b in self.blocks.values()}
 
+    def compact(self, states: torch.Tensor) -> dict[str, torch.Tensor]:
+        """States ``(..., V)`` as each variable's values in the data's layout,
+        ``(..., *layout)``."""
+        out = {}
+        for b in self.blocks.values():
+            lead = states.shape[:-1]
+            values = b.states[states[..., b.offset:b.offset + b.size]].reshape(
+                *lead, *b.layout)
+            out[b.name] = values.flip(len(lead)) if b.reverse else values
+        return out
+
+    def with_values(self, state: torch.Tensor, values: dict[str, torch.Tensor]
+                    ) -> torch.Tensor:
+        """``state`` (V,) with the instances of the named variables set to ``values`` (the
+        data's layout), checked to be among their states."""
+        state = state.clone()
+        for name, value in values.items():
+            b = self.blocks[name]
+            value = value.flip(0) if b.reverse else value
+            match = value.reshape(-1, 1) == b.states.to(value.dtype)
+            if not bool(match.any(-1).all()):
+                raise ModelError(f"values for {name!r} must be among its states "
+                                 f"{b.states.tolist()}.")
+            state[b.offset:b.offset + b.size] = match.long().argmax(-1)
+        return state
+
 
 def ground(fm: FactorModel) -> FactorGraph:
     """The factor graph of a tabulated model (see the module doc)."""
@@ -117,7 +147,11 @@ def ground(fm: FactorModel) -> FactorGraph:
     offset = 0
     for name, var in fm.variables.items():
         shape = fm.leaf_shape(name, cases)
-        blocks[name] = Block(name, offset, shape, var.states, var.chain)
+        own = [fm.sizes[p] for p in fm.plates if p in var.plates] if fm.plates else cases
+        layout = (*shape[:1 if var.chain else 0], *own)
+        reverse = var.chain is not None and next(b.reverse for b in fm.chains
+                                                 if b.name == var.chain)
+        blocks[name] = Block(name, offset, shape, var.states, var.chain, tuple(layout), reverse)
         offset += math.prod(shape)
     k = max(len(v.states) for v in fm.variables.values())
     tables = _tables(fm)
