@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ from genppl.dsl.model import Model
 from genppl.engines.chains import run_chains, stack_chains
 from genppl.engines.checkpoint import ChainCheckpoint, Saved
 from genppl.engines.common import seed_everything, with_params
+from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
 from genppl.gibbs.grounding import FactorGraph, ground
-from genppl.gibbs.kernel import GibbsKernel, colouring, draw, starting_state
+from genppl.gibbs.kernel import GibbsKernel, colouring, draw, starting_state, sweep
 from genppl.pyro.program import as_data
 from genppl.results import Posterior
 
@@ -34,14 +36,18 @@ from genppl.results import Posterior
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
-          schedule: str = "chromatic", init: dict[str, Any] | None = None,
+          schedule: str = "chromatic", blocks: Sequence[Sequence[str]] = (),
+          init: dict[str, Any] | None = None,
           executor: str = "auto", checkpoint: str | Path | None = None,
           checkpoint_every: int = 200, progress: bool = True) -> Posterior:
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
     ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
     processes or one after another (``executor``, see ``genppl.engines.chains``), with the
     same draws either way; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
-    (one instance at a time); ``init`` gives starting values of latents by name (the rest
+    (one instance at a time); each of ``blocks`` (lists of latents) is drawn jointly, after
+    the colours, from its exact conditional given everything else (the exact engine's
+    sampling pass: forward filtering backward sampling for a chain), which mixes where
+    single-site updates crawl; ``init`` gives starting values of latents by name (the rest
     are drawn). With ``checkpoint`` (a directory), each chain saves its progress every
     ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
     where it stopped, with the draws an uninterrupted run gives (``seed`` is then
@@ -55,7 +61,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
     graph = ground(fm)
-    colours = colouring(graph, schedule)
+    step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
     if checkpoint is not None and seed is None:
         raise ModelError("engine 'gibbs': checkpoint= needs seed=, so that a resumed run "
@@ -70,12 +76,12 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
         saved = store.load() if store is not None else None
         if saved is None:
-            saved = Saved({"state": _initial_state(model, graph, colours, init)}, [], 0)
+            saved = Saved({"state": _initial_state(model, graph, step, init)}, [], 0)
         state, kept, done = saved.state["state"].to(graph.padding.device), saved.draws, \
             saved.done
         while done < total:  # in stretches of checkpoint_every sweeps when checkpointing
             steps = min(checkpoint_every, total - done) if store is not None else total - done
-            mcmc = MCMC(GibbsKernel(graph, colours, state), num_samples=steps, warmup_steps=0,
+            mcmc = MCMC(GibbsKernel(step, state), num_samples=steps, warmup_steps=0,
                         disable_progbar=not (progress and sys.stderr.isatty()))
             mcmc.run()
             block = mcmc.get_samples()["state"]  # (steps, V)
@@ -92,14 +98,47 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
                                       device=model.device))
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
-                     info={"num_chains": num_chains, "colours": len(colours),
+                     info={"num_chains": num_chains, "colours": len(step.colours),
                            "instances": graph.size})
 
 
-def _initial_state(model: Model, graph: FactorGraph, colours: list[torch.Tensor],
+class _Step:
+    """One sweep: the colours of the instances outside every block, then each block drawn
+    jointly from its exact conditional (the model tabulated with every other latent as
+    evidence at its current value)."""
+
+    def __init__(self, model: Model, data: dict[str, Any], graph: FactorGraph,
+                 colours: list[torch.Tensor], blocks: Sequence[Sequence[str]]) -> None:
+        self.model, self.data, self.graph = model, data, graph
+        self.blocks = [list(b) for b in blocks]
+        named = [n for b in self.blocks for n in b]
+        unknown = [n for n in named if n not in graph.blocks]
+        if unknown or len(set(named)) < len(named):
+            raise ModelError(f"engine 'gibbs': blocks must name distinct finite latents of "
+                             f"{model.name!r} ({sorted(graph.blocks)}); got {self.blocks}.")
+        inside = torch.zeros(graph.size, dtype=torch.bool, device=graph.padding.device)
+        for name in named:
+            b = graph.blocks[name]
+            inside[b.offset:b.offset + b.size] = True
+        self.colours = [c[~inside[c]] for c in colours if bool((~inside[c]).any())]
+
+    def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        state = sweep(self.graph, self.colours, state)
+        for names in self.blocks:
+            state = self.draw_block(state, names)
+        return state
+
+    def draw_block(self, state: torch.Tensor, names: list[str]) -> torch.Tensor:
+        evidence = {k: v for k, v in self.graph.compact(state).items() if k not in names}
+        fm = model_factors(self.model, {**self.data, **evidence})
+        drawn = posterior_draws(fm, 1)
+        return self.graph.with_values(state, {n: drawn[n][0, 0] for n in names})
+
+
+def _initial_state(model: Model, graph: FactorGraph, step: _Step,
                    init: dict[str, Any] | None) -> torch.Tensor:
     if not init:
-        return starting_state(graph, colours)
+        return starting_state(graph, step)
     given = torch.zeros(graph.size, dtype=torch.bool, device=graph.padding.device)
     values = {}
     for name, value in init.items():
@@ -114,10 +153,13 @@ def _initial_state(model: Model, graph: FactorGraph, colours: list[torch.Tensor]
         values[name] = value.reshape(-1).expand(block.size).reshape(block.layout)
         given[block.offset:block.offset + block.size] = True
     state = graph.with_values(torch.zeros_like(given, dtype=torch.long), values)
-    for ids in colours:  # the latents init leaves out: drawn given the ones it sets
+    for ids in step.colours:  # the latents init leaves out: drawn given the ones it sets
         free = ids[~given[ids]]
         if len(free):
             state[free] = draw(graph.conditionals(state)[free])
+    for names in step.blocks:
+        if not any(n in init for n in names):
+            state = step.draw_block(state, names)
     if not bool(torch.isfinite(graph.log_joint(state))):
         raise ModelError("engine 'gibbs': the init values have probability zero under "
                          f"{model.name!r} and its data.")

@@ -120,7 +120,7 @@ class FactorGraph:
         for b in self.blocks.values():
             lead = states.shape[:-1]
             values = b.states[states[..., b.offset:b.offset + b.size]].reshape(
-                *lead, *b.layout)
+                (*lead, *b.layout))
             out[b.name] = values.flip(len(lead)) if b.reverse else values
         return out
 

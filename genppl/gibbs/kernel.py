@@ -11,6 +11,7 @@ instance its own colour (single-site Gibbs in a fixed scan, the textbook referen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,17 +122,17 @@ def _update(graph: FactorGraph, ids: torch.Tensor) -> ColourUpdate:
 
 
 class GibbsKernel(MCMCKernel):
-    """A Gibbs sweep per step on ``graph`` (see the module doc); the state is the single
-    parameter ``"state"``, a ``(V,)`` tensor of instance state indices."""
+    """One Gibbs sweep per step (``step``: a state to the next, e.g. ``sweep`` over the
+    colours, then any blocks drawn jointly); the state is the single parameter
+    ``"state"``, a ``(V,)`` tensor of instance state indices."""
 
     #: For ``MCMC``: the state is unconstrained already, and there is no Pyro model.
     transforms: dict[str, Any] = {}  # noqa: RUF012 (Pyro reads it as a class attribute)
     model = None
 
-    def __init__(self, graph: FactorGraph, colours: list[torch.Tensor], init: torch.Tensor
+    def __init__(self, step: Callable[[torch.Tensor], torch.Tensor], init: torch.Tensor
                  ) -> None:
-        self.graph = graph
-        self.colours = colours
+        self.step = step
         self._initial = {"state": init}
 
     @property
@@ -143,17 +144,16 @@ class GibbsKernel(MCMCKernel):
         self._initial = params
 
     def sample(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return {"state": sweep(self.graph, self.colours, params["state"])}
+        return {"state": self.step(params["state"])}
 
 
-def starting_state(graph: FactorGraph, colours: list[torch.Tensor], tries: int = 10
-                   ) -> torch.Tensor:
-    """A joint state of positive probability: from all-zero states, one sweep drawing each
-    colour from its conditional given what is set so far, retried until the joint is
+def starting_state(graph: FactorGraph, step: Callable[[torch.Tensor], torch.Tensor],
+                   tries: int = 10) -> torch.Tensor:
+    """A joint state of positive probability: from all-zero states, one ``step`` drawing
+    each colour from its conditional given what is set so far, retried until the joint is
     possible (evidence and zeros in tables can rule out most states)."""
     for _ in range(tries):
-        state = sweep(graph, colours, torch.zeros(graph.size, dtype=torch.long,
-                                                  device=graph.padding.device))
+        state = step(torch.zeros(graph.size, dtype=torch.long, device=graph.padding.device))
         if bool(torch.isfinite(graph.log_joint(state))):
             return state
     raise ModelError("engine 'gibbs' found no starting state of positive probability in "
