@@ -122,8 +122,8 @@ def chain_samples(model: genppl.Model, params: dict[str, Any], count: int, seed:
     post = genppl.infer(model, {}, engine="gibbs", num_samples=count * SWEEPS_BETWEEN,
                         warmup_steps=SWEEPS_BETWEEN, seed=seed, progress=progress,
                         params=params)
-    v = post.samples["v"][0]  # (draws, visible, 1)
-    return v[SWEEPS_BETWEEN - 1::SWEEPS_BETWEEN, :, 0]
+    v = post.samples["v"][0]  # (draws, visible): the data's layout
+    return v[SWEEPS_BETWEEN - 1::SWEEPS_BETWEEN]
 
 
 def train(model: genppl.Model, images: torch.Tensor, steps: int, config: RunConfig,
