@@ -69,7 +69,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     total = warmup + num_samples
     run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
-           "schedule": schedule, "warmup": warmup, "num_samples": num_samples, "seed": base}
+           "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
+           "num_samples": num_samples, "seed": base}
 
     def chain(index: int) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
