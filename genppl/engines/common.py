@@ -37,6 +37,7 @@ class Prepared:
     data: dict[str, torch.Tensor]
     enumerated: list[str]  # Pyro sites of finite latents marked for enumeration
     continuous: list[str]  # other latent Pyro sites (outside marginalised chains)
+    observed: list[str]  # observed Pyro sites
     gaussian: GaussianChains | None = None  # linear-Gaussian chains marginalised exactly
 
     @property
@@ -67,9 +68,12 @@ def prepare(model: Model, data: Mapping[str, Any] | None, *,
                          f"data; pass {missing[0]}=... (or use engine='prior' to sample it).")
     with pyro.get_param_store().scope(), torch.no_grad():
         trace = poutine.trace(program).get_trace(**data)
-    enumerated, continuous = [], []
+    enumerated, continuous, observed = [], [], []
     for site in trace.nodes.values():
-        if site["type"] != "sample" or site["is_observed"]:
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            observed.append(site["name"])
             continue
         name, _ = split_site(site["name"])
         if name not in model.nodes or model.nodes[name].kind != "latent":
@@ -85,7 +89,7 @@ def prepare(model: Model, data: Mapping[str, Any] | None, *,
             gaussian = None
         else:
             continuous = [s for s in continuous if model.nodes[split_site(s)[0]].chain is None]
-    return Prepared(model, program, data, enumerated, continuous, gaussian)
+    return Prepared(model, program, data, enumerated, continuous, observed, gaussian)
 
 
 def init_values(prep: Prepared, init: dict[str, Any] | None) -> Callable[..., Any]:

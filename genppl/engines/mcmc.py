@@ -11,14 +11,19 @@ import time
 from functools import partial
 from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import run_chains, stack_chains
-from genppl.engines.common import complete_draw, init_values, prepare, seed_everything, with_params
+from genppl.engines.common import (
+    Prepared,
+    complete_draw,
+    init_values,
+    prepare,
+    seed_everything,
+    with_params,
+)
 from genppl.engines.registry import register
 from genppl.engines.summed_out import FiniteSummedOut
 from genppl.errors import ModelError
@@ -55,8 +60,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
-    summed = _summed_out(prep, data or {}) if marginalise == "exact" and prep.enumerated \
-        else None
+    summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     target = prep.target if summed is None else summed
 
     def chain(index: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -79,16 +83,12 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                      info={"diagnostics": [d for _, d in chains], "num_chains": num_chains})
 
 
-def _summed_out(prep: Any, data: dict[str, Any]) -> FiniteSummedOut:
+def _summed_out(prep: Prepared) -> FiniteSummedOut:
     if prep.gaussian is not None:
         raise ModelError("marginalise='exact' does not yet combine with linear-Gaussian "
                          "chains summed out by the Kalman filter; use marginalise='enum'.")
-    with pyro.get_param_store().scope(), torch.no_grad():
-        trace = poutine.trace(prep.program).get_trace(**prep.data)
-    observed = [name for name, site in trace.nodes.items()
-                if site["type"] == "sample" and site["is_observed"]]
-    return FiniteSummedOut(prep.model, prep.program, prep.enumerated, observed,
-                           prep.continuous, data)
+    return FiniteSummedOut(prep.model, prep.program, prep.enumerated, prep.observed,
+                           prep.continuous, prep.data)
 
 
 def _with_finite(summed: FiniteSummedOut | None, sites: dict[str, torch.Tensor]

@@ -48,6 +48,7 @@ class FiniteSummedOut:
         self.hidden = {*finite, *observed}
         self.continuous = continuous
         self.data = data
+        self.sizes, _ = resolve_sizes(model, data)
 
     def __call__(self, **data: Any) -> None:
         trace = poutine.trace(poutine.block(
@@ -70,5 +71,4 @@ class FiniteSummedOut:
         Pyro sites (the exact engine's sampling pass)."""
         fm = model_factors(self.model, self.data, point=self.values(sites))
         draws = {name: d[0, 0] for name, d in posterior_draws(fm, 1).items()}
-        sizes, _ = resolve_sizes(self.model, self.data)
-        return to_sites(self.model, draws, self.program.dims, sizes)
+        return to_sites(self.model, draws, self.program.dims, self.sizes)

@@ -36,7 +36,7 @@ def _mixture() -> genppl.Model:
 def test_exact_and_enumerated_potentials_are_equal() -> None:
     model = _mixture()
     prep = prepare(model, {"x": X})
-    summed = _summed_out(prep, {"x": X})
+    summed = _summed_out(prep)
     with pyro.get_param_store().scope():
         _, enum_pe, _, _ = initialize_model(prep.program, model_kwargs=prep.data,
                                             max_plate_nesting=prep.max_plate_nesting)
