@@ -1,7 +1,8 @@
 """Several MCMC chains, one per worker process, merged into one posterior.
 
 A chain is a function of its index that seeds itself (``seed + index``) and returns its
-draws, and each of several chains runs on one torch thread wherever it runs, so its result
+draws; it reports its progress through the ``advance`` function it is given (``advance(n)``:
+n more steps done). Each of several chains runs on one torch thread wherever it runs, so its result
 depends on nothing but the seed: run one after another or side by side in worker processes,
 the draws are the same (tested). Workers are forked, so a model built
 from closures and lambdas needs no pickling; only the draws travel back. Forking is not
@@ -22,13 +23,15 @@ import torch
 from genppl.errors import ModelError
 
 T = TypeVar("T")
+#: ``advance(n)``: the chain has taken ``n`` more steps.
+Advance = Callable[[int], None]
 EXECUTORS = ("auto", "serial", "process")
 
 #: The chain function of the run in progress: forked workers inherit it.
-_RUNNING: Callable[[int], Any] | None = None
+_RUNNING: Callable[[int, Advance], Any] | None = None
 
 
-def run_chains(chain: Callable[[int], T], num_chains: int, *, executor: str = "auto",
+def run_chains(chain: Callable[[int, Advance], T], num_chains: int, *, executor: str = "auto",
                device: torch.device | str = "cpu") -> list[T]:
     """The results of chains ``0 .. num_chains - 1`` (what ``chain(index)`` returns; only
     that travels back from a worker, so it must pickle: tensors, numbers, dicts of them).
@@ -48,11 +51,11 @@ def run_chains(chain: Callable[[int], T], num_chains: int, *, executor: str = "a
     if parallel:
         return _in_processes(chain, num_chains)
     if num_chains == 1:
-        return [chain(0)]
+        return [chain(0, _ignore)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker: the same arithmetic, the same draws
     try:
-        return [chain(c) for c in range(num_chains)]
+        return [chain(c, _ignore) for c in range(num_chains)]
     finally:
         torch.set_num_threads(threads)
 
@@ -67,7 +70,7 @@ def _can_fork(device: torch.device | str) -> bool:
             and "fork" in multiprocessing.get_all_start_methods())
 
 
-def _in_processes(chain: Callable[[int], T], num_chains: int) -> list[T]:
+def _in_processes(chain: Callable[[int, Advance], T], num_chains: int) -> list[T]:
     global _RUNNING
     _RUNNING = chain
     try:
@@ -86,4 +89,8 @@ def _one_thread() -> None:
 
 def _run(index: int) -> Any:
     assert _RUNNING is not None
-    return _RUNNING(index)
+    return _RUNNING(index, _ignore)
+
+
+def _ignore(steps: int) -> None:
+    """Progress nobody watches."""

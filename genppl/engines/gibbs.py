@@ -20,7 +20,7 @@ import torch
 from pyro.infer import MCMC
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import run_chains, stack_chains
+from genppl.engines.chains import Advance, run_chains, stack_chains
 from genppl.engines.checkpoint import ChainCheckpoint, Saved
 from genppl.engines.common import seed_everything, with_params
 from genppl.engines.exact import posterior_draws
@@ -72,7 +72,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
            "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
            "num_samples": num_samples, "seed": base}
 
-    def chain(index: int) -> dict[str, torch.Tensor]:
+    def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
         saved = store.load() if store is not None else None

@@ -24,7 +24,7 @@ from pyro.infer import HMC, NUTS
 from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import run_chains, stack_chains
+from genppl.engines.chains import Advance, run_chains, stack_chains
 from genppl.engines.common import (
     Prepared,
     init_values,
@@ -72,7 +72,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     options = ({"target_accept_prob": target_accept_prob, "max_tree_depth": max_tree_depth}
                if kernel == "nuts" else {})
 
-    def chain(index: int) -> dict[str, torch.Tensor]:
+    def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
         return _Chain(prep, data or {}, init, make, options, discrete).run(
             warmup, num_samples, progress and num_chains == 1)

@@ -15,7 +15,7 @@ import torch
 from pyro.infer import HMC, MCMC, NUTS
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import run_chains, stack_chains
+from genppl.engines.chains import Advance, run_chains, stack_chains
 from genppl.engines.common import (
     Prepared,
     complete_draw,
@@ -63,7 +63,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     target = prep.target if summed is None else summed
 
-    def chain(index: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
         mcmc = MCMC(make(target, max_plate_nesting=prep.max_plate_nesting,
                          jit_compile=False), num_samples=num_samples, warmup_steps=warmup,
