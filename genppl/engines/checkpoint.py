@@ -12,7 +12,7 @@ Each records what run it belongs to; resuming a different run is refused, not mi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,35 @@ import torch
 
 from genppl.errors import ModelError
 
+#: The layout of checkpoint files; a file of another layout is refused like another run's.
+FORMAT = 2
+
+
+def check_checkpoint(engine: str, directory: str | Path | None, seed: int | None,
+                     every: int) -> None:
+    """A checkpointed run must be reproducible to be resumed: it needs its seed."""
+    if directory is not None and seed is None:
+        raise ModelError(f"{engine}: checkpoint= needs seed=, so that a resumed run "
+                         "continues the same chains.")
+    if every < 1:
+        raise ModelError(f"{engine}: checkpoint_every must be >= 1, got {every}.")
+
 
 @dataclass(frozen=True)
 class Saved:
     """What a chain resumes from."""
 
-    state: dict[str, torch.Tensor]
+    state: dict[str, Any]  # a tree of tensors, numbers and containers (kernel_state)
     draws: list[dict[str, torch.Tensor]]  # blocks of kept draws, in order
     done: int  # steps taken, warm-up included
+    generators: dict[str, torch.Tensor] = field(default_factory=dict)  # RNG states then
+
+    def restore_generators(self) -> None:
+        """Put the random number generators back as they were at the save, so that the
+        resumed chain draws what the uninterrupted one would have."""
+        torch.set_rng_state(self.generators["cpu"])
+        if "cuda" in self.generators:
+            torch.cuda.set_rng_state(self.generators["cuda"])
 
 
 class ChainCheckpoint:
@@ -36,11 +57,11 @@ class ChainCheckpoint:
 
     def __init__(self, directory: str | Path, index: int, run: dict[str, Any]) -> None:
         self.path = Path(directory) / f"chain-{index}.pt"
-        self.run = run
+        self.run = {**run, "format": FORMAT}
 
     def load(self) -> Saved | None:
-        """The saved progress, with the random number generators restored; None when
-        there is no checkpoint yet."""
+        """The saved progress (``restore_generators`` resumes its random streams); None
+        when there is no checkpoint yet."""
         if not self.path.exists():
             return None
         try:  # a truncated, foreign or code-carrying file: the same answer for each
@@ -52,10 +73,10 @@ class ChainCheckpoint:
             raise ModelError(f"checkpoint {self.path} belongs to another run "
                              f"({saved.get('run')}), not to this one ({self.run}); use "
                              "another directory or delete it.")
-        torch.set_rng_state(saved["rng"])
+        generators = {"cpu": saved["rng"]}
         if "cuda_rng" in saved:
-            torch.cuda.set_rng_state(saved["cuda_rng"])
-        return Saved(saved["state"], saved["draws"], saved["done"])
+            generators["cuda"] = saved["cuda_rng"]
+        return Saved(saved["state"], saved["draws"], saved["done"], generators)
 
     def save(self, progress: Saved, device: torch.device) -> None:
         """Write ``progress`` and the generators' states atomically."""
@@ -73,5 +94,12 @@ class ChainCheckpoint:
         os.replace(temporary, self.path)
 
 
-def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in tensors.items()}
+def _cpu(tree: Any) -> Any:
+    """A tree of tensors and containers with every tensor on the CPU (loadable anywhere)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cpu(v) for v in tree)
+    return tree

@@ -10,19 +10,18 @@ chains included. Draws come back as state values, ``(chains, draws, *shape)`` pe
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from pyro.infer import MCMC
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, Saved
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
 from genppl.engines.common import seed_everything, with_params
+from genppl.engines.driver import drive
 from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -52,8 +51,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
     where it stopped, with the draws an uninterrupted run gives (``seed`` is then
     required)."""
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains),
-                        ("checkpoint_every", checkpoint_every)):
+    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         if value < 1:
             raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
     start = time.perf_counter()
@@ -63,11 +61,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     graph = ground(fm)
     step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
-    if checkpoint is not None and seed is None:
-        raise ModelError("engine 'gibbs': checkpoint= needs seed=, so that a resumed run "
-                         "continues the same chains.")
+    check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
-    total = warmup + num_samples
     run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
            "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
            "num_samples": num_samples, "seed": base}
@@ -75,28 +70,14 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
-        saved = store.load() if store is not None else None
-        if saved is None:
-            saved = Saved({"state": _initial_state(model, graph, step, init)}, [], 0)
-        state, kept, done = saved.state["state"].to(graph.padding.device), saved.draws, \
-            saved.done
-        while done < total:  # in stretches of checkpoint_every sweeps when checkpointing
-            steps = min(checkpoint_every, total - done) if store is not None else total - done
-            mcmc = MCMC(GibbsKernel(step, state), num_samples=steps, warmup_steps=0,
-                        disable_progbar=not (progress and sys.stderr.isatty()))
-            mcmc.run()
-            block = mcmc.get_samples()["state"]  # (steps, V)
-            state = block[-1]
-            if done + steps > warmup:
-                kept = [*kept, {"state": block[max(warmup - done, 0):]}]
-            done += steps
-            if store is not None:
-                store.save(Saved({"state": state}, kept, done), graph.padding.device)
-        states = torch.cat([k["state"].to(state.device) for k in kept])
-        return graph.compact(states)
+        kernel = GibbsKernel(step, _initial_state(model, graph, step, init))
+        states = drive(kernel, warmup=warmup, num_samples=num_samples, advance=advance,
+                       device=graph.padding.device, store=store, every=checkpoint_every)
+        return graph.compact(states["state"])
 
     samples = stack_chains(run_chains(chain, num_chains, executor=executor,
-                                      device=model.device))
+                                      device=model.device, steps=warmup + num_samples,
+                                      progress=progress, desc="gibbs"))
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(step.colours),

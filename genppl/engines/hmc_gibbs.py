@@ -16,24 +16,28 @@ energy is dropped after each update, so every transition targets the current con
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from pyro import poutine
 from pyro.infer import HMC, NUTS
+from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
 from genppl.engines.common import (
     Prepared,
     init_values,
     prepare,
-    progress_bar,
     seed_everything,
     with_params,
 )
+from genppl.engines.driver import drive
 from genppl.engines.exact import posterior_draws
+from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
@@ -49,11 +53,14 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
           kernel: str = "nuts", target_accept_prob: float = 0.8, max_tree_depth: int = 10,
           init: dict[str, Any] | None = None, discrete: str = "gibbs",
-          executor: str = "auto", progress: bool = True) -> Posterior:
+          executor: str = "auto", progress: bool = True,
+          checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> Posterior:
     """``num_samples`` iterations per chain after ``warmup_steps`` (default as many, during
     which NUTS adapts its step size and mass matrix); chain c is seeded ``seed + c``
     (``executor``: see ``genppl.engines.chains``); ``init`` gives starting values of
-    continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above)."""
+    continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above).
+    With ``checkpoint`` (a directory; ``seed`` required), each chain saves its progress
+    every ``checkpoint_every`` iterations and the same call later resumes it exactly."""
     if kernel not in ("nuts", "hmc"):
         raise ModelError(f"engine 'hmc_gibbs': kernel must be 'nuts' or 'hmc', got {kernel!r}.")
     if discrete not in ("gibbs", "exact"):
@@ -67,27 +74,37 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     if not prep.enumerated:
         raise ModelError(f"model {model.name!r} has no finite latents; use engine 'nuts'.")
     warmup = num_samples if warmup_steps is None else warmup_steps
+    check_checkpoint("engine 'hmc_gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    run = {"engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
+           "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
+           "sites": sorted(prep.continuous)}
     make = NUTS if kernel == "nuts" else HMC
     options = ({"target_accept_prob": target_accept_prob, "max_tree_depth": max_tree_depth}
                if kernel == "nuts" else {})
 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
-        return _Chain(prep, data or {}, init, make, options, discrete).run(
-            warmup, num_samples, progress and num_chains == 1)
+        sampler = HmcGibbsKernel(prep, data or {}, init, make, options, discrete)
+        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        return drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
+                     device=model.device, store=store, every=checkpoint_every,
+                     keep=sampler.current)
 
     samples = stack_chains(run_chains(chain, num_chains, executor=executor,
-                                      device=model.device))
+                                      device=model.device, steps=warmup + num_samples,
+                                      progress=progress, desc="hmc_gibbs"))
     return Posterior(model.name, "hmc_gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "kernel": kernel, "discrete": discrete})
 
 
-class _Chain:
-    """One chain's state: the discrete values by Pyro site (Pyro layout, read by NUTS's
-    potential through ``poutine.condition``; a chain node has a site per step), the NUTS
-    kernel, and the colouring of the discrete instances."""
+class HmcGibbsKernel(MCMCKernel):
+    """One iteration: a NUTS/HMC transition of the continuous latents given the discrete
+    values, then the discrete update given the new continuous ones. The parameters are the
+    continuous latents (unconstrained, as NUTS's); the discrete values are kernel state, by
+    Pyro site (Pyro layout, read by NUTS's potential through ``poutine.condition``; a chain
+    node has a site per step)."""
 
     def __init__(self, prep: Prepared, data: dict[str, Any], init: dict[str, Any] | None,
                  make: Any, options: dict[str, Any], discrete: str) -> None:
@@ -106,41 +123,58 @@ class _Chain:
         params, potential, self.transforms, _ = initialize_model(
             poutine.condition(prep.program, data=self.discrete), model_kwargs=prep.data,
             max_plate_nesting=prep.max_plate_nesting, init_strategy=init_values(prep, init))
-        self.params = params
         self.kernel = make(potential_fn=potential, transforms=self.transforms, **options)
         self.kernel.initial_params = params
         self.colours: list[torch.Tensor] | None = None
 
-    def run(self, warmup: int, num_samples: int, progress: bool) -> dict[str, torch.Tensor]:
-        self.kernel.setup(warmup)
-        draws: list[dict[str, torch.Tensor]] = []
-        for t in progress_bar(range(warmup + num_samples), total=warmup + num_samples,
-                              desc="hmc_gibbs", enabled=progress):
-            self.params = self.kernel.sample(self.params)
-            continuous = self._continuous()
-            fm = model_factors(self.prep.model, self.data, point=continuous)
-            if self.exact:
-                self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
-            else:
-                graph = ground(fm)
-                if self.colours is None:
-                    self.colours = colouring(graph)
-                start = graph.with_values(graph.padding.new_zeros(graph.size, dtype=torch.long),
-                                          self._compact_discrete())
-                drawn = graph.compact(sweep(graph, self.colours, start))
-                self._set_compact({name: drawn[name] for name in self.sites})
-            self.kernel.clear_cache()  # its energy was for the previous discrete values
-            if t >= warmup:
-                draws.append({**continuous, **self._compact_discrete()})
-        self.kernel.cleanup()
-        return {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+    @property
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return self.kernel.initial_params
 
-    def _continuous(self) -> dict[str, torch.Tensor]:
-        """The continuous latents' current values, constrained, in compact layout."""
+    @initial_params.setter
+    def initial_params(self, params: dict[str, torch.Tensor]) -> None:
+        self.kernel.initial_params = params
+
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        self.kernel.setup(warmup_steps)
+
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = self.kernel.sample(params)
+        fm = model_factors(self.prep.model, self.data, point=self._continuous(params))
+        if self.exact:
+            self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
+        else:
+            graph = ground(fm)
+            if self.colours is None:
+                self.colours = colouring(graph)
+            start = graph.with_values(graph.padding.new_zeros(graph.size, dtype=torch.long),
+                                      self._compact_discrete())
+            drawn = graph.compact(sweep(graph, self.colours, start))
+            self._set_compact({name: drawn[name] for name in self.sites})
+        self.kernel.clear_cache()  # its energy was for the previous discrete values
+        return params
+
+    def current(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every latent's current value, in the data's layout: the draw a step keeps."""
+        return {**self._continuous(params), **self._compact_discrete()}
+
+    def diagnostics(self) -> dict[str, Any]:
+        return self.kernel.diagnostics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hmc": kernel_state(self.kernel), "discrete": dict(self.discrete)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        load_kernel_state(self.kernel, state["hmc"], device)
+        # in place: NUTS's potential reads this dict
+        self.discrete.update({k: v.to(device) for k, v in state["discrete"].items()})
+
+    def _continuous(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The continuous latents' values, constrained, in compact layout."""
         out = {}
         for site in self.prep.continuous:
             node = self.prep.model.nodes[split_site(site)[0]]
-            value = self.transforms[site].inv(self.params[site]).detach()
+            value = self.transforms[site].inv(params[site]).detach()
             out[node.name] = from_pyro_layout(node, value, self.prep.program.dims,
                                               node.event_dim)
         return out

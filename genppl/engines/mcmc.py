@@ -6,16 +6,17 @@ likelihood, and drawn per posterior sample by FFBS (``genppl.exact.gaussian_mode
 
 from __future__ import annotations
 
-import sys
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
-from pyro.infer import HMC, MCMC, NUTS
+from pyro.infer import HMC, NUTS
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
 from genppl.engines.common import (
     Prepared,
     complete_draw,
@@ -24,6 +25,7 @@ from genppl.engines.common import (
     seed_everything,
     with_params,
 )
+from genppl.engines.driver import drive
 from genppl.engines.registry import register
 from genppl.engines.summed_out import FiniteSummedOut
 from genppl.errors import ModelError
@@ -37,12 +39,15 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,
           max_tree_depth: int = 10, step_size: float = 1.0, num_steps: int = 10,
           init: dict[str, Any] | None = None, executor: str = "auto",
-          marginalise: str = "enum") -> Posterior:
+          marginalise: str = "enum", checkpoint: str | Path | None = None,
+          checkpoint_every: int = 100) -> Posterior:
     """Run ``num_chains`` chains (seeds ``seed + c``), in worker processes or one after
     another (``executor``, see ``genppl.engines.chains``), each starting from ``init``
     (latent values by name) or its prior median. ``marginalise`` sums finite latents out
     by Pyro's enumeration (``"enum"``) or by the exact engine (``"exact"``: no cap on their
-    number, see ``genppl.engines.summed_out``)."""
+    number, see ``genppl.engines.summed_out``). With ``checkpoint`` (a directory; ``seed``
+    required), each chain saves its progress every ``checkpoint_every`` steps, adaptation
+    included, and the same call later resumes it with the draws an uninterrupted run gives."""
     if marginalise not in ("enum", "exact"):
         raise ModelError(f"engine {kernel!r}: marginalise must be 'enum' or 'exact', got "
                          f"{marginalise!r}.")
@@ -59,24 +64,29 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                        max_tree_depth=max_tree_depth, **extra)
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
+    check_checkpoint(f"engine {kernel!r}", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    run = {"engine": kernel, "model": model.name, "warmup": warmup,
+           "num_samples": num_samples, "seed": base, "marginalise": marginalise,
+           "sites": sorted(prep.continuous)}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     target = prep.target if summed is None else summed
 
     def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
-        mcmc = MCMC(make(target, max_plate_nesting=prep.max_plate_nesting,
-                         jit_compile=False), num_samples=num_samples, warmup_steps=warmup,
-                    disable_progbar=not (progress and sys.stderr.isatty()))
-        mcmc.run(**prep.data)
-        samples = mcmc.get_samples()
+        sampler = make(target, max_plate_nesting=prep.max_plate_nesting, jit_compile=False)
+        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        samples = drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
+                        device=model.device, store=store, every=checkpoint_every,
+                        model_kwargs=prep.data)
         with torch.no_grad():
             draws = [complete_draw(prep, _with_finite(summed, {k: v[i] for k, v in
                                                               samples.items()}))
                      for i in range(num_samples)]
-        return {k: v[0] for k, v in stack_draws(draws).items()}, mcmc.diagnostics()
+        return {k: v[0] for k, v in stack_draws(draws).items()}, sampler.diagnostics()
 
-    chains = run_chains(chain, num_chains, executor=executor, device=model.device)
+    chains = run_chains(chain, num_chains, executor=executor, device=model.device,
+                        steps=warmup + num_samples, progress=progress, desc=kernel)
     samples = stack_chains([draws for draws, _ in chains])
     return Posterior(model.name, kernel, samples=samples,
                      seconds=time.perf_counter() - start,

@@ -146,6 +146,13 @@ class GibbsKernel(MCMCKernel):
     def sample(self, params: dict[str, Any]) -> dict[str, torch.Tensor]:
         return {"state": self.step(params["state"])}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing beyond the parameters: a checkpoint of the state resumes the chain."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Nothing to restore (see ``state_dict``)."""
+
 
 def starting_state(graph: FactorGraph, step: Callable[[torch.Tensor], torch.Tensor],
                    tries: int = 10) -> torch.Tensor:
