@@ -39,18 +39,20 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,
           max_tree_depth: int = 10, step_size: float = 1.0, num_steps: int = 10,
           init: dict[str, Any] | None = None, executor: str = "auto",
-          marginalise: str = "enum", checkpoint: str | Path | None = None,
+          marginalise: str = "auto", checkpoint: str | Path | None = None,
           checkpoint_every: int = 100) -> Posterior:
     """Run ``num_chains`` chains (seeds ``seed + c``), in worker processes or one after
     another (``executor``, see ``genppl.engines.chains``), each starting from ``init``
     (latent values by name) or its prior median. ``marginalise`` sums finite latents out
     by Pyro's enumeration (``"enum"``) or by the exact engine (``"exact"``: no cap on their
-    number, see ``genppl.engines.summed_out``). With ``checkpoint`` (a directory; ``seed``
+    number, linear time along chains, see ``genppl.engines.summed_out``); ``"auto"`` takes
+    the exact engine unless the model also has linear-Gaussian chains for the Kalman filter
+    to sum out (``info["marginalise"]`` says which ran). With ``checkpoint`` (a directory; ``seed``
     required), each chain saves its progress every ``checkpoint_every`` steps, adaptation
     included, and the same call later resumes it with the draws an uninterrupted run gives."""
-    if marginalise not in ("enum", "exact"):
-        raise ModelError(f"engine {kernel!r}: marginalise must be 'enum' or 'exact', got "
-                         f"{marginalise!r}.")
+    if marginalise not in ("auto", "enum", "exact"):
+        raise ModelError(f"engine {kernel!r}: marginalise must be 'auto', 'enum' or 'exact', "
+                         f"got {marginalise!r}.")
     start = time.perf_counter()
     prep = prepare(model, data, collapse=True)
     if not prep.continuous:
@@ -64,6 +66,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                        max_tree_depth=max_tree_depth, **extra)
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
+    if marginalise == "auto":
+        marginalise = "enum" if prep.gaussian is not None else "exact"
     check_checkpoint(f"engine {kernel!r}", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     run = {"engine": kernel, "model": model.name, "warmup": warmup,
@@ -90,7 +94,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     samples = stack_chains([draws for draws, _ in chains])
     return Posterior(model.name, kernel, samples=samples,
                      seconds=time.perf_counter() - start,
-                     info={"diagnostics": [d for _, d in chains], "num_chains": num_chains})
+                     info={"diagnostics": [d for _, d in chains], "num_chains": num_chains,
+                           "marginalise": marginalise if prep.enumerated else None})
 
 
 def _summed_out(prep: Prepared) -> FiniteSummedOut:

@@ -202,6 +202,17 @@ def test_mixture_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) -> N
 
 
 @pytest.mark.benchmark
+def test_switching_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "switching_mcmc")
+    assert len(rows) == 3
+    for row in rows.values():
+        low, high = row["metrics"]["means"]
+        # The means' priors sit at -1 and 2, as the simulation's truth: no label switching.
+        assert -2.5 < low < 0.5 < high < 3.5
+        assert row["metrics"]["ess_per_s"] > 0
+
+
+@pytest.mark.benchmark
 def test_kalman_case_quick_matches_statsmodels(tmp_path: Path) -> None:
     rows = _rows(tmp_path, "kalman")  # the case itself raises past 1e-6 relative
     assert len(rows) == 4  # (log-likelihood, smoother) x (genppl, statsmodels)
