@@ -10,6 +10,7 @@ chains included. Draws come back as state values, ``(chains, draws, *shape)`` pe
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ from genppl.results import Posterior
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
-          schedule: str = "chromatic", blocks: Sequence[Sequence[str]] = (),
+          schedule: str = "chromatic", blocks: Sequence[Sequence[str]] | str = "auto",
           init: dict[str, Any] | None = None,
           executor: str = "auto", checkpoint: str | Path | None = None,
           checkpoint_every: int = 200, progress: bool = True) -> Posterior:
@@ -46,7 +47,9 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     (one instance at a time); each of ``blocks`` (lists of latents) is drawn jointly, after
     the colours, from its exact conditional given everything else (the exact engine's
     sampling pass: forward filtering backward sampling for a chain), which mixes where
-    single-site updates crawl; ``init`` gives starting values of latents by name (the rest
+    single-site updates crawl; ``blocks="auto"`` (default) makes a block of each chain's
+    latents whose joint states per step are few enough (see ``chain_blocks``), ``()`` none;
+    ``init`` gives starting values of latents by name (the rest
     are drawn). With ``checkpoint`` (a directory), each chain saves its progress every
     ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
     where it stopped, with the draws an uninterrupted run gives (``seed`` is then
@@ -59,6 +62,11 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     if not fm.variables:
         raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
     graph = ground(fm)
+    if isinstance(blocks, str):
+        if blocks != "auto":
+            raise ModelError(f"engine 'gibbs': blocks must be 'auto' or lists of latents, got "
+                             f"{blocks!r}.")
+        blocks = chain_blocks(graph)
     step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
     check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
@@ -81,7 +89,26 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(step.colours),
-                           "instances": graph.size})
+                           "instances": graph.size, "blocks": step.blocks})
+
+
+#: A chain is drawn as a block when its latents have at most this many joint states per
+#: step: forward filtering then costs a states x states table per step.
+MAX_BLOCK_STATES = 1024
+
+
+def chain_blocks(graph: FactorGraph) -> list[list[str]]:
+    """One block per chain: its latents, drawn jointly by forward filtering backward
+    sampling. Single-site updates along a chain crawl wherever neighbouring steps are
+    strongly coupled (a sticky HMM), and the exact draw costs about one sweep's worth of
+    work per step; chains with more than ``MAX_BLOCK_STATES`` joint states per step stay
+    single-site."""
+    by_chain: dict[str, list[str]] = {}
+    for name, block in graph.blocks.items():
+        if block.chain is not None:
+            by_chain.setdefault(block.chain, []).append(name)
+    return [sorted(names) for names in by_chain.values()
+            if math.prod(len(graph.blocks[n].states) for n in names) <= MAX_BLOCK_STATES]
 
 
 class _Step:
