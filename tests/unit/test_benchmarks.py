@@ -213,6 +213,17 @@ def test_switching_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) ->
 
 
 @pytest.mark.benchmark
+def test_kalman_nuts_case_quick_samples_the_same_posterior(tmp_path: Path) -> None:
+    rows = _rows(tmp_path, "kalman_nuts")
+    assert len(rows) == 2
+    for row in rows.values():
+        means, mcse = row["metrics"]["means"], row["metrics"]["mcse"]
+        # The Nile's MLE is sigma_level 38.3, sigma_obs 122.9; the posterior sits near it.
+        assert 15 < means["sigma_level"] < 80 and 95 < means["sigma_obs"] < 150
+        assert all(0 < se < 20 for se in mcse.values())  # the chain moved
+
+
+@pytest.mark.benchmark
 def test_kalman_case_quick_matches_statsmodels(tmp_path: Path) -> None:
     rows = _rows(tmp_path, "kalman")  # the case itself raises past 1e-6 relative
     assert len(rows) == 4  # (log-likelihood, smoother) x (genppl, statsmodels)
