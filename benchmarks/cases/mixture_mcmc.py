@@ -3,7 +3,7 @@ means under genppl's samplers and Pyro's NUTS.
 
 Contenders, all from the same start (the EM start: quartiles, equal weights, a common
 spread; it keeps the components' labels apart) and the same number of warm-up and kept
-draws, one chain each:
+draws, four chains each, one after another (seeds ``seed + c``):
 
 - Pyro's NUTS on a hand-written Pyro model with the assignments enumerated and summed out
   (``TraceEnum``; the baseline);
@@ -40,6 +40,9 @@ NUTS_ROW = "genppl nuts, marginalise='enum'"
 NUTS_EXACT = "genppl nuts, exact engine (default)"
 HMC_GIBBS = "genppl hmc_gibbs"
 DRAWS, QUICK_DRAWS = 300, 30
+#: Chains per contender, one after another (seeds seed + c): one chain's ESS varies by a
+#: fifth from seed to seed, which would swamp the differences measured here.
+CHAINS, QUICK_CHAINS = 4, 1
 
 
 def _pyro_model(x: torch.Tensor) -> None:
@@ -55,7 +58,7 @@ def _pyro_model(x: torch.Tensor) -> None:
 
 
 def contenders(config: BenchConfig) -> list[Contender]:
-    draws = QUICK_DRAWS if config.quick else DRAWS
+    draws, chains = (QUICK_DRAWS, QUICK_CHAINS) if config.quick else (DRAWS, CHAINS)
     x = crabs.ratios(torch.float64).to(config.device)
     start = {k: v.to(config.device) for k, v in pearson_crabs.initial_values(x).items()}
     model = pearson_crabs.build().to(config.device, torch.float64)
@@ -68,18 +71,22 @@ def contenders(config: BenchConfig) -> list[Contender]:
         return run
 
     def pyro_nuts() -> torch.Tensor:
-        pyro.set_rng_seed(config.seed)
-        kernel = NUTS(_pyro_model, max_plate_nesting=1, jit_compile=False,
-                      init_strategy=init_to_value(values=start))
-        mcmc = MCMC(kernel, num_samples=draws, warmup_steps=draws, disable_progbar=True)
-        mcmc.run(x)
-        return mcmc.get_samples(group_by_chain=True)["locs"]
+        runs = []
+        for c in range(chains):
+            pyro.set_rng_seed(config.seed + c)
+            kernel = NUTS(_pyro_model, max_plate_nesting=1, jit_compile=False,
+                          init_strategy=init_to_value(values=start))
+            mcmc = MCMC(kernel, num_samples=draws, warmup_steps=draws, disable_progbar=True)
+            mcmc.run(x)
+            runs.append(mcmc.get_samples(group_by_chain=True)["locs"])
+        return torch.cat(runs)
 
     def engine(name: str, **options: Any) -> Any:
         def sample() -> torch.Tensor:
             post = genppl.infer(model, {"ratio": x}, engine=name, num_samples=draws,
                                 warmup_steps=draws, seed=config.seed, progress=False,
-                                init=start, **options)
+                                init=start, num_chains=chains, executor="serial",
+                                **options)
             return post.samples["locs"]
         return sample
 
@@ -106,8 +113,9 @@ def evaluate(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    draws = next(iter(results.values()))["locs"].shape[1]
-    return [f"{draws} warm-up and {draws} kept draws per contender, one chain, the EM start",
+    chains, draws = next(iter(results.values()))["locs"].shape[:2]
+    return [f"{draws} warm-up and {draws} kept draws per chain, {chains} chain(s) one after "
+            "another (seeds seed + c) per contender, the EM start",
             "ESS: the smaller ArviZ bulk ESS of the two component means; ESS/s divides it by "
             "the contender's own time for the whole run (warm-up included)",
             "genppl gibbs has no row: it samples finite latents only, and this model's "
