@@ -27,7 +27,7 @@ from genppl.engines.common import (
 )
 from genppl.engines.driver import drive
 from genppl.engines.registry import register
-from genppl.engines.summed_out import FiniteSummedOut
+from genppl.engines.summed_out import FiniteSummedOut, continuous_below_finite
 from genppl.errors import ModelError
 from genppl.pyro.values import stack_draws
 from genppl.results import Posterior
@@ -47,7 +47,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     by Pyro's enumeration (``"enum"``) or by the exact engine (``"exact"``: no cap on their
     number, linear time along chains, see ``genppl.engines.summed_out``); ``"auto"`` takes
     the exact engine unless the model also has linear-Gaussian chains for the Kalman filter
-    to sum out (``info["marginalise"]`` says which ran). With ``checkpoint`` (a directory; ``seed``
+    to sum out or continuous latents that depend on finite ones (``info["marginalise"]``
+    says which ran). With ``checkpoint`` (a directory; ``seed``
     required), each chain saves its progress every ``checkpoint_every`` steps, adaptation
     included, and the same call later resumes it with the draws an uninterrupted run gives."""
     if marginalise not in ("auto", "enum", "exact"):
@@ -67,7 +68,9 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     else:
         make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
     if marginalise == "auto":
-        marginalise = "enum" if prep.gaussian is not None else "exact"
+        exact = prep.gaussian is None and not continuous_below_finite(
+            model, prep.enumerated, prep.continuous)
+        marginalise = "exact" if exact else "enum"
     check_checkpoint(f"engine {kernel!r}", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     run = {"engine": kernel, "model": model.name, "warmup": warmup,

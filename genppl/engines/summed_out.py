@@ -29,15 +29,22 @@ from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
 
 
+def continuous_below_finite(model: Model, finite: list[str], continuous: list[str]
+                            ) -> list[str]:
+    """The continuous latents that depend on a finite one: the tabulation at a continuous
+    point needs every continuous value fixed before the finite ones are summed."""
+    finite_nodes = {split_site(f)[0] for f in finite}
+    return sorted(n for n in {split_site(s)[0] for s in continuous}
+                  if finite_nodes & nx.ancestors(model.graph, n))
+
+
 class FiniteSummedOut:
     """The callable NUTS samples (see the module doc): ``program`` with ``finite`` and
     ``observed`` sites hidden and one factor in their place."""
 
     def __init__(self, model: Model, program: Any, finite: list[str], observed: list[str],
                  continuous: list[str], data: dict[str, torch.Tensor]) -> None:
-        finite_nodes = {split_site(f)[0] for f in finite}
-        readers = sorted(n for n in {split_site(s)[0] for s in continuous}
-                         if finite_nodes & nx.ancestors(model.graph, n))
+        readers = continuous_below_finite(model, finite, continuous)
         if readers:
             raise ModelError(f"continuous latent {readers[0]!r} ({model[readers[0]].declared_at}) "
                              "depends on a finite latent, which the exact engine can only sum "

@@ -73,9 +73,12 @@ def test_a_continuous_latent_below_a_finite_one_is_refused() -> None:
     m.latent("k", lambda: dist.Bernoulli(torch.tensor(0.5, dtype=F64)))
     m.latent("mu", lambda k: dist.Normal(3.0 * k, 1.0))
     m.observed("y", lambda mu: dist.Normal(mu, 1.0))
+    data = {"y": torch.tensor(1.0, dtype=F64)}
     with pytest.raises(genppl.ModelError, match=r"'mu'.*depends on a finite latent"):
-        genppl.infer(m.to(dtype=F64), {"y": torch.tensor(1.0, dtype=F64)}, engine="nuts",
-                     marginalise="exact", num_samples=5)
+        genppl.infer(m.to(dtype=F64), data, engine="nuts", marginalise="exact", num_samples=5)
+    # The default picks enumeration for such a model, and says so.
+    post = genppl.infer(m.to(dtype=F64), data, engine="nuts", num_samples=5, progress=False)
+    assert post.info["marginalise"] == "enum"
 
 
 def _noisy_copy_of(parent: str) -> Any:
@@ -106,9 +109,10 @@ def test_more_finite_latents_than_pyro_can_enumerate() -> None:
     data = {f"y{i}": y[i] for i in range(n)}
     with pytest.raises(genppl.ModelError, match="up to 64 dims"):
         genppl.infer(m.to(dtype=F64), data, engine="nuts", num_samples=2, warmup_steps=2,
-                     progress=False)  # Pyro's enumeration
-    post = genppl.infer(m.to(dtype=F64), data, engine="nuts", marginalise="exact",
+                     marginalise="enum", progress=False)  # Pyro's enumeration
+    post = genppl.infer(m.to(dtype=F64), data, engine="nuts",  # the default: exact
                         num_samples=120, warmup_steps=80, seed=0, progress=False)
+    assert post.info["marginalise"] == "exact"
     grid = torch.linspace(1e-4, 1 - 1e-4, 4001, dtype=F64)
     normal = torch.distributions.Normal
     mix = torch.logaddexp(grid[:, None].log() + normal(1.0, 0.5).log_prob(y),
