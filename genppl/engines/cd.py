@@ -18,10 +18,14 @@ works: nothing here knows what an RBM is.
 
 Cases: the model is declared for one case (an RBM over one image). Each data entry has a
 leading axis of cases, then the node's own layout (time axis for a chain, then its plates).
-A minibatch of B cases is B copies of the one-case grounding side by side (``Copies``): its
-index structure and colouring are built once, and each step re-tabulates the one-case model
-(tables differentiable in the params, a few milliseconds for a plate-declared RBM) and
-repeats its tables B times.
+A minibatch of B cases is a state of shape ``(B, V)`` on the one-case grounding: the B
+chains share its factor rows, so nothing is copied per case. The grounding, its colouring
+and the kernel's colour plans are built once; each step re-tabulates the one-case model
+(tables differentiable in the params), reads only the new table values into the same
+structure (``group_tables``, ``FactorGraph.with_tables``), and the kernel recomputes its
+matrices from them. The sufficient statistics -- how many chains sit in each cell of each
+factor row -- are a Gram matrix of one-hot states for pairwise rows (one matmul, as an
+RBM's ``v^T h``), a bincount over the batch for larger factors.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from genppl.dsl.model import Model
 from genppl.engines.common import param_values, progress_bar, seed_everything
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
-from genppl.exact.from_model import FactorModel, model_factors
-from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, ground
-from genppl.gibbs.kernel import ColourUpdate, colouring, draw, updates
+from genppl.exact.from_model import model_factors
+from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
+from genppl.gibbs.kernel import colouring, updates
 from genppl.pyro.program import as_data
 from genppl.results import FitResult
 
@@ -49,7 +53,9 @@ Callback = Callable[[int, dict[str, torch.Tensor]], None]
 
 
 class Copies:
-    """``copies`` independent copies of a one-case factor graph as one graph.
+    """``copies`` independent copies of a one-case factor graph as one graph, for code
+    that wants one flat state of every copy (the ``cd`` engine itself keeps the copies as a
+    batch axis of the one-case state instead).
 
     Copy ``r`` of instance ``i`` of a block at ``offset`` with ``size`` instances gets id
     ``offset * copies + r * size + (i - offset)``: each block stays contiguous, laid out as
@@ -67,33 +73,98 @@ class Copies:
             self.blocks[b.name] = Block(b.name, b.offset * copies, (copies, *b.shape),
                                         b.states, b.chain)
         self.copies = copies
+        self.layout = ids
         self.index = [ids[:, g.index].reshape(-1, g.arity) for g in graph.groups]
         self.padding = graph.padding.new_empty(copies * graph.size, graph.states)
         self.padding[ids.reshape(-1)] = graph.padding.repeat(copies, 1)
         self.colours = [ids[:, c].reshape(-1).sort().values for c in colours]
 
     def graph(self, one: FactorGraph) -> FactorGraph:
-        """The copies of ``one`` (a re-grounding of the same model: same instances and
-        factor order), for sampling: tables detached."""
-        groups = tuple(FactorGroup(g.tables.detach().repeat(self.copies, *(1,) * g.arity),
-                                   index)
-                       for g, index in zip(one.groups, self.index, strict=True))
-        return FactorGraph(self.blocks, groups, self.padding)
+        """The copies of ``one`` (a grounding of the same model: same instances and factor
+        order), tables detached. Its factor rows are materialised for the reference
+        (``conditionals``, ``log_joint``); the kernel's updates read ``one``'s rows through
+        ``replica``, the copies as a batch axis."""
+        tables = [g.tables.detach() for g in one.groups]
+        groups = tuple(FactorGroup(t.repeat(self.copies, *(1,) * g.arity), index)
+                       for t, g, index in zip(tables, one.groups, self.index, strict=True))
+        return FactorGraph(self.blocks, groups, self.padding,
+                           replica=Replica(one.with_tables(tables), self.layout))
 
-    def counts(self, one: FactorGraph, state: torch.Tensor) -> list[torch.Tensor]:
-        """How many copies sit in each cell of each one-case factor row at ``state``:
-        ``(F, K ** arity)`` per group. The log joint summed over the copies is
-        ``sum(counts * tables)``, so the gradient flows through the one-case tables only,
-        not through a gather per copy."""
-        k = self.padding.shape[1]
+
+class Statistics:
+    """How many of a batch of states ``(B, V)`` sit in each cell of each factor row of a
+    one-case graph: ``(F, K ** arity)`` per group, the sufficient statistics of CD's
+    gradient (the log joint summed over the batch is ``sum(counts * tables)``).
+
+    One-variable rows read a histogram of each instance's states. Pairwise rows whose
+    instances at the two positions are few enough (an RBM's visible x hidden layers) read
+    one Gram matrix of state indicators, ``X_a^T X_b`` -- an RBM's ``v^T h`` -- for the
+    cells where both instances are in states 1..K-1; the cells with a state 0 follow from
+    the histogram by subtraction. Other rows are a bincount over the batch of their
+    cells."""
+
+    def __init__(self, graph: FactorGraph) -> None:
+        self.size, self.states = graph.size, graph.states
+        self.plans = [self._plan(g) for g in graph.groups]
+
+    def _plan(self, group: FactorGroup) -> tuple[str, tuple[torch.Tensor, ...]]:
+        index = group.index
+        if group.arity == 1:
+            return "histogram", (index[:, 0],)
+        if group.arity == 2:
+            (a, la), (b, lb) = (torch.unique(index[:, j], return_inverse=True) for j in range(2))
+            if len(a) * len(b) <= 8 * len(index):
+                k = self.states - 1
+                cell = torch.arange(k, device=index.device)
+                at = ((la[:, None, None] * k + cell[:, None]) * (len(b) * k)
+                      + lb[:, None, None] * k + cell)
+                return "gram", (index, a, b, at)
+        return "bincount", (index,)
+
+    def counts(self, state: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+        """The counts of ``state`` ``(B, V)``, each state counted ``weights`` ``(B,)``
+        times (floating, the tables' dtype): with weights +1 and -1, the difference of two
+        batches' counts in one pass."""
+        histogram = self._histogram(state, weights)
         out = []
-        for g, index in zip(one.groups, self.index, strict=True):
-            cell = sum(state[index[:, j]] * k ** (g.arity - 1 - j) for j in range(g.arity))
-            rows = torch.arange(len(index), device=state.device) % len(g.tables)
-            flat = rows * k ** g.arity + cell  # type: ignore[operator]
-            out.append(torch.bincount(flat, minlength=len(g.tables) * k ** g.arity)
-                       .reshape(len(g.tables), -1))
+        for kind, plan in self.plans:
+            if kind == "histogram":
+                out.append(histogram[plan[0]])
+            elif kind == "gram":
+                out.append(self._gram(state, weights, histogram, *plan))
+            else:
+                out.append(self._bincount(state, weights, plan[0]))
         return out
+
+    def _histogram(self, state: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(V, K)``: how many of the batch have each instance in each state."""
+        k = self.states
+        cell = state + torch.arange(self.size, device=state.device) * k
+        return torch.bincount(cell.reshape(-1), weights.repeat_interleave(self.size),
+                              minlength=self.size * k).to(weights.dtype).view(-1, k)
+
+    def _gram(self, state: torch.Tensor, weights: torch.Tensor, histogram: torch.Tensor,
+              index: torch.Tensor, a: torch.Tensor, b: torch.Tensor, at: torch.Tensor
+              ) -> torch.Tensor:
+        """Pairwise counts ``(F, K * K)``: states 1..K-1 of both from the Gram matrix, the
+        rest from the histogram (each row's counts add up to its instances' histograms)."""
+        k = self.states
+        upper = torch.arange(1, k, device=state.device)
+        xa = (state[:, a, None] == upper).flatten(1).to(weights.dtype)
+        xb = (state[:, b, None] == upper).flatten(1).to(weights.dtype)
+        out = histogram.new_empty(len(index), k, k)
+        out[:, 1:, 1:] = ((xa * weights[:, None]).T @ xb).reshape(-1)[at]
+        out[:, 1:, 0] = histogram[index[:, 0], 1:] - out[:, 1:, 1:].sum(2)
+        out[:, 0, :] = histogram[index[:, 1]] - out[:, 1:, :].sum(1)
+        return out.flatten(1)
+
+    def _bincount(self, state: torch.Tensor, weights: torch.Tensor, index: torch.Tensor
+                  ) -> torch.Tensor:
+        k, rows, arity = self.states, len(index), index.shape[1]
+        cell = sum(state[:, index[:, j]] * k ** (arity - 1 - j) for j in range(arity))
+        flat = torch.arange(rows, device=state.device) * k ** arity + cell  # type: ignore[operator]
+        return torch.bincount(flat.reshape(-1), weights.repeat_interleave(rows),
+                              minlength=rows * k ** arity).to(weights.dtype).reshape(rows, -1)
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
@@ -125,40 +196,34 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
     _check_undirected(model)
     seed_everything(seed)
     with param_values(model, init):
-        fm = model_factors(model, {}, grad=True)
-        one = ground(fm)
-        cases = _cases(model, fm, one, data)
+        one = ground(model_factors(model, {}, grad=True))
+        cases = _cases(model, one, data)
         names = _learned(model, learn)
         count = next(iter(cases.values())).shape[0]
-        copies = Copies(one, colouring(one), min(batch_size, count))
-        clamped = torch.zeros(len(copies.padding), dtype=torch.bool, device=one.padding.device)
-        for name in cases:
-            b = copies.blocks[name]
-            clamped[b.offset:b.offset + b.size] = True
-        # Each colour split into its clamped and free instances (subsets of a colour are
-        # colours), the clamped ones first: a negative sweep then starts where the data are
-        # and ends with every free instance drawn given the new values. One colour list
-        # serves both phases, so the kernel builds its updates once per step.
-        parts = [(ids[clamped[ids]], ids[~clamped[ids]]) for ids in copies.colours]
-        colours = [ids for part in zip(*parts, strict=True) for ids in part if len(ids)]
-        positive = [not bool(clamped[ids[0]]) for ids in colours]
+        batch = min(batch_size, count)
+        colours, positive = _phases(one, cases)
+        statistics = Statistics(one)
         leaves = [pyro.param(n).unconstrained() for n in names]
         optimiser = torch.optim.SGD(leaves, lr=lr, momentum=momentum)
-        state = torch.zeros(len(copies.padding), dtype=torch.long, device=clamped.device)
+        device, dtype = one.padding.device, one.padding.dtype
+        state = torch.zeros(batch, one.size, dtype=torch.long, device=device)
+        signs = torch.cat([torch.ones(batch, dtype=dtype, device=device),
+                           -torch.ones(batch, dtype=dtype, device=device)])
         chains: torch.Tensor | None = None
+        tables = [g.tables for g in one.groups]  # step 0 reuses the grounding's
         losses: list[float] = []
-        batches = _minibatches(count, copies.copies, clamped.device)
+        batches = _minibatches(count, batch, device)
         bar = progress_bar(range(steps), total=steps, desc=f"cd {model.name}",
                            enabled=progress)
         for step in bar:
-            if step:  # step 0 reuses the grounding made to set up
-                one = ground(model_factors(model, {}, grad=True))
-            graph = copies.graph(one)
-            batch = next(batches)
+            if step:  # new param values: new tables in the same structure
+                tables = list(group_tables(model_factors(model, {}, grad=True), one))
+            graph = one.with_tables([t.detach() for t in tables])
+            chosen = next(batches)
             with torch.no_grad():
                 for name, values in cases.items():
-                    b = copies.blocks[name]
-                    state[b.offset:b.offset + b.size] = values[batch].reshape(-1)
+                    b = one.blocks[name]
+                    state[:, b.offset:b.offset + b.size] = values[chosen]
                 steps_of = updates(graph, colours)
                 free = [u for u, p in zip(steps_of, positive, strict=True) if p]
                 for _ in range(positive_sweeps):
@@ -168,15 +233,14 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                     negative = _sweep(steps_of, negative)
                 if persistent:
                     chains = negative
-                visits = [(p - n).to(one.padding.dtype) for p, n in zip(
-                    copies.counts(one, state), copies.counts(one, negative), strict=True)]
-            # Cells no copy visits may hold -inf (padding, impossible states): left out.
-            gap = sum(torch.where(c != 0, c * g.tables.reshape(len(c), -1), 0).sum()
-                      for c, g in zip(visits, one.groups, strict=True)) / copies.copies
+                visits = statistics.counts(torch.cat([state, negative]), signs)
+                # Cells no chain visits may hold -inf (padding, impossible states): left out.
+                gap = sum(torch.where(c != 0, c * t.reshape(len(c), -1), 0).sum()
+                          for c, t in zip(visits, tables, strict=True)) / batch
             optimiser.zero_grad()
-            (-gap).backward()
+            _backward(tables, [-c / batch for c in visits])
             optimiser.step()
-            losses.append(-float(gap.detach()))
+            losses.append(-float(gap))
             if not math.isfinite(losses[-1]):
                 raise ModelError(f"engine 'cd': the surrogate became {losses[-1]} at step "
                                  f"{step}; a potential is -inf at a sampled state or lr={lr} "
@@ -184,18 +248,46 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
             if callback is not None:
                 callback(step, {n: pyro.param(n).detach() for n in names})
         params = {n: pyro.param(n).detach().clone() for n in model.names("param")}
+    negatives = {b.name: b.states[negative[:, b.offset:b.offset + b.size]].reshape(
+        batch, *b.shape) for b in one.blocks.values()}
     return FitResult(model.name, "cd", params, losses, time.perf_counter() - start,
-                     info={"k": k, "persistent": persistent, "batch_size": copies.copies,
-                           "colours": len(colours), "cases": count,
-                           "negative": graph.values(negative)})
+                     info={"k": k, "persistent": persistent, "batch_size": batch,
+                           "colours": len(colours), "cases": count, "negative": negatives})
 
 
-def _sweep(steps: list[ColourUpdate], state: torch.Tensor) -> torch.Tensor:
+def _phases(graph: FactorGraph, cases: dict[str, torch.Tensor]
+            ) -> tuple[list[torch.Tensor], list[bool]]:
+    """The colours of both phases, and which are free (drawn in the positive phase).
+
+    Each colour is split into its clamped and free instances (subsets of a colour are
+    colours), the clamped ones first: a negative sweep then starts where the data are and
+    ends with every free instance drawn given the new values (CD-1 on an RBM is the
+    textbook v -> h -> v' -> h'). One colour list serves both phases, so the kernel plans
+    its updates once."""
+    clamped = torch.zeros(graph.size, dtype=torch.bool, device=graph.padding.device)
+    for name in cases:
+        b = graph.blocks[name]
+        clamped[b.offset:b.offset + b.size] = True
+    parts = [(ids[clamped[ids]], ids[~clamped[ids]]) for ids in colouring(graph)]
+    colours = [ids for part in zip(*parts, strict=True) for ids in part if len(ids)]
+    return colours, [not bool(clamped[ids[0]]) for ids in colours]
+
+
+def _backward(tables: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    """Gradients of the surrogate into the params: its gradient in each table entry is the
+    entry's visit count (positive minus negative, per case), handed to autograd at the
+    tables, which are all that depends on the params."""
+    pairs = [(t, g.view_as(t)) for t, g in zip(tables, grads, strict=True) if t.requires_grad]
+    if pairs:
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+
+
+def _sweep(steps: list[Any], state: torch.Tensor) -> torch.Tensor:
     """``kernel.sweep`` over prebuilt colour updates (a subset of them for the positive
-    phase)."""
+    phase), on a batch of states ``(B, V)``."""
     state = state.clone()
     for update in steps:
-        state[update.ids] = draw(update.logits(state))
+        state[:, update.ids] = update.sample(state)
     return state
 
 
@@ -221,9 +313,10 @@ def _learned(model: Model, learn: Sequence[str] | None) -> list[str]:
     return list(learn) if learn is not None else params
 
 
-def _cases(model: Model, fm: FactorModel, graph: FactorGraph, data: dict[str, Any] | None
+def _cases(model: Model, graph: FactorGraph, data: dict[str, Any] | None
            ) -> dict[str, torch.Tensor]:
-    """Each data entry as state indices ``(cases, instances)``, checked."""
+    """Each data entry as state indices ``(cases, instances)`` in the block's instance order
+    (a reversed chain's time axis in the order it runs), checked."""
     if not data:
         raise ModelError(f"engine 'cd' needs data: values of some variables of {model.name!r} "
                          f"({sorted(graph.blocks)}), one case per entry of a leading axis.")
@@ -239,6 +332,8 @@ def _cases(model: Model, fm: FactorModel, graph: FactorGraph, data: dict[str, An
             raise ModelError(f"engine 'cd': data for {name!r} has shape {tuple(value.shape)}; "
                              f"it needs (cases, {', '.join(map(str, layout))}): a leading axis "
                              "of cases, then the node's time axis and plates.")
+        if block.reverse:
+            value = value.flip(1)
         match = value.reshape(len(value), -1, 1) == block.states.to(value.dtype)
         if not bool(match.any(-1).all()):
             raise ModelError(f"engine 'cd': data for {name!r} has values outside its states "

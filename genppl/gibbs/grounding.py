@@ -9,12 +9,20 @@ of equal arity into one tensor per arity, so that the full conditional of *every
 gathers and one ``index_add_`` per factor position -- for a BN of forty nodes and for a
 128 x 128 Ising grid alike. Instances share one padded number of states, ``K``: states a
 variable does not have get log-potential -inf.
+
+Structure and values are apart: ``ground`` builds the instances, the factor rows' indices
+and the padding once; ``group_tables`` re-reads only the tables of a re-tabulation of the
+same model (new param values, as contrastive divergence makes every step), and
+``FactorGraph.with_tables`` puts them in the same structure, so whatever was built from the
+structure (the kernel's colour plans, kept in ``FactorGraph.cache``) is reused.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -57,13 +65,43 @@ class FactorGroup:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """A graph made of ``copies`` independent copies of ``one`` side by side: instance i of
+    copy r has id ``layout[r, i]``. Samplers read the one-case tables with the copies as a
+    batch axis of the state instead of the copied factor rows."""
+
+    one: FactorGraph
+    layout: torch.Tensor  # (copies, one.size) long
+
+    @property
+    def copies(self) -> int:
+        return self.layout.shape[0]
+
+
+@dataclass(frozen=True)
 class FactorGraph:
     """Variable instances (``blocks``) and factor instances (``groups``); ``padding`` is 0
-    for the states an instance has and -inf for the rest, shape ``(V, K)``."""
+    for the states an instance has and -inf for the rest, shape ``(V, K)``. ``replica`` is
+    set on a graph of copies of a one-case graph (see ``Replica``); ``cache`` holds what
+    is built from the structure alone, shared by every graph of the same structure."""
 
     blocks: dict[str, Block]
     groups: tuple[FactorGroup, ...]
     padding: torch.Tensor
+    replica: Replica | None = None
+    cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def with_tables(self, tables: Sequence[torch.Tensor]) -> FactorGraph:
+        """The same instances and factor rows with other table values (one tensor per
+        group, shaped as its tables), sharing ``cache``: the structure is not rebuilt."""
+        if len(tables) != len(self.groups) or any(
+                t.shape != g.tables.shape for t, g in zip(tables, self.groups, strict=False)):
+            raise ModelError("new tables must have the shapes of the graph's groups "
+                             f"{[tuple(g.tables.shape) for g in self.groups]}, got "
+                             f"{[tuple(t.shape) for t in tables]}.")
+        groups = tuple(FactorGroup(t, g.index) for t, g in zip(tables, self.groups,
+                                                                  strict=True))
+        return replace(self, groups=groups, cache=self.cache)
 
     @property
     def size(self) -> int:
@@ -158,16 +196,32 @@ def ground(fm: FactorModel) -> FactorGraph:
     padding = tables[0][0].log_table.new_full((offset, k), -math.inf)
     for b in blocks.values():
         padding[b.offset:b.offset + b.size, : len(b.states)] = 0.0
-    by_arity: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    by_arity: dict[int, list[torch.Tensor]] = {}
     for f, steps in tables:
-        if not f.vars:
-            continue
-        rows, index = _instances(f, steps, blocks, k)
-        bucket = by_arity.setdefault(len(f.vars), ([], []))
-        bucket[0].append(rows)
-        bucket[1].append(index)
-    groups = tuple(FactorGroup(torch.cat(t), torch.cat(i)) for t, i in by_arity.values())
+        if f.vars:
+            by_arity.setdefault(len(f.vars), []).append(_index(f, steps, blocks))
+    groups = tuple(FactorGroup(t, torch.cat(i)) for t, i in zip(
+        _group_rows(tables, blocks, k), by_arity.values(), strict=True))
     return FactorGraph(blocks, groups, padding)
+
+
+def group_tables(fm: FactorModel, graph: FactorGraph) -> tuple[torch.Tensor, ...]:
+    """The tables of ``graph``'s groups read from ``fm``, a tabulation of the model
+    ``graph`` was grounded from (other param values, same structure): values only, in the
+    order ``ground`` gives, differentiable where ``fm``'s tables are. For
+    ``graph.with_tables``."""
+    return _group_rows(_tables(fm), graph.blocks, graph.states)
+
+
+def _group_rows(tables: list[_Table], blocks: dict[str, Block], k: int
+                ) -> tuple[torch.Tensor, ...]:
+    """Every table's factor rows padded to ``K`` states, concatenated by arity (in the
+    order arities first appear)."""
+    by_arity: dict[int, list[torch.Tensor]] = {}
+    for f, steps in tables:
+        if f.vars:
+            by_arity.setdefault(len(f.vars), []).append(_rows(f, _grid(f, steps, blocks), k))
+    return tuple(torch.cat(rows) for rows in by_arity.values())
 
 
 #: A table and, for a chain's tables, ``(chain, first step, number of steps)`` its time axis
@@ -183,10 +237,10 @@ def _tables(fm: FactorModel) -> list[_Table]:
     return out
 
 
-def _instances(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
-               k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A table's factor instances: ``(tables (F, K, ...), index (F, arity))``. Along a
-    chain table's time axis, step ``start + t`` of the chain's variables is read (one step
+def _ids(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
+         ) -> list[torch.Tensor]:
+    """The instance ids each variable of ``f`` reads, laid out as its block. Along a chain
+    table's time axis, step ``start + t`` of the chain's variables is read (one step
     earlier for ``z@prev``)."""
     ids = []
     for v in f.vars:
@@ -196,9 +250,50 @@ def _instances(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, 
             first = steps[1] - (1 if v.endswith(PREV) else 0)
             at = at[first:first + steps[2]]
         ids.append(b.offset + at)
-    grid = torch.broadcast_shapes(f.batch_shape, *(i.shape for i in ids))
+    return ids
+
+
+def _grid(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
+          ) -> torch.Size:
+    """The batch shape of ``f``'s factor instances (its table's and its variables'
+    broadcast)."""
+    shapes = []
+    for v in f.vars:
+        shape = blocks[v.removesuffix(PREV)].shape
+        if steps is not None and blocks[v.removesuffix(PREV)].chain == steps[0]:
+            shape = (steps[2], *shape[1:])
+        shapes.append(shape)
+    return _broadcast(f.batch_shape, *shapes)
+
+
+def _index(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
+           ) -> torch.Tensor:
+    """A table's factor instances: the variable instance at each position, ``(F, arity)``."""
+    ids = _ids(f, steps, blocks)
+    grid = _grid(f, steps, blocks)
+    return torch.stack([i.expand(grid).reshape(-1) for i in ids], 1)
+
+
+def _rows(f: Factor, grid: torch.Size, k: int) -> torch.Tensor:
+    """A table's factor instances' tables over ``K`` states per position, ``(F, K, ...)``."""
     cards = f.log_table.shape[len(f.batch_shape):]
     table = f.log_table.expand(*grid, *cards).reshape(-1, *cards)
+    if all(c == k for c in cards):
+        return table
     padded = table.new_full((table.shape[0], *(k,) * len(cards)), -math.inf)
     padded[(slice(None), *(slice(0, c) for c in cards))] = table
-    return padded, torch.stack([i.expand(grid).reshape(-1) for i in ids], 1)
+    return padded
+
+
+def _broadcast(*shapes: Sequence[int]) -> torch.Size:
+    """``torch.broadcast_shapes`` without its overhead (it runs once per table per CD
+    step), raising as it does on shapes that do not broadcast."""
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for shape in shapes:
+        for axis, size in enumerate(shape, rank - len(shape)):
+            if size != 1:
+                if out[axis] not in (1, size):
+                    raise RuntimeError(f"shapes {shapes} do not broadcast")
+                out[axis] = size
+    return torch.Size(out)
