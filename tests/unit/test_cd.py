@@ -7,7 +7,9 @@ copy's contribution, follow exactly, so one update over thousands of copies is c
 z-test at 5 standard errors (a chance failure below 1e-5 over all 11 params). CD with many
 sweeps must give the exact log-likelihood gradient (autograd of the enumerated
 log-likelihood); PCD's persistent chains must reach the model distribution. The exact
-engine's log-likelihood of the gallery's tiny RBM is checked against the RBM formula.
+engine's log-likelihood of the gallery's tiny RBM is checked against the RBM formula. The
+sufficient statistics (Gram matrix, histogram, bincount) are checked against counting by
+hand, and a run is checked to ground the model and plan its colours once.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import torch
 from pyro.ops.indexing import Vindex
 
 import genppl
+from genppl.engines.cd import Statistics
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
-from genppl.gibbs.grounding import ground
+from genppl.gibbs import kernel
+from genppl.gibbs.grounding import FactorGraph, FactorGroup, ground
 from genppl.gibbs.kernel import colouring
 from models_gallery.rbm_digits import exact_log_likelihood, rbm, rbm_units
 
@@ -246,3 +250,50 @@ def _with_observed() -> genppl.Model:
 def test_bad_input_is_a_model_error(make, data, options, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ModelError, match=message):
         genppl.fit(make(), data, engine="cd", steps=1, progress=False, **options)
+
+
+@pytest.mark.parametrize("pairs", [
+    [[0, 3], [1, 3], [2, 4], [0, 4], [1, 5], [2, 6]],  # few instances: the Gram matrix
+    [[i, i + 10] for i in range(10)],  # distinct instances: the bincount
+])
+def test_statistics_count_every_cell(pairs: list[list[int]]) -> None:
+    """Counts per factor row and cell, with weights (+1 for one batch, -1 for another),
+    equal counting each state of the batch by hand, for one-, two- and three-variable
+    rows over three states."""
+    v, k, b = max(max(p) for p in pairs) + 1, 3, 40
+    groups = (FactorGroup(torch.zeros(v, k), torch.arange(v)[:, None]),
+              FactorGroup(torch.zeros(len(pairs), k, k), torch.tensor(pairs)),
+              FactorGroup(torch.zeros(2, k, k, k), torch.tensor([[0, 1, 2], [3, 4, 5]])))
+    statistics = Statistics(FactorGraph({}, groups, torch.zeros(v, k, dtype=F64)))
+    assert statistics.plans[1][0] == ("gram" if len(pairs) == 6 else "bincount")
+    gen = torch.Generator().manual_seed(0)
+    state = torch.randint(0, k, (b, v), generator=gen)
+    weights = torch.where(torch.arange(b) < b // 2, 1.0, -1.0).to(F64)
+    for group, counts in zip(groups, statistics.counts(state, weights), strict=True):
+        expected = torch.zeros(len(group.index), k ** group.arity, dtype=F64)
+        for case, row in itertools.product(range(b), range(len(group.index))):
+            cell = 0
+            for j in group.index[row].tolist():
+                cell = cell * k + int(state[case, j])
+            expected[row, cell] += weights[case]
+        assert torch.equal(counts, expected)
+
+
+def test_a_run_grounds_and_plans_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only table values change between steps: the model is grounded once and each
+    colour planned once, however many steps run."""
+    from genppl.engines import cd
+
+    calls = {"ground": 0, "plan": 0}
+
+    def counted(name: str, fn):  # type: ignore[no-untyped-def]
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(cd, "ground", counted("ground", cd.ground))
+    monkeypatch.setattr(kernel, "_plan", counted("plan", kernel._plan))
+    fit = genppl.fit(rbm(NV, NH).to(dtype=F64), {"v": CASES}, engine="cd", steps=6,
+                     batch_size=2, k=2, seed=0, progress=False)
+    assert calls == {"ground": 1, "plan": fit.info["colours"]}
