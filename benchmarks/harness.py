@@ -85,6 +85,10 @@ class Contender:
     run: Callable[[], Any]
     repeats: int | None = None  # None: the config's
     warmup: int | None = None
+    #: False for runs of many seconds (an MCMC run): tracemalloc would slow the Python-heavy
+    #: ones several-fold, doubling the case's time for a figure that says little; their
+    #: memory column stays empty and they are called once per timed run.
+    trace_memory: bool = True
 
 
 @dataclass(frozen=True)
@@ -314,8 +318,9 @@ def run_case(case: Case, config: BenchConfig, *, out_dir: Path | None = RESULTS_
             say(f"[{case.name}] warm-up {i + 1}: {c.name}")
             c.run()
     for c in contenders:
-        say(f"[{case.name}] memory: {c.name}")
-        _traced_run(c, config, measurements[c.name])
+        if c.trace_memory:
+            say(f"[{case.name}] memory: {c.name}")
+            _traced_run(c, config, measurements[c.name])
     repeats = {c.name: max(c.repeats if c.repeats is not None else config.repeats, 1)
                for c in contenders}
     for r in range(max(repeats.values())):

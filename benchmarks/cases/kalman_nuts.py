@@ -79,7 +79,8 @@ def contenders(config: BenchConfig) -> list[Contender]:
                             warmup_steps=draws, seed=config.seed, progress=False, init=start)
         return {k: post.samples[k] for k in START}
 
-    once = {"warmup": 0, "repeats": 1}  # each run is seconds long: time it once
+    # Each run is many seconds long: time it once, untraced (see Contender.trace_memory).
+    once = {"warmup": 0, "repeats": 1, "trace_memory": False}
     return [Contender(PYRO, timed(pyro_nuts), **once),
             Contender(GENPPL, timed(genppl_nuts), **once)]
 

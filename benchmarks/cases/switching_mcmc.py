@@ -106,7 +106,8 @@ def contenders(config: BenchConfig) -> list[Contender]:
             return post.samples["mu"]
         return sample
 
-    once = {"warmup": 0, "repeats": 1}  # each run is seconds long: time it once
+    # Each run is many seconds long: time it once, untraced (see Contender.trace_memory).
+    once = {"warmup": 0, "repeats": 1, "trace_memory": False}
     return [Contender(PYRO, timed(pyro_nuts), **once),
             Contender(ENUM, timed(engine(marginalise="enum")), **once),
             Contender(EXACT, timed(engine()), **once)]
