@@ -20,7 +20,7 @@ within Monte Carlo error (the quick test checks it).
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import pyro
@@ -31,7 +31,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 import genppl
 from benchmarks.harness import BenchConfig, Case, Column, Contender, register
-from genppl.results import diagnostics
+from benchmarks.mcmc import ONCE, chains_and_draws, ess_rows, timed
 from models_gallery import kalman_nile
 
 PYRO = "Pyro NUTS, GaussianHMM"
@@ -59,14 +59,6 @@ def contenders(config: BenchConfig) -> list[Contender]:
     start = {k: torch.tensor(v, dtype=F64, device=config.device) for k, v in START.items()}
     model = kalman_nile.build(priors=True).to(config.device, F64)
 
-    def timed(sample: Any) -> Any:
-        def run() -> dict[str, Any]:
-            begin = time.perf_counter()
-            scales = sample()
-            return {"scales": {k: v.cpu() for k, v in scales.items()},
-                    "seconds": time.perf_counter() - begin}
-        return run
-
     def pyro_nuts() -> dict[str, torch.Tensor]:
         pyro.set_rng_seed(config.seed)
         kernel = NUTS(_pyro_model, jit_compile=False, init_strategy=init_to_value(values=start))
@@ -79,28 +71,12 @@ def contenders(config: BenchConfig) -> list[Contender]:
                             warmup_steps=draws, seed=config.seed, progress=False, init=start)
         return {k: post.samples[k] for k in START}
 
-    # Each run is many seconds long: time it once, untraced (see Contender.trace_memory).
-    once = {"warmup": 0, "repeats": 1, "trace_memory": False}
-    return [Contender(PYRO, timed(pyro_nuts), **once),
-            Contender(GENPPL, timed(genppl_nuts), **once)]
-
-
-def evaluate(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, r in results.items():
-        stats = {k: diagnostics(v) for k, v in r["scales"].items()}
-        ess = min(s["ess_bulk"] for s in stats.values())
-        out[name] = {"ess": ess, "ess_per_s": ess / r["seconds"],
-                     "means": {k: round(float(v.mean()), 1) for k, v in r["scales"].items()},
-                     "mcse": {k: round(s["mcse_mean"], 2) for k, s in stats.items()}}
-    base = out[PYRO]["ess_per_s"] if PYRO in out else float("nan")
-    for row in out.values():
-        row["ratio"] = row["ess_per_s"] / base
-    return out
+    return [Contender(PYRO, timed(pyro_nuts), **ONCE),
+            Contender(GENPPL, timed(genppl_nuts), **ONCE)]
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    draws = next(iter(results.values()))["scales"]["sigma_level"].shape[1]
+    _, draws = chains_and_draws(results)
     return [f"{draws} warm-up and {draws} kept draws per contender, one chain, from "
             f"{START}",
             "ESS: the smaller ArviZ bulk ESS of the two scales; ESS/s divides it by the "
@@ -113,7 +89,7 @@ CASE = register(Case(
                 "genppl's DSL model vs Pyro's GaussianHMM",
     baseline=PYRO,
     contenders=contenders,
-    evaluate=evaluate,
+    evaluate=partial(ess_rows, baseline=PYRO),
     columns=(Column("ess", "ESS (scales)", ".0f"),
              Column("ess_per_s", "ESS/s", ".2f"),
              Column("ratio", "ESS/s ratio to Pyro", ".2f"),

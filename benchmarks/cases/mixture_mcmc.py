@@ -20,7 +20,7 @@ the two means (ArviZ) divided by that time.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import pyro
@@ -31,8 +31,8 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 import genppl
 from benchmarks.harness import BenchConfig, Case, Column, Contender, register
+from benchmarks.mcmc import ONCE, chains_and_draws, ess_rows, timed
 from genppl.data import crabs
-from genppl.results import diagnostics
 from models_gallery import pearson_crabs
 
 PYRO = "Pyro NUTS, assignments enumerated"
@@ -63,14 +63,7 @@ def contenders(config: BenchConfig) -> list[Contender]:
     start = {k: v.to(config.device) for k, v in pearson_crabs.initial_values(x).items()}
     model = pearson_crabs.build().to(config.device, torch.float64)
 
-    def timed(sample: Any) -> Any:
-        def run() -> dict[str, Any]:
-            begin = time.perf_counter()
-            locs = sample()
-            return {"locs": locs.cpu(), "seconds": time.perf_counter() - begin}
-        return run
-
-    def pyro_nuts() -> torch.Tensor:
+    def pyro_nuts() -> dict[str, torch.Tensor]:
         runs = []
         for c in range(chains):
             pyro.set_rng_seed(config.seed + c)
@@ -79,42 +72,25 @@ def contenders(config: BenchConfig) -> list[Contender]:
             mcmc = MCMC(kernel, num_samples=draws, warmup_steps=draws, disable_progbar=True)
             mcmc.run(x)
             runs.append(mcmc.get_samples(group_by_chain=True)["locs"])
-        return torch.cat(runs)
+        return {"locs": torch.cat(runs)}
 
     def engine(name: str, **options: Any) -> Any:
-        def sample() -> torch.Tensor:
+        def sample() -> dict[str, torch.Tensor]:
             post = genppl.infer(model, {"ratio": x}, engine=name, num_samples=draws,
                                 warmup_steps=draws, seed=config.seed, progress=False,
                                 init=start, num_chains=chains, executor="serial",
                                 **options)
-            return post.samples["locs"]
+            return {"locs": post.samples["locs"]}
         return sample
 
-    # Each run is many seconds long: time it once, untraced (see Contender.trace_memory).
-    once = {"warmup": 0, "repeats": 1, "trace_memory": False}
-    return [Contender(PYRO, timed(pyro_nuts), **once),
-            Contender(NUTS_ROW, timed(engine("nuts", marginalise="enum")), **once),
-            Contender(NUTS_EXACT, timed(engine("nuts")), **once),
-            Contender(HMC_GIBBS, timed(engine("hmc_gibbs")), **once)]
-
-
-def evaluate(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    base = None
-    for name, r in results.items():
-        locs = r["locs"]  # (chains, draws, 2)
-        ess = min(diagnostics(locs[..., j])["ess_bulk"] for j in range(2))
-        rate = ess / r["seconds"]
-        base = rate if name == PYRO else base
-        out[name] = {"ess": ess, "ess_per_s": rate,
-                     "means": [float(locs[..., j].mean()) for j in range(2)]}
-    for row in out.values():
-        row["ratio"] = row["ess_per_s"] / base if base else float("nan")
-    return out
+    return [Contender(PYRO, timed(pyro_nuts), **ONCE),
+            Contender(NUTS_ROW, timed(engine("nuts", marginalise="enum")), **ONCE),
+            Contender(NUTS_EXACT, timed(engine("nuts")), **ONCE),
+            Contender(HMC_GIBBS, timed(engine("hmc_gibbs")), **ONCE)]
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    chains, draws = next(iter(results.values()))["locs"].shape[:2]
+    chains, draws = chains_and_draws(results)
     return [f"{draws} warm-up and {draws} kept draws per chain, {chains} chain(s) one after "
             "another (seeds seed + c) per contender, the EM start",
             "ESS: the smaller ArviZ bulk ESS of the two component means; ESS/s divides it by "
@@ -129,10 +105,11 @@ CASE = register(Case(
                 "and hmc_gibbs vs Pyro NUTS with enumeration",
     baseline=PYRO,
     contenders=contenders,
-    evaluate=evaluate,
+    evaluate=partial(ess_rows, baseline=PYRO),
     columns=(Column("ess", "ESS (means)", ".0f"),
              Column("ess_per_s", "ESS/s", ".1f"),
              Column("ratio", "ESS/s ratio to Pyro", ".2f"),
-             Column("means", "component means", "")),
+             Column("means", "component means", ""),
+             Column("mcse", "MCSE of the means", "")),
     notes=notes,
 ))

@@ -17,7 +17,7 @@ the contender's own time for the whole run.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
 import pyro
@@ -28,7 +28,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 
 import genppl
 from benchmarks.harness import BenchConfig, Case, Column, Contender, register
-from genppl.results import diagnostics
+from benchmarks.mcmc import ONCE, chains_and_draws, ess_rows, timed
 
 PYRO = "Pyro NUTS, states enumerated"
 ENUM = "genppl nuts, marginalise='enum'"
@@ -83,52 +83,30 @@ def contenders(config: BenchConfig) -> list[Contender]:
     start = {"mu": _tables(torch.float64, config.device)[1]}
     model = build(torch.float64, config.device)
 
-    def timed(sample: Any) -> Any:
-        def run() -> dict[str, Any]:
-            begin = time.perf_counter()
-            mu = sample()
-            return {"mu": mu.cpu(), "seconds": time.perf_counter() - begin}
-        return run
-
-    def pyro_nuts() -> torch.Tensor:
+    def pyro_nuts() -> dict[str, torch.Tensor]:
         pyro.set_rng_seed(config.seed)
         kernel = NUTS(_pyro_model, max_plate_nesting=0, jit_compile=False,
                       init_strategy=init_to_value(values=start))
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=draws, disable_progbar=True)
         mcmc.run(y)
-        return mcmc.get_samples(group_by_chain=True)["mu"]
+        return {"mu": mcmc.get_samples(group_by_chain=True)["mu"]}
 
     def engine(**options: Any) -> Any:
-        def sample() -> torch.Tensor:
+        def sample() -> dict[str, torch.Tensor]:
             post = genppl.infer(model, {"y": y}, engine="nuts", num_samples=draws,
                                 warmup_steps=draws, seed=config.seed, progress=False,
                                 init=start, **options)
-            return post.samples["mu"]
+            return {"mu": post.samples["mu"]}
         return sample
 
-    # Each run is many seconds long: time it once, untraced (see Contender.trace_memory).
-    once = {"warmup": 0, "repeats": 1, "trace_memory": False}
-    return [Contender(PYRO, timed(pyro_nuts), **once),
-            Contender(ENUM, timed(engine(marginalise="enum")), **once),
-            Contender(EXACT, timed(engine()), **once)]
-
-
-def evaluate(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name, r in results.items():
-        mu = r["mu"]  # (chains, draws, 2)
-        ess = min(diagnostics(mu[..., j])["ess_bulk"] for j in range(2))
-        out[name] = {"ess": ess, "ess_per_s": ess / r["seconds"],
-                     "means": [round(float(mu[..., j].mean()), 3) for j in range(2)]}
-    base = out[PYRO]["ess_per_s"] if PYRO in out else float("nan")
-    for row in out.values():
-        row["ratio"] = row["ess_per_s"] / base
-    return out
+    return [Contender(PYRO, timed(pyro_nuts), **ONCE),
+            Contender(ENUM, timed(engine(marginalise="enum")), **ONCE),
+            Contender(EXACT, timed(engine()), **ONCE)]
 
 
 def notes(results: dict[str, Any]) -> list[str]:
-    mu = next(iter(results.values()))["mu"]
-    return [f"{mu.shape[1]} warm-up and {mu.shape[1]} kept draws per contender, one chain, "
+    _, draws = chains_and_draws(results)
+    return [f"{draws} warm-up and {draws} kept draws per contender, one chain, "
             f"the means started at their prior centres {LOCS}",
             "ESS: the smaller ArviZ bulk ESS of the two means; ESS/s divides it by the "
             "contender's own time for the whole run (warm-up included)"]
@@ -141,10 +119,11 @@ CASE = register(Case(
                 "exact engine",
     baseline=PYRO,
     contenders=contenders,
-    evaluate=evaluate,
+    evaluate=partial(ess_rows, baseline=PYRO),
     columns=(Column("ess", "ESS (means)", ".0f"),
              Column("ess_per_s", "ESS/s", ".2f"),
              Column("ratio", "ESS/s ratio to Pyro", ".2f"),
-             Column("means", "posterior means", "")),
+             Column("means", "posterior means", ""),
+             Column("mcse", "MCSE of the means", "")),
     notes=notes,
 ))

@@ -195,7 +195,7 @@ def test_mixture_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) -> N
     rows = _rows(tmp_path, "mixture_mcmc")
     assert len(rows) == 4
     for row in rows.values():
-        low, high = row["metrics"]["means"]
+        low, high = row["metrics"]["means"]["locs"]
         # Every sampler keeps the EM start's labels: two components near 0.63 and 0.65.
         assert 0.61 < low < 0.64 < high < 0.66
         assert row["metrics"]["ess_per_s"] > 0
@@ -206,7 +206,7 @@ def test_switching_mcmc_case_quick_samples_the_same_posterior(tmp_path: Path) ->
     rows = _rows(tmp_path, "switching_mcmc")
     assert len(rows) == 3
     for row in rows.values():
-        low, high = row["metrics"]["means"]
+        low, high = row["metrics"]["means"]["mu"]
         # The means' priors sit at -1 and 2, as the simulation's truth: no label switching.
         assert -2.5 < low < 0.5 < high < 3.5
         assert row["metrics"]["ess_per_s"] > 0
