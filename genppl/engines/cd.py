@@ -44,7 +44,7 @@ from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import model_factors
 from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
-from genppl.gibbs.kernel import colouring, updates
+from genppl.gibbs.kernel import colouring, run_of, updates
 from genppl.pyro.program import as_data
 from genppl.results import FitResult
 
@@ -96,7 +96,8 @@ class Statistics:
     one-case graph: ``(F, K ** arity)`` per group, the sufficient statistics of CD's
     gradient (the log joint summed over the batch is ``sum(counts * tables)``).
 
-    One-variable rows read a histogram of each instance's states. Pairwise rows whose
+    One-variable rows read a histogram of each instance's states (the weights times the
+    states' indicators, one matrix-vector product). Pairwise rows whose
     instances at the two positions are few enough (an RBM's visible x hidden layers) read
     one Gram matrix of state indicators, ``X_a^T X_b`` -- an RBM's ``v^T h`` -- for the
     cells where both instances are in states 1..K-1; the cells with a state 0 follow from
@@ -118,42 +119,42 @@ class Statistics:
                 cell = torch.arange(k, device=index.device)
                 at = ((la[:, None, None] * k + cell[:, None]) * (len(b) * k)
                       + lb[:, None, None] * k + cell)
-                return "gram", (index, a, b, at)
+                return "gram", (index, run_of(a), run_of(b), at)
         return "bincount", (index,)
 
     def counts(self, state: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
         """The counts of ``state`` ``(B, V)``, each state counted ``weights`` ``(B,)``
         times (floating, the tables' dtype): with weights +1 and -1, the difference of two
         batches' counts in one pass."""
-        histogram = self._histogram(state, weights)
+        x = self._indicators(state, weights.dtype)  # (B, V, K - 1)
+        upper = (weights @ x.flatten(1)).view(self.size, -1)
+        histogram = torch.cat([weights.sum() - upper.sum(1, keepdim=True), upper], 1)
         out = []
         for kind, plan in self.plans:
             if kind == "histogram":
                 out.append(histogram[plan[0]])
             elif kind == "gram":
-                out.append(self._gram(state, weights, histogram, *plan))
+                out.append(self._gram(x, weights, histogram, *plan))
             else:
                 out.append(self._bincount(state, weights, plan[0]))
         return out
 
-    def _histogram(self, state: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``(V, K)``: how many of the batch have each instance in each state."""
-        k = self.states
-        cell = state + torch.arange(self.size, device=state.device) * k
-        return torch.bincount(cell.reshape(-1), weights.repeat_interleave(self.size),
-                              minlength=self.size * k).to(weights.dtype).view(-1, k)
+    def _indicators(self, state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(B, V, K - 1)``: whether each instance is in state 1, 2, ..., K - 1."""
+        if self.states == 2:
+            return state.to(dtype)[..., None]
+        return (state[..., None] == torch.arange(1, self.states, device=state.device)).to(dtype)
 
-    def _gram(self, state: torch.Tensor, weights: torch.Tensor, histogram: torch.Tensor,
-              index: torch.Tensor, a: torch.Tensor, b: torch.Tensor, at: torch.Tensor
-              ) -> torch.Tensor:
-        """Pairwise counts ``(F, K * K)``: states 1..K-1 of both from the Gram matrix, the
-        rest from the histogram (each row's counts add up to its instances' histograms)."""
+    def _gram(self, x: torch.Tensor, weights: torch.Tensor, histogram: torch.Tensor,
+              index: torch.Tensor, a: slice | torch.Tensor, b: slice | torch.Tensor,
+              at: torch.Tensor) -> torch.Tensor:
+        """Pairwise counts ``(F, K * K)``: states 1..K-1 of both from the Gram matrix of
+        the indicators ``x``, the rest from the histogram (each row's counts add up to its
+        instances' histograms)."""
         k = self.states
-        upper = torch.arange(1, k, device=state.device)
-        xa = (state[:, a, None] == upper).flatten(1).to(weights.dtype)
-        xb = (state[:, b, None] == upper).flatten(1).to(weights.dtype)
+        gram = (x[:, a].flatten(1) * weights[:, None]).T @ x[:, b].flatten(1)
         out = histogram.new_empty(len(index), k, k)
-        out[:, 1:, 1:] = ((xa * weights[:, None]).T @ xb).reshape(-1)[at]
+        out[:, 1:, 1:] = gram.reshape(-1)[at]
         out[:, 1:, 0] = histogram[index[:, 0], 1:] - out[:, 1:, 1:].sum(2)
         out[:, 0, :] = histogram[index[:, 1]] - out[:, 1:, :].sum(1)
         return out.flatten(1)
@@ -287,7 +288,7 @@ def _sweep(steps: list[Any], state: torch.Tensor) -> torch.Tensor:
     phase), on a batch of states ``(B, V)``."""
     state = state.clone()
     for update in steps:
-        state[:, update.ids] = update.sample(state)
+        state[:, update.at] = update.sample(state)
     return state
 
 

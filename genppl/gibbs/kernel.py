@@ -55,8 +55,17 @@ def sweep(graph: FactorGraph, colours: list[torch.Tensor], state: torch.Tensor
     ``(V,)``, or ``(chains, V)`` for independent chains moved together."""
     state = state.clone()
     for update in updates(graph, colours):
-        state[..., update.ids] = update.sample(state)
+        state[..., update.at] = update.sample(state)
     return state
+
+
+def run_of(index: torch.Tensor) -> slice | torch.Tensor:
+    """``index`` as a slice when it is a run of consecutive ids (a block, a layer, a
+    colour of a plate), else itself: reading and writing a slice of the state is a copy,
+    not a gather or scatter."""
+    if len(index) > 1 and bool((index[1:] - index[:-1] == 1).all()):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 def updates(graph: FactorGraph, colours: list[torch.Tensor]) -> list[Any]:
@@ -194,11 +203,13 @@ class _Plan:
     most two states, so a draw compares a uniform with ``sigmoid`` of the log-odds."""
 
     ids: torch.Tensor  # (C,)
+    at: slice | torch.Tensor  # the ids, as a slice when they are a run
     states: int
     padding: torch.Tensor  # (C, K)
     unary: tuple[tuple[int, torch.Tensor, torch.Tensor], ...]  # (group, rows, target)
     edges: _Edges | None
     neighbours: torch.Tensor  # (N,) instance ids
+    read: slice | torch.Tensor  # the neighbours, as a slice when they are a run
     logits_map: _Pattern | None  # (C * K, N * (K - 1))
     odds_map: _Pattern | None  # (C, N), binary only
     gathers: tuple[_Gather, ...]
@@ -264,7 +275,8 @@ def _plan(graph: FactorGraph, ids: torch.Tensor) -> _Plan:
         logits_map = _Pattern.of(row.reshape(-1), col.reshape(-1), (c * k, n * (k - 1)))
         if k == 2:
             odds_map = _Pattern.of(edges.target, edges.neighbour, (c, n))
-    return _Plan(ids, k, graph.padding[ids].clone(), tuple(unary), edges, neighbours,
+    return _Plan(ids, run_of(ids), k, graph.padding[ids].clone(), tuple(unary), edges, neighbours,
+                 run_of(neighbours),
                  logits_map, odds_map, tuple(gathers))
 
 
@@ -319,6 +331,11 @@ class ColourUpdate:
     odds_matrix: torch.Tensor | None  # two states: the rows' log-odds per neighbour state
     gather_tables: tuple[torch.Tensor, ...]  # per gather: (F', K ** arity)
 
+    @property
+    def at(self) -> slice | torch.Tensor:
+        """Where the colour's draws go in the state (``ids``, a slice when a run)."""
+        return self.plan.at
+
     @functools.cached_property
     def logits_matrix(self) -> torch.Tensor | None:
         """The pairwise rows as a matrix from the indicators of the neighbours' states
@@ -339,7 +356,7 @@ class ColourUpdate:
         matrix = self.logits_matrix
         if matrix is not None:
             upper = torch.arange(1, plan.states, device=state.device)
-            x = (state[..., plan.neighbours, None] == upper).flatten(-2).to(self.base.dtype)
+            x = (state[..., plan.read, None] == upper).flatten(-2).to(self.base.dtype)
             out = plan.logits_map.apply(  # type: ignore[union-attr]
                 matrix, x, self.base.reshape(-1)).unflatten(-1, self.base.shape)
         else:
@@ -357,7 +374,7 @@ class ColourUpdate:
             return logits[..., 1] - logits[..., 0]
         if self.odds_matrix is None:
             return self.odds_bias.expand(*state.shape[:-1], -1)
-        x = state[..., plan.neighbours].to(self.base.dtype)
+        x = state[..., plan.read].to(self.base.dtype)
         return plan.odds_map.apply(self.odds_matrix, x, self.odds_bias)  # type: ignore[union-attr]
 
     def sample(self, state: torch.Tensor) -> torch.Tensor:
@@ -392,6 +409,10 @@ class _Copied:
     ids: torch.Tensor  # (copies * C,)
     inner: ColourUpdate
     layout: torch.Tensor  # (copies, one-case V)
+
+    @functools.cached_property
+    def at(self) -> slice | torch.Tensor:
+        return run_of(self.ids)
 
     def logits(self, state: torch.Tensor) -> torch.Tensor:
         return self.inner.logits(state[..., self.layout]).flatten(-3, -2)
