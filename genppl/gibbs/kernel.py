@@ -404,21 +404,30 @@ def _gather(out: torch.Tensor, gather: _Gather, tables: torch.Tensor, state: tor
 class _Copied:
     """A colour taken in every copy of a replicated graph, updated by ``inner`` (the same
     colour of the one-case graph) with the copies as a batch axis: ``ids`` are the copies'
-    instance ids, copy by copy."""
+    instance ids, copy by copy; ``chunks`` read the flat state of every copy as
+    ``(copies, V)`` (see ``_chunks``)."""
 
     ids: torch.Tensor  # (copies * C,)
     inner: ColourUpdate
     layout: torch.Tensor  # (copies, one-case V)
+    chunks: tuple[tuple[int, int], ...] | None
 
     @functools.cached_property
     def at(self) -> slice | torch.Tensor:
         return run_of(self.ids)
 
     def logits(self, state: torch.Tensor) -> torch.Tensor:
-        return self.inner.logits(state[..., self.layout]).flatten(-3, -2)
+        return self.inner.logits(self._one_case(state)).flatten(-3, -2)
 
     def sample(self, state: torch.Tensor) -> torch.Tensor:
-        return self.inner.sample(state[..., self.layout]).flatten(-2)
+        return self.inner.sample(self._one_case(state)).flatten(-2)
+
+    def _one_case(self, state: torch.Tensor) -> torch.Tensor:
+        if self.chunks is None:
+            return state[..., self.layout]
+        copies = self.layout.shape[0]
+        return torch.cat([state[..., start:start + copies * width].unflatten(-1, (copies, width))
+                          for start, width in self.chunks], -1)
 
 
 def _replicated(graph: FactorGraph, ids: torch.Tensor) -> Any:
@@ -433,7 +442,24 @@ def _replicated(graph: FactorGraph, ids: torch.Tensor) -> Any:
     if len(ids) != replica.copies * len(one_ids):
         return _value(graph, _plan(graph, ids))
     inner = _value(replica.one, _plan(replica.one, one_ids))
-    return _Copied(replica.layout[:, one_ids].reshape(-1), inner, replica.layout)
+    return _Copied(replica.layout[:, one_ids].reshape(-1), inner, replica.layout,
+                   _chunks(replica.layout, replica.one))
+
+
+def _chunks(layout: torch.Tensor, one: FactorGraph) -> tuple[tuple[int, int], ...] | None:
+    """``(flat start, width)`` per one-case block when each block of every copy is one run
+    of flat ids laid out ``(copies, width)`` (as ``engines.cd.Copies`` lays them out): the
+    copies' states are then read by slicing, not gathering. None otherwise."""
+    copies, out, offset = layout.shape[0], [], 0
+    for b in sorted(one.blocks.values(), key=lambda b: b.offset):
+        part = layout[:, b.offset:b.offset + b.size]
+        if b.offset != offset or not torch.equal(
+                part, part[0, 0] + torch.arange(copies * b.size, device=layout.device
+                                                ).view(copies, b.size)):
+            return None
+        out.append((int(part[0, 0]), b.size))
+        offset += b.size
+    return tuple(out) if offset == one.size else None
 
 
 class GibbsKernel(MCMCKernel):

@@ -26,7 +26,7 @@ from pyro.ops.indexing import Vindex
 import genppl
 from genppl.engines.common import param_values
 from genppl.exact.from_model import model_factors
-from genppl.gibbs.grounding import FactorGraph, ground, group_tables
+from genppl.gibbs.grounding import FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, sweep, updates
 from models_gallery.ising_3x3 import ising_grid, spin, spin_name
 from models_gallery.rbm_digits import rbm
@@ -217,22 +217,34 @@ def test_new_table_values_reuse_the_plans() -> None:
                                        rtol=0, atol=1e-12)
 
 
-def test_copies_read_the_one_case_rows() -> None:
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_copies_read_the_one_case_rows(shuffled: bool) -> None:
     """A graph of copies (``Copies.graph``, one flat state for every copy): its colours'
     updates read the one-case tables with the copies as a batch axis, and give the
-    conditionals of the copied rows."""
+    conditionals of the copied rows -- the copies' states read by slices in ``Copies``'
+    layout, by a gather when the ids are shuffled."""
     from genppl.engines.cd import Copies
 
     one = _graph("rbm")
     copies = Copies(one, colouring(one), 4)
     graph = copies.graph(one)
+    colours = copies.colours
+    if shuffled:
+        new = torch.randperm(graph.size, generator=torch.Generator().manual_seed(0))
+        padding = torch.empty_like(graph.padding)
+        padding[new] = graph.padding
+        graph = FactorGraph(graph.blocks, tuple(FactorGroup(g.tables, new[g.index])
+                                                for g in graph.groups), padding,
+                            Replica(graph.replica.one, new[graph.replica.layout]))
+        colours = [new[c] for c in colours]
     states = _states(graph, 2)
     reference = _reference(graph, states)
-    for update in updates(graph, copies.colours):
+    for update in updates(graph, colours):
         assert len(update.ids) == 4 * len(update.inner.ids)  # a one-case colour, 4 times
+        assert (update.chunks is None) == shuffled
         torch.testing.assert_close(update.logits(states), reference[:, update.ids],
                                    rtol=0, atol=1e-12)
-    state = sweep(graph, copies.colours, states[0])
+    state = sweep(graph, colours, states[0])
     assert state.shape == (graph.size,) and bool(torch.isfinite(graph.log_joint(state)))
 
 
