@@ -24,8 +24,9 @@ and the kernel's colour plans are built once; each step re-tabulates the one-cas
 (tables differentiable in the params), reads only the new table values into the same
 structure (``group_tables``, ``FactorGraph.with_tables``), and the kernel recomputes its
 matrices from them. The sufficient statistics -- how many chains sit in each cell of each
-factor row -- are a Gram matrix of one-hot states for pairwise rows (one matmul, as an
-RBM's ``v^T h``), a bincount over the batch for larger factors.
+factor row -- are a Gram matrix of state indicators for pairwise rows (one matmul, as an
+RBM's ``v^T h``), a bincount over the batch for larger factors; the surrogate's gradient in
+each table cell is its count, handed to autograd at the tables.
 """
 
 from __future__ import annotations
@@ -225,13 +226,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                 for name, values in cases.items():
                     b = one.blocks[name]
                     state[:, b.offset:b.offset + b.size] = values[chosen]
-                steps_of = updates(graph, colours)
-                free = [u for u, p in zip(steps_of, positive, strict=True) if p]
-                for _ in range(positive_sweeps):
-                    state = _sweep(free, state)
-                negative = state if chains is None else chains
-                for _ in range(k):
-                    negative = _sweep(steps_of, negative)
+                state, negative = _phase_draws(updates(graph, colours), positive, state,
+                                               chains, k, positive_sweeps)
                 if persistent:
                     chains = negative
                 visits = statistics.counts(torch.cat([state, negative]), signs)
@@ -272,6 +268,21 @@ def _phases(graph: FactorGraph, cases: dict[str, torch.Tensor]
     parts = [(ids[clamped[ids]], ids[~clamped[ids]]) for ids in colouring(graph)]
     colours = [ids for part in zip(*parts, strict=True) for ids in part if len(ids)]
     return colours, [not bool(clamped[ids[0]]) for ids in colours]
+
+
+def _phase_draws(steps: list[Any], positive: list[bool], state: torch.Tensor,
+                 chains: torch.Tensor | None, k: int, positive_sweeps: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive states (``positive_sweeps`` sweeps of the free colours of ``state``,
+    whose clamped instances hold the data) and the negative ones (``k`` sweeps of every
+    colour from the positive states, or from the persistent ``chains``)."""
+    free = [u for u, p in zip(steps, positive, strict=True) if p]
+    for _ in range(positive_sweeps):
+        state = _sweep(free, state)
+    negative = state if chains is None else chains
+    for _ in range(k):
+        negative = _sweep(steps, negative)
+    return state, negative
 
 
 def _backward(tables: list[torch.Tensor], grads: list[torch.Tensor]) -> None:

@@ -7,6 +7,27 @@ share a factor); all instances of a colour are conditionally independent given t
 are drawn together from their full conditionals. A checkerboard is the two-colouring of a
 grid, a bipartite RBM the two-colouring of its layers; ``schedule="sequential"`` gives every
 instance its own colour (single-site Gibbs in a fixed scan, the textbook reference).
+
+How a colour's conditionals are computed (``ColourUpdate``). Most factors of MRFs, RBMs
+and Ising grids are pairwise, and a pairwise row adds to its colour instance's logits a
+column of its table picked by the neighbour's state: summed over the rows, that is one
+matrix (colour instances x states by neighbours x states 1..K-1) applied to the indicators
+of the neighbours' states, plus a constant (every row at neighbour state 0, the padding,
+the one-variable rows). The matrix is dense where that is small or not much sparser (an
+RBM layer: a BLAS matmul, as scikit-learn's ``BernoulliRBM`` does) and CSR otherwise (a
+checkerboard colour of a large grid: four entries a row). With two states the draw needs
+only the log-odds, a matrix of differences, and a uniform below ``sigmoid`` of it: exactly
+the conditional, at one uniform per instance. Rows whose tables are -inf at states their
+instances can take (hard constraints) would give 0 x -inf, and factors of three or more
+variables are not a matrix: those rows are gathered at the current states, as
+``FactorGraph.conditionals`` (the reference, tested against) reads every row.
+
+What is read from the graph's structure alone -- which rows touch the colour, where each
+cell goes in the matrix -- is a *plan*, built once and kept in ``FactorGraph.cache``; a
+graph with new table values in the same structure (``FactorGraph.with_tables``, as CD makes
+every step) only recomputes the values. States may carry a leading batch axis of chains,
+``(chains, V)``: the chains share the matrices, which is how ``engines.cd`` runs its
+minibatch; a graph of copies (``FactorGraph.replica``) is read the same way.
 """
 
 from __future__ import annotations
@@ -110,10 +131,10 @@ _ODDS = torch.tensor([1.0, -1.0, -1.0, 1.0])
 
 @dataclass(frozen=True)
 class _Gather:
-    """Factor rows of ``group`` with an instance of the colour at position ``position``,
-    read by one gather at the current states of their other instances (any arity): the
-    instances and strides of the other positions, and which of the colour's instances each
-    row adds to."""
+    """Factor rows of ``group`` with an instance of the colour at one position, read by
+    one gather at the current states of their other instances (any arity): the instances
+    and strides of the other positions, the stride of the colour's, and which of the
+    colour's instances each row adds to."""
 
     group: int
     rows: torch.Tensor  # (F',)
@@ -159,6 +180,9 @@ class _Pattern:
 
     @staticmethod
     def of(row: torch.Tensor, col: torch.Tensor, shape: tuple[int, int]) -> _Pattern:
+        """Dense up to 65,536 cells or 8 cells per distinct entry (an RBM layer, a small
+        model: one matmul beats any sparse kernel there), CSR beyond (a colour of a grid).
+        """
         rows, cols = shape
         key = row * cols + col
         unique, inverse = torch.unique(key, return_inverse=True)
@@ -199,8 +223,9 @@ class _Plan:
     """What one colour's update reads, from the graph's structure alone: its instances,
     the one-variable rows (summed into a constant), the pairwise rows whose table cells are
     finite where they can be read (applied as a matrix to the neighbours' states) and the
-    other rows (gathered: larger factors, -inf cells). ``binary``: every instance has at
-    most two states, so a draw compares a uniform with ``sigmoid`` of the log-odds."""
+    other rows (gathered: larger factors, -inf cells). ``binary``: the graph's instances
+    have two states (or one), so a draw compares a uniform with ``sigmoid`` of the
+    log-odds."""
 
     ids: torch.Tensor  # (C,)
     at: slice | torch.Tensor  # the ids, as a slice when they are a run
@@ -238,13 +263,27 @@ class _Plan:
 
 
 def _plan(graph: FactorGraph, ids: torch.Tensor) -> _Plan:
-    device = ids.device
-    k = graph.states
-    local = torch.full((graph.size,), -1, dtype=torch.long, device=device)
-    local[ids] = torch.arange(len(ids), device=device)
+    """The plan of colour ``ids`` (see ``_Plan``)."""
+    local = torch.full((graph.size,), -1, dtype=torch.long, device=ids.device)
+    local[ids] = torch.arange(len(ids), device=ids.device)
     valid = torch.isfinite(graph.padding)  # (V, K)
-    unary, gathers = [], []
-    pairs: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (group, rows, position)
+    unary, pairs, gathers = _rows(graph, local, valid)
+    edges, neighbours = _edges(graph, pairs, local, valid)
+    logits_map = odds_map = None
+    if edges is not None:
+        logits_map, odds_map = _maps(edges, len(ids), len(neighbours), graph.states)
+    return _Plan(ids, run_of(ids), graph.states, graph.padding[ids].clone(), unary, edges,
+                 neighbours, run_of(neighbours), logits_map, odds_map, gathers)
+
+
+def _rows(graph: FactorGraph, local: torch.Tensor, valid: torch.Tensor
+          ) -> tuple[tuple[tuple[int, torch.Tensor, torch.Tensor], ...],
+                     list[tuple[int, torch.Tensor, torch.Tensor]], tuple[_Gather, ...]]:
+    """The factor rows with an instance of the colour (``local`` >= 0) at some position,
+    by how they are read: one-variable rows ``(group, rows, target)``, pairwise rows for
+    the matrix ``(group, rows, position)``, and the gathered rest."""
+    k = graph.states
+    unary, pairs, gathers = [], [], []
     for g, group in enumerate(graph.groups):
         arity = group.arity
         for p in range(arity):
@@ -263,21 +302,22 @@ def _plan(graph: FactorGraph, ids: torch.Tensor) -> _Plan:
             strides = [k ** (arity - 1 - j) for j in range(arity)]
             others = tuple((group.index[rows, j], strides[j]) for j in range(arity) if j != p)
             gathers.append(_Gather(g, rows, others, strides[p], local[group.index[rows, p]]))
-    edges, neighbours = _edges(graph, pairs, local, valid)
-    logits_map = odds_map = None
-    if edges is not None:
-        c, n = len(ids), len(neighbours)
-        own = torch.arange(k, device=device)
-        read = torch.arange(k - 1, device=device)
-        row = (edges.target[:, None, None] * k + own[:, None])
-        col = edges.neighbour[:, None, None] * (k - 1) + read[None, :]
-        row, col = torch.broadcast_tensors(row, col)
-        logits_map = _Pattern.of(row.reshape(-1), col.reshape(-1), (c * k, n * (k - 1)))
-        if k == 2:
-            odds_map = _Pattern.of(edges.target, edges.neighbour, (c, n))
-    return _Plan(ids, run_of(ids), k, graph.padding[ids].clone(), tuple(unary), edges, neighbours,
-                 run_of(neighbours),
-                 logits_map, odds_map, tuple(gathers))
+    return tuple(unary), pairs, tuple(gathers)
+
+
+def _maps(edges: _Edges, colour: int, neighbours: int, k: int
+          ) -> tuple[_Pattern, _Pattern | None]:
+    """Where each edge's cells go: in the logits matrix, cell ``[s, l]`` (l >= 1) at row
+    ``(target, s)`` and column ``(neighbour, l)``; for two states, its log-odds at
+    ``(target, neighbour)``."""
+    own = torch.arange(k, device=edges.target.device)
+    read = torch.arange(k - 1, device=edges.target.device)
+    row = edges.target[:, None, None] * k + own[:, None]
+    col = edges.neighbour[:, None, None] * (k - 1) + read[None, :]
+    row, col = torch.broadcast_tensors(row, col)
+    logits = _Pattern.of(row.reshape(-1), col.reshape(-1), (colour * k, neighbours * (k - 1)))
+    odds = _Pattern.of(edges.target, edges.neighbour, (colour, neighbours)) if k == 2 else None
+    return logits, odds
 
 
 def _finite_where_read(group: FactorGroup, rows: torch.Tensor, valid: torch.Tensor
