@@ -32,7 +32,7 @@ from benchmarks.mcmc import ONCE, chains_and_draws, ess_rows, timed
 
 PYRO = "Pyro NUTS, states enumerated"
 ENUM = "genppl nuts, marginalise='enum'"
-EXACT = "genppl nuts, exact engine (default)"
+EXACT = "genppl nuts, exact engine (default on chains)"
 STEPS, QUICK_STEPS = 100, 12
 DRAWS, QUICK_DRAWS = 100, 10
 STAY = 0.9  # probability of keeping the state

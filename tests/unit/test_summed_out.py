@@ -122,3 +122,26 @@ def test_more_finite_latents_than_pyro_can_enumerate() -> None:
     assert abs(float(rate.mean()) - float((w * grid).sum())) <= 5 * diagnostics(rate)[
         "mcse_mean"]
     assert post.samples["s0"].shape == (1, 120)
+
+
+def test_the_default_sums_chains_out_exactly_and_enumerates_plates() -> None:
+    """``marginalise="auto"``: finite latents along a chain go to the exact engine (Pyro
+    would enumerate them site by site), a plate of them to Pyro's enumeration."""
+    trans = torch.tensor([[0.9, 0.1], [0.1, 0.9]], dtype=F64)
+    chain = genppl.Model("switching")
+    chain.latent("mu", lambda: dist.Normal(torch.zeros(2, dtype=F64), 1.0).to_event(1))
+    with chain.chain("t", 4):
+        chain.latent("z", lambda z_prev: dist.Categorical(trans[z_prev]),
+                     init=lambda: dist.Categorical(torch.full((2,), 0.5, dtype=F64)))
+        chain.observed("y", lambda z, mu: dist.Normal(mu[..., z], 1.0))
+    run = {"engine": "nuts", "num_samples": 3, "warmup_steps": 3, "progress": False}
+    post = genppl.infer(chain.to(dtype=F64), {"y": torch.tensor([0.1, 1.2, 0.9, -0.3])},
+                        **run)
+    assert post.info["marginalise"] == "exact" and post.samples["z"].shape == (1, 3, 4)
+    plated = genppl.Model("plated")
+    plated.latent("mu", lambda: dist.Normal(torch.tensor(0.0, dtype=F64), 1.0))
+    with plated.plate("items"):
+        plated.latent("z", lambda: dist.Bernoulli(torch.tensor(0.3, dtype=F64)))
+        plated.observed("y", lambda mu, z: dist.Normal(mu + z, 1.0))
+    post = genppl.infer(plated.to(dtype=F64), {"y": torch.tensor([0.1, 1.2, 0.9])}, **run)
+    assert post.info["marginalise"] == "enum"
