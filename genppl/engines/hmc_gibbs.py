@@ -41,7 +41,7 @@ from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
-from genppl.gibbs.grounding import ground
+from genppl.gibbs.grounding import FactorGraph, ground, group_tables
 from genppl.gibbs.kernel import colouring, sweep
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
@@ -125,6 +125,7 @@ class HmcGibbsKernel(MCMCKernel):
             max_plate_nesting=prep.max_plate_nesting, init_strategy=init_values(prep, init))
         self.kernel = make(potential_fn=potential, transforms=self.transforms, **options)
         self.kernel.initial_params = params
+        self.graph: FactorGraph | None = None
         self.colours: list[torch.Tensor] | None = None
 
     @property
@@ -144,9 +145,13 @@ class HmcGibbsKernel(MCMCKernel):
         if self.exact:
             self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
         else:
-            graph = ground(fm)
-            if self.colours is None:
+            # Grounded and coloured once: later steps only bring new table values.
+            if self.graph is None:
+                self.graph = graph = ground(fm)
                 self.colours = colouring(graph)
+            else:
+                graph = self.graph.with_tables(group_tables(fm, self.graph))
+            assert self.colours is not None
             start = graph.with_values(graph.padding.new_zeros(graph.size, dtype=torch.long),
                                       self._compact_discrete())
             drawn = graph.compact(sweep(graph, self.colours, start))
