@@ -43,7 +43,10 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
     ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
     processes or one after another (``executor``, see ``genppl.engines.chains``), with the
-    same draws either way; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
+    same draws either way, or (``executor="vectorized"``) as one state with a chain axis,
+    every colour drawn for all chains at once -- the fast way on one device, a GPU
+    especially, but one random stream for all chains (seeded ``seed``), so not the draws
+    of the other executors; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
     (one instance at a time); each of ``blocks`` (lists of latents) is drawn jointly, after
     the colours, from its exact conditional given everything else (the exact engine's
     sampling pass: forward filtering backward sampling for a chain), which mixes where
@@ -71,21 +74,31 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
     check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    vectorized = executor == "vectorized"
     run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
            "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
-           "num_samples": num_samples, "seed": base}
+           "num_samples": num_samples, "seed": base, "vectorized": vectorized}
 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
+        """Chain ``index``, or with ``vectorized`` every chain as one (chains, V) state."""
         seed_everything(base + index)
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
-        kernel = GibbsKernel(step, _initial_state(model, graph, step, init))
+        starts = [_initial_state(model, graph, step, init)
+                  for _ in range(num_chains if vectorized else 1)]
+        kernel = GibbsKernel(step, torch.stack(starts) if vectorized else starts[0])
         states = drive(kernel, warmup=warmup, num_samples=num_samples, advance=advance,
                        device=graph.padding.device, store=store, every=checkpoint_every)
-        return graph.compact(states["state"])
+        return graph.compact(states["state"].transpose(0, 1) if vectorized
+                             else states["state"])
 
-    samples = stack_chains(run_chains(chain, num_chains, executor=executor,
-                                      device=model.device, steps=warmup + num_samples,
-                                      progress=progress, desc="gibbs"))
+    if vectorized:
+        samples = run_chains(chain, 1, executor="serial", device=model.device,
+                             steps=warmup + num_samples, progress=progress,
+                             desc=f"gibbs, {num_chains} chains")[0]
+    else:
+        samples = stack_chains(run_chains(chain, num_chains, executor=executor,
+                                          device=model.device, steps=warmup + num_samples,
+                                          progress=progress, desc="gibbs"))
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(step.colours),
@@ -132,9 +145,11 @@ class _Step:
         self.colours = [c[~inside[c]] for c in colours if bool((~inside[c]).any())]
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
+        """``state`` (V,), or (chains, V) moved together (blocks drawn chain by chain)."""
         state = sweep(self.graph, self.colours, state)
         for names in self.blocks:
-            state = self.draw_block(state, names)
+            state = (self.draw_block(state, names) if state.dim() == 1 else
+                     torch.stack([self.draw_block(s, names) for s in state]))
         return state
 
     def draw_block(self, state: torch.Tensor, names: list[str]) -> torch.Tensor:
