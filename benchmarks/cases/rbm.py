@@ -12,8 +12,8 @@ scikit-learn's ``BernoulliRBM``, the same model with ``components_ = W.T``,
 ``BernoulliRBM.gibbs`` on a batch of chains (the baseline); genppl's Gibbs kernel
 (``genppl.gibbs.kernel.sweep``) on the grounding of ``CHAINS`` copies of the model, as the
 ``cd`` engine runs its negative chains (grounding is setup); the gallery's public path,
-``genppl.infer(engine="gibbs")``, which runs chains one after another (``num_chains``,
-``executor="serial"``); and the same sweeps written by hand in torch with two matmuls (a
+``genppl.infer(engine="gibbs")`` with its chains as one batched state (``num_chains``,
+``executor="vectorized"``); and the same sweeps written by hand in torch with two matmuls (a
 reference for what the hardware gives, not a genppl path). Each contender's state after the
 last sweep is checked against scikit-learn's: all start from the same state under the same
 transition kernel, so the law of the final state is the same for every contender whether
@@ -65,7 +65,7 @@ CONDITIONAL_TOL = 1e-9
 SAMPLE, TRAIN, TINY = "block Gibbs 64x32", "PCD-1 64x32", "PCD-1 16x10"
 SKLEARN = "sklearn BernoulliRBM"
 KERNEL = "genppl gibbs kernel, chains as grounded copies"
-INFER = "genppl.infer gibbs, chains in series"
+INFER = "genppl.infer gibbs, chains vectorized"
 TORCH = "torch matmuls (hand-written reference)"
 CD = "genppl.fit cd, persistent"
 Weights = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # W (visible, hidden), b, c
@@ -259,7 +259,7 @@ def _sampling(config: BenchConfig, weights: Weights, chains: int, sweeps: int
         # Draw 1 is the state one sweep after the engine's start, itself one sweep from
         # all-off (kernel.starting_state), so the last of sweeps - 1 draws is sweep `sweeps`.
         post = genppl.infer(model, {}, engine="gibbs", num_samples=sweeps - 1,
-                            warmup_steps=0, num_chains=chains, executor="serial",
+                            warmup_steps=0, num_chains=chains, executor="vectorized",
                             seed=next(seeds) * chains, progress=False, params=params)
         v = post.samples["v"][:, -1].reshape(chains, visible)
         return common | {"v": v.to("cpu", DTYPE), "conditional_error": checks[INFER]}
