@@ -62,17 +62,9 @@ class ChainCheckpoint:
     def load(self) -> Saved | None:
         """The saved progress (``restore_generators`` resumes its random streams); None
         when there is no checkpoint yet."""
-        if not self.path.exists():
+        saved = safe_load(self.path, self.run, what="the chain")
+        if saved is None:
             return None
-        try:  # a truncated, foreign or code-carrying file: the same answer for each
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ModelError(f"checkpoint {self.path} cannot be read ({e}); delete it to start "
-                             "the chain afresh.") from e
-        if saved.get("run") != self.run:
-            raise ModelError(f"checkpoint {self.path} belongs to another run "
-                             f"({saved.get('run')}), not to this one ({self.run}); use "
-                             "another directory or delete it.")
         generators = {"cpu": saved["rng"]}
         if "cuda_rng" in saved:
             generators["cuda"] = saved["cuda_rng"]
@@ -80,26 +72,51 @@ class ChainCheckpoint:
 
     def save(self, progress: Saved, device: torch.device) -> None:
         """Write ``progress`` and the generators' states atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"run": self.run, "state": _cpu(progress.state),
-                  "draws": [_cpu(d) for d in progress.draws], "done": progress.done,
+        record = {"run": self.run, "state": cpu_tree(progress.state),
+                  "draws": [cpu_tree(d) for d in progress.draws], "done": progress.done,
                   "rng": torch.get_rng_state()}
         if device.type == "cuda":
             record["cuda_rng"] = torch.cuda.get_rng_state(device)
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as f:
-            torch.save(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
+        atomic_save(self.path, record)
 
 
-def _cpu(tree: Any) -> Any:
+def atomic_save(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (tensors, numbers, strings and containers of them) to ``path`` so
+    that a crash at any moment leaves either the old file or the new one, never half of
+    one: a temporary file beside it, flushed to disk, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as f:
+        torch.save(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def safe_load(path: Path, run: dict[str, Any], *, what: str = "the run") -> dict[str, Any] | None:
+    """The record at ``path`` (None when there is none), read with ``weights_only=True`` so
+    that no code is unpickled, and only if it was written by ``run`` (its ``"run"`` entry):
+    a checkpoint of another run, or of another file layout, is refused rather than mixed in."""
+    if not path.exists():
+        return None
+    try:  # a truncated, foreign or code-carrying file: the same answer for each
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"checkpoint {path} cannot be read ({e}); delete it to start "
+                         f"{what} afresh.") from e
+    if not isinstance(saved, dict) or saved.get("run") != run:
+        other = saved.get("run") if isinstance(saved, dict) else None
+        raise ModelError(f"checkpoint {path} belongs to another run ({other}), not to this "
+                         f"one ({run}); use another directory or delete it.")
+    return saved
+
+
+def cpu_tree(tree: Any) -> Any:
     """A tree of tensors and containers with every tensor on the CPU (loadable anywhere)."""
     if isinstance(tree, torch.Tensor):
         return tree.detach().cpu()
     if isinstance(tree, dict):
-        return {k: _cpu(v) for k, v in tree.items()}
+        return {k: cpu_tree(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_cpu(v) for v in tree)
+        return type(tree)(cpu_tree(v) for v in tree)
     return tree

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -16,10 +17,11 @@ import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer import autoguide as ag
-from pyro.optim import ClippedAdam
+from pyro.optim import PyroOptim
 
 from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
+from genppl.engines.checkpoint import check_checkpoint
 from genppl.engines.common import (
     Prepared,
     check_finite,
@@ -31,8 +33,14 @@ from genppl.engines.common import (
 )
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
+from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import stack_draws
 from genppl.results import FitResult, Posterior
+from genppl.variational.checkpoint import SVICheckpoint
+from genppl.variational.minibatch import PlateLoader, on_indices, plate_batches, subsampled
+from genppl.variational.optim import make_optimiser
+from genppl.variational.params import restore, snapshot, store_state
+from genppl.variational.stopping import EarlyStopping
 
 AUTOGUIDES: dict[str, Callable[..., Any]] = {
     "delta": ag.AutoDelta,  # MAP point estimates
@@ -92,14 +100,46 @@ def _elbo(prep: Prepared, kind: str | None, num_particles: int) -> Any:
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide | None = None,
-        steps: int = 1000, lr: float = 0.01, clip_norm: float = 10.0, lrd: float = 1.0,
-        elbo: str | None = None, num_particles: int = 1, seed: int | None = None,
-        num_samples: int = 0, init: dict[str, Any] | None = None, progress: bool = True,
-        clear_params: bool = True) -> FitResult:
-    """Optimise the ELBO for ``steps`` steps of ClippedAdam(lr, clip_norm, lrd decay per step).
+        steps: int = 1000, lr: float = 0.01, clip_norm: float | None = 10.0, lrd: float = 1.0,
+        optimizer: str | PyroOptim = "clipped_adam", schedule: str | None = None,
+        schedule_options: dict[str, Any] | None = None,
+        elbo: str | None = None, num_particles: int = 1,
+        batch_size: int | dict[str, int] | None = None,
+        validation: dict[str, Any] | None = None, eval_every: int = 100,
+        eval_particles: int = 32, patience: int | None = None,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 100,
+        seed: int | None = None, num_samples: int = 0, init: dict[str, Any] | None = None,
+        progress: bool = True, clear_params: bool = True) -> FitResult:
+    """Optimise the ELBO for ``steps`` steps.
+
+    Optimiser (``genppl.variational.optim``): ``optimizer`` by name ("clipped_adam", the
+    default, "adam", "sgd", "adagrad", "rmsprop") or a ``pyro.optim`` object, learning rate
+    ``lr``, each parameter's gradient clipped to norm ``clip_norm`` (None: unclipped), under
+    ``schedule`` ("exponential", "step", "cosine", stepped every step, or "plateau", stepped
+    at each evaluation on the monitored loss) with ``schedule_options`` for the torch
+    scheduler. ``lrd`` is the per-step decay of earlier releases (an exponential schedule).
+
+    Minibatches (``genppl.variational.minibatch``): ``batch_size`` walks every plate holding
+    observed data (an int) or the named plates (a dict) in shuffled minibatches, epoch after
+    epoch; the log-likelihood is scaled by size/batch so each step's ELBO is unbiased.
+
+    Evaluation and early stopping: every ``eval_every`` steps the monitored score is the ELBO
+    of ``validation`` data (``eval_particles`` draws with fixed random numbers, so the scores
+    compare the params and not the noise, and the training stream is not disturbed), or
+    without validation data the training ELBO averaged since the last evaluation. The params
+    of the best evaluation are restored at the end; ``patience`` stops the run after that
+    many evaluations without improvement.
+
+    Checkpoints (``genppl.variational.checkpoint``): with ``checkpoint=directory`` (and a
+    ``seed``), the run is saved atomically every ``checkpoint_every`` steps and at the end; a
+    run started again with the same arguments resumes where the saved one stopped and gives
+    the same losses and params as an uninterrupted run.
 
     ``num_samples > 0`` also draws that many posterior samples from the fitted guide.
     """
+    check_checkpoint("svi", checkpoint, seed, checkpoint_every)
+    if eval_every < 1:
+        raise ModelError(f"svi: eval_every must be >= 1, got {eval_every}.")
     seed_everything(seed)
     if clear_params:
         pyro.clear_param_store()
@@ -107,16 +147,88 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     prep = prepare(model, data)
     pyro_guide = build_guide(prep, guide, init)
     loss_fn = _elbo(prep, elbo, num_particles)
-    svi = SVI(prep.program, pyro_guide, ClippedAdam({"lr": lr, "clip_norm": clip_norm,
-                                                     "lrd": lrd}), loss_fn)
+    optimiser = make_optimiser(optimizer, lr=lr, clip_norm=clip_norm, lrd=lrd,
+                               schedule=schedule, schedule_options=schedule_options,
+                               steps=steps)
+    batches = plate_batches(prep, batch_size)
+    indices: dict[str, torch.Tensor] = {}
+    loader = None
+    model_fn, guide_fn = prep.program, pyro_guide
+    if batches:
+        sizes, _ = resolve_sizes(model, prep.data)
+        loader = PlateLoader(sizes, batches, int(torch.randint(0, 2**62, ())))
+        model_fn, guide_fn = on_indices(prep.program, indices), on_indices(pyro_guide, indices)
+    svi = SVI(model_fn, guide_fn, optimiser.optim, loss_fn)
+    val = prepare(model, validation) if validation is not None else None
+    monitoring = val is not None or patience is not None or optimiser.plateau
+    stopping = EarlyStopping(patience)
+    eval_seed = seed if seed is not None else 0
+    store = None
+    if checkpoint is not None:
+        store = SVICheckpoint(checkpoint, _fingerprint(
+            model, prep, guide, steps=steps, lr=lr, clip_norm=clip_norm, lrd=lrd,
+            optimizer=optimiser.name, schedule=schedule, schedule_options=schedule_options,
+            elbo=type(loss_fn).__name__, num_particles=num_particles, batches=batches,
+            validation=val, eval_every=eval_every, eval_particles=eval_particles,
+            patience=patience, seed=seed))
+
+    def step_once() -> float:
+        if loader is not None:
+            indices.update(loader.next())
+        with subsampled(model, batches):
+            return float(svi.step(**prep.data))
+
     losses: list[float] = []
-    bar = progress_bar(range(steps), total=steps, desc=f"svi {model.name}", enabled=progress)
+    done = 0
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        if loader is not None:
+            indices.update({n: torch.arange(b) for n, b in batches.items()})
+        with subsampled(model, batches), torch.no_grad():  # create every param, then set it
+            svi.evaluate_loss(**prep.data)
+        restore(saved["params"])
+        optimiser.optim.set_state(saved["optim"])
+        if loader is not None:
+            loader.load_state_dict(saved["loader"])
+        stopping.load_state_dict(saved["stopping"])
+        losses, done = [float(v) for v in saved["losses"]], int(saved["done"])
+        SVICheckpoint.restore_generators(saved)
+    held_out: float | None = None
+    bar = progress_bar(range(done, steps), total=steps - done, desc=f"svi {model.name}",
+                       enabled=progress)
     for step in bar:
-        loss = float(svi.step(**prep.data))
+        if stopping.stopped:
+            break
+        loss = step_once()
         check_finite(loss, "the ELBO", step)
         losses.append(loss)
-        if step % 50 == 0 and hasattr(bar, "set_postfix"):
-            bar.set_postfix(elbo=f"{-loss:.4g}")
+        done = step + 1
+        optimiser.after_step()
+        if monitoring and done % eval_every == 0:
+            if val is not None:
+                held_out = _held_out_elbo(val, pyro_guide, loss_fn, eval_particles, eval_seed)
+                score = held_out
+            else:
+                score = -sum(losses[-eval_every:]) / len(losses[-eval_every:])
+            check_finite(score, "the monitored ELBO", step)
+            stopping.update(done, score)
+            optimiser.after_evaluation(-score)
+        if hasattr(bar, "set_postfix") and (step % 50 == 0 or done % eval_every == 0):
+            shown = {"elbo": f"{-loss:.4g}"}
+            if held_out is not None:
+                shown["held_out"] = f"{held_out:.4g}"
+            bar.set_postfix(**shown)
+        if store is not None and (done % checkpoint_every == 0 or done == steps
+                                  or stopping.stopped):
+            record: dict[str, Any] = {
+                "done": done, "losses": torch.tensor(losses, dtype=torch.float64),
+                "params": snapshot(), "optim": optimiser.optim.get_state(),
+                "stopping": stopping.state_dict()}
+            if loader is not None:
+                record["loader"] = loader.state_dict()
+            store.save(record)
+    if monitoring and stopping.best_params is not None:
+        restore(stopping.best_params)
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     posterior = None
     if num_samples:
@@ -124,8 +236,48 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     seconds = time.perf_counter() - start
     if posterior is not None:
         posterior.seconds = seconds
-    return FitResult(model.name, "svi", params, losses, seconds, posterior,
-                     info={"guide": pyro_guide, "elbo": type(loss_fn).__name__})
+    info: dict[str, Any] = {"guide": pyro_guide, "elbo": type(loss_fn).__name__,
+                            "optimizer": optimiser.name, "param_state": store_state(),
+                            "steps_done": done}
+    if monitoring:
+        info.update(history=list(stopping.history), best_step=stopping.best_step,
+                    stopped_early=stopping.stopped)
+    if loader is not None:
+        info["epochs"] = dict(loader.epochs)
+    return FitResult(model.name, "svi", params, losses, seconds, posterior, info=info)
+
+
+def _held_out_elbo(val: Prepared, guide: Callable[..., Any], loss_fn: Any, particles: int,
+                   seed: int) -> float:
+    """The ELBO of the validation data with fixed random numbers (common to every
+    evaluation), drawn from a stream of its own so that training draws the same numbers
+    with or without validation."""
+    elbo = type(loss_fn)(max_plate_nesting=val.max_plate_nesting, num_particles=particles,
+                         vectorize_particles=particles > 1)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        return -float(elbo.loss(val.program, guide, **val.data))
+
+
+def _fingerprint(model: Model, prep: Prepared, guide: str | Guide | None, *,
+                 validation: Prepared | None, batches: dict[str, int], **options: Any
+                 ) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the model, data shapes, guide and every
+    option that changes the trajectory, as plain numbers, strings and lists."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            return value
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in sorted(value.items())}
+        return repr(value)
+
+    def shapes(p: Prepared | None) -> Any:
+        return None if p is None else {k: list(v.shape) for k, v in sorted(p.data.items())}
+
+    name = guide.name if isinstance(guide, Guide) else guide
+    return {"engine": "svi", "model": model.name, "guide": name, "data": shapes(prep),
+            "validation": shapes(validation), "batches": plain(batches),
+            **{k: plain(v) for k, v in options.items()}}
 
 
 def _posterior(prep: Prepared, guide: Callable[..., Any], num_samples: int,
