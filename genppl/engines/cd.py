@@ -43,7 +43,7 @@ from genppl.dsl.model import Model
 from genppl.engines.common import param_values, progress_bar, seed_everything
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
-from genppl.exact.from_model import model_factors
+from genppl.exact.from_model import Tabulation
 from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, run_of, updates
 from genppl.pyro.program import as_data
@@ -198,7 +198,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
     _check_undirected(model)
     seed_everything(seed)
     with param_values(model, init):
-        one = ground(model_factors(model, {}, grad=True))
+        tabulate = Tabulation(model, {})  # per update: only the tables' new values
+        one = ground(tabulate(grad=True))
         cases = _cases(model, one, data)
         names = _learned(model, learn)
         count = next(iter(cases.values())).shape[0]
@@ -219,7 +220,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                            enabled=progress)
         for step in bar:
             if step:  # new param values: new tables in the same structure
-                tables = list(group_tables(model_factors(model, {}, grad=True), one))
+                tables = list(group_tables(tabulate(grad=True), one))
             graph = one.with_tables([t.detach() for t in tables])
             chosen = next(batches)
             with torch.no_grad():

@@ -40,7 +40,7 @@ from genppl.engines.exact import posterior_draws
 from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
-from genppl.exact.from_model import model_factors
+from genppl.exact.from_model import Tabulation
 from genppl.gibbs.grounding import FactorGraph, ground, group_tables
 from genppl.gibbs.kernel import colouring, sweep
 from genppl.pyro.layout import resolve_sizes
@@ -110,6 +110,7 @@ class HmcGibbsKernel(MCMCKernel):
                  make: Any, options: dict[str, Any], discrete: str) -> None:
         self.prep = prep
         self.data = data
+        self.tabulate = Tabulation(prep.model, data)  # per iteration: only new table values
         self.exact = discrete == "exact"
         self.sizes, _ = resolve_sizes(prep.model, prep.data)
         self.sites: dict[str, list[str]] = {}  # node -> its sites, steps in order
@@ -141,7 +142,7 @@ class HmcGibbsKernel(MCMCKernel):
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         params = self.kernel.sample(params)
-        fm = model_factors(self.prep.model, self.data, point=self._continuous(params))
+        fm = self.tabulate(point=self._continuous(params))
         if self.exact:
             self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
         else:

@@ -23,7 +23,7 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.engines.exact import posterior_draws
 from genppl.errors import ModelError
-from genppl.exact.from_model import model_factors
+from genppl.exact.from_model import Tabulation
 from genppl.exact.sum_product import contract
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
@@ -56,12 +56,14 @@ class FiniteSummedOut:
         self.continuous = continuous
         self.data = data
         self.sizes, _ = resolve_sizes(model, data)
+        # Tabulated once; each potential evaluation only remakes the tables' values.
+        self.tabulate = Tabulation(model, data)
 
     def __call__(self, **data: Any) -> None:
         trace = poutine.trace(poutine.block(
             self.program, hide_fn=lambda msg: msg["name"] in self.hidden)).get_trace(**data)
         values = self.values({s: trace.nodes[s]["value"] for s in self.continuous})
-        log_z = contract(model_factors(self.model, self.data, point=values, grad=True))
+        log_z = contract(self.tabulate(point=values, grad=True))
         pyro.factor("finite_summed_out", log_z.sum())
 
     def values(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,6 +78,6 @@ class FiniteSummedOut:
     def draw_finite(self, sites: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """An exact joint draw of the finite latents given continuous sites' values, as
         Pyro sites (the exact engine's sampling pass)."""
-        fm = model_factors(self.model, self.data, point=self.values(sites))
+        fm = self.tabulate(point=self.values(sites))
         draws = {name: d[0, 0] for name, d in posterior_draws(fm, 1).items()}
         return to_sites(self.model, draws, self.program.dims, self.sizes)

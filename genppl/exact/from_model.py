@@ -16,15 +16,25 @@ states of the latents they read, and must broadcast like any Pyro factory under 
 
 Chain nodes are tabulated for all steps at once: the chain index argument is a tensor of
 steps along the time axis, and a node that reads ``z_prev`` reads the variable ``z@prev``.
+
+Engines that tabulate one model and data again and again with other continuous values or
+params (contrastive divergence per update, NUTS with finite latents summed out per
+leapfrog step, HMC-within-Gibbs per iteration) use ``Tabulation``: the first call records,
+for every table, what the tabulation derived from the model's structure and the data
+(plates and sizes, scopes, argument grids, data layouts, supports, evidence indicators,
+the final shapes), and later calls only re-call the factories on the recorded grids and
+lay their log-probabilities out. ``model_factors`` stays the reference, which re-derives
+everything; the tests hold the two equal, invalidation included.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyro
 import torch
@@ -32,7 +42,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
-from genppl.dsl.tables import CPT
+from genppl.dsl.tables import CPT, CountingMeasure
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor, indicator_factor
 from genppl.exact.scan import compact
@@ -149,12 +159,7 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
     ``grad=True`` keeps every table differentiable in the model's params (contrastive
     divergence follows gradients of log-potentials at sampled states).
     """
-    data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
-    unknown = [k for k in data if k not in model.nodes
-               or model.nodes[k].kind not in ("latent", "observed", "input")]
-    if unknown:
-        raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
-                         f"{model.name!r}.")
+    data = _as_data(model, data)
     if not track and not point and not grad and all(model.nodes[k].kind == "latent"
                                                     for k in data):
         network = _table_network(model)
@@ -162,6 +167,327 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
             return _with_evidence(network, model, data)
     with default_tensor_context(model.device, model.dtype), torch.set_grad_enabled(grad):
         return _Tabulator(model, data, track, point or {}, grad).run()
+
+
+def _as_data(model: Model, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The data as tensors on the model's device (``as_data``), names checked."""
+    data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
+    unknown = [k for k in data if k not in model.nodes
+               or model.nodes[k].kind not in ("latent", "observed", "input")]
+    if unknown:
+        raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
+                         f"{model.name!r}.")
+    return data
+
+
+class Tabulation:
+    """``model_factors(model, data, ...)`` for many calls on one model and one data set
+    with other params or ``point`` values: the engines that re-tabulate per step
+    (contrastive divergence per update, NUTS with the finite latents summed out per
+    leapfrog step, HMC-within-Gibbs per iteration). ``Tabulation(model, data)`` once, then
+    ``tabulation(point=..., grad=..., track=...)`` per step, with ``model_factors``'s
+    meaning and result (same variables, factor order, tables, masks, child links, chain
+    blocks and uses).
+
+    The first call runs the reference tabulation and records, per table, what it derived
+    from the model's structure and the data -- plates and sizes, scopes, where each factory
+    argument comes from (grids of latent states, laid-out data, chain steps), supports,
+    evidence indicators, the tables' shapes -- so later calls only call the factories on
+    those grids (and deterministic nodes on theirs) and lay their log-probabilities out:
+    the structural work is most of a small model's tabulation.
+
+    An object the engine holds rather than a cache inside ``model_factors``: the engine
+    knows the model and data stay the same, the record lives exactly as long as the
+    engine's run, and the reference function keeps no hidden state to invalidate.
+
+    Invalidation. Before replaying, each call checks that the model has the same nodes,
+    plates and chains on the same device and dtype, that no data tensor was edited in place
+    (their version counters, as the model's Bayesian-network tables are kept), and that
+    the params, modules and point values have the names, shapes, dtypes and devices of the
+    record. A CPT given a new table (``set_table``) is read afresh. While replaying, what
+    the record derived from a factory's result is checked against the new result: the
+    table's shape, the kind of distribution (masked or not), a latent's number of states --
+    or its whole support, for distributions other than Categorical, Bernoulli and counting
+    measures, whose states follow from their shape -- and an observed node's event dims.
+    Any difference, and the model is tabulated again by the reference and recorded anew.
+    A latent's child link (its table sums to 1 over its states) is re-derived per call
+    except for those three kinds of distribution, which are normalised by construction
+    (a table of NaNs is the exception, and the results are NaN anyway). Data other than
+    tensors (arrays, lists) are copied here, so the data are the ones given.
+    """
+
+    def __init__(self, model: Model, data: Mapping[str, Any] | None = None) -> None:
+        self.model = model
+        self._data = {k: v if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                      for k, v in (data or {}).items() if v is not None}
+        self._plan: _Plan | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the record holds factories: made anew
+        return {**self.__dict__, "_plan": None}
+
+    def __call__(self, *, point: Mapping[str, Any] | None = None, grad: bool = False,
+                 track: bool = False) -> FactorModel:
+        model, point = self.model, point or {}
+        if not (track or point or grad) and all(
+                getattr(model.nodes.get(k), "kind", None) == "latent" for k in self._data) \
+                and _table_network(model) is not None:
+            return model_factors(model, self._data)  # kept with the model already
+        plan = self._plan
+        with default_tensor_context(model.device, model.dtype), torch.set_grad_enabled(grad):
+            if plan is not None and plan.current(model):
+                fixed = dict(point)
+                for node in plan.globals:
+                    fixed[node.name] = _global(model, node, grad)
+                if _signature(fixed) == plan.signature:
+                    try:
+                        return plan.replay(fixed, track, grad)
+                    except _Stale:
+                        pass
+            self._plan = None
+            data = _as_data(model, self._data)
+            recipes: list[_Recipe | _Const] = []
+            tab = _Tabulator(model, data, track, point, grad, recipes)
+            fm = tab.run()
+        self._plan = _Plan(
+            structure=_structure(model),
+            versions=tuple((t, _version(t)) for t in self._data.values()
+                           if isinstance(t, torch.Tensor)),
+            signature=_signature(tab.fixed),
+            globals=tuple(n for n in model.nodes.values() if n.kind in ("param", "module")),
+            recipes=recipes, variables=fm.variables, plates=fm.plates, sizes=fm.sizes,
+            chains=tuple((b.name, b.length, b.plates, b.reverse) for b in fm.chains),
+            latents=fm.latents)
+        return fm
+
+
+class _Stale(Exception):
+    """A replayed factory returned something the record does not describe."""
+
+
+@dataclass
+class _Plan:
+    """What ``Tabulation`` recorded, and what it was recorded for: the model's structure
+    (its node, plate and chain objects, device and dtype: kept, so compared by identity),
+    the data tensors' versions, and the names, shapes, dtypes and devices of the params,
+    modules and point values (``_signature``)."""
+
+    structure: tuple[Any, ...]
+    versions: tuple[tuple[torch.Tensor, int], ...]
+    signature: tuple[Any, ...]
+    globals: tuple[Node, ...]
+    recipes: list[_Recipe | _Const]
+    variables: dict[str, Variable]
+    plates: tuple[str, ...]
+    sizes: dict[str, int]
+    chains: tuple[tuple[str, int, tuple[str, ...], bool], ...]
+    latents: list[str]
+
+    def current(self, model: Model) -> bool:
+        """Whether the model's structure and the data are those recorded."""
+        now = _structure(model)
+        return (len(now) == len(self.structure)
+                and all(map(operator.is_, now, self.structure))
+                and all(_version(t) == v for t, v in self.versions))
+
+    def replay(self, fixed: Mapping[str, Any], track: bool, grad: bool) -> FactorModel:
+        factors: list[tuple[frozenset[str], Factor]] = []
+        chains = {name: ChainBlock(name, length, plates, reverse)
+                  for name, length, plates, reverse in self.chains}
+        uses: list[Use] = []
+        for r in self.recipes:
+            if type(r) is _Const:
+                _put(factors, chains, r.target, r.node, r.factor)
+            else:
+                r.make(fixed, track, grad, uses, factors, chains)
+        return FactorModel(factors, list(chains.values()), dict(self.variables), self.plates,
+                           dict(self.sizes), list(self.latents), uses)
+
+
+def _structure(model: Model) -> tuple[Any, ...]:
+    return (model.device, model.dtype, *model.nodes.values(), None, *model.plates.values(),
+            None, *model.chains.values())
+
+
+def _version(t: torch.Tensor) -> int:
+    """A tensor's version counter (bumped by every in-place edit); inference tensors, which
+    cannot be edited outside inference mode, have none."""
+    return -1 if t.is_inference() else t._version
+
+
+def _signature(fixed: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the structure of a tabulation may depend on in the params, modules and point
+    values: their names, and each tensor's shape, dtype and device (a module's identity)."""
+    def of(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return (tuple(v.shape), v.dtype, v.device)
+        return id(v) if isinstance(v, torch.nn.Module) else type(v)
+    return tuple(sorted((k, of(v)) for k, v in fixed.items()))
+
+
+#: Where a table goes: ``("global", None)``, or ``("first" | "rest" | "split", chain)``.
+_Target = tuple[str, "str | None"]
+_GLOBAL: _Target = ("global", None)
+
+
+def _put(factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock],
+         target: _Target, node: Node, f: Factor) -> None:
+    """Add a node's table where it goes: a global table with its plate set; a chain's first
+    step or later steps; ``split``: one table for all steps of a chain, whose first step is
+    cut off (the rest stay one table when it is the same at every step)."""
+    where, chain = target
+    if where == "global":
+        factors.append((frozenset(node.plates), plain(f)))
+        return
+    block = chains[chain]  # type: ignore[index]
+    if where == "first":
+        block.first.append(plain(f))
+    elif where == "rest":
+        block.rest.append(f)
+    else:
+        f = plain(f)
+        t = f.log_table
+        block.first.append(Factor(f.vars, t[:1]))
+        if block.length > 1:
+            block.rest.append(Factor(f.vars, t[1:] if t.shape[0] > 1 else t))
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """A factory argument read by name from the params, modules and point values."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """A factory argument that is a deterministic node, called on the reader's grid."""
+
+    node: Node
+    args: _Args
+
+
+#: A factory's arguments: ``(name, source)``, the source a tensor (a grid of latent states,
+#: laid-out data, chain steps), a ``_Fixed`` or a ``_Derived``.
+_Args = tuple[tuple[str, Any], ...]
+
+
+def _evaluate(plan: _Args, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """A factory's arguments from their sources at the current ``fixed`` values."""
+    args: dict[str, Any] = {}
+    for arg, source in plan:
+        if type(source) is _Fixed:
+            args[arg] = fixed[source.name]
+        elif type(source) is _Derived:
+            args[arg] = _call(source.node, source.node.fn, _evaluate(source.args, fixed))
+        else:
+            args[arg] = source
+    return args
+
+
+class _Const(NamedTuple):
+    """A table that depends on the data only (evidence indicators), kept as made."""
+
+    node: Node
+    factor: Factor
+    target: _Target
+
+
+class _Recipe:
+    """One node table as the reference made it, and what remaking it with other values
+    needs (``make``): the factory, its arguments' sources, the tensor its distribution is
+    evaluated at (a latent's grid of states, an observed node's laid-out data), the
+    table's shape before and after layout, its variables, child link and target. What the
+    reference derived from the factory's result beyond its values is checked on each
+    remake (see ``Tabulation``); a difference raises ``_Stale``."""
+
+    __slots__ = ("args", "child", "events", "fn", "form", "full", "kind", "node", "shape",
+                 "states", "table", "target", "value", "vars")
+
+    def __init__(self, kind: str, node: Node, fn: Any, args: _Args,
+                 value: torch.Tensor | None, table: torch.Tensor, f: Factor, target: _Target,
+                 result: Any = None) -> None:
+        self.kind, self.node, self.fn, self.args, self.value = kind, node, fn, args, value
+        self.target, self.vars, self.child = target, f.vars, f.child
+        self.shape, self.full = table.shape, f.log_table.shape
+        self.table = table if kind == "cpt" else None  # a set_table makes a new one
+        self.form = _form(result) if kind in ("latent", "observed") else None
+        self.states = _states(result) if kind == "latent" else None
+        self.events = len(result.event_shape) if kind == "observed" else None
+
+    def make(self, fixed: Mapping[str, Any], track: bool, grad: bool, uses: list[Use],
+             factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock]
+             ) -> None:
+        """Remake the table at ``fixed`` and add it to ``factors`` or ``chains``."""
+        kind, child, mask, d = self.kind, self.child, None, None
+        args: dict[str, Any] = {}
+        if kind == "cpt":
+            table = self.fn.log_table()
+            if table is not self.table:  # set_table checks rows to 1e-6, the link to rounding
+                child = self.vars[-1] if _sums_to_one(table) else None
+        else:
+            args = _evaluate(self.args, fixed)
+            d = _call(self.node, self.fn, args)
+            if kind == "factor":
+                table = torch.as_tensor(d)
+                if table.shape != self.shape:
+                    raise _Stale
+                _put(factors, chains, self.target, self.node,
+                     Factor(self.vars, table.expand(self.full)))
+                return
+            if _form(d) != self.form:
+                raise _Stale
+            if kind == "latent":
+                if self.states is None:
+                    if not torch.equal(_support(self.node, d), self.value.reshape(-1)):
+                        raise _Stale
+                elif _states(d) != self.states:
+                    raise _Stale
+                table, mask = _log_prob(d, self.value)
+                table = table.movedim(0, -1)
+                if mask is not None:
+                    mask = mask.unsqueeze(-1)
+                elif self.states is None:
+                    child = self.vars[-1] if _sums_to_one(table) else None
+            else:
+                if len(d.event_shape) != self.events:
+                    raise _Stale
+                table, mask = _log_prob(d, self.value)
+        if table.shape != self.shape:
+            raise _Stale
+        if track:
+            table = table.detach().requires_grad_()
+            uses.append(Use(self.node, self.fn, args, d, table,
+                            self.value if kind == "observed" else None))
+        with torch.set_grad_enabled(track or grad):
+            full = table.expand(self.full)
+            f = Factor(self.vars, full, child=child) if mask is None else MaskedFactor(
+                self.vars, full, torch.broadcast_to(mask, torch.broadcast_shapes(
+                    mask.shape, full.shape)))
+            _put(factors, chains, self.target, self.node, f)
+
+
+def _form(d: Any) -> tuple[type, type | None]:
+    """A distribution's kind: its type, and its base's when masked."""
+    return (type(d), type(d.base_dist) if isinstance(d, MaskedDistribution) else None)
+
+
+_CATEGORICAL = (torch.distributions.Categorical, pyro.distributions.Categorical)
+_BERNOULLI = (torch.distributions.Bernoulli, pyro.distributions.Bernoulli)
+
+
+def _states(d: Any) -> int | None:
+    """The number of states of a distribution whose support is its states in order and
+    follows from its shape (Categorical, Bernoulli, counting measure; masked or not), so
+    that counting them checks it; None for others, whose support is compared whole."""
+    base = d.base_dist if isinstance(d, MaskedDistribution) else d
+    kind = type(base)
+    if kind in _CATEGORICAL:
+        return base._num_events
+    if kind in _BERNOULLI:
+        return 2
+    if kind is CountingMeasure:
+        return base.logits.shape[-1]
+    return None
 
 
 @dataclass
@@ -222,12 +548,18 @@ def _with_evidence(network: _Network, model: Model, data: Mapping[str, torch.Ten
 
 
 class _Tabulator:
+    """The reference tabulation (see ``model_factors``). With ``recipes`` (a list), it also
+    records every table it makes as a ``_Recipe`` (or an ``_Const`` for evidence), for
+    ``Tabulation`` to replay with other values."""
+
     def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool,
-                 point: Mapping[str, torch.Tensor], grad: bool = False) -> None:
+                 point: Mapping[str, torch.Tensor], grad: bool = False,
+                 recipes: list[_Recipe | _Const] | None = None) -> None:
         self.model = model
         self.data = data
         self.track = track
         self.grad = grad
+        self.recipes = recipes
         self.uses: list[Use] = []
         dims = plate_dims(model)
         self.plates = tuple(sorted(model.plates, key=lambda p: dims[p]))
@@ -242,12 +574,12 @@ class _Tabulator:
     def run(self) -> FactorModel:
         for node in self.model.nodes.values():
             if node.kind in ("param", "module"):
-                self.fixed[node.name] = self._global(node)
+                self.fixed[node.name] = _global(self.model, node, self.grad)
             elif node.name in self.fixed:
                 continue
             elif node.kind in ("latent", "observed", "factor"):
                 if node.chain is None:
-                    self._tabulate(node, node.fn, node.parents, None, self._add_global)
+                    self._tabulate(node, node.fn, node.parents, None, _GLOBAL)
                 else:
                     self._tabulate_chain(node)
         latents = [v.node for name, v in self.variables.items()]
@@ -256,8 +588,8 @@ class _Tabulator:
                            self.uses)
 
     # ----------------------------------------------------------------- where tables go
-    def _add_global(self, node: Node, f: Factor) -> None:
-        self.factors.append((frozenset(node.plates), plain(f)))
+    def _add(self, target: _Target, node: Node, f: Factor) -> None:
+        _put(self.factors, self.chains, target, node, f)
 
     def _tabulate_chain(self, node: Node) -> None:
         block = self.chains[node.chain]  # type: ignore[index]
@@ -267,39 +599,37 @@ class _Tabulator:
         first, rest = order[:1], order[1:]
         if node.init_fn is not None:
             self._tabulate(node, node.init_fn, node.init_parents, (first, None),
-                           lambda _, f: block.first.append(plain(f)))
+                           ("first", block.name))
             if len(rest):
                 self._tabulate(node, node.fn, node.parents, (rest, order[:-1]),
-                               lambda _, f: block.rest.append(f))
+                               ("rest", block.name))
             return
-
-        def split(_: Node, f: Factor) -> None:  # one table for all steps: cut off the first
-            f = plain(f)
-            t = f.log_table
-            block.first.append(Factor(f.vars, t[:1]))
-            if len(rest):
-                block.rest.append(Factor(f.vars, t[1:] if t.shape[0] > 1 else t))
-        self._tabulate(node, node.fn, node.parents, (order, None), split)
+        self._tabulate(node, node.fn, node.parents, (order, None), ("split", block.name))
 
     # ----------------------------------------------------------------- tabulation
     def _tabulate(self, node: Node, fn: Any, parents: tuple[Parent, ...],
-                  steps: tuple[torch.Tensor, torch.Tensor | None] | None, add: Any) -> None:
+                  steps: tuple[torch.Tensor, torch.Tensor | None] | None,
+                  target: _Target) -> None:
         scope = self._scope(node, parents, steps)
         if node.kind == "latent" and isinstance(fn, CPT) and scope == fn.parents \
                 and not node.plates and steps is None:
             support = torch.arange(fn.table.shape[-1], device=self.model.device)
             self._new_variable(node, support)
             table = fn.log_table()
-            self._emit(node, fn, {}, None, table, None, add, (*scope, node.name), None,
-                       fn.table.shape[-1:])
-            self._evidence(node, support, steps, None, table, add)
+            f = self._emit(node, fn, {}, None, table, None, target, (*scope, node.name), None,
+                           fn.table.shape[-1:])
+            self._record("cpt", node, fn, (), None, table, f, target)
+            self._evidence(node, support, steps, None, table, target)
             return
-        args = self._args(node, parents, scope, steps)
+        plan = self._arg_plan(node, parents, scope, steps)
+        args = _evaluate(plan, self.fixed)
         result = _call(node, fn, args)
         lead = self._batch_shape(node, steps)
         if node.kind == "factor":
             table = torch.as_tensor(result)
-            add(node, Factor(scope, self._expand(table, lead, scope, ())))
+            f = Factor(scope, self._expand(table, lead, scope, ()))
+            self._add(target, node, f)
+            self._record("factor", node, fn, plan, None, table, f, target)
             return
         if node.kind == "latent":
             var = node.name
@@ -310,11 +640,13 @@ class _Tabulator:
                 raise ModelError(f"latent {var!r} ({node.declared_at}): its first step and later "
                                  "steps have different supports; a chain state needs one.")
             dims = len(result.batch_shape)
-            table, mask = _log_prob(result, support.reshape(-1, *([1] * dims)))
+            grid = support.reshape(-1, *([1] * dims))
+            table, mask = _log_prob(result, grid)
             table = table.movedim(0, -1)
-            self._emit(node, fn, args, result, table, None, add, (*scope, var), lead,
-                       support.shape, None if mask is None else mask.unsqueeze(-1))
-            self._evidence(node, support, steps, lead, table, add)
+            f = self._emit(node, fn, args, result, table, None, target, (*scope, var), lead,
+                           support.shape, None if mask is None else mask.unsqueeze(-1))
+            self._record("latent", node, fn, plan, grid, table, f, target, result)
+            self._evidence(node, support, steps, lead, table, target)
             return
         value = self.data.get(node.name)
         if value is None:
@@ -327,24 +659,33 @@ class _Tabulator:
                                                            device=value.device))
         value = self._layout(node, value, events, len(scope), steps)
         table, mask = _log_prob(result, value)
-        self._emit(node, fn, args, result, table, value, add, scope, lead, (), mask)
+        f = self._emit(node, fn, args, result, table, value, target, scope, lead, (), mask)
+        self._record("observed", node, fn, plan, value, table, f, target, result)
+
+    def _record(self, kind: str, node: Node, fn: Any, plan: _Args, value: torch.Tensor | None,
+                table: torch.Tensor, f: Factor, target: _Target, result: Any = None) -> None:
+        if self.recipes is not None:
+            self.recipes.append(_Recipe(kind, node, fn, plan, value, table, f, target, result))
 
     def _evidence(self, node: Node, support: torch.Tensor,
                   steps: tuple[torch.Tensor, Any] | None, lead: tuple[int, ...] | None,
-                  like: torch.Tensor, add: Any) -> None:
+                  like: torch.Tensor, target: _Target) -> None:
         """Data given for a latent is evidence: an indicator table of its observed state."""
         value = self.data.get(node.name)
         if value is None:
             return
         match = _matches(node, self._layout(node, value, 0, 0, steps), support)
         indicator = indicator_factor(node.name, match, like=like).log_table
-        add(node, Factor((node.name,), self._expand(indicator, lead, (), support.shape)))
+        f = Factor((node.name,), self._expand(indicator, lead, (), support.shape))
+        self._add(target, node, f)
+        if self.recipes is not None:
+            self.recipes.append(_Const(node, f, target))
 
     def _emit(self, node: Node, fn: Any, args: dict[str, Any], distribution: Any,
-              table: torch.Tensor, value: torch.Tensor | None, add: Any,
+              table: torch.Tensor, value: torch.Tensor | None, target: _Target,
               variables: tuple[str, ...], lead: tuple[int, ...] | None,
-              own: torch.Size | tuple[int, ...], mask: torch.Tensor | None = None) -> None:
-        """Hand a node's table to ``add``, as a tracked leaf when EM asks for it. A masked
+              own: torch.Size | tuple[int, ...], mask: torch.Tensor | None = None) -> Factor:
+        """Hand a node's table to ``target``, as a tracked leaf when EM asks for it. A masked
         table's leaf is its unmasked log-probabilities: masked entries then get no gradient,
         so they add nothing to EM's expected counts."""
         if self.track:
@@ -354,9 +695,11 @@ class _Tabulator:
         child = variables[-1] if own and mask is None and _sums_to_one(table) else None
         with torch.set_grad_enabled(self.track or self.grad):
             full = self._expand(table, lead, scope, own, full_batch=node.chain is None)
-            add(node, Factor(variables, full, child=child) if mask is None else MaskedFactor(
+            f = Factor(variables, full, child=child) if mask is None else MaskedFactor(
                 variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
-                    mask.shape, full.shape))))
+                    mask.shape, full.shape)))
+            self._add(target, node, f)  # a mask applied here stays differentiable for EM
+        return f
 
     def _new_variable(self, node: Node, support: torch.Tensor) -> None:
         self.variables[node.name] = Variable(node.name, support, node.plates, node.chain)
@@ -425,34 +768,38 @@ class _Tabulator:
                 scope.update(dict.fromkeys(self._scope(parent, parent.parents, steps)))
         return tuple(scope)
 
-    def _args(self, node: Node, parents: tuple[Parent, ...], scope: tuple[str, ...],
-              steps: tuple[torch.Tensor, torch.Tensor | None] | None) -> dict[str, Any]:
-        args: dict[str, Any] = {}
+    def _arg_plan(self, node: Node, parents: tuple[Parent, ...], scope: tuple[str, ...],
+                  steps: tuple[torch.Tensor, torch.Tensor | None] | None) -> _Args:
+        """Where each argument of a factory comes from (see ``_evaluate``): the grids of
+        latent states, data and chain steps are fixed tensors; params, modules and point
+        values are read by name; deterministic parents are called on the same grid."""
+        args: list[tuple[str, Any]] = []
         for p in parents:
             if p.node is None:  # the chain index, along the time axis
                 assert steps is not None
-                args[p.arg] = steps[0].reshape(-1, *([1] * (len(self.plates) + len(scope))))
+                args.append((p.arg, steps[0].reshape(
+                    -1, *([1] * (len(self.plates) + len(scope))))))
                 continue
             parent = self.model.nodes[p.node]
             at = steps if steps is None or not p.lag else (steps[1], None)
             if parent.name in self.fixed:  # params, modules, point-estimated latents
-                args[p.arg] = self.fixed[parent.name]
+                args.append((p.arg, _Fixed(parent.name)))
             elif parent.kind == "latent":
                 var = parent.name + (PREV if p.lag else "")
                 shape = [1] * len(scope)
                 shape[scope.index(var)] = -1
-                args[p.arg] = self.variables[parent.name].states.reshape(shape)
+                args.append((p.arg, self.variables[parent.name].states.reshape(shape)))
             elif parent.kind in ("observed", "input"):
                 value = self.data.get(parent.name)
                 if value is None:
                     raise ModelError(f"{parent.kind} {parent.name!r} ({parent.declared_at}) was "
                                      f"not given; pass {parent.name}=...")
                 events = self.event_dims.get(parent.name, parent.event_dim)
-                args[p.arg] = self._layout(parent, value, events, len(scope), at)
+                args.append((p.arg, self._layout(parent, value, events, len(scope), at)))
             else:  # deterministic: evaluated on the same grid of states
-                args[p.arg] = _call(parent, parent.fn,
-                                    self._args(parent, parent.parents, scope, steps))
-        return args
+                args.append((p.arg, _Derived(parent, self._arg_plan(parent, parent.parents,
+                                                                    scope, steps))))
+        return tuple(args)
 
     def _layout(self, node: Node, value: torch.Tensor, events: int, scope_len: int,
                 steps: tuple[torch.Tensor, Any] | None) -> torch.Tensor:
@@ -488,16 +835,18 @@ class _Tabulator:
         event_shape = value.shape[value.dim() - events:] if events else ()
         return value.reshape((*shape, *([1] * scope_len), *event_shape))
 
-    def _global(self, node: Node) -> Any:
-        if node.kind == "module":
-            return pyro.module(node.name, node.value)
-        init = node.value() if callable(node.value) else node.value
-        value = pyro.param(node.name, lambda: as_data(self.model, node.name, init).clone(),
-                           constraint=node.constraint)
-        if not self.grad:
-            value = value.detach()
-        return value.to(self.model.device, self.model.dtype) if value.is_floating_point() \
-            else value
+
+def _global(model: Model, node: Node, grad: bool) -> Any:
+    """A param's value from Pyro's param store (initialised from its declaration), or a
+    module registered with Pyro; detached unless ``grad``."""
+    if node.kind == "module":
+        return pyro.module(node.name, node.value)
+    init = node.value() if callable(node.value) else node.value
+    value = pyro.param(node.name, lambda: as_data(model, node.name, init).clone(),
+                       constraint=node.constraint)
+    if not grad:
+        value = value.detach()
+    return value.to(model.device, model.dtype) if value.is_floating_point() else value
 
 
 def _log_prob(d: Any, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
