@@ -34,7 +34,7 @@ from genppl.engines.common import (
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import resolve_sizes
-from genppl.pyro.values import stack_draws
+from genppl.pyro.values import split_site, stack_draws
 from genppl.results import FitResult, Posterior
 from genppl.variational.checkpoint import SVICheckpoint
 from genppl.variational.minibatch import PlateLoader, on_indices, plate_batches, subsampled
@@ -151,6 +151,14 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
                                schedule=schedule, schedule_options=schedule_options,
                                steps=steps)
     batches = plate_batches(prep, batch_size)
+    if batches and num_samples and not isinstance(guide, Guide):
+        local = [s for s in prep.continuous
+                 if set(model[split_site(s)[0]].plates) & set(batches)]
+        if local:  # the autoguide's plates keep the batch size it was built with
+            raise ModelError(f"num_samples= after a minibatched fit cannot draw latent "
+                             f"{local[0]!r} of plate(s) {sorted(batches)} from an autoguide "
+                             "(it was built for one batch); fit, then draw with a DSL guide, "
+                             "or fit without batch_size.")
     indices: dict[str, torch.Tensor] = {}
     loader = None
     model_fn, guide_fn = prep.program, pyro_guide
@@ -159,7 +167,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         loader = PlateLoader(sizes, batches, int(torch.randint(0, 2**62, ())))
         model_fn, guide_fn = on_indices(prep.program, indices), on_indices(pyro_guide, indices)
     svi = SVI(model_fn, guide_fn, optimiser.optim, loss_fn)
-    val = prepare(model, validation) if validation is not None else None
+    val = None
+    if validation is not None:
+        with torch.random.fork_rng(devices=[]):  # tracing draws: leave the training stream
+            val = prepare(model, validation)
     monitoring = val is not None or patience is not None or optimiser.plateau
     stopping = EarlyStopping(patience)
     eval_seed = seed if seed is not None else 0

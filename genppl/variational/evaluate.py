@@ -31,12 +31,15 @@ _PARTICLES = "_iwae_particles"
 @dataclass(frozen=True)
 class Evaluation:
     """Bounds on log p(data) in nats: the ELBO (with its Monte Carlo standard error, from
-    ``num_particles`` draws) and, when asked, IWAE-``k``."""
+    ``num_particles`` draws) and, when asked, IWAE-``k`` with the delta-method standard
+    error of that one estimate (its expectation is a bound; one estimate may pass log p by a
+    few standard errors)."""
 
     elbo: float
     elbo_se: float
     num_particles: int
     iwae: float | None = None
+    iwae_se: float | None = None
     k: int | None = None
 
 
@@ -86,13 +89,18 @@ def log_weights(program: Callable[..., Any], guide: Callable[..., Any],
 
 
 def _logmeanexp_batched(program: Callable[..., Any], guide: Callable[..., Any],
-                        data: Mapping[str, Any], k: int, nesting: int, batch: int) -> float:
-    total = torch.tensor(-math.inf, dtype=torch.float64)
+                        data: Mapping[str, Any], k: int, nesting: int,
+                        batch: int) -> tuple[float, float]:
+    """log (1/k) sum_j w_j over k fresh weights, and its delta-method standard error
+    sqrt(var(w) / k) / mean(w), from running log-sums of w and w**2."""
+    s1 = s2 = torch.tensor(-math.inf, dtype=torch.float64)
     for start in range(0, k, batch):
         n = min(batch, k - start)
-        w = log_weights(program, guide, data, n, max_plate_nesting=nesting, batch=n)
-        total = torch.logaddexp(total, torch.logsumexp(w.double(), 0))
-    return float(total) - math.log(k)
+        w = log_weights(program, guide, data, n, max_plate_nesting=nesting, batch=n).double()
+        s1 = torch.logaddexp(s1, torch.logsumexp(w, 0))
+        s2 = torch.logaddexp(s2, torch.logsumexp(2 * w, 0))
+    ratio = float(torch.exp(s2 + math.log(k) - 2 * s1))  # E[w^2] / E[w]^2 >= 1
+    return float(s1) - math.log(k), math.sqrt(max(ratio - 1.0, 0.0) / k)
 
 
 def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
@@ -131,6 +139,6 @@ def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
         w = log_weights(prep.program, guide, prep.data, num_particles,
                         max_plate_nesting=nesting, batch=batch).double()
         se = float(w.std() / math.sqrt(num_particles)) if num_particles > 1 else math.nan
-        bound = (None if iwae is None else
-                 _logmeanexp_batched(prep.program, guide, prep.data, iwae, nesting, batch))
-    return Evaluation(float(w.mean()), se, num_particles, bound, iwae)
+        bound, bound_se = (None, None) if iwae is None else _logmeanexp_batched(
+            prep.program, guide, prep.data, iwae, nesting, batch)
+    return Evaluation(float(w.mean()), se, num_particles, bound, bound_se, iwae)
