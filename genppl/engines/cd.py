@@ -20,10 +20,11 @@ Cases: the model is declared for one case (an RBM over one image). Each data ent
 leading axis of cases, then the node's own layout (time axis for a chain, then its plates).
 A minibatch of B cases is a state of shape ``(B, V)`` on the one-case grounding: the B
 chains share its factor rows, so nothing is copied per case. The grounding, its colouring
-and the kernel's colour plans are built once; each step re-tabulates the one-case model
-(tables differentiable in the params), reads only the new table values into the same
-structure (``group_tables``, ``FactorGraph.with_tables``), and the kernel recomputes its
-matrices from them. The sufficient statistics -- how many chains sit in each cell of each
+and the kernel's colour plans are built once; each step remakes the one-case model's
+tables (``Tabulation``: its factories called again on the recorded grids, differentiable
+in the params), reads only the new table values into the same structure
+(``group_tables``, ``FactorGraph.with_tables``), and the kernel recomputes its matrices
+from them. The sufficient statistics -- how many chains sit in each cell of each
 factor row -- are a Gram matrix of state indicators for pairwise rows (one matmul, as an
 RBM's ``v^T h``), a bincount over the batch for larger factors; the surrogate's gradient in
 each table cell is its count, handed to autograd at the tables.

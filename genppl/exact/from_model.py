@@ -212,8 +212,10 @@ class Tabulation:
     Any difference, and the model is tabulated again by the reference and recorded anew.
     A latent's child link (its table sums to 1 over its states) is re-derived per call
     except for those three kinds of distribution, which are normalised by construction
-    (a table of NaNs is the exception, and the results are NaN anyway). Data other than
-    tensors (arrays, lists) are copied here, so the data are the ones given.
+    (a table of NaNs is the exception: the record keeps its link, the reference drops
+    it). A counting measure's table is 0 whatever its logits: it is kept, its batch shape
+    checked. Data other than tensors (arrays, lists) are copied here, so the data are the
+    ones given; a factory's closure is not watched beyond the checks above.
     """
 
     def __init__(self, model: Model, data: Mapping[str, Any] | None = None) -> None:
@@ -400,8 +402,8 @@ class _Recipe:
     reference derived from the factory's result beyond its values is checked on each
     remake (see ``Tabulation``); a difference raises ``_Stale``."""
 
-    __slots__ = ("args", "child", "events", "fn", "form", "full", "kind", "node", "shape",
-                 "states", "table", "target", "value", "vars")
+    __slots__ = ("args", "batch", "child", "events", "fn", "form", "full", "kind", "node",
+                 "shape", "states", "table", "target", "value", "vars")
 
     def __init__(self, kind: str, node: Node, fn: Any, args: _Args,
                  value: torch.Tensor | None, table: torch.Tensor, f: Factor, target: _Target,
@@ -409,8 +411,12 @@ class _Recipe:
         self.kind, self.node, self.fn, self.args, self.value = kind, node, fn, args, value
         self.target, self.vars, self.child = target, f.vars, f.child
         self.shape, self.full = table.shape, f.log_table.shape
-        self.table = table if kind == "cpt" else None  # a set_table makes a new one
         self.form = _form(result) if kind in ("latent", "observed") else None
+        # Kept: a CPT's log table (a set_table makes a new one), and a counting measure's,
+        # which is 0 whatever its logits (only its batch shape can change).
+        counting = self.form == (CountingMeasure, None)
+        self.table = table if kind == "cpt" or counting else None
+        self.batch = result.batch_shape if counting else None
         self.states = _states(result) if kind == "latent" else None
         self.events = len(result.event_shape) if kind == "observed" else None
 
@@ -442,8 +448,11 @@ class _Recipe:
                         raise _Stale
                 elif _states(d) != self.states:
                     raise _Stale
-                table, mask = _log_prob(d, self.value)
-                table = table.movedim(0, -1)
+                if self.batch is not None and d.batch_shape == self.batch:
+                    table = self.table
+                else:
+                    table, mask = _log_prob(d, self.value)
+                    table = table.movedim(0, -1)
                 if mask is not None:
                     mask = mask.unsqueeze(-1)
                 elif self.states is None:

@@ -303,6 +303,13 @@ def test_a_table_whose_shape_follows_other_state() -> None:
         fm = tab()
         assert_same(fm, model_factors(m, {}))
         assert fm.cases() == (n,)
+    # A counting measure's table (0 whatever its logits) is kept, for its batch shape only.
+    alone = genppl.Model("counting").to(dtype=F64)
+    alone.latent("c", lambda: CountingMeasure(torch.zeros(cases["n"], 2)))
+    tab = Tabulation(alone, {})
+    for n in (2, 2, 1, 1, 3):
+        cases["n"] = n
+        assert_same(tab(), model_factors(alone, {}))
 
 
 def test_a_cpt_given_a_new_table() -> None:
