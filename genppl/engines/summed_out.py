@@ -26,6 +26,7 @@ from genppl.errors import ModelError
 from genppl.exact.from_model import Tabulation
 from genppl.exact.sum_product import contract
 from genppl.pyro.layout import resolve_sizes
+from genppl.pyro.program import PyroProgram
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
 
 
@@ -36,6 +37,18 @@ def continuous_below_finite(model: Model, finite: list[str], continuous: list[st
     finite_nodes = {split_site(f)[0] for f in finite}
     return sorted(n for n in {split_site(s)[0] for s in continuous}
                   if finite_nodes & nx.ancestors(model.graph, n))
+
+
+def _below(model: Model, finite: list[str], observed: list[str]) -> set[str]:
+    """The finite latents, their descendants, and observed nodes that nothing outside this
+    set reads: the nodes the summed-out program need not run."""
+    below = {split_site(f)[0] for f in finite}
+    for name in list(below):
+        below |= nx.descendants(model.graph, name)
+    for name in {split_site(o)[0] for o in observed}:
+        if set(model.graph.successors(name)) <= below:
+            below.add(name)
+    return {n for n in below if n in model.nodes}
 
 
 class FiniteSummedOut:
@@ -51,7 +64,11 @@ class FiniteSummedOut:
                              "out below continuous ones; use marginalise='enum' or engine "
                              "'hmc_gibbs'.")
         self.model = model
-        self.program = program
+        # The finite latents and everything below them add nothing to the potential but
+        # through log Z, and no continuous site reads them: not run at all (a chain of them
+        # would otherwise be walked step by step, drawing values that are then hidden).
+        self.program = PyroProgram(model, program.__name__,
+                                   skip=frozenset(_below(model, finite, observed)))
         self.hidden = {*finite, *observed}
         self.continuous = continuous
         self.data = data

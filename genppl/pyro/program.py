@@ -68,8 +68,13 @@ class PyroProgram:
     """The Pyro callable of a model or guide (see module docstring)."""
 
     def __init__(self, model: Model, name: str, *, generative: bool = False,
-                 lenient: bool = False, collapse: Collapse | None = None) -> None:
+                 lenient: bool = False, collapse: Collapse | None = None,
+                 skip: frozenset[str] = frozenset()) -> None:
         self.model = model
+        # Nodes not run at all (no site, no value): those whose part of the joint another
+        # mechanism accounts for, when nothing that runs reads them (the finite latents the
+        # exact engine sums out, and what hangs below them).
+        self.skip = skip
         # Chains handed to ``collapse`` (with the values of every node before them, the data
         # and the chain's length) instead of being run step by step: a linear-Gaussian chain
         # marginalised exactly (``genppl.exact.gaussian_model``).
@@ -83,7 +88,7 @@ class PyroProgram:
         self.owner: Model = getattr(model, "model", model)
         self.dims = plate_dims(self.owner)
         self.max_plate_nesting = max((-d for d in self.dims.values()), default=0)
-        self.blocks = _blocks(model)
+        self.blocks = _blocks(model, skip)
         self.data_names = [n.name for n in self.owner.nodes.values()
                            if n.kind in ("observed", "input")]
 
@@ -145,10 +150,13 @@ def _brief(error: Exception, limit: int = 400) -> str:
 _ABSENT = object()  # the value of an input without data in a lenient run
 
 
-def _blocks(model: Model) -> list[Node | str]:
-    """Declaration order with each chain collapsed to one block at its first node."""
+def _blocks(model: Model, skip: frozenset[str]) -> list[Node | str]:
+    """Declaration order with each chain collapsed to one block at its first node; nodes in
+    ``skip``, and chains all of whose nodes are, left out."""
     blocks: list[Node | str] = []
     for node in model.nodes.values():
+        if node.name in skip:
+            continue
         if node.chain is None:
             blocks.append(node)
         elif node.chain not in blocks:
@@ -173,7 +181,8 @@ class _Run:
 
     def chain(self, name: str, length: int) -> None:
         spec = self.model.chains[name]
-        nodes = [n for n in self.model.nodes.values() if n.chain == name]
+        nodes = [n for n in self.model.nodes.values()
+                 if n.chain == name and n.name not in self.program.skip]
         steps = range(length - 1, -1, -1) if spec.reverse else range(length)
         for i, step in enumerate(pyro.markov(steps)):
             for node in nodes:

@@ -33,10 +33,26 @@ def _mixture() -> genppl.Model:
     return m.to(dtype=F64)
 
 
-def test_exact_and_enumerated_potentials_are_equal() -> None:
-    model = _mixture()
+def _switching() -> genppl.Model:
+    """A chain of finite states (run by the summed-out program not at all: skipped)."""
+    trans = torch.tensor([[0.8, 0.2], [0.3, 0.7]], dtype=F64)
+    m = genppl.Model("switching")
+    m.latent("loc", lambda: dist.Normal(torch.tensor([0.0, 2.0], dtype=F64), 1.0).to_event(1))
+    with m.chain("t"):
+        m.latent("z", lambda z_prev: dist.Categorical(trans[z_prev]),
+                 init=lambda: dist.Categorical(torch.tensor([0.6, 0.4], dtype=F64)))
+        m.observed("x", lambda z, loc: dist.Normal(loc[..., z], 0.7))
+    return m.to(dtype=F64)
+
+
+@pytest.mark.parametrize("build", [_mixture, _switching])
+def test_exact_and_enumerated_potentials_are_equal(build: Any) -> None:
+    model = build()
     prep = prepare(model, {"x": X})
     summed = _summed_out(prep)
+    # Only the continuous latents run: the finite ones, the data below them and a chain of
+    # them are skipped, not walked step by step.
+    assert {b if isinstance(b, str) else b.name for b in summed.program.blocks} <= {"w", "loc"}
     with pyro.get_param_store().scope():
         _, enum_pe, _, _ = initialize_model(prep.program, model_kwargs=prep.data,
                                             max_plate_nesting=prep.max_plate_nesting)
