@@ -128,6 +128,10 @@ class HmcGibbsKernel(MCMCKernel):
         self.kernel.initial_params = params
         self.graph: FactorGraph | None = None
         self.colours: list[torch.Tensor] | None = None
+        # The discrete values in the data's layout too, kept beside their Pyro sites so
+        # neither the sweep nor a kept draw converts them back each step.
+        self.compact = self._compact_discrete()
+        self.last: dict[str, torch.Tensor] = {}
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor]:
@@ -142,7 +146,8 @@ class HmcGibbsKernel(MCMCKernel):
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         params = self.kernel.sample(params)
-        fm = self.tabulate(point=self._continuous(params))
+        continuous = self._continuous(params)
+        fm = self.tabulate(point=continuous)
         if self.exact:
             self._set_compact({k: v[0, 0] for k, v in posterior_draws(fm, 1).items()})
         else:
@@ -154,15 +159,17 @@ class HmcGibbsKernel(MCMCKernel):
                 graph = self.graph.with_tables(group_tables(fm, self.graph))
             assert self.colours is not None
             start = graph.with_values(graph.padding.new_zeros(graph.size, dtype=torch.long),
-                                      self._compact_discrete())
+                                      self.compact)
             drawn = graph.compact(sweep(graph, self.colours, start))
             self._set_compact({name: drawn[name] for name in self.sites})
         self.kernel.clear_cache()  # its energy was for the previous discrete values
+        self.last = {**continuous, **self.compact}
         return params
 
     def current(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every latent's current value, in the data's layout: the draw a step keeps."""
-        return {**self._continuous(params), **self._compact_discrete()}
+        """Every latent's value after the step that returned ``params``, in the data's
+        layout: the draw a step keeps."""
+        return self.last
 
     def diagnostics(self) -> dict[str, Any]:
         return self.kernel.diagnostics()
@@ -174,6 +181,7 @@ class HmcGibbsKernel(MCMCKernel):
         load_kernel_state(self.kernel, state["hmc"], device)
         # in place: NUTS's potential reads this dict
         self.discrete.update({k: v.to(device) for k, v in state["discrete"].items()})
+        self.compact = self._compact_discrete()
 
     def _continuous(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The continuous latents' values, constrained, in compact layout."""
@@ -188,6 +196,7 @@ class HmcGibbsKernel(MCMCKernel):
     def _set_compact(self, values: dict[str, torch.Tensor]) -> None:
         """Store each discrete node's values (the data's layout: time axis first for chain
         nodes) at its Pyro sites."""
+        self.compact.update(values)
         self.discrete.update(to_sites(self.prep.model, values, self.prep.program.dims,
                                       self.sizes))
 
