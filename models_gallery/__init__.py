@@ -18,4 +18,5 @@ ENTRIES = [
     "ddpm_toy",
     "kalman_nile",
     "rbm_digits",
+    "markov_text",
 ]
