@@ -1,7 +1,7 @@
 """Inference engines, registered by name (see ``registry``)."""
 
-from genppl.engines import cd, em, enum, exact, gibbs, hmc_gibbs, mcmc, prior, svi
+from genppl.engines import cavi, cd, em, enum, exact, gibbs, hmc_gibbs, mcmc, prior, svi
 from genppl.engines.registry import ENGINES, Engine, get_engine, register
 
-__all__ = ["ENGINES", "Engine", "cd", "em", "enum", "exact", "get_engine", "gibbs", "hmc_gibbs",
-           "mcmc", "prior", "register", "svi"]
+__all__ = ["ENGINES", "Engine", "cavi", "cd", "em", "enum", "exact", "get_engine", "gibbs",
+           "hmc_gibbs", "mcmc", "prior", "register", "svi"]

@@ -10,6 +10,8 @@ M-step: closed form for parameters that a node's distribution reads directly as
 - ``Categorical`` / ``Bernoulli`` probabilities (``dist.Categorical(trans[z_prev])``, a
   mixture's weights, an emission table, a CPT): normalised expected counts, plus optional
   Dirichlet pseudo-counts (a MAP estimate);
+- ``Multinomial`` probabilities (``dist.Multinomial(n, probs=words[c])``, naive Bayes' word
+  distributions): the same, each observation adding its vector of counts;
 - ``Normal`` ``loc`` and ``scale`` (``dist.Normal(mu[z], sigma[z])``, or one shared scale):
   weighted means and variances;
 - ``Poisson`` ``rate``: weighted means.
@@ -51,6 +53,7 @@ from genppl.results import FitResult
 ROLES: dict[type, tuple[str, ...]] = {
     dist.Categorical: ("probs",),
     dist.Bernoulli: ("probs",),
+    dist.Multinomial: ("probs",),
     dist.Normal: ("loc", "scale"),
     dist.Poisson: ("rate",),
 }
@@ -219,11 +222,6 @@ def _base(d: Any) -> Any:
     return d.base_dist if isinstance(d, MaskedDistribution) else d
 
 
-def _parents(use: Use) -> tuple[Any, ...]:
-    return use.node.init_parents if use.fn is use.node.init_fn and use.node.init_fn is not None \
-        else use.node.parents
-
-
 def _identify(fm: FactorModel, targets: _Targets) -> list[_Role]:
     """Which use reads which target as which attribute, by probing with random values."""
     roles: list[_Role] = []
@@ -232,16 +230,17 @@ def _identify(fm: FactorModel, targets: _Targets) -> list[_Role]:
             if use.node.name in targets.names:
                 roles.append(_Role(use.node.name, "probs", i))
             continue
-        for p in _parents(use):
+        for p in use.parents:
             if p.node not in targets.names:
                 continue
             attr = _probe(use, p.arg, targets.constraint(p.node))
             if attr is None:
                 raise ModelError(
                     f"engine 'em': node {use.node.name!r} ({use.node.declared_at}) reads param "
-                    f"{p.node!r}, but not directly as Categorical/Bernoulli probs, Normal "
-                    "loc/scale or Poisson rate (e.g. dist.Categorical(trans[z_prev]), "
-                    "dist.Normal(mu[z], sigma[z])), so it has no closed-form M-step. Use "
+                    f"{p.node!r}, but not directly as Categorical/Bernoulli/Multinomial "
+                    "probs, Normal loc/scale or Poisson rate (e.g. "
+                    "dist.Categorical(trans[z_prev]), dist.Normal(mu[z], sigma[z])), so it "
+                    "has no closed-form M-step. Use "
                     "engine='svi', or leave it out with learn=[...].")
             roles.append(_Role(p.node, attr, i))
     found = {r.target for r in roles}
@@ -292,6 +291,8 @@ def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     if use.value is None:  # a latent: the gradient is its family marginal
         return grad
     weight = grad
+    if isinstance(_base(use.distribution), dist.Multinomial):  # a vector of counts per entry
+        return use.value.to(weight.dtype) * weight.unsqueeze(-1)
     onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
     return onehot * weight.unsqueeze(-1)
 
@@ -373,7 +374,7 @@ def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list
     old = targets.current(target)
 
     def squared_deviation(use: Use) -> torch.Tensor:
-        args = {p.arg: new[p.node] for p in _parents(use) if p.node in new}
+        args = {p.arg: new[p.node] for p in use.parents if p.node in new}
         loc = _base(use.fn(**{**use.args, **args})).loc
         return (use.value - loc) ** 2  # type: ignore[operator]
 

@@ -3,7 +3,8 @@
 Every marginal of every latent in one forward and one backward pass, log p(data), and
 optionally the MAP assignment (Viterbi for chains); plates are products, chains are scans.
 For models without plates or chains, leading data dimensions are evidence cases answered
-together.
+together. Values given for root latents outside plates and chains whose support is not finite
+(a fitted model's probability tables, say) are conditioned on: read like params.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from genppl.exact.from_model import FactorModel, model_factors
 from genppl.exact.gaussian import kalman_filter, rts_smoother, sample_posterior
 from genppl.exact.gaussian_model import GaussianChains
 from genppl.exact.sum_product import contract as contract_model
+from genppl.pyro.program import as_data, default_tensor_context
 from genppl.pyro.values import split_site
 from genppl.results import Posterior
 
@@ -45,12 +47,17 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     ``genppl.exact.scan``).
     ``evidence_per="seq"`` also gives log p of each entry of plate ``seq`` (e.g. per
     sequence) in ``info["log_evidence_per"]`` (and, with ``map``, each entry's MAP log joint
-    in ``info["map_log_joint_per"]``)."""
+    in ``info["map_log_joint_per"]``).
+    A root latent outside plates and chains with no finite support, given in ``data``, is
+    fixed at that value like a param (``log_evidence`` is then log p(data | it)): e.g. a
+    naive Bayes' class prior and word distributions, fitted by ``em``, to classify new
+    documents exactly."""
     if num_samples < 0:
         raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
     start = time.perf_counter()
+    evidence_data, given = _given_globals(model, data or {})
     try:
-        fm = model_factors(model, data or {})
+        fm = model_factors(model, evidence_data, point=given)
     except ModelError:
         # Not discrete: continuous latents are answered exactly when they form
         # linear-Gaussian chains (found only after the discrete path refused, so that a
@@ -95,6 +102,30 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     return Posterior(model.name, "exact", samples=samples, marginals=probs,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
+
+
+def _given_globals(model: Model, data: dict[str, Any]
+                   ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(evidence, fixed)``: the data split into evidence and the values of root latents
+    outside plates and chains whose prior has no finite support, which are fixed (the
+    ``point`` values of the tabulation), each checked against that support."""
+    evidence, fixed = dict(data), {}
+    for name, value in data.items():
+        node = model.nodes.get(name)
+        if node is None or node.kind != "latent" or node.plates or node.chain is not None \
+                or node.parents or value is None:
+            continue
+        with default_tensor_context(model.device, model.dtype):
+            prior = node.fn()  # type: ignore[misc]
+        if prior.has_enumerate_support:
+            continue
+        fixed[name] = as_data(model, name, value)
+        if fixed[name].shape != prior.shape() or not bool(prior.support.check(fixed[name]).all()):
+            raise ModelError(f"latent {name!r} ({node.declared_at}): the value given has shape "
+                             f"{tuple(fixed[name].shape)}; it needs shape "
+                             f"{tuple(prior.shape())} and values in {prior.support}.")
+        del evidence[name]
+    return evidence, fixed
 
 
 def _linear_gaussian(prep: Prepared, num_samples: int, seed: int | None, start: float
@@ -155,7 +186,7 @@ def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
                            budget_bytes=budget_bytes, per=per)
 
 
-def _leaves(fm: FactorModel) -> dict[str, torch.Tensor]:
+def latent_leaves(fm: FactorModel) -> dict[str, torch.Tensor]:
     """A zero table over each latent: the gradient of the contraction lands on these."""
     like = _any_table(fm)
     cases = fm.cases()
@@ -167,14 +198,14 @@ def _gradients(fm: FactorModel, value: torch.Tensor, leaves: dict[str, torch.Ten
                retain: bool = False) -> dict[str, torch.Tensor]:
     grads = torch.autograd.grad(value.sum(), list(leaves.values()), allow_unused=True,
                                 retain_graph=retain)
-    return {name: _compact(fm, name, torch.zeros_like(leaf) if g is None else g)
+    return {name: data_layout(fm, name, torch.zeros_like(leaf) if g is None else g)
             for (name, leaf), g in zip(leaves.items(), grads, strict=True)}
 
 
 def _leaf_gradients(fm: FactorModel, *, semiring: Semiring, chain_method: str,
                     budget_bytes: int, per: str | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    leaves = _leaves(fm)
+    leaves = latent_leaves(fm)
     with torch.enable_grad():
         value = contract_model(fm, semiring=semiring, leaves=leaves, chain_method=chain_method,
                                budget_bytes=budget_bytes, per=per)
@@ -188,7 +219,7 @@ def posterior_draws(fm: FactorModel, num_samples: int, chain_method: str = "auto
     """Joint posterior draws of every latent, ``(1, num_samples, *shape)`` in the data's
     layout: one forward contraction, one sampling backward pass each (also the exact block
     update of ``hmc_gibbs``)."""
-    leaves = _leaves(fm)
+    leaves = latent_leaves(fm)
     draws: dict[str, list[torch.Tensor]] = {name: [] for name in leaves}
     with torch.enable_grad():
         value = contract_model(fm, semiring="sample", leaves=leaves,
@@ -213,7 +244,7 @@ def _any_table(fm: FactorModel) -> torch.Tensor:
     raise ModelError("the model has no tables for engine 'exact'.")
 
 
-def _compact(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor:
+def data_layout(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor:
     """A leaf-shaped result in the data's compact layout: steps in index order, absent
     plates dropped."""
     var = fm.variables[name]

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import operator
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -111,6 +111,37 @@ class Use:
     table: torch.Tensor
     value: torch.Tensor | None
 
+    @property
+    def parents(self) -> tuple[Parent, ...]:
+        """The parents the factory ``fn`` reads (a chain's first step has its own)."""
+        node = self.node
+        first = self.fn is node.init_fn and node.init_fn is not None
+        return node.init_parents if first else node.parents
+
+    @property
+    def base(self) -> Any:
+        """The distribution the factory returned, under any ``.mask(...)``."""
+        d = self.distribution
+        return d.base_dist if isinstance(d, MaskedDistribution) else d
+
+
+#: A replacement of tracked tables (CAVI puts expected log-probabilities in place of the
+#: factories' ones): called with each tracked ``Use``, it returns the table to use instead,
+#: of the same shape, or None to keep the factory's.
+Retable = Callable[[Use], "torch.Tensor | None"]
+
+
+def _retabled(use: Use, retable: Retable | None) -> bool:
+    """Put ``retable``'s table, if it gives one, in ``use`` as the tracked leaf; whether it
+    did (a replaced table is not a normalised child table)."""
+    new = None if retable is None else retable(use)
+    if new is not None and new.shape != use.table.shape:
+        raise ModelError(f"node {use.node.name!r} ({use.node.declared_at}): a replacement "
+                         f"table has shape {tuple(new.shape)}, the tabulation's "
+                         f"{tuple(use.table.shape)}.")
+    use.table = (use.table if new is None else new).detach().requires_grad_()
+    return new is not None
+
 
 @dataclass
 class FactorModel:
@@ -149,16 +180,19 @@ class FactorModel:
 
 
 def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
-                  point: Mapping[str, torch.Tensor] | None = None, grad: bool = False
-                  ) -> FactorModel:
+                  point: Mapping[str, torch.Tensor] | None = None, grad: bool = False,
+                  retable: Retable | None = None) -> FactorModel:
     """Tabulate every node of ``model`` given ``data`` (compact layout, see module doc).
 
     ``track=True`` makes every random node's table a differentiable leaf, recorded in
     ``uses`` with what produced it (for EM's expected sufficient statistics). ``point``
     fixes latents at values, read like params (EM's point-estimated continuous latents).
     ``grad=True`` keeps every table differentiable in the model's params (contrastive
-    divergence follows gradients of log-potentials at sampled states).
+    divergence follows gradients of log-potentials at sampled states). ``retable`` (with
+    ``track=True``) replaces tracked tables (see ``Retable``).
     """
+    if retable is not None and not track:
+        raise ModelError("model_factors: retable= replaces tracked tables; pass track=True.")
     data = _as_data(model, data)
     if not track and not point and not grad and all(model.nodes[k].kind == "latent"
                                                     for k in data):
@@ -166,7 +200,7 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
         if network is not None:
             return _with_evidence(network, model, data)
     with default_tensor_context(model.device, model.dtype), torch.set_grad_enabled(grad):
-        return _Tabulator(model, data, track, point or {}, grad).run()
+        return _Tabulator(model, data, track, point or {}, grad, retable=retable).run()
 
 
 def _as_data(model: Model, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -228,8 +262,10 @@ class Tabulation:
         return {**self.__dict__, "_plan": None}
 
     def __call__(self, *, point: Mapping[str, Any] | None = None, grad: bool = False,
-                 track: bool = False) -> FactorModel:
+                 track: bool = False, retable: Retable | None = None) -> FactorModel:
         model, point = self.model, point or {}
+        if retable is not None and not track:
+            raise ModelError("Tabulation: retable= replaces tracked tables; pass track=True.")
         if not (track or point or grad) and all(
                 getattr(model.nodes.get(k), "kind", None) == "latent" for k in self._data) \
                 and _table_network(model) is not None:
@@ -242,13 +278,13 @@ class Tabulation:
                     fixed[node.name] = _global(model, node, grad)
                 if _signature(fixed) == plan.signature:
                     try:
-                        return plan.replay(fixed, track, grad)
+                        return plan.replay(fixed, track, grad, retable)
                     except _Stale:
                         pass
             self._plan = None
             data = _as_data(model, self._data)
             recipes: list[_Recipe | _Const] = []
-            tab = _Tabulator(model, data, track, point, grad, recipes)
+            tab = _Tabulator(model, data, track, point, grad, recipes, retable)
             fm = tab.run()
         self._plan = _Plan(
             structure=_structure(model),
@@ -291,7 +327,8 @@ class _Plan:
                 and all(map(operator.is_, now, self.structure))
                 and all(_version(t) == v for t, v in self.versions))
 
-    def replay(self, fixed: Mapping[str, Any], track: bool, grad: bool) -> FactorModel:
+    def replay(self, fixed: Mapping[str, Any], track: bool, grad: bool,
+               retable: Retable | None = None) -> FactorModel:
         factors: list[tuple[frozenset[str], Factor]] = []
         chains = {name: ChainBlock(name, length, plates, reverse)
                   for name, length, plates, reverse in self.chains}
@@ -300,7 +337,7 @@ class _Plan:
             if type(r) is _Const:
                 _put(factors, chains, r.target, r.node, r.factor)
             else:
-                r.make(fixed, track, grad, uses, factors, chains)
+                r.make(fixed, track, grad, uses, factors, chains, retable)
         return FactorModel(factors, list(chains.values()), dict(self.variables), self.plates,
                            dict(self.sizes), list(self.latents), uses)
 
@@ -421,8 +458,8 @@ class _Recipe:
         self.events = len(result.event_shape) if kind == "observed" else None
 
     def make(self, fixed: Mapping[str, Any], track: bool, grad: bool, uses: list[Use],
-             factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock]
-             ) -> None:
+             factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock],
+             retable: Retable | None = None) -> None:
         """Remake the table at ``fixed`` and add it to ``factors`` or ``chains``."""
         kind, child, mask, d = self.kind, self.child, None, None
         args: dict[str, Any] = {}
@@ -464,9 +501,12 @@ class _Recipe:
         if table.shape != self.shape:
             raise _Stale
         if track:
-            table = table.detach().requires_grad_()
-            uses.append(Use(self.node, self.fn, args, d, table,
-                            self.value if kind == "observed" else None))
+            use = Use(self.node, self.fn, args, d, table,
+                      self.value if kind == "observed" else None)
+            if _retabled(use, retable):
+                child = None
+            table = use.table
+            uses.append(use)
         with torch.set_grad_enabled(track or grad):
             full = table.expand(self.full)
             f = Factor(self.vars, full, child=child) if mask is None else MaskedFactor(
@@ -547,7 +587,7 @@ def _with_evidence(network: _Network, model: Model, data: Mapping[str, torch.Ten
         key = (name, value.item()) if value.dim() == 0 else None
         f = network.indicators.get(key) if key is not None else None
         if f is None:
-            match = _matches(model.nodes[name], value, fm.variables[name].states)
+            match = _evidence_match(model.nodes[name], value, fm.variables[name].states)
             f = indicator_factor(name, match, like=fm.factors[0][1].log_table)
             if key is not None:
                 network.indicators[key] = f
@@ -563,8 +603,10 @@ class _Tabulator:
 
     def __init__(self, model: Model, data: dict[str, torch.Tensor], track: bool,
                  point: Mapping[str, torch.Tensor], grad: bool = False,
-                 recipes: list[_Recipe | _Const] | None = None) -> None:
+                 recipes: list[_Recipe | _Const] | None = None,
+                 retable: Retable | None = None) -> None:
         self.model = model
+        self.retable = retable
         self.data = data
         self.track = track
         self.grad = grad
@@ -679,11 +721,13 @@ class _Tabulator:
     def _evidence(self, node: Node, support: torch.Tensor,
                   steps: tuple[torch.Tensor, Any] | None, lead: tuple[int, ...] | None,
                   like: torch.Tensor, target: _Target) -> None:
-        """Data given for a latent is evidence: an indicator table of its observed state."""
+        """Data given for a latent is evidence: an indicator table of its observed state
+        (every state where the entry is NaN: unobserved, e.g. the missing labels of
+        semi-supervised learning)."""
         value = self.data.get(node.name)
         if value is None:
             return
-        match = _matches(node, self._layout(node, value, 0, 0, steps), support)
+        match = _evidence_match(node, self._layout(node, value, 0, 0, steps), support)
         indicator = indicator_factor(node.name, match, like=like).log_table
         f = Factor((node.name,), self._expand(indicator, lead, (), support.shape))
         self._add(target, node, f)
@@ -697,11 +741,15 @@ class _Tabulator:
         """Hand a node's table to ``target``, as a tracked leaf when EM asks for it. A masked
         table's leaf is its unmasked log-probabilities: masked entries then get no gradient,
         so they add nothing to EM's expected counts."""
+        retabled = False
         if self.track:
-            table = table.detach().requires_grad_()
-            self.uses.append(Use(node, fn, args, distribution, table, value))
+            use = Use(node, fn, args, distribution, table, value)
+            retabled = _retabled(use, self.retable)
+            table = use.table
+            self.uses.append(use)
         scope = variables[:-1] if own else variables
-        child = variables[-1] if own and mask is None and _sums_to_one(table) else None
+        child = variables[-1] if own and mask is None and not retabled \
+            and _sums_to_one(table) else None
         with torch.set_grad_enabled(self.track or self.grad):
             full = self._expand(table, lead, scope, own, full_batch=node.chain is None)
             f = Factor(variables, full, child=child) if mask is None else MaskedFactor(
@@ -895,6 +943,16 @@ def _sums_to_one(log_table: torch.Tensor) -> bool:
 def _state_index(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """Evidence values (support values, e.g. 0/1 or 0..K-1) as state indices, checked."""
     return _matches(node, value, support).long().argmax(-1)
+
+
+def _evidence_match(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """``_matches`` for evidence on a latent, where an entry of NaN (floating data) leaves
+    that entry unobserved: every state matches."""
+    if not value.is_floating_point():
+        return _matches(node, value, support)
+    missing = value.isnan()
+    known = torch.where(missing, support[0].to(value.dtype), value)
+    return _matches(node, known, support) | missing.unsqueeze(-1)
 
 
 def _matches(node: Node, value: torch.Tensor, support: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,202 @@
+"""Variational factors of conjugate-exponential priors: the ``q`` of CAVI.
+
+In a conjugate-exponential model the optimal mean-field factor of a latent with a Dirichlet,
+Beta, Normal or Gamma prior is in its prior's family (Jordan et al. 1999; Winn & Bishop
+2005), and its coordinate update adds the expected sufficient statistics its children send
+to the prior's natural parameters. Each class here is one such family: built from the
+prior, it gives the moments its children's expected log-likelihoods need (``moments``),
+takes the children's statistics in one closed-form update (``update``), and its KL
+divergence from the prior (the ELBO's global term).
+
+A factor keeps its parameters flat by *rows*: a Dirichlet's rows are its batch elements (each
+a probability vector), the other families' rows are single elements. Children address rows
+through the row maps of ``genppl.variational.likelihoods``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import kl_divergence
+
+from genppl.errors import ModelError
+
+
+class ConjugateFactor:
+    """One latent's variational factor; subclasses are the families.
+
+    ``shape`` is the latent's shape (batch then event), ``rows`` the number of rows.
+    ``statistics`` names the sums its children add (each a tensor of ``stat_shape``).
+    """
+
+    family: str = ""
+    #: Names of the children's sums that ``update`` takes.
+    statistics: tuple[str, ...] = ()
+
+    def __init__(self, name: str, shape: torch.Size, prior: dict[str, torch.Tensor]) -> None:
+        self.name = name
+        self.shape = shape
+        self.prior = prior
+        self.params = {k: v.clone() for k, v in prior.items()}
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.shape[:-1]) if self.event else math.prod(self.shape)
+
+    @property
+    def event(self) -> bool:
+        """Whether the last axis is an event axis (a Dirichlet's categories)."""
+        return False
+
+    @property
+    def stat_shape(self) -> tuple[int, ...]:
+        return (self.rows, self.shape[-1]) if self.event else (self.rows,)
+
+    def zeros(self) -> dict[str, torch.Tensor]:
+        """Empty children's sums, to be added to."""
+        like = next(iter(self.params.values()))
+        return {k: like.new_zeros(self.stat_shape) for k in self.statistics}
+
+    def distribution(self) -> Any:
+        """``q`` as a distribution of the latent's shape."""
+        raise NotImplementedError
+
+    def prior_distribution(self) -> Any:
+        return type(self)(self.name, self.shape, self.prior).distribution()
+
+    def mean(self) -> torch.Tensor:
+        return self.distribution().mean
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || prior), summed over the latent's elements."""
+        return kl_divergence(self.distribution(), self.prior_distribution()).sum()
+
+    def flat(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(self.stat_shape)
+
+    def shaped(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(self.shape)
+
+
+class DirichletFactor(ConjugateFactor):
+    """Dirichlet ``q`` of probability vectors read as Categorical ``probs``: the update adds
+    expected counts to the concentration."""
+
+    family = "Dirichlet"
+    statistics = ("counts",)
+
+    @property
+    def event(self) -> bool:
+        return True
+
+    def distribution(self) -> Any:
+        return dist.Dirichlet(self.shaped(self.params["concentration"]))
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        alpha = self.params["concentration"]
+        return {"log_probs": torch.digamma(alpha) - torch.digamma(alpha.sum(-1, keepdim=True))}
+
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        self.params["concentration"] = self.prior["concentration"] + sums["counts"]
+
+
+class BetaFactor(ConjugateFactor):
+    """Beta ``q`` of probabilities read as Bernoulli ``probs``: successes and failures add to
+    its two concentrations."""
+
+    family = "Beta"
+    statistics = ("ones", "zeros")
+
+    def distribution(self) -> Any:
+        return dist.Beta(self.shaped(self.params["concentration1"]),
+                         self.shaped(self.params["concentration0"]))
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        a, b = self.params["concentration1"], self.params["concentration0"]
+        total = torch.digamma(a + b)
+        return {"log_p": torch.digamma(a) - total, "log_1mp": torch.digamma(b) - total}
+
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        self.params["concentration1"] = self.prior["concentration1"] + sums["ones"]
+        self.params["concentration0"] = self.prior["concentration0"] + sums["zeros"]
+
+
+class NormalFactor(ConjugateFactor):
+    """Normal ``q`` of a mean read as Normal ``loc``: precision-weighted data add to the
+    prior's natural parameters (precision, precision times mean)."""
+
+    family = "Normal"
+    statistics = ("precision", "weighted")
+
+    def distribution(self) -> Any:
+        return dist.Normal(self.shaped(self.params["loc"]), self.shaped(self.params["scale"]))
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        loc, scale = self.params["loc"], self.params["scale"]
+        return {"mean": loc, "second": loc ** 2 + scale ** 2}
+
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        prior_precision = self.prior["scale"] ** -2
+        precision = prior_precision + sums["precision"]
+        self.params["loc"] = (prior_precision * self.prior["loc"] + sums["weighted"]) / precision
+        self.params["scale"] = precision.rsqrt()
+
+
+class GammaFactor(ConjugateFactor):
+    """Gamma ``q`` of a precision (read as Normal ``scale = precision ** -0.5``) or of a
+    Poisson ``rate``: children add to its shape and rate."""
+
+    family = "Gamma"
+    statistics = ("shape", "rate")
+
+    def distribution(self) -> Any:
+        return dist.Gamma(self.shaped(self.params["concentration"]),
+                          self.shaped(self.params["rate"]))
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        a, b = self.params["concentration"], self.params["rate"]
+        return {"mean": a / b, "log_mean": torch.digamma(a) - b.log()}
+
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        self.params["concentration"] = self.prior["concentration"] + sums["shape"]
+        self.params["rate"] = self.prior["rate"] + sums["rate"]
+
+
+#: The prior families with a conjugate factor, and the parameters read off the prior.
+FAMILIES: dict[type, tuple[type[ConjugateFactor], tuple[str, ...]]] = {
+    dist.Dirichlet: (DirichletFactor, ("concentration",)),
+    dist.Beta: (BetaFactor, ("concentration1", "concentration0")),
+    dist.Normal: (NormalFactor, ("loc", "scale")),
+    dist.Gamma: (GammaFactor, ("concentration", "rate")),
+}
+
+
+def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
+    """The variational factor of latent ``name`` (declared at ``where``) with ``prior``, a
+    Dirichlet, Beta, Normal or Gamma, possibly ``.expand``-ed or ``.to_event``-ed; the
+    prior's parameters are broadcast to the latent's full shape."""
+    shape = prior.batch_shape + prior.event_shape
+    base = prior
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution):
+        base = base.base_dist
+    family = FAMILIES.get(type(base))
+    if family is None:
+        raise ModelError(f"engine 'cavi': latent {name!r} ({where}) has prior "
+                         f"{type(base).__name__}; CAVI's closed-form updates need a conjugate "
+                         f"prior ({', '.join(k.__name__ for k in FAMILIES)}). Use engine "
+                         "'svi' (any prior) or 'nuts'.")
+    cls, names = family
+    event = (shape[-1],) if cls is DirichletFactor else ()
+    flat = (math.prod(shape[:-1]), *event) if event else (math.prod(shape),)
+    params = {k: torch.broadcast_to(getattr(base, k), shape).reshape(flat).clone()
+              for k in names}
+    return cls(name, torch.Size(shape), params)
