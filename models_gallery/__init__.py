@@ -19,4 +19,5 @@ ENTRIES = [
     "kalman_nile",
     "rbm_digits",
     "markov_text",
+    "lda_bbc",
 ]

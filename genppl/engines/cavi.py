@@ -34,7 +34,7 @@ from genppl.dsl.model import Model
 from genppl.engines.common import progress_bar
 from genppl.engines.exact import data_layout, latent_leaves
 from genppl.engines.registry import register
-from genppl.errors import ModelError
+from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import Tabulation, Use
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import default_tensor_context
@@ -56,8 +56,6 @@ from genppl.variational.likelihoods import (
 
 #: Update order: a Normal child's precision update uses its mean's new moments.
 ORDER = (DirichletFactor, BetaFactor, NormalFactor, GammaFactor)
-#: A decrease of the ELBO beyond rounding (relative) is a bug, not noise: CAVI is monotone.
-MONOTONE_SLACK = 1e-9
 
 
 class _Readings:
@@ -165,13 +163,17 @@ def _local_step(tab: Tabulation, readings: _Readings, point: Mapping[str, torch.
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
-        tol: float = 1e-9, init: str = "random", seed: int = 0, progress: bool = True
-        ) -> FitResult:
+        tol: float = 1e-9, init: str = "random", seed: int = 0,
+        hold: Mapping[str, Any] | None = None, progress: bool = True) -> FitResult:
     """Run up to ``steps`` CAVI iterations; stop when the ELBO improves by less than ``tol``
     relative.
 
     ``init="random"`` starts from the global update after random cell weights (breaks the
     symmetry of mixture components and topics); ``"prior"`` starts from ``q = prior``.
+    ``hold`` maps latents to variational factors (distributions of their prior's family,
+    e.g. a fit's ``info["q"][name]``) that are kept as they are: held-out evaluation of
+    new data under trained global factors, such as an LDA's topics on new documents (the
+    ELBO keeps their KL term, as scikit-learn's perplexity bound does).
     Returns the variational factors' parameters (``params``, e.g. ``"mu.loc"``), the ELBO
     trajectory (``info["elbo"]``, losses are its negatives), ``info["q"]`` (each latent's
     ``q`` as a distribution) and a posterior with the finite latents' marginals and the
@@ -184,26 +186,33 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     start = time.perf_counter()
     data = data or {}
     factors = _conjugate_latents(model)
-    order = sorted(factors.values(), key=lambda q: ORDER.index(type(q)))
+    for name, q in (hold or {}).items():
+        if name not in factors:
+            raise ModelError(f"engine 'cavi': hold= names {name!r}, which is not a continuous "
+                             f"latent of {model.name!r}." + suggest(name, factors))
+        factors[name].assign(q)
+    order = sorted((f for f in factors.values() if f.name not in (hold or {})),
+                   key=lambda q: ORDER.index(type(q)))
+    kept = [f for f in factors.values() if f.name in (hold or {})]
     readings = _Readings(factors)
     tab = Tabulation(model, data)
     elbos: list[float] = []
     converged = False
     if init == "random":
         readings.noise = torch.Generator(device=model.device).manual_seed(seed)
-        readings.moments = {q.name: q.moments() for q in order}
+        readings.moments = {q.name: q.moments() for q in factors.values()}
         local, uses = _local_step(tab, readings, _point(factors), marginals=False)
         readings.noise = None
         _global_steps(order, readings, local, uses)
-    readings.moments = {q.name: q.moments() for q in order}
+    readings.moments = {q.name: q.moments() for q in factors.values()}
     for _ in progress_bar(range(steps), total=steps, desc="cavi", enabled=progress):
         local, uses = _local_step(tab, readings, _point(factors), marginals=False)
-        elbo = local.log_z - sum(float(q.kl()) for q in order)
+        elbo = local.log_z - sum(float(q.kl()) for q in (*order, *kept))
         if not math.isfinite(elbo):
             raise ModelError(f"engine 'cavi': the ELBO of {model.name!r} is {elbo} after "
                              f"{len(elbos)} iterations; the data have probability zero under "
                              "q (check the data against the likelihoods' supports).")
-        _check_monotone(elbos, elbo)
+        _check_monotone(elbos, elbo, model.dtype)
         elbos.append(elbo)
         if len(elbos) > 1 and elbos[-1] - elbos[-2] <= tol * abs(elbos[-2]):
             converged = True
@@ -241,8 +250,11 @@ def _global_steps(order: list[ConjugateFactor], readings: _Readings, local: _Loc
         readings.moments[q.name] = q.moments()
 
 
-def _check_monotone(elbos: list[float], elbo: float) -> None:
-    if elbos and elbo < elbos[-1] - MONOTONE_SLACK * max(1.0, abs(elbos[-1])):
+def _check_monotone(elbos: list[float], elbo: float, dtype: torch.dtype) -> None:
+    """A decrease beyond rounding (relative square root of the dtype's epsilon, for sums of
+    many terms) is a bug, not noise: coordinate ascent is monotone."""
+    slack = math.sqrt(torch.finfo(dtype).eps)
+    if elbos and elbo < elbos[-1] - slack * max(1.0, abs(elbos[-1])):
         raise ModelError(f"engine 'cavi': the ELBO decreased from {elbos[-1]:.12g} to "
                          f"{elbo:.12g}; coordinate ascent cannot do that. Please report it "
                          "with the model.")

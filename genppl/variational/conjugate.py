@@ -80,6 +80,19 @@ class ConjugateFactor:
         """KL(q || prior), summed over the latent's elements."""
         return kl_divergence(self.distribution(), self.prior_distribution()).sum()
 
+    def assign(self, q: Any) -> None:
+        """Take the parameters of ``q``, a distribution of this family and shape."""
+        base, family = _family(q)
+        cls, names = family or (None, ())
+        shape = q.batch_shape + q.event_shape
+        if cls is not type(self) or shape != self.shape:
+            raise ModelError(f"latent {self.name!r}: a factor to hold must be a {self.family} "
+                             f"of shape {tuple(self.shape)}, got {type(base).__name__} of "
+                             f"shape {tuple(shape)}.")
+        like = self.params[names[0]]
+        self.params = {k: torch.broadcast_to(getattr(base, k), shape).reshape(like.shape)
+                       .to(like).clone() for k in names}
+
     def flat(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.stat_shape)
 
@@ -171,13 +184,23 @@ class GammaFactor(ConjugateFactor):
         self.params["rate"] = self.prior["rate"] + sums["rate"]
 
 
-#: The prior families with a conjugate factor, and the parameters read off the prior.
+#: The prior families with a conjugate factor, and the parameters read off the prior
+#: (torch's classes: Pyro's subclass them).
 FAMILIES: dict[type, tuple[type[ConjugateFactor], tuple[str, ...]]] = {
-    dist.Dirichlet: (DirichletFactor, ("concentration",)),
-    dist.Beta: (BetaFactor, ("concentration1", "concentration0")),
-    dist.Normal: (NormalFactor, ("loc", "scale")),
-    dist.Gamma: (GammaFactor, ("concentration", "rate")),
+    torch.distributions.Dirichlet: (DirichletFactor, ("concentration",)),
+    torch.distributions.Beta: (BetaFactor, ("concentration1", "concentration0")),
+    torch.distributions.Normal: (NormalFactor, ("loc", "scale")),
+    torch.distributions.Gamma: (GammaFactor, ("concentration", "rate")),
 }
+
+
+def _family(d: Any) -> tuple[Any, tuple[type[ConjugateFactor], tuple[str, ...]] | None]:
+    """The distribution under ``.expand``/``.to_event`` and its conjugate family, if any."""
+    base = d
+    while isinstance(base, dist.Independent | dist.ExpandedDistribution
+                     | torch.distributions.Independent):
+        base = base.base_dist
+    return base, next((f for k, f in FAMILIES.items() if isinstance(base, k)), None)
 
 
 def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
@@ -185,10 +208,7 @@ def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
     Dirichlet, Beta, Normal or Gamma, possibly ``.expand``-ed or ``.to_event``-ed; the
     prior's parameters are broadcast to the latent's full shape."""
     shape = prior.batch_shape + prior.event_shape
-    base = prior
-    while isinstance(base, dist.Independent | dist.ExpandedDistribution):
-        base = base.base_dist
-    family = FAMILIES.get(type(base))
+    base, family = _family(prior)
     if family is None:
         raise ModelError(f"engine 'cavi': latent {name!r} ({where}) has prior "
                          f"{type(base).__name__}; CAVI's closed-form updates need a conjugate "
