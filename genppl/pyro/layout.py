@@ -74,8 +74,8 @@ def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
         (sizes if name in model.plates else lengths)[name] = int(value)
     for name, value in data.items():
         node = model.nodes.get(name)
-        if node is None or node.kind not in ("observed", "input"):
-            continue
+        if node is None or node.kind not in ("observed", "input", "latent"):
+            continue  # (data for a latent is evidence on it, in the same layout)
         offset = 0
         if node.chain is not None:
             lengths.setdefault(node.chain, value.shape[0]) if value.dim() else None
