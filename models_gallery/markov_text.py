@@ -103,19 +103,20 @@ def vowel_consonant(letters: str) -> torch.Tensor:
                         dtype=torch.long)
 
 
-def build_vowel_chain(length: int = MARKOV_LETTERS) -> genppl.Model:
-    """Markov's two-state chain over ``length`` letters: the letter's class (vowel,
-    consonant) depends on the previous letter's through the learnable ``trans``.
+def build_vowel_chain() -> genppl.Model:
+    """Markov's two-state chain: a letter's class (vowel, consonant) depends on the previous
+    letter's through the learnable ``trans``.
 
-    The classes are latent states given as evidence (data for a latent is evidence on it):
-    engine ``em`` finds the closed-form M-step of ``Categorical(trans[letter_prev])`` when
-    the parent is a state on its grid, which an observed parent is not. The first letter's
-    law ``start`` is fixed at one half each (one letter says nothing about it).
+    The classes are latent states given as evidence (data for a latent is evidence on it,
+    and its time axis sets the chain's length): engine ``em`` finds the closed-form M-step
+    of ``Categorical(trans[letter_prev])`` when the parent is a state on its grid, which an
+    observed parent is not. The first letter's law ``start`` is fixed at one half each (one
+    letter says nothing about it).
     """
     m = genppl.Model("markov_vowels")
     m.deterministic("start", lambda: torch.tensor([0.5, 0.5]), event_dim=1)
     m.param("trans", lambda: torch.full((2, 2), 0.5), constraint=constraints.simplex)
-    with m.chain("t", length=length):
+    with m.chain("t"):
         m.latent("letter", lambda letter_prev, trans: dist.Categorical(trans[letter_prev]),
                  init=lambda start: dist.Categorical(start))
     return m
@@ -154,7 +155,7 @@ def vowel_statistics(classes: torch.Tensor, *, device: str = "cpu",
     if classes.dim() != 1 or len(classes) < 2:
         raise ModelError(f"vowel_statistics: pass a 1-D sequence of at least two classes, got "
                          f"shape {tuple(classes.shape)}.")
-    model = build_vowel_chain(len(classes)).to(device, dtype)
+    model = build_vowel_chain().to(device, dtype)
     with param_values(model, None):
         result = genppl.fit(model, {"letter": classes}, engine="em", learn=["trans"], steps=20,
                             tol=1e-12, progress=False)
@@ -350,10 +351,15 @@ def split_documents(language: str, documents: Sequence[str], alphabet: str,
     """Normalise each document; every ``HELD_OUT_EVERY``-th is held out; the rest, joined by
     spaces, train. ``limit`` keeps the first ``limit`` characters of each part (small runs)."""
     parts: tuple[list[str], list[str]] = ([], [])
+    sizes = [0, 0]
     for i, doc in enumerate(documents):
+        if limit is not None and min(sizes) > limit:
+            break
         text = normalise(doc, alphabet)
         if text:
-            parts[i % HELD_OUT_EVERY == 0].append(text)
+            held_out = i % HELD_OUT_EVERY == 0
+            parts[held_out].append(text)
+            sizes[held_out] += len(text) + 1
     train, test = (" ".join(p)[:limit] for p in parts)
     if not train or not test:
         raise ModelError(f"{language}: too few documents to split into training and held-out "
@@ -467,8 +473,8 @@ def _pictures(config: RunConfig, ngram: NGram, bits: dict[str, list[float]]) -> 
 
 
 def build() -> genppl.Model:
-    """Markov's chain over his 20,000 letters."""
-    return build_vowel_chain(MARKOV_LETTERS)
+    """Markov's chain (``data()`` gives it his 20,000 letters)."""
+    return build_vowel_chain()
 
 
 ENTRY = GalleryEntry(
