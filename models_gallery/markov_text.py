@@ -423,6 +423,10 @@ def run(config: RunConfig) -> RunReport:
             rows.append(f"{name:<38}{s.letters:>10,}{s.vowel_fraction:>8.3f}"
                         f"{s.p_vowel_after_vowel:>8.3f}{s.p_vowel_after_consonant:>8.3f}"
                         f"{s.stationary_vowel_fraction:>11.3f}")
+    iterations = sorted({v["em_iterations"] for v in markov.values()})
+    rows.append(f"(em iterations per fit: {', '.join(map(str, iterations))}; the chain is "
+                "fully observed, so the first M-step is the count MLE and the next one "
+                "confirms it)")
     bits: dict[str, list[float]] = {}
     samples: dict[str, list[str]] = {}
     last: NGram | None = None
