@@ -89,8 +89,10 @@ class PyroProgram:
         self.dims = plate_dims(self.owner)
         self.max_plate_nesting = max((-d for d in self.dims.values()), default=0)
         self.blocks = _blocks(model, skip)
+        # Data for a latent is evidence: the latent is conditioned on it (observed, so never
+        # enumerated), as the exact engine reads it.
         self.data_names = [n.name for n in self.owner.nodes.values()
-                           if n.kind in ("observed", "input")]
+                           if n.kind in ("observed", "input", "latent")]
 
     def __repr__(self) -> str:
         return f"<pyro program of {self.model.name!r}>"
@@ -99,7 +101,7 @@ class PyroProgram:
         model = self.model
         unknown = [k for k in kwargs if k not in self.data_names]
         if unknown:
-            raise ModelError(f"{model.name!r} got data {unknown[0]!r}, which is not an observed "
+            raise ModelError(f"{model.name!r} got data {unknown[0]!r}, which is not a random "
                              "node or input." + suggest(unknown[0], self.data_names))
         data = {k: as_data(model, k, v) for k, v in kwargs.items() if v is not None}
         sizes, lengths = resolve_sizes(self.owner, data)
@@ -245,6 +247,8 @@ class _Run:
             if obs is None and not self.program.generative:
                 raise ModelError(f"observed node {node.name!r} ({node.declared_at}) has no data; "
                                  f"pass {node.name}=... (or use the 'prior' engine to sample it).")
+        elif node.name in self.data:  # a latent given as data is conditioned on
+            obs = self._data(node, step, d.event_dim)
         elif node.enumerate and d.has_enumerate_support:
             infer.setdefault("enumerate", "parallel")
         try:
