@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -164,7 +164,9 @@ def _local_step(tab: Tabulation, readings: _Readings, point: Mapping[str, torch.
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
         tol: float = 1e-9, init: str = "random", seed: int = 0,
-        hold: Mapping[str, Any] | None = None, progress: bool = True) -> FitResult:
+        hold: Mapping[str, Any] | None = None,
+        callback: Callable[[int, float, dict[str, Any]], bool | None] | None = None,
+        progress: bool = True) -> FitResult:
     """Run up to ``steps`` CAVI iterations; stop when the ELBO improves by less than ``tol``
     relative.
 
@@ -174,6 +176,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     e.g. a fit's ``info["q"][name]``) that are kept as they are: held-out evaluation of
     new data under trained global factors, such as an LDA's topics on new documents (the
     ELBO keeps their KL term, as scikit-learn's perplexity bound does).
+    ``callback(iteration, elbo, q)`` is called after each iteration's global update with the
+    current factors as distributions (monitoring, held-out checks); returning True stops.
     Returns the variational factors' parameters (``params``, e.g. ``"mu.loc"``), the ELBO
     trajectory (``info["elbo"]``, losses are its negatives), ``info["q"]`` (each latent's
     ``q`` as a distribution) and a posterior with the finite latents' marginals and the
@@ -218,6 +222,9 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
             converged = True
             break
         _global_steps(order, readings, local, uses)
+        if callback is not None and callback(len(elbos), elbo, {
+                name: f.distribution() for name, f in factors.items()}):
+            break
     local, _ = _local_step(tab, readings, _point(factors), marginals=True)
     q = {name: f.distribution() for name, f in factors.items()}
     params = {f"{name}.{k}": f.shaped(v) for name, f in factors.items()

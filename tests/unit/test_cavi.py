@@ -266,3 +266,39 @@ def test_a_continuous_latent_in_a_plate_is_refused_with_the_batch_alternative() 
         m.observed("y", lambda mu: dist.Normal(mu, 1.0))
     with pytest.raises(ModelError, match=r"'mu'.*plate.*expand"):
         _fit(m, {"y": torch.ones(3)})
+
+
+# ----------------------------------------------------------------------- options
+def test_a_held_factor_stays_and_its_kl_counts() -> None:
+    """hold=: the factor is not updated, and the ELBO is E_q[log p(y | mu)] - KL(q || p)."""
+    m = genppl.Model("mean")
+    m.latent("mu", lambda: dist.Normal(1.0, 2.0))
+    with m.plate("data", 4):
+        m.observed("y", lambda mu: dist.Normal(mu, 0.5))
+    m.to(dtype=F64)
+    y = torch.tensor([0.2, 1.1, 0.7, 1.6], dtype=F64)
+    q = dist.Normal(torch.tensor(0.3, dtype=F64), torch.tensor(0.4, dtype=F64))
+    r = _fit(m, {"y": y}, hold={"mu": q})
+    assert float(r.params["mu.loc"]) == 0.3 and float(r.params["mu.scale"]) == 0.4
+    loc, noise = torch.tensor(0.3, dtype=F64), torch.tensor(0.5, dtype=F64)
+    expected_loglik = (dist.Normal(loc, noise).log_prob(y) - 0.5 * 0.4 ** 2 / 0.5 ** 2).sum()
+    kl = torch.distributions.kl_divergence(q, dist.Normal(torch.tensor(1.0, dtype=F64), 2.0))
+    assert r.info["elbo"][-1] == pytest.approx(float(expected_loglik - kl), abs=1e-12)
+    with pytest.raises(ModelError, match=r"hold= names 'nu'.*Valid names: mu"):
+        _fit(m, {"y": y}, hold={"nu": q})
+    with pytest.raises(ModelError, match=r"'mu'.*must be a Normal"):
+        _fit(m, {"y": y}, hold={"mu": dist.Gamma(1.0, 1.0)})
+
+
+def test_the_callback_sees_every_iteration_and_can_stop() -> None:
+    x = torch.tensor([1.0, 1, 0, 1, 0, 0, 1, 1], dtype=F64)
+    seen: list[tuple[int, float]] = []
+
+    def callback(iteration: int, elbo: float, q: dict) -> bool:
+        seen.append((iteration, elbo))
+        assert set(q) == {"w", "p"} and isinstance(q["p"], torch.distributions.Beta)
+        return iteration == 4
+
+    r = _fit(_mixture_of_coins(len(x), 2), {"x": x}, callback=callback, tol=0.0)
+    assert [i for i, _ in seen] == [1, 2, 3, 4]
+    assert [e for _, e in seen] == r.info["elbo"]

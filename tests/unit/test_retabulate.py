@@ -434,3 +434,37 @@ def test_a_factory_that_changes_its_kind_of_distribution() -> None:
     for gate in (-1.0, -0.5, 0.5, 1.0, 2.0, 3.0, -1.0):
         point = {"gate": torch.tensor(gate, dtype=F64)}
         assert_same(tab(point=point), model_factors(m, {}, point=point))
+
+
+def test_retabled_tables_replace_the_factories_in_replay_and_reference() -> None:
+    """``retable`` (CAVI's expected log tables): the replacement is the tracked leaf and the
+    factor's table in both paths, and a replaced latent table loses its child link (it no
+    longer sums to one); tables it declines keep the factory's values and links."""
+    m, data = _switching(F64)
+
+    def retable(use: Any) -> torch.Tensor | None:
+        if use.node.name != "y":
+            return None if use.fn is use.node.fn else use.table * 2  # z's first step only
+        return torch.full_like(use.table, -1.5)
+
+    tab = Tabulation(m, data)
+    point = {"mu": torch.tensor([-1.0, 1.0], dtype=F64)}
+    tab(point=point, track=True, retable=retable)
+    fast = _replays(tab, point=point, track=True, retable=retable)
+    naive = model_factors(m, data, point=point, track=True, retable=retable)
+    assert_same(fast, naive)
+    plain = model_factors(m, data, point=point, track=True)
+    for use, old in zip(fast.uses, plain.uses, strict=True):
+        if use.node.name == "y":
+            assert torch.equal(use.table, torch.full_like(old.table, -1.5))
+        elif use.fn is use.node.fn:
+            assert torch.equal(use.table, old.table)
+        else:
+            assert torch.equal(use.table, 2 * old.table)
+    block = fast.chains[0]
+    assert block.first[0].child is None and block.rest[0].child == "z"
+    with pytest.raises(genppl.ModelError, match="track=True"):
+        tab(point=point, retable=retable)
+    with pytest.raises(genppl.ModelError, match=r"'y'.*replacement table has shape"):
+        model_factors(m, data, point=point, track=True,
+                      retable=lambda u: u.table[..., :1] if u.node.name == "y" else None)

@@ -1,0 +1,125 @@
+"""LDA on the BBC articles: time for genppl ``cavi`` to reach scikit-learn's held-out
+perplexity, against scikit-learn's ``LatentDirichletAllocation`` (batch and online).
+
+Same data for all (``models_gallery/lda_bbc.py``: stratified 80/20 split, the library's
+tokeniser and vocabulary), same number of topics and priors. scikit-learn runs its default
+``max_iter`` (10) of each method, and its held-out perplexity is the target. genppl runs
+CAVI from a random start and, every ``EVERY`` iterations, computes its held-out perplexity
+(the topics held, each test document's mixture fitted; this evaluation's time is excluded,
+as scikit-learn's perplexity call is): the time to reach a target is the training time at
+the first check at or below it. Both perplexities are the same bound (tested equal for the
+same topics in tests/gallery/test_lda_bbc.py). Ratios below 1 mean genppl got there sooner.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+import genppl
+from benchmarks.harness import BenchConfig, Case, Column, Contender, register
+from benchmarks.mcmc import ONCE
+from models_gallery import lda_bbc
+
+GENPPL = "genppl cavi"
+BATCH = "scikit-learn batch"
+ONLINE = "scikit-learn online"
+MAX_ITER, QUICK_ITER = 10, 2
+EVERY = 5
+CAVI_STEPS, QUICK_STEPS = 100, 5
+DTYPE = torch.float64
+
+
+def contenders(config: BenchConfig) -> list[Contender]:
+    quick = config.quick
+    train, test, vocabulary = lda_bbc.load(max_documents=200 if quick else None)
+    dense_train, dense_test = train.counts.dense().numpy(), test.counts.dense().numpy()
+
+    def sklearn(method: str) -> Any:
+        def run() -> dict[str, Any]:
+            from sklearn.decomposition import LatentDirichletAllocation
+
+            begin = time.perf_counter()
+            lda = LatentDirichletAllocation(
+                lda_bbc.NUM_TOPICS, doc_topic_prior=lda_bbc.ALPHA,
+                topic_word_prior=lda_bbc.ETA, learning_method=method,
+                max_iter=QUICK_ITER if quick else MAX_ITER, random_state=config.seed)
+            lda.fit(dense_train)
+            seconds = time.perf_counter() - begin
+            return {"seconds": seconds, "perplexity": float(lda.perplexity(dense_test))}
+        return run
+
+    def cavi() -> dict[str, Any]:
+        trajectory: list[tuple[int, float, float]] = []
+        spent = [0.0]  # seconds of held-out evaluation, excluded from training time
+        begin = time.perf_counter()
+
+        def check(iteration: int, _: float, q: dict[str, Any]) -> None:
+            if iteration % EVERY:
+                return
+            pause = time.perf_counter()
+            training = pause - begin - spent[0]
+            perplexity = lda_bbc.held_out_perplexity(q["topics"], test, dtype=DTYPE,
+                                                     device=config.device)
+            spent[0] += time.perf_counter() - pause
+            trajectory.append((iteration, training, perplexity))
+
+        model = lda_bbc.build(lda_bbc.NUM_TOPICS, train.num_documents, len(vocabulary))
+        genppl.fit(model.to(config.device, DTYPE), train.data(), engine="cavi",
+                   steps=QUICK_STEPS if quick else CAVI_STEPS, tol=0.0, seed=config.seed,
+                   callback=check, progress=False)
+        return {"trajectory": trajectory}
+
+    return [Contender(BATCH, sklearn("batch"), **ONCE),
+            Contender(ONLINE, sklearn("online"), **ONCE),
+            Contender(GENPPL, cavi, **ONCE)]
+
+
+def _reach(trajectory: list[tuple[int, float, float]], target: float
+           ) -> tuple[int | None, float | None]:
+    """(iterations, training seconds) at the first check at or below ``target``."""
+    for iteration, seconds, perplexity in trajectory:
+        if perplexity <= target:
+            return iteration, seconds
+    return None, None
+
+
+def evaluate(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    trajectory = results[GENPPL]["trajectory"]
+    out: dict[str, dict[str, Any]] = {}
+    for name in (BATCH, ONLINE):
+        r = results[name]
+        iterations, seconds = _reach(trajectory, r["perplexity"])
+        out[name] = {"perplexity": r["perplexity"], "fit_s": r["seconds"],
+                     "genppl_iterations": iterations, "genppl_s": seconds,
+                     "time_ratio_to_reach": None if seconds is None else seconds / r["seconds"]}
+    final = trajectory[-1] if trajectory else (None, None, None)
+    out[GENPPL] = {"perplexity": final[2], "fit_s": final[1], "genppl_iterations": final[0]}
+    return out
+
+
+def notes(results: dict[str, Any]) -> list[str]:
+    trajectory = results[GENPPL]["trajectory"]
+    shown = ", ".join(f"{i}: {p:.0f}" for i, _, p in trajectory[:12])
+    return [f"scikit-learn: max_iter={MAX_ITER} of each method, perplexity after training; "
+            f"genppl: held-out perplexity every {EVERY} CAVI iterations ({shown}, ...)",
+            "time_ratio_to_reach = genppl's training seconds to reach the row's perplexity "
+            "/ that scikit-learn method's fit seconds (target <= 1)"]
+
+
+CASE = register(Case(
+    name="lda",
+    description="LDA on BBC news: genppl cavi's time to reach scikit-learn's held-out "
+                "perplexity (batch and online variational Bayes)",
+    baseline=BATCH,
+    contenders=contenders,
+    evaluate=evaluate,
+    columns=(Column("perplexity", "held-out perplexity", ".1f"),
+             Column("fit_s", "training s", ".2f"),
+             Column("genppl_iterations", "genppl iterations to reach", ""),
+             Column("genppl_s", "genppl s to reach", ".2f"),
+             Column("time_ratio_to_reach", "time ratio to reach", ".2f")),
+    notes=notes,
+))
