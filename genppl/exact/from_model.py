@@ -127,7 +127,10 @@ class Use:
 
 #: A replacement of tracked tables (CAVI puts expected log-probabilities in place of the
 #: factories' ones): called with each tracked ``Use``, it returns the table to use instead,
-#: of the same shape, or None to keep the factory's.
+#: of the same shape, or None to keep the factory's. When ``Tabulation`` replays a table
+#: that was replaced at the previous call, it does not call the factory again (its values
+#: would be thrown away): the callback gets the recorded call's ``Use`` (its arguments and
+#: distribution, and the table it returned last) and the recorded mask is kept.
 Retable = Callable[[Use], "torch.Tensor | None"]
 
 
@@ -439,14 +442,20 @@ class _Recipe:
     reference derived from the factory's result beyond its values is checked on each
     remake (see ``Tabulation``); a difference raises ``_Stale``."""
 
-    __slots__ = ("args", "batch", "child", "events", "fn", "form", "full", "kind", "node",
-                 "shape", "states", "table", "target", "value", "vars")
+    __slots__ = ("args", "batch", "child", "events", "fn", "form", "full", "kind", "linked",
+                 "mask", "node", "replaced", "shape", "states", "table", "target", "value",
+                 "vars")
 
     def __init__(self, kind: str, node: Node, fn: Any, args: _Args,
                  value: torch.Tensor | None, table: torch.Tensor, f: Factor, target: _Target,
-                 result: Any = None) -> None:
+                 result: Any = None, replaced: Use | None = None) -> None:
         self.kind, self.node, self.fn, self.args, self.value = kind, node, fn, args, value
+        # A table the last call's ``retable`` replaced: its use, and the factor's mask.
+        self.replaced = replaced
+        self.mask = f.mask if isinstance(f, MaskedFactor) else None
         self.target, self.vars, self.child = target, f.vars, f.child
+        # Whether ``child`` is the factory's table's link (a replaced table has none).
+        self.linked = replaced is None
         self.shape, self.full = table.shape, f.log_table.shape
         self.form = _form(result) if kind in ("latent", "observed") else None
         # Kept: a CPT's log table (a set_table makes a new one), and a counting measure's,
@@ -461,6 +470,14 @@ class _Recipe:
              factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock],
              retable: Retable | None = None) -> None:
         """Remake the table at ``fixed`` and add it to ``factors`` or ``chains``."""
+        if track and retable is not None and self.replaced is not None:
+            last = self.replaced
+            use = Use(self.node, self.fn, last.args, last.distribution, last.table, last.value)
+            if _retabled(use, retable):  # see ``Retable``: no factory call
+                self.replaced = use
+                uses.append(use)
+                self._add(use.table, None, self.mask, track, grad, factors, chains)
+                return
         kind, child, mask, d = self.kind, self.child, None, None
         args: dict[str, Any] = {}
         if kind == "cpt":
@@ -492,26 +509,37 @@ class _Recipe:
                     table = table.movedim(0, -1)
                 if mask is not None:
                     mask = mask.unsqueeze(-1)
-                elif self.states is None:
+                elif self.states is None or not self.linked:
                     child = self.vars[-1] if _sums_to_one(table) else None
+                    if not self.linked:
+                        self.child, self.linked = child, True
             else:
                 if len(d.event_shape) != self.events:
                     raise _Stale
                 table, mask = _log_prob(d, self.value)
         if table.shape != self.shape:
             raise _Stale
+        self.replaced = None
         if track:
             use = Use(self.node, self.fn, args, d, table,
                       self.value if kind == "observed" else None)
             if _retabled(use, retable):
-                child = None
+                child, self.replaced = None, use
             table = use.table
             uses.append(use)
+        self._add(table, child, mask, track, grad, factors, chains)
+
+    def _add(self, table: torch.Tensor, child: str | None, mask: torch.Tensor | None,
+             track: bool, grad: bool, factors: list[tuple[frozenset[str], Factor]],
+             chains: dict[str, ChainBlock]) -> None:
         with torch.set_grad_enabled(track or grad):
             full = table.expand(self.full)
-            f = Factor(self.vars, full, child=child) if mask is None else MaskedFactor(
-                self.vars, full, torch.broadcast_to(mask, torch.broadcast_shapes(
-                    mask.shape, full.shape)))
+            if mask is None:
+                f = Factor(self.vars, full, child=child)
+            else:
+                f = MaskedFactor(self.vars, full, torch.broadcast_to(
+                    mask, torch.broadcast_shapes(mask.shape, full.shape)))
+                self.mask = f.mask
             _put(factors, chains, self.target, self.node, f)
 
 
@@ -607,6 +635,7 @@ class _Tabulator:
                  retable: Retable | None = None) -> None:
         self.model = model
         self.retable = retable
+        self.replaced: Use | None = None  # the last table ``retable`` replaced (``_emit``)
         self.data = data
         self.track = track
         self.grad = grad
@@ -716,7 +745,8 @@ class _Tabulator:
     def _record(self, kind: str, node: Node, fn: Any, plan: _Args, value: torch.Tensor | None,
                 table: torch.Tensor, f: Factor, target: _Target, result: Any = None) -> None:
         if self.recipes is not None:
-            self.recipes.append(_Recipe(kind, node, fn, plan, value, table, f, target, result))
+            self.recipes.append(_Recipe(kind, node, fn, plan, value, table, f, target, result,
+                                        self.replaced if kind != "cpt" else None))
 
     def _evidence(self, node: Node, support: torch.Tensor,
                   steps: tuple[torch.Tensor, Any] | None, lead: tuple[int, ...] | None,
@@ -742,9 +772,11 @@ class _Tabulator:
         table's leaf is its unmasked log-probabilities: masked entries then get no gradient,
         so they add nothing to EM's expected counts."""
         retabled = False
+        self.replaced = None
         if self.track:
             use = Use(node, fn, args, distribution, table, value)
             retabled = _retabled(use, self.retable)
+            self.replaced = use if retabled else None
             table = use.table
             self.uses.append(use)
         scope = variables[:-1] if own else variables

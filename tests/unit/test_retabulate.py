@@ -439,18 +439,35 @@ def test_a_factory_that_changes_its_kind_of_distribution() -> None:
 def test_retabled_tables_replace_the_factories_in_replay_and_reference() -> None:
     """``retable`` (CAVI's expected log tables): the replacement is the tracked leaf and the
     factor's table in both paths, and a replaced latent table loses its child link (it no
-    longer sums to one); tables it declines keep the factory's values and links."""
-    m, data = _switching(F64)
+    longer sums to one); tables it declines keep the factory's values and links. A replay
+    does not call the factory of a table replaced last time."""
+    calls = [0]
+    trans = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=F64)
+
+    def emission(z: torch.Tensor, mu: torch.Tensor) -> Any:
+        calls[0] += 1
+        return dist.Normal(mu[..., z], 1.0)
+
+    m = genppl.Model("switching")
+    m.latent("mu", lambda: dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    with m.chain("t"):
+        m.latent("z", lambda z_prev: dist.Categorical(trans[z_prev]),
+                 init=lambda: dist.Categorical(torch.tensor([0.5, 0.5])))
+        m.observed("y", emission)
+    m.to(dtype=F64)
+    data = {"y": torch.randn(12, generator=torch.Generator().manual_seed(1), dtype=F64)}
 
     def retable(use: Any) -> torch.Tensor | None:
-        if use.node.name != "y":
-            return None if use.fn is use.node.fn else use.table * 2  # z's first step only
-        return torch.full_like(use.table, -1.5)
+        if use.node.name == "y":
+            return torch.full_like(use.table, -1.5)
+        return None if use.fn is use.node.fn else torch.full_like(use.table, -0.25)
 
     tab = Tabulation(m, data)
     point = {"mu": torch.tensor([-1.0, 1.0], dtype=F64)}
     tab(point=point, track=True, retable=retable)
+    before = calls[0]
     fast = _replays(tab, point=point, track=True, retable=retable)
+    assert calls[0] == before
     naive = model_factors(m, data, point=point, track=True, retable=retable)
     assert_same(fast, naive)
     plain = model_factors(m, data, point=point, track=True)
@@ -460,9 +477,12 @@ def test_retabled_tables_replace_the_factories_in_replay_and_reference() -> None
         elif use.fn is use.node.fn:
             assert torch.equal(use.table, old.table)
         else:
-            assert torch.equal(use.table, 2 * old.table)
+            assert torch.equal(use.table, torch.full_like(old.table, -0.25))
     block = fast.chains[0]
     assert block.first[0].child is None and block.rest[0].child == "z"
+    # Declined after a replacement: the factory's table again, made by the factory.
+    assert_same(_replays(tab, point=point, track=True), plain)
+    assert calls[0] > before
     with pytest.raises(genppl.ModelError, match="track=True"):
         tab(point=point, retable=retable)
     with pytest.raises(genppl.ModelError, match=r"'y'.*replacement table has shape"):
