@@ -294,7 +294,7 @@ def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Te
             tiles[1 + r * cell:(r + 1) * cell, 1 + c * cell:(c + 1) * cell] = (
                 images[r, c].reshape(SIDE, SIDE).double().cpu())
     with figure(config, filename, written, figsize=(0.45 * ncols + 1.0, 0.45 * nrows + 0.6)
-                ) as (fig, ax):
+                ) as (_fig, ax):
         ax.imshow(tiles.numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.set_xticks([])
         if row_labels is None:
