@@ -14,8 +14,10 @@ its normaliser adds nothing here because most pixels of these digits are 0 or 16
 threshold is fixed (not resampled per epoch) so train and test sets are the same every run.
 
 A deterministic 80/20 split (fixed ``torch.Generator`` permutation) gives 1,437 training and
-360 test images; ELBOs per image are evaluated on whole sets with several particles, using a
-copy of the model without subsampling that shares the trained networks.
+360 test images; ELBOs per image are evaluated on whole sets with several particles
+(``genppl.variational.evaluate`` runs the subsampled plate in full). The networks, model and
+guide are ``models_gallery._vae``'s, shared with ``vae_mnist`` (the same family on MNIST,
+with the β-VAE, conditional VAE and VQ-VAE, and IWAE bounds).
 
 Precision: the entry trains in float32 whatever ``RunConfig.dtype`` says (MLPs gain nothing
 from float64 and run about twice as slowly in it); the tests check the compiled log joint in
@@ -25,15 +27,14 @@ float64.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-import pyro.distributions as dist
 import torch
-from pyro.infer import Trace_ELBO
 from torch import nn
 
 import genppl
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.variational import evaluate
+from models_gallery import _vae
 
 NUM_PIXELS = 64
 LATENT_DIM = 8
@@ -63,82 +64,32 @@ def data() -> dict[str, torch.Tensor]:
     return {"pixels": load_images()[0]}
 
 
-# --------------------------------------------------------------------------- networks
-class Decoder(nn.Module):
-    """z -> Bernoulli logits of the 64 pixels."""
-
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.Softplus(),
-                                 nn.Linear(hidden, NUM_PIXELS))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
-
-
-class Encoder(nn.Module):
-    """pixels -> (loc, scale) of a diagonal Gaussian over z. The scale is a softplus (plus a
-    floor), which stays finite where ``exp`` of a log-variance can overflow early in training."""
-
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(NUM_PIXELS, hidden), nn.Softplus(),
-                                 nn.Linear(hidden, 2 * latent_dim))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = self.net(x).chunk(2, dim=-1)
-        return loc, nn.functional.softplus(raw) + 1e-4
-
-
-def _seeded(make: Callable[[], nn.Module], seed: int) -> nn.Module:
-    """Build a module with its own seed, leaving the global RNG alone: ``build()`` is then
-    reproducible whatever ran before it."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return make()
-
-
 # --------------------------------------------------------------------------- model and guide
 def build(subsample_size: int | None = BATCH, *, decoder: nn.Module | None = None,
           latent_dim: int = LATENT_DIM, seed: int = 0) -> genppl.Model:
-    """p(z) p_θ(x | z) per image. ``subsample_size=None`` evaluates every image exactly;
-    pass ``decoder`` to share a trained network with another copy of the model."""
-    net = decoder if decoder is not None else _seeded(lambda: Decoder(latent_dim), seed)
-    m = genppl.Model("vae_digits")
-    m.module("decoder", net)
-    with m.plate("images", subsample_size=subsample_size):
-        m.latent("z", lambda: dist.Normal(torch.zeros(latent_dim), 1.0).to_event(1))
-        m.observed("pixels", lambda z, decoder: dist.Bernoulli(logits=decoder(z)).to_event(1))
-    return m
+    """p(z) p_θ(x | z) per image (``models_gallery._vae.build_vae``, shared with
+    ``vae_mnist``). ``subsample_size=None`` evaluates every image exactly; pass ``decoder``
+    to share a trained network with another copy of the model."""
+    return _vae.build_vae("vae_digits", NUM_PIXELS, latent_dim=latent_dim, hidden=HIDDEN,
+                          subsample_size=subsample_size, decoder=decoder, seed=seed)
 
 
 def build_guide(model: genppl.Model, *, encoder: nn.Module | None = None,
                 latent_dim: int = LATENT_DIM, seed: int = 1) -> genppl.Guide:
     """q_φ(z | x): the encoder reads the observed pixels (amortised inference). Build it
     after ``model.to(...)``: it takes the model's device and dtype."""
-    net = encoder if encoder is not None else _seeded(lambda: Encoder(latent_dim), seed)
-    g = model.guide()
-    g.module("encoder", net)
-    g.latent("z", lambda pixels, encoder: dist.Normal(*encoder(pixels)).to_event(1))
-    # A module declared after model.to(...) stays where it was made; put it with the model.
-    return g.to(model.device, model.dtype)
+    return _vae.build_guide(model, NUM_PIXELS, latent_dim=latent_dim, hidden=HIDDEN,
+                            encoder=encoder, seed=seed)
 
 
 # --------------------------------------------------------------------------- evaluation
 def elbo_per_image(model: genppl.Model, guide: genppl.Guide, pixels: torch.Tensor,
                    num_particles: int = EVAL_PARTICLES) -> float:
-    """ELBO per image in nats over all of ``pixels`` (no subsampling, so no N / batch scale).
-
-    Runs Pyro's ``Trace_ELBO`` on the compiled callables of a copy of the model and guide
-    that share the trained networks.
-    """
-    full = build(None, decoder=model["decoder"].value).to(model.device, model.dtype)
-    full_guide = build_guide(full, encoder=guide["encoder"].value)
-    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
-                      max_plate_nesting=full.pyro_model.max_plate_nesting)
-    with torch.no_grad():  # Trace_ELBO.loss would otherwise record a graph it never uses
-        loss = elbo.loss(full.pyro_model, full_guide.pyro_guide, pixels=pixels.to(model.dtype))
-    return -float(loss) / len(pixels)
+    """ELBO per image in nats over all of ``pixels`` (``genppl.variational.evaluate``: the
+    subsampled plate runs in full, so no N / batch scale)."""
+    result = evaluate(model, guide, {"pixels": pixels.to(model.dtype)},
+                      num_particles=num_particles, items="images")
+    return result.elbo / len(pixels)
 
 
 # --------------------------------------------------------------------------- run
