@@ -231,7 +231,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
               for k, v in f.params.items()}
     seconds = time.perf_counter() - start
     posterior = Posterior(model.name, "cavi", marginals=local.marginals, elbo=elbos[-1],
-                          seconds=seconds, info={"q": q})
+                          seconds=seconds, info={"q": q, "elbo": elbos})
     return FitResult(model.name, "cavi", params, losses=[-e for e in elbos], seconds=seconds,
                      posterior=posterior,
                      info={"elbo": elbos, "q": q, "converged": converged,
@@ -276,7 +276,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     assert posterior is not None
     posterior.samples = {name: q.sample((1, num_samples))
                          for name, q in result.info["q"].items()}
-    posterior.info.update(elbo=result.info["elbo"], converged=result.info["converged"])
+    posterior.info["converged"] = result.info["converged"]
     return posterior
 
 

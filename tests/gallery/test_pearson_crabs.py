@@ -4,6 +4,7 @@ assignments summed out gives a posterior around it and recovers the assignments.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pyro.distributions as dist
@@ -129,3 +130,22 @@ def test_run_reports_fit_beside_pearson_and_writes_pictures(tmp_path) -> None:
     assert len(report.files) == 2
     for f in report.files:
         assert (tmp_path / f.split("/")[-1]).stat().st_size > 500
+
+
+def test_variational_bayes_lands_on_the_likelihood_ridge(x: torch.Tensor) -> None:
+    """cavi on the conjugate declaration: q's means lie on the MLE's ridge (weak priors), the
+    ELBO never decreases, and the assignments' marginals follow the sorted components."""
+    params, posterior = pearson_crabs.fit_params(RunConfig("cavi", steps=400, progress=False))
+    oracle = _mle_by_lbfgs(x)
+    ll_oracle = pearson_crabs.mixture_log_likelihood(x, *oracle.values())
+    ll = pearson_crabs.mixture_log_likelihood(x, *(params[k] for k in oracle))
+    assert ll_oracle - 0.5 < ll <= ll_oracle
+    torch.testing.assert_close(params["locs"], oracle["locs"], atol=3e-3, rtol=0)
+    torch.testing.assert_close(params["scales"], oracle["scales"], atol=1.5e-3, rtol=0)
+    torch.testing.assert_close(params["weights"], oracle["weights"], atol=0.06, rtol=0)
+    assert posterior is not None
+    elbos = posterior.info["elbo"]
+    assert len(elbos) > 10 and posterior.elbo == elbos[-1]
+    assert all(b >= a - 1e-8 * abs(a) for a, b in itertools.pairwise(elbos))
+    z = posterior.marginals["z"]
+    assert float(z[x.argmin(), 0]) > 0.9 and float(z[x.argmax(), 1]) > 0.9
