@@ -1,0 +1,47 @@
+"""The ``lda`` benchmark case: its quick run and how it reads "time to reach".
+
+No assertion is about speed: they check that every contender reports a finite held-out
+perplexity on one scale, and that the time to reach a target is read at the first genppl
+iteration at or below it (none when never reached).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `benchmarks` is not installed; run from the checkout
+    sys.path.insert(0, str(ROOT))
+harness = importlib.import_module("benchmarks.harness")
+lda = importlib.import_module("benchmarks.cases.lda")
+pytest.importorskip("sklearn")
+
+pytestmark = pytest.mark.unit
+
+
+def test_time_to_reach_is_the_first_iteration_at_or_below_the_target() -> None:
+    trajectory = [(1, 0.5, 900.0), (2, 1.0, 700.0), (3, 1.5, 650.0)]
+    results = {lda.BATCH: {"seconds": 2.0, "perplexity": 700.0},
+               lda.ONLINE: {"seconds": 1.0, "perplexity": 600.0},
+               lda.GENPPL: {"trajectory": trajectory},
+               lda.GENPPL32: {"trajectory": trajectory[:1]}}
+    rows = lda.evaluate(results)
+    assert rows[lda.BATCH]["iterations_64"] == 2 and rows[lda.BATCH]["ratio_64"] == 0.5
+    assert rows[lda.BATCH]["iterations_32"] is None and rows[lda.BATCH]["ratio_32"] is None
+    assert rows[lda.ONLINE]["ratio_64"] is None
+    assert rows[lda.GENPPL] == {"perplexity": 650.0, "fit_s": 1.5, "checks": 3}
+
+
+def test_quick_run_reports_every_contender(tmp_path: Path) -> None:
+    config = harness.BenchConfig(quick=True, repeats=1, min_run_s=0.0)
+    result = harness.run_case(harness.get_case("lda"), config, out_dir=tmp_path, echo=None)
+    rows = {m.contender: m.metrics for m in result.measurements}
+    assert set(rows) == {lda.BATCH, lda.ONLINE, lda.GENPPL, lda.GENPPL32}
+    for metrics in rows.values():
+        assert math.isfinite(metrics["perplexity"]) and metrics["perplexity"] > 1
+    assert rows[lda.GENPPL]["checks"] == lda.QUICK_STEPS
