@@ -1,0 +1,321 @@
+"""Srivastava & Sutton (2017): ProdLDA, a topic model fitted by amortised variational inference.
+
+Part of the ``lda_bbc`` entry (same BBC split, vocabulary and counts, through
+``lda_bbc.load()``); this module holds the model, its guide and their evaluation.
+
+**Model.** Per document ``d`` (plate ``documents``):
+
+* ``logtheta_d ~ Normal(mu, sigma)`` (K dims): the Laplace approximation, in the softmax
+  basis, of a symmetric Dirichlet(alpha) prior on the topic mixture (MacKay 1998; the paper's
+  eq. 3): ``mu_k = log alpha_k - mean_i log alpha_i``,
+  ``sigma_k^2 = (1 / alpha_k)(1 - 2 / K) + (1 / K^2) sum_i 1 / alpha_i``;
+* ``theta_d = softmax(logtheta_d)``, a deterministic node;
+* the count vector ``counts_d ~ Multinomial(n_d, softmax(BN(beta theta_d)))``: the *product
+  of experts* decoder. The word logits are a weighted sum of topic rows ``beta`` (a
+  ``Linear(K, V)`` without bias, then batch normalisation without affine parameters, as in the
+  paper), so topics multiply word distributions instead of mixing them as LDA does.
+
+``n_d`` (the document's length) comes in as the input node ``length``: torch's (and so
+Pyro's) ``Multinomial`` takes one ``int`` total for the whole batch, so documents of
+different lengths need ``WordCounts`` below, a multinomial with a total per document. (The
+common workaround, ``Multinomial(int(length.max()), ...)``, evaluates the same log-density
+only because torch reads ``n`` off the value, and draws every document at the longest length.)
+
+**Guide.** ``q(logtheta_d | counts_d) = Normal(loc, scale)`` from an encoder reading the raw
+counts (the paper's inference network: two softplus layers, dropout, batch-normalised loc and
+log-variance), declared with the DSL against the model, so it applies to unseen documents.
+
+**Train / eval.** Batch norm and dropout behave differently in training; ``fit`` trains with
+both modules in training mode, and everything that evaluates a density (``held_out_perplexity``
+and the tests' log joint) runs in eval mode (``evaluation``), where batch norm is a fixed
+affine map with its running statistics and dropout is the identity: the model is then a proper
+density of each document on its own.
+
+**Perplexity.** ``held_out_perplexity`` is ``exp(-bound / tokens)`` of the test documents,
+where ``bound`` is the ELBO of the test counts (``genppl.variational.evaluate``, the trained
+encoder's guide, no refitting) minus each document's log multinomial coefficient
+``log n_d! - sum_v log x_dv!``: a bound on the log-probability of the documents' token
+*sequences*, the quantity LDA's bound (and scikit-learn's perplexity) is on. ProdLDA is a
+different model from LDA (products, not mixtures, of topics; a logistic-normal, not Dirichlet,
+mixture; an amortised, not per-document, posterior), so the two perplexities are bounds for
+two different models on the same tokens -- comparable as numbers, not as one model's fits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from torch import nn
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
+
+import genppl
+from genppl.errors import ModelError
+from genppl.variational import evaluate
+from models_gallery import lda_bbc
+
+NUM_TOPICS = lda_bbc.NUM_TOPICS
+#: The paper's symmetric Dirichlet prior (alpha = 1: the Laplace approximation is then
+#: Normal(0, sqrt(1 - 1 / K)) on each coordinate of logtheta).
+ALPHA = 1.0
+HIDDEN = 100
+DROPOUT = 0.2
+BATCH = 64
+LR = 2e-3
+STEPS = 2000
+#: Particles per document for the held-out ELBO, and how many are drawn at once
+#: (memory: ``EVAL_BATCH`` x documents x vocabulary floats).
+EVAL_PARTICLES = 20
+EVAL_BATCH = 4
+
+
+# --------------------------------------------------------------------------- distribution
+class WordCounts(TorchDistribution):
+    """Word counts of a document of ``total_count`` tokens, each drawn independently from
+    ``softmax(logits)``: a multinomial whose total may differ between batch elements.
+
+    ``log p(x) = log n! - sum_v log x_v! + sum_v x_v log p_v`` with ``n = total_count``; a
+    count vector whose sum is not ``total_count`` is outside the support (a ``ValueError``
+    under validation)."""
+
+    arg_constraints = {"total_count": constraints.nonnegative_integer,
+                       "logits": constraints.real_vector}
+
+    def __init__(self, total_count: torch.Tensor, logits: torch.Tensor,
+                 validate_args: bool | None = None) -> None:
+        total_count = torch.as_tensor(total_count, dtype=logits.dtype, device=logits.device)
+        batch_shape = torch.broadcast_shapes(total_count.shape, logits.shape[:-1])
+        self.total_count = total_count.expand(batch_shape)
+        self.logits = (logits - logits.logsumexp(-1, keepdim=True)).expand(
+            batch_shape + logits.shape[-1:])
+        super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return constraints.multinomial(self.total_count)
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> WordCounts:
+        new = self._get_checked_instance(WordCounts, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.total_count = self.total_count.expand(batch_shape)
+        new.logits = self.logits.expand(batch_shape + self.event_shape)
+        super(WordCounts, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.total_count.unsqueeze(-1) * self.logits.exp()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+            if not bool((value.sum(-1) == self.total_count).all()):
+                raise ValueError("WordCounts: a count vector does not sum to its total_count "
+                                 "(the document length); pass length = counts.sum(-1).")
+        logits, value = broadcast_all(self.logits, value)
+        n = value.sum(-1)
+        return (torch.lgamma(n + 1) - torch.lgamma(value + 1).sum(-1)
+                + (value * logits).sum(-1))
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        """Draw ``max(total_count)`` categorical tokens per document and count the first
+        ``total_count`` of them."""
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            longest = int(self.total_count.max()) if self.total_count.numel() else 0
+            counts = self.logits.new_zeros(shape)
+            if longest == 0:
+                return counts
+            tokens = torch.distributions.Categorical(logits=self.logits).sample(
+                torch.Size([longest]) + sample_shape).movedim(0, -1)
+            kept = (torch.arange(longest, device=self.logits.device)
+                    < self.total_count.unsqueeze(-1)).to(self.logits.dtype)
+            return counts.scatter_add_(-1, tokens, kept.expand(tokens.shape))
+
+
+def log_multinomial_coefficient(counts: torch.Tensor) -> torch.Tensor:
+    """``log n! - sum_v log x_v!`` of each count vector (the last axis): the log-number of
+    token orders with these counts."""
+    return torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)
+
+
+def laplace_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loc and scale of the Laplace approximation, in the softmax basis, of Dirichlet(alpha)."""
+    k = alpha.shape[-1]
+    log_alpha = alpha.log()
+    loc = log_alpha - log_alpha.mean(-1, keepdim=True)
+    var = (1 - 2 / k) / alpha + (1 / alpha).sum(-1, keepdim=True) / k ** 2
+    return loc, var.sqrt()
+
+
+# --------------------------------------------------------------------------- networks
+class ShiftedBatchNorm(nn.Module):
+    """Batch normalisation over the last axis with a learnt shift and no scale: the
+    original code's ``batch_norm(center=True, scale=False)``. The shift matters: without it
+    every word's logit would average 0 over documents (no word could be frequent everywhere)
+    and the encoder's average log-variance would be pinned at 0. Any leading axes
+    (documents, particles) are flattened into the batch; ``BatchNorm1d`` alone would read a
+    3-d input's second axis as the features."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(features, affine=False)
+        self.shift = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.reshape(-1, x.shape[-1])).reshape(x.shape) + self.shift
+
+
+class Decoder(nn.Module):
+    """theta -> word logits ``BN(beta theta)``: the product-of-experts decoder, ``beta`` the
+    (V, K) topic-word weights of a bias-free linear layer."""
+
+    def __init__(self, num_topics: int, vocabulary_size: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.beta = nn.Linear(num_topics, vocabulary_size, bias=False)
+        self.norm = ShiftedBatchNorm(vocabulary_size)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.beta(self.drop(theta)))
+
+
+class Encoder(nn.Module):
+    """counts -> (loc, scale) of q(logtheta | counts): two softplus layers, dropout, then
+    batch-normalised loc and log-variance (the paper's inference network)."""
+
+    def __init__(self, vocabulary_size: int, num_topics: int, hidden: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(vocabulary_size, hidden), nn.Softplus(),
+                                  nn.Linear(hidden, hidden), nn.Softplus(), nn.Dropout(dropout))
+        self.loc = nn.Linear(hidden, num_topics)
+        self.log_var = nn.Linear(hidden, num_topics)
+        self.loc_norm = ShiftedBatchNorm(num_topics)
+        self.log_var_norm = ShiftedBatchNorm(num_topics)
+
+    def forward(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(counts)
+        loc = self.loc_norm(self.loc(h))
+        log_var = self.log_var_norm(self.log_var(h))
+        return loc, (0.5 * log_var).exp()
+
+
+def _seeded(make: Any, seed: int) -> nn.Module:
+    """Build a module with its own seed, leaving the global RNG alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+# --------------------------------------------------------------------------- model and guide
+def build(num_topics: int = NUM_TOPICS, vocabulary_size: int = 7755, *, alpha: float = ALPHA,
+          dropout: float = DROPOUT, background: torch.Tensor | None = None,
+          seed: int = 0) -> genppl.Model:
+    """The ProdLDA model (see the module docstring); data ``counts`` (documents, V) and
+    ``length`` (documents,) = ``counts.sum(-1)``, as ``data(corpus)`` gives them.
+    ``background`` (V,) starts the decoder's per-word shift (``fit`` passes the training
+    words' log-frequencies; zeros otherwise)."""
+    if alpha <= 0:
+        raise ModelError(f"prodlda: alpha must be > 0 (a Dirichlet concentration), got {alpha}.")
+    decoder = _seeded(lambda: Decoder(num_topics, vocabulary_size, dropout), seed)
+    if background is not None:
+        if background.shape != (vocabulary_size,):
+            raise ModelError(f"prodlda: background must have shape ({vocabulary_size},), one "
+                             f"log-frequency per word, got {tuple(background.shape)}.")
+        with torch.no_grad():
+            decoder.norm.shift.copy_(background)
+    m = genppl.Model("prodlda")
+    m.module("decoder", decoder)
+    with m.plate("documents"):
+        m.input("length")
+        m.latent("logtheta", lambda: dist.Normal(
+            *laplace_prior(torch.full((num_topics,), float(alpha)))).to_event(1))
+        m.deterministic("theta", lambda logtheta: torch.softmax(logtheta, -1), event_dim=1)
+        m.observed("counts", lambda theta, decoder, length: WordCounts(length, decoder(theta)))
+    return m
+
+
+def build_guide(model: genppl.Model, *, hidden: int = HIDDEN, dropout: float = DROPOUT,
+                seed: int = 1) -> genppl.Guide:
+    """q(logtheta | counts) by the encoder (amortised: it reads the observed counts). Build it
+    after ``model.to(...)``; it takes the model's device and dtype."""
+    decoder = model["decoder"].value
+    num_topics, vocabulary_size = decoder.beta.in_features, decoder.beta.out_features
+    encoder = _seeded(lambda: Encoder(vocabulary_size, num_topics, hidden, dropout), seed)
+    g = model.guide()
+    g.module("encoder", encoder)
+    g.latent("logtheta", lambda counts, encoder: dist.Normal(*encoder(counts)).to_event(1))
+    return g.to(model.device, model.dtype)
+
+
+def data(corpus: lda_bbc.Corpus, *, dtype: torch.dtype = torch.float64,
+         device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The model's data for a corpus: its count matrix and document lengths."""
+    counts = corpus.counts.dense(dtype=dtype).to(device)
+    return {"counts": counts, "length": counts.sum(-1)}
+
+
+@contextmanager
+def evaluation(*models: genppl.Model) -> Iterator[None]:
+    """Every module of the given models (and guides) in eval mode inside, restored after:
+    batch norm on its running statistics, no dropout (see the module docstring)."""
+    modules = [n.value for m in models for n in m.nodes.values() if n.kind == "module"]
+    modes = [mod.training for mod in modules]
+    try:
+        for mod in modules:
+            mod.eval()
+        yield
+    finally:
+        for mod, mode in zip(modules, modes, strict=True):
+            mod.train(mode)
+
+
+# --------------------------------------------------------------------------- fit and evaluate
+def fit(train: lda_bbc.Corpus, vocabulary_size: int, *, steps: int = STEPS, seed: int = 0,
+        device: str = "cpu", dtype: torch.dtype = torch.float32, progress: bool = False,
+        num_topics: int = NUM_TOPICS, alpha: float = ALPHA, dropout: float = DROPOUT,
+        batch_size: int = BATCH, lr: float = LR) -> genppl.FitResult:
+    """SVI (Adam, shuffled minibatches of documents) on the training documents. The fitted
+    model and guide are ``result.info["model"]`` and ``result.info["dsl_guide"]``; their
+    modules hold the trained weights.
+
+    The decoder's per-word shift starts at the training words' centred log-frequencies
+    (log(1 + count)), the background the topics then modulate (as Card et al. 2018 start
+    theirs); from zeros, Adam at this rate needs thousands of steps to learn word
+    frequencies spanning several nats."""
+    counts = data(train, dtype=dtype, device=device)
+    totals = (counts["counts"].sum(0) + 1).log()
+    model = build(num_topics, vocabulary_size, alpha=alpha, dropout=dropout, seed=seed,
+                  background=totals - totals.mean()).to(device, dtype)
+    guide = build_guide(model, dropout=dropout, seed=seed + 1)
+    result = genppl.fit(model, counts, engine="svi",
+                        guide=guide, steps=steps, optimizer="adam", lr=lr,
+                        clip_norm=None, batch_size=batch_size, seed=seed, progress=progress)
+    result.info.update(model=model, dsl_guide=guide)
+    return result
+
+
+def held_out_perplexity(model: genppl.Model, guide: genppl.Guide, test: lda_bbc.Corpus, *,
+                        num_particles: int = EVAL_PARTICLES, seed: int = 0) -> float:
+    """``exp(-bound / tokens)`` of ``test`` with the trained decoder and encoder (eval mode),
+    ``bound`` the token-sequence ELBO (see the module docstring)."""
+    counts = data(test, dtype=model.dtype, device=model.device)
+    with evaluation(model, guide):
+        ev = evaluate(model, guide, counts, num_particles=num_particles,
+                      batch=min(EVAL_BATCH, num_particles), seed=seed)
+    bound = ev.elbo - float(log_multinomial_coefficient(counts["counts"]).sum())
+    return math.exp(-bound / test.num_tokens)
+
+
+def topic_words(model: genppl.Model) -> torch.Tensor:
+    """The decoder's topic-word weights, one row per topic, shape (K, V): the larger, the more
+    a topic raises a word's logit (rank a row for the topic's top words)."""
+    return model["decoder"].value.beta.weight.detach().T
