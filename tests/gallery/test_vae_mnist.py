@@ -59,7 +59,7 @@ def _hand_written(variant: str, decoder: nn.Module, encoder: nn.Module
     def model(pixels: torch.Tensor, label: torch.Tensor | None = None) -> None:
         net = pyro.module("decoder", decoder)
         with pyro.plate("images", len(pixels), dim=-1):
-            zeros = torch.zeros(vae_mnist.LATENT_DIM, dtype=F64)
+            zeros = torch.zeros(vae_mnist.latent_dim(variant), dtype=F64)
             z = pyro.sample("z", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
             inputs = torch.cat([z, nn.functional.one_hot(label, 10).to(F64)], -1) if cvae else z
             pyro.sample("pixels", dist.Bernoulli(logits=net(inputs)).to_event(1), obs=pixels)
@@ -81,7 +81,7 @@ def test_log_joint_and_guide_equal_hand_written_pyro(
     model = vae_mnist.build(variant, None).to("cpu", F64)
     guide = vae_mnist.build_guide(model, variant)
     data = vae_mnist.data_for(variant, pixels, labels)
-    z = torch.randn(N, vae_mnist.LATENT_DIM, dtype=F64)
+    z = torch.randn(N, vae_mnist.latent_dim(variant), dtype=F64)
     plain_model, plain_guide = _hand_written(variant, model["decoder"].value,
                                              guide["encoder"].value)
     compiled = _log_joint(model.pyro_model, {"z": z}, **data)
