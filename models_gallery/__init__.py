@@ -20,6 +20,7 @@ ENTRIES = [
     "kalman_nile",
     "rbm_digits",
     "markov_text",
+    "flows",
     "lda_bbc",
     "naive_bayes_bbc",
 ]
