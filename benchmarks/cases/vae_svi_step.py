@@ -18,7 +18,9 @@ as log q(z) - log p(z), as Pyro's ``Trace_ELBO`` does: like with like), backward
   ``guide.pyro_guide``) under the same ``SVI``: the compiled program's overhead on top of
   Pyro's;
 * **genppl.fit**: ``genppl.fit(engine="svi", optimizer="adam", clip_norm=None)`` for
-  ``STEPS`` steps, its own minibatch loader: everything a user runs, set-up included.
+  ``STEPS`` steps, its own minibatch loader: everything a user runs, set-up included;
+* the Pyro and genppl SVI steps again with Pyro's validation off: the share of checking in
+  Pyro's overhead (genppl.fit runs with Pyro's default, validation on).
 
 The three step functions compute the same loss from the same random numbers (unit-tested:
 equal losses over several steps, so equal updates too). Pyro-based contenders each run in a
@@ -49,6 +51,7 @@ TORCH = "torch ELBO step (hand-written)"
 PYRO = "pyro SVI step (hand-written model/guide)"
 PROGRAM = "genppl compiled model/guide, SVI step"
 FIT = "genppl.fit svi (STEPS steps, set-up included)"
+UNCHECKED = ", validation off"
 Step = Callable[[torch.Tensor], float]
 
 
@@ -148,6 +151,17 @@ def fit_run(nets: Networks, pixels: torch.Tensor, steps: int, seed: int) -> Call
     return run
 
 
+def unchecked(step: Step) -> Step:
+    """``step`` with Pyro's validation off (``pyro.validation_enabled(False)``: no checks of
+    distribution arguments, supports, site shapes, NaN and inf): how much of Pyro's cost
+    over torch is checking. The torch row validates its distributions' arguments (torch's
+    default) either way."""
+    def run(idx: torch.Tensor) -> float:
+        with pyro.validation_enabled(False):
+            return step(idx)
+    return run
+
+
 def contenders(config: BenchConfig) -> list[Contender]:
     steps = QUICK_STEPS if config.quick else STEPS
     pixels = vae_mnist.load_mnist(torch.float32)[0].to(config.device)
@@ -166,6 +180,10 @@ def contenders(config: BenchConfig) -> list[Contender]:
         Contender(TORCH, timed(torch_step(Networks(config.device, config.seed), pixels))),
         Contender(PYRO, timed(pyro_step(Networks(config.device, config.seed), pixels))),
         Contender(PROGRAM, timed(program_step(Networks(config.device, config.seed), pixels))),
+        Contender(PYRO + UNCHECKED,
+                  timed(unchecked(pyro_step(Networks(config.device, config.seed), pixels)))),
+        Contender(PROGRAM + UNCHECKED,
+                  timed(unchecked(program_step(Networks(config.device, config.seed), pixels)))),
         Contender(FIT.replace("STEPS", str(steps)),
                   lambda: {"loss_per_image": fit() / len(pixels), "steps": steps}),
     ]

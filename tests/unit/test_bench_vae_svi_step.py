@@ -1,7 +1,7 @@
 """The ``vae_svi_step`` benchmark case: its quick run, and that its three step functions
-(hand-written torch, hand-written Pyro, genppl's compiled model and guide) are one
-computation: the same losses from the same random numbers, step after step (so the same
-Adam updates too). No assertion is about speed."""
+(hand-written torch, hand-written Pyro, genppl's compiled model and guide; the last two also
+with Pyro's validation off) are one computation: the same losses from the same random
+numbers, step after step (so the same Adam updates too). No assertion is about speed."""
 
 from __future__ import annotations
 
@@ -30,10 +30,16 @@ def test_the_three_steps_compute_the_same_losses_from_the_same_draws() -> None:
     batches = [torch.randperm(len(pixels), generator=generator)[:case.BATCH] for _ in range(4)]
     losses = {}
     for make in (case.torch_step, case.pyro_step, case.program_step):
-        step = make(case.Networks("cpu", 0), pixels)
-        pyro.set_rng_seed(7)
-        losses[make.__name__] = torch.tensor([step(idx) for idx in batches], dtype=torch.float64)
-    reference = losses["torch_step"]
+        for checked in (True, False):
+            if make is case.torch_step and not checked:
+                continue
+            step = make(case.Networks("cpu", 0), pixels)
+            step = step if checked else case.unchecked(step)
+            pyro.set_rng_seed(7)
+            losses[make.__name__, checked] = torch.tensor([step(idx) for idx in batches],
+                                                          dtype=torch.float64)
+    assert len(losses) == 5
+    reference = losses["torch_step", True]
     assert bool(torch.isfinite(reference).all())
     for name, values in losses.items():
         # float32 sums of ~10^5 terms in different orders: a few units in the 6th digit
@@ -49,7 +55,7 @@ def test_vae_svi_step_case_runs_quick(tmp_path: Path) -> None:
     result = harness.run_case(harness.get_case("vae_svi_step"), config, out_dir=tmp_path,
                               echo=None)
     rows = {m.contender: m for m in result.measurements}
-    assert len(rows) == 4 and all(m.ratio is not None and m.ratio > 0 for m in rows.values())
+    assert len(rows) == 6 and all(m.ratio is not None and m.ratio > 0 for m in rows.values())
     for m in rows.values():
         assert math.isfinite(m.metrics["loss_per_image"]), m.contender
     assert rows[case.TORCH].ratio == pytest.approx(1.0)
