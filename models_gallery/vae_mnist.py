@@ -59,6 +59,8 @@ LATENT_DIM = 16
 #: (z encodes the label's log 10 = 2.3 nats more cheaply) and its samples are not
 #: class-conditional; with 2 it carries the style and the label the class.
 CVAE_LATENT_DIM = 2
+#: The digit whose CVAE style space is drawn.
+MANIFOLD_DIGIT = 4
 HIDDEN = 256
 BETA = 4.0
 POSITIONS, CODE_DIM, NUM_CODES = 16, 8, 64
@@ -321,8 +323,8 @@ def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Te
 def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tensor,
               test_y: torch.Tensor) -> list[str]:
     """Graphs of the VAE and CVAE; prior samples of the VAE and β-VAE; one row of CVAE
-    samples per digit; interpolations between two test encodings; reconstructions by
-    every variant."""
+    samples per digit and the CVAE's style space for one digit; interpolations between two
+    test encodings; reconstructions by every variant."""
     written = [str(render_graph(trained["vae"].model, config, "vae_mnist_graph.svg")),
                str(render_graph(trained["cvae"].model, config, "vae_mnist_cvae_graph.svg"))]
     generator = torch.Generator().manual_seed(config.seed)
@@ -338,6 +340,12 @@ def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tens
         digits = torch.arange(NUM_CLASSES, device=device).repeat_interleave(10)
         classes = torch.sigmoid(dec["cvae"](
             zc.flatten(0, 1), _vae.one_hot(digits, NUM_CLASSES, zc))).unflatten(0, (10, 10))
+        # the CVAE's 2-d style space for one digit, at normal quantiles (Kingma & Welling's
+        # manifold figure)
+        q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 10))
+        grid = torch.stack(torch.meshgrid(q, q, indexing="ij"), -1).to(device, dtype)
+        style = torch.sigmoid(dec["cvae"](grid.flatten(0, 1), _vae.one_hot(
+            torch.full((100,), MANIFOLD_DIGIT, device=device), NUM_CLASSES, grid)))
         x = test_x.to(device, dtype)
         a, b = x[0], x[int((test_y != test_y[0]).nonzero()[0])]
         weights = torch.linspace(0, 1, 10, dtype=dtype, device=device)[:, None]
@@ -361,6 +369,8 @@ def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tens
     _grid(config, "vae_mnist_cvae_classes.png", written, classes,
           "CVAE: p(x | z, y) for z ~ N(0, I), one row per digit y",
           [str(d) for d in range(NUM_CLASSES)])
+    _grid(config, "vae_mnist_cvae_style.png", written, style.unflatten(0, (10, 10)),
+          f"CVAE: p(x | z, y={MANIFOLD_DIGIT}) over its 2-d z (normal quantiles 5%..95%)")
     _grid(config, "vae_mnist_interpolation.png", written, torch.stack(lines),
           "decoded linear interpolation between two test encodings (encoder means)",
           ["VAE", "β-VAE"])

@@ -196,6 +196,6 @@ def test_tiny_run_reports_finite_bounds_and_writes_pictures(tmp_path: Path) -> N
             assert 1.0 <= m["perplexity"] <= vae_mnist.NUM_CODES
         else:
             assert m["elbo_iwae_images"] < m["iwae"], variant
-    assert len(report.files) == 6
+    assert len(report.files) == 7
     for f in report.files:
         assert Path(f).is_file() and Path(f).stat().st_size > 0
