@@ -10,10 +10,14 @@ Part of the ``lda_bbc`` entry (same BBC split, vocabulary and counts, through
   eq. 3): ``mu_k = log alpha_k - mean_i log alpha_i``,
   ``sigma_k^2 = (1 / alpha_k)(1 - 2 / K) + (1 / K^2) sum_i 1 / alpha_i``;
 * ``theta_d = softmax(logtheta_d)``, a deterministic node;
-* the count vector ``counts_d ~ Multinomial(n_d, softmax(BN(beta theta_d)))``: the *product
-  of experts* decoder. The word logits are a weighted sum of topic rows ``beta`` (a
-  ``Linear(K, V)`` without bias, then batch normalisation without affine parameters, as in the
-  paper), so topics multiply word distributions instead of mixing them as LDA does.
+* the count vector ``counts_d ~ Multinomial(n_d, softmax(BN(beta theta_d) + b))``: the
+  *product of experts* decoder. The word logits are a weighted sum of topic rows ``beta`` (a
+  ``Linear(K, V)`` without bias), batch-normalised with a learnt per-word shift ``b`` and no
+  scale -- the authors' code (TensorFlow's ``batch_norm``, ``center=True, scale=False``); Pyro's
+  tutorial drops the shift, which pins every word's average logit at 0 -- so topics multiply
+  word distributions instead of mixing them as LDA does. ``b`` is a background log-frequency
+  of the words (``fit`` starts it at the training words' log-frequencies, as Card et al. 2018
+  start theirs) that the topics modulate.
 
 ``n_d`` (the document's length) comes in as the input node ``length``: torch's (and so
 Pyro's) ``Multinomial`` takes one ``int`` total for the whole batch, so documents of
@@ -29,7 +33,11 @@ log-variance), declared with the DSL against the model, so it applies to unseen 
 both modules in training mode, and everything that evaluates a density (``held_out_perplexity``
 and the tests' log joint) runs in eval mode (``evaluation``), where batch norm is a fixed
 affine map with its running statistics and dropout is the identity: the model is then a proper
-density of each document on its own.
+density of each document on its own. In training a document's logits depend on the other
+documents of its minibatch (the batch statistics), so minibatches must be large -- the paper's
+200 documents; with 16 the model learns batch-specific logits and its eval-mode perplexity
+gets worse as the training loss falls -- and the training loss is not an unbiased estimate of
+the eval-mode ELBO.
 
 **Perplexity.** ``held_out_perplexity`` is ``exp(-bound / tokens)`` of the test documents,
 where ``bound`` is the ELBO of the test counts (``genppl.variational.evaluate``, the trained
@@ -39,6 +47,11 @@ encoder's guide, no refitting) minus each document's log multinomial coefficient
 different model from LDA (products, not mixtures, of topics; a logistic-normal, not Dirichlet,
 mixture; an amortised, not per-document, posterior), so the two perplexities are bounds for
 two different models on the same tokens -- comparable as numbers, not as one model's fits.
+The amortised bound is also looser than LDA's, whose test mixtures are fitted document by
+document. Measured (float32, one core, defaults: 1,000 steps of 200 documents, about 90 s of
+CPU): held-out perplexity about 2,100 (training documents about 1,800), against 7,755 for
+uniform words; the topics' top words (``topic_words``) are crime and law, football, rugby,
+athletics, music, film, companies, the economy, taxes and pensions, computers.
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -66,9 +79,10 @@ NUM_TOPICS = lda_bbc.NUM_TOPICS
 ALPHA = 1.0
 HIDDEN = 100
 DROPOUT = 0.2
-BATCH = 64
-LR = 2e-3
-STEPS = 2000
+#: Documents per SVI step: the paper's 200 (batch norm needs large batches, see above).
+BATCH = 200
+LR = 5e-3
+STEPS = 1000
 #: Particles per document for the held-out ELBO, and how many are drawn at once
 #: (memory: ``EVAL_BATCH`` x documents x vocabulary floats).
 EVAL_PARTICLES = 20
@@ -84,8 +98,8 @@ class WordCounts(TorchDistribution):
     count vector whose sum is not ``total_count`` is outside the support (a ``ValueError``
     under validation)."""
 
-    arg_constraints = {"total_count": constraints.nonnegative_integer,
-                       "logits": constraints.real_vector}
+    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
+        "total_count": constraints.nonnegative_integer, "logits": constraints.real_vector}
 
     def __init__(self, total_count: torch.Tensor, logits: torch.Tensor,
                  validate_args: bool | None = None) -> None:
@@ -174,8 +188,8 @@ class ShiftedBatchNorm(nn.Module):
 
 
 class Decoder(nn.Module):
-    """theta -> word logits ``BN(beta theta)``: the product-of-experts decoder, ``beta`` the
-    (V, K) topic-word weights of a bias-free linear layer."""
+    """theta -> word logits ``BN(beta theta) + b``: the product-of-experts decoder, ``beta``
+    the (V, K) topic-word weights of a bias-free linear layer, ``b`` the norm's shift."""
 
     def __init__(self, num_topics: int, vocabulary_size: int, dropout: float) -> None:
         super().__init__()
