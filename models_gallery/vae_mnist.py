@@ -203,16 +203,20 @@ def bounds(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor, *, k: i
                     else (trained.model, trained.guide))
     n = len(pixels)
     vq = trained.variant == "vqvae"
-    pyro.clear_param_store()  # the run's modules are registered afresh from the networks
-    full = evaluate(model, guide, _cast(model, data_for(trained.variant, pixels, labels)),
-                    num_particles=1 if vq else particles, batch=EVAL_BATCH, items="images",
-                    seed=seed)
+    # A param store of its own: the variants' modules share names ("decoder", "encoder"),
+    # and pyro.module would swap in another variant's stored tensors.
+    with pyro.get_param_store().scope():
+        full = evaluate(model, guide, _cast(model, data_for(trained.variant, pixels, labels)),
+                        num_particles=1 if vq else particles, batch=EVAL_BATCH,
+                        items="images", seed=seed)
+        if vq:
+            return {"elbo": full.elbo / n, "elbo_iwae_images": full.elbo / n,
+                    "iwae": full.elbo / n}
+        head = _cast(model, data_for(trained.variant, pixels[:num_images],
+                                     labels[:num_images]))
+        part = evaluate(model, guide, head, num_particles=particles, iwae=k, batch=EVAL_BATCH,
+                        items="images", seed=seed)
     out = {"elbo": full.elbo / n}
-    if vq:
-        return out | {"elbo_iwae_images": out["elbo"], "iwae": out["elbo"]}
-    head = _cast(model, data_for(trained.variant, pixels[:num_images], labels[:num_images]))
-    part = evaluate(model, guide, head, num_particles=particles, iwae=k, batch=EVAL_BATCH,
-                    items="images", seed=seed)
     assert part.iwae is not None and part.iwae_se is not None
     return out | {"elbo_iwae_images": part.elbo / num_images, "iwae": part.iwae / num_images,
                   "iwae_se": part.iwae_se / num_images}
