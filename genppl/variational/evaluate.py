@@ -117,9 +117,10 @@ def _enumerated_log_joint(trace: Any, n: int, nesting: int, items: _Items | None
     item_symbol = None if items is None else trace.plate_to_symbol.get(items.name)
     out = []
     for ordinal, terms in contract_tensor_tree(tree, sum_dims).items():
+        in_plate = item_symbol is not None and item_symbol in ordinal
         for term in terms:
             out.append((_reduce(packed.unpack(term, trace.symbol_to_dim), n, nesting, items,
-                                True), item_symbol in ordinal))
+                                in_plate), in_plate))
     return out
 
 
@@ -162,14 +163,14 @@ def _log_weight_parts(program: Callable[..., Any], guide: Callable[..., Any],
                              "guide that draws its latents.")
         in_plate = items is not None and _in_plate(site, items.name)
         terms.append((-_reduce(site["log_prob"], n, nesting, items, in_plate), in_plate))
-    dtype = next((t.dtype for t, _ in terms), torch.get_default_dtype())
-    per_item = torch.zeros(n, 0 if items is None else items.size, dtype=dtype)
-    rest = torch.zeros(n, dtype=dtype)
+    like = terms[0][0] if terms else torch.zeros(())  # the model's dtype and device
+    per_item = like.new_zeros(n, 0 if items is None else items.size)
+    rest = like.new_zeros(n)
     for value, in_plate in terms:
         if in_plate:
-            per_item = per_item + value.to(per_item.device)
+            per_item = per_item + value
         else:
-            rest = rest + value.to(rest.device)
+            rest = rest + value
     return per_item, rest
 
 
