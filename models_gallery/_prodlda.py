@@ -50,8 +50,9 @@ two different models on the same tokens -- comparable as numbers, not as one mod
 The amortised bound is also looser than LDA's, whose test mixtures are fitted document by
 document. Measured (float32, one core, defaults: 1,000 steps of 200 documents, about 90 s of
 CPU): held-out perplexity about 2,100 (training documents about 1,800), against 7,755 for
-uniform words; the topics' top words (``topic_words``) are crime and law, football, rugby,
-athletics, music, film, companies, the economy, taxes and pensions, computers.
+uniform words and 3,370 for add-one word frequencies; the topics' top words
+(``topic_words``) are crime and law, football, rugby, athletics, music, film, companies,
+the economy, taxes and pensions, computers.
 """
 
 from __future__ import annotations
