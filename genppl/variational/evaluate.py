@@ -196,19 +196,19 @@ def _bounds(program: Callable[..., Any], guide: Callable[..., Any], data: Mappin
     standard error sqrt(var(w) / k) / mean(w), from running log-sums of w and w**2 over
     batches of particles; and the mean of the weights' remaining part (the log-probability
     of sites outside the items' plate, the same for every particle)."""
-    size = 1 if items is None else items.size
-    s1 = s2 = torch.full((size,), -math.inf, dtype=torch.float64)
+    s1 = s2 = None
     rest_sum = 0.0
     with torch.no_grad():
         for start in range(0, k, batch):
             n = min(batch, k - start)
             per_item, rest = _log_weight_parts(program, guide, data, n, nesting, items)
-            w = rest[:, None] if items is None else per_item
-            w = w.double().cpu()
-            s1 = torch.logaddexp(s1, torch.logsumexp(w, 0))
-            s2 = torch.logaddexp(s2, torch.logsumexp(2 * w, 0))
+            w = (rest[:, None] if items is None else per_item).double()
+            a, b = torch.logsumexp(w, 0), torch.logsumexp(2 * w, 0)
+            s1, s2 = (a, b) if s1 is None or s2 is None else (
+                torch.logaddexp(s1, a), torch.logaddexp(s2, b))
             if items is not None:
                 rest_sum += float(rest.double().sum())
+    assert s1 is not None and s2 is not None  # k >= 1
     ratio = torch.exp(s2 + math.log(k) - 2 * s1)  # E[w^2] / E[w]^2 >= 1
     se = ((ratio - 1.0).clamp(min=0.0) / k).sqrt()
     return s1 - math.log(k), se, rest_sum / k
@@ -277,7 +277,7 @@ def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
                 n = min(batch, num_particles - start)
                 per_item, rest = _log_weight_parts(prep.program, guide, prep.data, n,
                                                    nesting, plate)
-                parts.append((per_item.double().cpu(), rest.double().cpu()))
+                parts.append((per_item.double(), rest.double()))
         per_item = torch.cat([p for p, _ in parts])
         w = per_item.sum(1) + torch.cat([r for _, r in parts])
         se = float(w.std() / math.sqrt(num_particles)) if num_particles > 1 else math.nan
