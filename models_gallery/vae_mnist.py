@@ -104,8 +104,9 @@ def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def data() -> dict[str, torch.Tensor]:
-    pixels, labels, _, _ = load_mnist()
-    return {"pixels": pixels, "label": labels}
+    """The training data of ``build()``'s default variant, the VAE (``data_for`` adds the
+    labels for the CVAE)."""
+    return {"pixels": load_mnist()[0]}
 
 
 # --------------------------------------------------------------------------- declarations
@@ -206,25 +207,19 @@ def bounds(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor, *, k: i
     # A param store of its own: the variants' modules share names ("decoder", "encoder"),
     # and pyro.module would swap in another variant's stored tensors.
     with pyro.get_param_store().scope():
-        full = evaluate(model, guide, _cast(model, data_for(trained.variant, pixels, labels)),
+        full = evaluate(model, guide, data_for(trained.variant, pixels, labels),
                         num_particles=1 if vq else particles, batch=EVAL_BATCH,
                         items="images", seed=seed)
         if vq:
             return {"elbo": full.elbo / n, "elbo_iwae_images": full.elbo / n,
                     "iwae": full.elbo / n}
-        head = _cast(model, data_for(trained.variant, pixels[:num_images],
-                                     labels[:num_images]))
+        head = data_for(trained.variant, pixels[:num_images], labels[:num_images])
         part = evaluate(model, guide, head, num_particles=particles, iwae=k, batch=EVAL_BATCH,
                         items="images", seed=seed)
     out = {"elbo": full.elbo / n}
     assert part.iwae is not None and part.iwae_se is not None
     return out | {"elbo_iwae_images": part.elbo / num_images, "iwae": part.iwae / num_images,
                   "iwae_se": part.iwae_se / num_images}
-
-
-def _cast(model: genppl.Model, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.to(model.device, model.dtype) if v.is_floating_point() else v.to(model.device)
-            for k, v in data.items()}
 
 
 def kl_per_image(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor) -> float:
