@@ -57,7 +57,7 @@ def _join(x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
 
 
 def one_hot(label: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
-    """Integer labels as one-hot rows in ``like``'s dtype and device."""
+    """Integer labels as one-hot rows in ``like``'s dtype (on the labels' device, the model's)."""
     return nn.functional.one_hot(label.long(), num_classes).to(like.dtype)
 
 
