@@ -55,15 +55,27 @@ def test_held_out_bound_equals_scikit_learns_for_the_same_topics() -> None:
     expected = float(lda.perplexity(test.counts.dense().numpy()))
     topics = torch.distributions.Dirichlet(torch.as_tensor(lda.components_, dtype=F64))
     found = lda_bbc.held_out_perplexity(topics, test, steps=5000, tol=1e-13)
-    assert math.isclose(found, expected, rel_tol=1e-6)
+    assert math.isclose(found.sklearn, expected, rel_tol=1e-6)
+    # Without the topics' term: the bound is larger, by exactly that KL per token.
+    kl = torch.distributions.kl_divergence(
+        topics, torch.distributions.Dirichlet(torch.full_like(topics.concentration,
+                                                              lda_bbc.ETA))).sum()
+    assert math.isclose(math.log(found.sklearn / found.documents),
+                        float(kl) / test.num_tokens, rel_tol=1e-9)
 
 
-def test_entry_runs_and_reports_beside_scikit_learn() -> None:
-    report = lda_bbc.run(RunConfig(steps=3, progress=False))
+@pytest.mark.parametrize("engine", ["cavi", "svi"])
+def test_entry_runs_and_reports_beside_scikit_learn(engine: str, tmp_path) -> None:
+    report = lda_bbc.run(RunConfig(engine=engine, steps=3, progress=False, out=tmp_path))
     m = report.metrics
-    assert m["iterations"] == 3 and m["vocabulary"] > 5000
+    assert m["vocabulary"] > 5000 and len(report.files) == 3
     assert 1 < m["held_out_perplexity"] < m["vocabulary"] * 10
-    assert math.isfinite(m["sklearn_held_out_perplexity"])
+    assert m["sklearn_held_out_perplexity"] < m["sklearn_perplexity_own_definition"]
+    if engine == "cavi":
+        assert m["iterations"] == 3
+        assert m["held_out_perplexity"] < m["held_out_perplexity_sklearn_definition"]
+    else:
+        assert m["svi_steps"] == 3 and m["held_out_perplexity_sklearn_definition"] is None
     assert report.table.count(":") >= 10  # ten topics' top words
 
 
