@@ -114,10 +114,13 @@ def fit_em(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor, conf
 def fit_svi(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor,
             config: RunConfig) -> dict[str, torch.Tensor]:
     """MAP of prior and words by gradient steps: a delta guide on the full-batch objective
-    (deterministic: no latent is sampled), a learning rate decayed a hundredfold."""
+    (deterministic: no latent is sampled). Adam's steps are about ``lr`` per coordinate, and
+    the unconstrained coordinates of rare words have far to go, so ``lr`` starts at 1 and
+    decays a hundredfold: after 300 steps the largest gap to the closed form in
+    log P(word | class) was 5e-6 (0.5 after 100 steps; 3e-3 after 300 starting at 0.3)."""
     steps = config.steps or 300
     given = documents(counts, config) | {"c": labels.to(config.device)}
-    result = genppl.fit(model, given, engine="svi", guide="delta", steps=steps, lr=0.1,
+    result = genppl.fit(model, given, engine="svi", guide="delta", steps=steps, lr=1.0,
                         lrd=0.01 ** (1 / steps), seed=config.seed, progress=config.progress)
     point = result.info["guide"].median(**given)
     return {k: point[k].detach() for k in ("prior", "words")}
@@ -152,7 +155,8 @@ def run(config: RunConfig) -> RunReport:
     if engine == "svi":
         closed_form = params
         params = fit_svi(model, split.train_counts, split.train_labels, config)
-    probs = score(f"genppl {engine}: MAP fit, exact class posterior", "accuracy",
+    fitter = "svi" if engine == "svi" else "em"
+    probs = score(f"genppl: {fitter} MAP fit, exact class posterior", "accuracy",
                   classify(model, params, split.test_counts, config))
     if engine == "svi":
         gap = float((params["words"].log() - closed_form["words"].log()).abs().max())
@@ -192,7 +196,7 @@ def _semi_supervised(model: genppl.Model, split: Split, config: RunConfig, rows:
     objective = [-loss for loss in semi.losses]
     metrics.update(labelled=len(kept), em_iterations=semi.info["iterations"],
                    em_converged=semi.info["converged"], em_objective=objective)
-    rows.append(f"  EM: {semi.info['iterations']} iterations, log posterior density "
+    rows.append(f"  EM: {semi.info['iterations']} iterations, log p(data) + log prior "
                 f"{objective[0]:.1f} -> {objective[-1]:.1f}")
 
 
