@@ -142,13 +142,14 @@ def start_at_identity(layer: T.SplineCoupling) -> T.SplineCoupling:
     layer's own spline of the first coordinate and in the output of the network that
     conditions the second (its last linear layer zeroed, biases at those values; the hidden
     layers keep their random weights, so gradients still reach them). Pyro fixes the slope
-    at the two ends of the bound to 1 - 1e-3, so the map is off the identity by at most
-    1e-4 there.
+    at the two ends of the bound to 1 - 1e-3, so each spline moves a point by at most
+    1.7e-4 (in its outer bins).
 
     Pyro's random start (random bins and slopes in every layer) composes into a density
-    with ridges far narrower than the data's scale; measured on two moons, 150 steps: the
-    test log-likelihood is -1.06 from the identity against -1.75 from the random start, and a
-    grid of 400² midpoints integrates the fitted density to 1 within 2e-4 against 4e-2.
+    with ridges far narrower than the data's scale, away from the data, where training
+    barely moves them. Measured on two moons (1,000 points, 150 steps): test log-likelihood
+    -1.08 nats per point from the identity against -1.75 from the random start, and the
+    plain midpoint rule gives 0.9998 on 400² cells against 1.033 on 300² cells.
     """
     k = layer.lower_spline.count_bins
     # The knot slopes are min_derivative + softplus(raw) with Pyro's min_derivative = 1e-3.
