@@ -72,8 +72,8 @@ def test_data_for_a_latent_conditions_the_pyro_model() -> None:
 
 def test_delta_guide_with_labels_reaches_the_add_one_map() -> None:
     data = corpus()
-    fit = genppl.fit(naive_bayes(), data, engine="svi", guide="delta", steps=600, lr=0.1,
-                     lrd=0.01 ** (1 / 600), seed=0, progress=False)
+    fit = genppl.fit(naive_bayes(), data, engine="svi", guide="delta", steps=200, lr=1.0,
+                     lrd=0.01 ** (1 / 200), seed=0, progress=False)
     point = fit.info["guide"].median(**data)
     onehot = torch.nn.functional.one_hot(data["c"], K).to(F64)
     n_cw = onehot.T @ data["counts"]
