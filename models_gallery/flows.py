@@ -85,8 +85,8 @@ CHUNK = 50_000
 NUM_IAF = 2
 IAF_HIDDEN = (64, 64)
 #: SVI steps of each VAE guide by default; the flows take a quarter of them (``run``):
-#: measured on two moons, the test log-likelihood is -1.06 after 150 steps and after 2,000,
-#: while the train log-likelihood keeps rising (overfitting 2,000 points).
+#: measured on two moons, the test log-likelihood is -1.053 after 500 steps and -1.056 after
+#: 2,000, while the training one rises from -1.018 to -0.989 (overfitting 2,000 points).
 VAE_STEPS = 2000
 #: Particles (whole test-set passes) for each test ELBO, and k of the IWAE-k bound.
 EVAL_PARTICLES = 200
