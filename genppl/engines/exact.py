@@ -17,6 +17,7 @@ import torch
 from pyro import poutine
 
 from genppl.dsl.model import Model
+from genppl.dsl.tables import CPT
 from genppl.engines.common import Prepared, prepare, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -113,8 +114,8 @@ def _given_globals(model: Model, data: dict[str, Any]
     for name, value in data.items():
         node = model.nodes.get(name)
         if node is None or node.kind != "latent" or node.plates or node.chain is not None \
-                or node.parents or value is None:
-            continue
+                or node.parents or value is None or isinstance(node.fn, CPT):
+            continue  # (a CPT is finite: evidence, without calling it per query)
         with default_tensor_context(model.device, model.dtype):
             prior = node.fn()  # type: ignore[misc]
         if prior.has_enumerate_support:
