@@ -163,7 +163,7 @@ def _local_step(tab: Tabulation, readings: _Readings, point: Mapping[str, torch.
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
-        tol: float = 1e-9, init: str = "random", seed: int = 0,
+        tol: float = 1e-9, init: str | Mapping[str, Any] = "random", seed: int = 0,
         hold: Mapping[str, Any] | None = None,
         callback: Callable[[int, float, dict[str, Any]], bool | None] | None = None,
         progress: bool = True) -> FitResult:
@@ -171,7 +171,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     relative.
 
     ``init="random"`` starts from the global update after random cell weights (breaks the
-    symmetry of mixture components and topics); ``"prior"`` starts from ``q = prior``.
+    symmetry of mixture components and topics); ``"prior"`` starts from ``q = prior``; a
+    mapping ``{name: distribution}`` starts those factors there and the others at their
+    prior (e.g. LDA's topics at random concentrations, as scikit-learn and Hoffman et al.'s
+    online LDA start).
     ``hold`` maps latents to variational factors (distributions of their prior's family,
     e.g. a fit's ``info["q"][name]``) that are kept as they are: held-out evaluation of
     new data under trained global factors, such as an LDA's topics on new documents (the
@@ -185,16 +188,18 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     """
     if steps < 1:
         raise ModelError(f"engine 'cavi': steps must be >= 1, got {steps}.")
-    if init not in ("random", "prior"):
-        raise ModelError(f"engine 'cavi': init must be 'random' or 'prior', got {init!r}.")
+    if isinstance(init, str) and init not in ("random", "prior"):
+        raise ModelError(f"engine 'cavi': init must be 'random', 'prior' or a mapping of "
+                         f"latents to starting factors, got {init!r}.")
     start = time.perf_counter()
     data = data or {}
     factors = _conjugate_latents(model)
-    for name, q in (hold or {}).items():
-        if name not in factors:
-            raise ModelError(f"engine 'cavi': hold= names {name!r}, which is not a continuous "
-                             f"latent of {model.name!r}." + suggest(name, factors))
-        factors[name].assign(q)
+    for option, given in (("init", {} if isinstance(init, str) else init), ("hold", hold or {})):
+        for name, q in given.items():
+            if name not in factors:
+                raise ModelError(f"engine 'cavi': {option}= names {name!r}, which is not a "
+                                 f"continuous latent of {model.name!r}." + suggest(name, factors))
+            factors[name].assign(q)
     order = sorted((f for f in factors.values() if f.name not in (hold or {})),
                    key=lambda q: ORDER.index(type(q)))
     kept = [f for f in factors.values() if f.name in (hold or {})]

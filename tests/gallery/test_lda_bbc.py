@@ -34,11 +34,15 @@ def _planted(num_docs: int, length: int, seed: int) -> tuple[torch.Tensor, lda_b
 
 
 def test_cavi_recovers_planted_topics_with_a_monotone_elbo() -> None:
+    """The best of three random starts by ELBO (CAVI finds local optima; a poor start ends
+    hundreds of nats lower, so restarts are how it is used)."""
     torch.manual_seed(0)
     truth, corpus = _planted(60, 50, seed=0)
-    result = lda_bbc.fit_cavi(corpus, 15, steps=300, tol=1e-10, num_topics=3, seed=1)
-    elbos = result.info["elbo"]
-    assert all(b >= a - 1e-10 * abs(a) for a, b in itertools.pairwise(elbos))
+    runs = [lda_bbc.fit_cavi(corpus, 15, steps=300, tol=1e-10, num_topics=3, seed=seed)
+            for seed in range(3)]
+    for run in runs:
+        assert all(b >= a - 1e-10 * abs(a) for a, b in itertools.pairwise(run.info["elbo"]))
+    result = max(runs, key=lambda r: r.info["elbo"][-1])
     found = result.info["q"]["topics"].mean
     error = min(float((found[list(p)] - truth).abs().max())
                 for p in itertools.permutations(range(3)))
