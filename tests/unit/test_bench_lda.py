@@ -25,16 +25,21 @@ pytestmark = pytest.mark.unit
 
 
 def test_time_to_reach_is_the_first_iteration_at_or_below_the_target() -> None:
-    trajectory = [(1, 0.5, 900.0), (2, 1.0, 700.0), (3, 1.5, 650.0)]
-    results = {lda.BATCH: {"seconds": 2.0, "perplexity": 700.0},
-               lda.ONLINE: {"seconds": 1.0, "perplexity": 600.0},
+    held = lda.lda_bbc.HeldOut
+    trajectory = [(1, 0.5, held(900.0, 400.0)), (2, 1.0, held(700.0, 350.0)),
+                  (3, 1.5, held(650.0, 300.0))]
+    results = {lda.BATCH: {"seconds": 2.0, "perplexity": 700.0, "documents": 300.0},
+               lda.ONLINE: {"seconds": 1.0, "perplexity": 600.0, "documents": 500.0},
                lda.GENPPL: {"trajectory": trajectory},
                lda.GENPPL32: {"trajectory": trajectory[:1]}}
     rows = lda.evaluate(results)
-    assert rows[lda.BATCH]["iterations_64"] == 2 and rows[lda.BATCH]["ratio_64"] == 0.5
-    assert rows[lda.BATCH]["iterations_32"] is None and rows[lda.BATCH]["ratio_32"] is None
-    assert rows[lda.ONLINE]["ratio_64"] is None
-    assert rows[lda.GENPPL] == {"perplexity": 650.0, "fit_s": 1.5, "checks": 3}
+    batch, online = rows[lda.BATCH], rows[lda.ONLINE]
+    assert batch["iterations_64_sklearn"] == 2 and batch["ratio_64_sklearn"] == 0.5
+    assert batch["iterations_64_documents"] == 3 and batch["ratio_64_documents"] == 0.75
+    assert batch["iterations_32_sklearn"] is None and batch["ratio_32_sklearn"] is None
+    assert online["ratio_64_sklearn"] is None and online["iterations_32_documents"] == 1
+    assert rows[lda.GENPPL] == {"perplexity": 650.0, "documents": 300.0, "fit_s": 1.5,
+                                "checks": 3}
 
 
 def test_quick_run_reports_every_contender(tmp_path: Path) -> None:
