@@ -79,7 +79,8 @@ def test_gallery_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gallery", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     by_name = {e["name"]: e for e in listing["entries"]}
-    assert by_name["pearson_crabs"]["engines"] == ["em", "svi", "nuts", "hmc_gibbs"]
+    assert by_name["pearson_crabs"]["engines"] == ["em", "svi", "nuts", "hmc_gibbs",
+                                                   "cavi"]
     assert by_name["pearson_crabs"]["title"].startswith("Pearson (1894)")
     assert isinstance(listing["broken"], list)
 
