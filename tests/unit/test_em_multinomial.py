@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import genppl
+from models_gallery import naive_bayes_bbc
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -24,17 +25,9 @@ def _fresh_params() -> None:
 
 
 def bayes_nb(dtype: torch.dtype = F64) -> genppl.Model:
-    """Class prior and word distributions as global latents: a flat Dirichlet on the prior
-    (its MAP is the MLE), Dirichlet(2) on each class's words (MAP: add-one smoothing)."""
-    m = genppl.Model("nb")
-    m.latent("prior", lambda: dist.Dirichlet(torch.ones(K)))
-    m.latent("words", lambda: dist.Dirichlet(torch.full((V,), 2.0)).expand([K]).to_event(1))
-    with m.plate("docs"):
-        m.input("length")
-        m.latent("c", lambda prior: dist.Categorical(prior))
-        m.observed("counts", lambda c, words, length: dist.Multinomial(int(length.max()),
-                                                                       probs=words[c]))
-    return m.to(dtype=dtype)
+    """The gallery's naive Bayes (models_gallery/naive_bayes_bbc.py) at a small size:
+    a flat Dirichlet on the class prior, Dirichlet(2) on each class's words."""
+    return naive_bayes_bbc.build(V, K).to(dtype=dtype)
 
 
 def param_nb() -> genppl.Model:

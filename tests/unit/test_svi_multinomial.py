@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 
 import genppl
+from models_gallery import naive_bayes_bbc
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -24,15 +25,9 @@ def _fresh_params() -> None:
 
 
 def naive_bayes() -> genppl.Model:
-    m = genppl.Model("nb")
-    m.latent("prior", lambda: dist.Dirichlet(torch.ones(K)))
-    m.latent("words", lambda: dist.Dirichlet(torch.full((V,), 2.0)).expand([K]).to_event(1))
-    with m.plate("docs"):
-        m.input("length")
-        m.latent("c", lambda prior: dist.Categorical(prior))
-        m.observed("counts", lambda c, words, length: dist.Multinomial(int(length.max()),
-                                                                       probs=words[c]))
-    return m.to(dtype=F64)
+    """The gallery's naive Bayes (models_gallery/naive_bayes_bbc.py) at a small size:
+    a flat Dirichlet on the class prior, Dirichlet(2) on each class's words."""
+    return naive_bayes_bbc.build(V, K).to(dtype=F64)
 
 
 def corpus() -> dict[str, torch.Tensor]:
