@@ -21,9 +21,10 @@ Part of the ``lda_bbc`` entry (same BBC split, vocabulary and counts, through
 
 ``n_d`` (the document's length) comes in as the input node ``length``: torch's (and so
 Pyro's) ``Multinomial`` takes one ``int`` total for the whole batch, so documents of
-different lengths need ``WordCounts`` below, a multinomial with a total per document. (The
-common workaround, ``Multinomial(int(length.max()), ...)``, evaluates the same log-density
-only because torch reads ``n`` off the value, and draws every document at the longest length.)
+different lengths need ``genppl.distributions.WordCounts``, a multinomial with a total per
+document. (The common workaround, ``Multinomial(int(length.max()), ...)``, evaluates the
+same log-density only because torch reads ``n`` off the value, and draws every document at
+the longest length.)
 
 **Guide.** ``q(logtheta_d | counts_d) = Normal(loc, scale)`` from an encoder reading the raw
 counts (the paper's inference network: two softplus layers, dropout, batch-normalised loc and
@@ -60,16 +61,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import TorchDistribution
 from torch import nn
-from torch.distributions import constraints
-from torch.distributions.utils import broadcast_all
 
 import genppl
+from genppl.distributions import WordCounts
 from genppl.errors import ModelError
 from genppl.variational import evaluate
 from models_gallery import lda_bbc
@@ -88,71 +87,6 @@ STEPS = 1000
 #: (memory: ``EVAL_BATCH`` x documents x vocabulary floats).
 EVAL_PARTICLES = 20
 EVAL_BATCH = 4
-
-
-# --------------------------------------------------------------------------- distribution
-class WordCounts(TorchDistribution):
-    """Word counts of a document of ``total_count`` tokens, each drawn independently from
-    ``softmax(logits)``: a multinomial whose total may differ between batch elements.
-
-    ``log p(x) = log n! - sum_v log x_v! + sum_v x_v log p_v`` with ``n = total_count``; a
-    count vector whose sum is not ``total_count`` is outside the support (a ``ValueError``
-    under validation)."""
-
-    arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
-        "total_count": constraints.nonnegative_integer, "logits": constraints.real_vector}
-
-    def __init__(self, total_count: torch.Tensor, logits: torch.Tensor,
-                 validate_args: bool | None = None) -> None:
-        total_count = torch.as_tensor(total_count, dtype=logits.dtype, device=logits.device)
-        batch_shape = torch.broadcast_shapes(total_count.shape, logits.shape[:-1])
-        self.total_count = total_count.expand(batch_shape)
-        self.logits = (logits - logits.logsumexp(-1, keepdim=True)).expand(
-            batch_shape + logits.shape[-1:])
-        super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args)
-
-    @constraints.dependent_property(is_discrete=True, event_dim=1)
-    def support(self) -> constraints.Constraint:
-        return constraints.multinomial(self.total_count)
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> WordCounts:
-        new = self._get_checked_instance(WordCounts, _instance)
-        batch_shape = torch.Size(batch_shape)
-        new.total_count = self.total_count.expand(batch_shape)
-        new.logits = self.logits.expand(batch_shape + self.event_shape)
-        super(WordCounts, new).__init__(batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self.total_count.unsqueeze(-1) * self.logits.exp()
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-            if not bool((value.sum(-1) == self.total_count).all()):
-                raise ValueError("WordCounts: a count vector does not sum to its total_count "
-                                 "(the document length); pass length = counts.sum(-1).")
-        logits, value = broadcast_all(self.logits, value)
-        n = value.sum(-1)
-        return (torch.lgamma(n + 1) - torch.lgamma(value + 1).sum(-1)
-                + (value * logits).sum(-1))
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
-        """Draw ``max(total_count)`` categorical tokens per document and count the first
-        ``total_count`` of them."""
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            longest = int(self.total_count.max()) if self.total_count.numel() else 0
-            counts = self.logits.new_zeros(shape)
-            if longest == 0:
-                return counts
-            tokens = torch.distributions.Categorical(logits=self.logits).sample(
-                torch.Size([longest]) + sample_shape).movedim(0, -1)
-            kept = (torch.arange(longest, device=self.logits.device)
-                    < self.total_count.unsqueeze(-1)).to(self.logits.dtype)
-            return counts.scatter_add_(-1, tokens, kept.expand(tokens.shape))
 
 
 def log_multinomial_coefficient(counts: torch.Tensor) -> torch.Tensor:

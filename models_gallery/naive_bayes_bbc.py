@@ -32,6 +32,7 @@ import torch
 
 import genppl
 from genppl.data import bbc, text
+from genppl.distributions import WordCounts
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 ALPHA = 1.0  # additive smoothing: the words' Dirichlet(1 + ALPHA) prior
@@ -46,10 +47,9 @@ def build(num_words: int = VOCABULARY["max_features"],
           num_classes: int = NUM_CLASSES) -> genppl.Model:
     """The model for a vocabulary of ``num_words`` words and ``num_classes`` classes.
 
-    torch's ``Multinomial`` takes one integer total for a whole batch; its log-probability
-    reads each document's own total from its counts, so ``length`` (the documents' word
-    counts, an input) only bounds the support check with the longest document: the
-    likelihood of each document is exact."""
+    A document's counts are ``WordCounts``, a multinomial with the document's own length
+    (``length``, an input) as its total: torch's ``Multinomial`` takes one total for a whole
+    batch, so drawing documents from it would give every one the longest length."""
     m = genppl.Model("naive_bayes_bbc")
     m.latent("prior", lambda: dist.Dirichlet(torch.ones(num_classes)))
     m.latent("words", lambda: dist.Dirichlet(torch.full((num_words,), 1.0 + ALPHA))
@@ -57,8 +57,7 @@ def build(num_words: int = VOCABULARY["max_features"],
     with m.plate("docs"):
         m.input("length")
         m.latent("c", lambda prior: dist.Categorical(prior))
-        m.observed("counts", lambda c, words, length: dist.Multinomial(
-            int(length.max()), probs=words[c]))
+        m.observed("counts", lambda c, words, length: WordCounts(length, probs=words[c]))
     return m
 
 

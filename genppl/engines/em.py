@@ -10,8 +10,8 @@ M-step: closed form for parameters that a node's distribution reads directly as
 - ``Categorical`` / ``Bernoulli`` probabilities (``dist.Categorical(trans[z_prev])``, a
   mixture's weights, an emission table, a CPT): normalised expected counts, plus optional
   Dirichlet pseudo-counts (a MAP estimate);
-- ``Multinomial`` probabilities (``dist.Multinomial(n, probs=words[c])``, naive Bayes' word
-  distributions): the same, each observation adding its vector of counts;
+- ``Multinomial`` or ``WordCounts`` probabilities (``WordCounts(n, probs=words[c])``, naive
+  Bayes' word distributions): the same, each observation adding its vector of counts;
 - ``Normal`` ``loc`` and ``scale`` (``dist.Normal(mu[z], sigma[z])``, or one shared scale):
   weighted means and variances;
 - ``Poisson`` ``rate``: weighted means.
@@ -38,6 +38,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
+from genppl.distributions import WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
 from genppl.engines.common import progress_bar
@@ -49,11 +50,14 @@ from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
 
+#: Distributions of a vector of counts per entry.
+COUNTS = (dist.Multinomial, WordCounts)
 #: Attributes with a closed-form M-step, by distribution type.
 ROLES: dict[type, tuple[str, ...]] = {
     dist.Categorical: ("probs",),
     dist.Bernoulli: ("probs",),
     dist.Multinomial: ("probs",),
+    WordCounts: ("probs",),
     dist.Normal: ("loc", "scale"),
     dist.Poisson: ("rate",),
 }
@@ -291,7 +295,7 @@ def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     if use.value is None:  # a latent: the gradient is its family marginal
         return grad
     weight = grad
-    if isinstance(_base(use.distribution), dist.Multinomial):  # a vector of counts per entry
+    if isinstance(_base(use.distribution), COUNTS):  # a vector of counts per entry
         return use.value.to(weight.dtype) * weight.unsqueeze(-1)
     onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
     return onehot * weight.unsqueeze(-1)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from pyro import poutine
 
+from genppl.distributions import WordCounts
 from models_gallery import _prodlda, lda_bbc
 
 pytestmark = pytest.mark.gallery
@@ -102,7 +103,7 @@ def test_word_counts_is_torch_multinomial_per_document() -> None:
                           for n, row in zip(total, logits, strict=True)])
     expected = torch.stack([torch.distributions.Multinomial(int(n), logits=row).log_prob(x)
                             for n, row, x in zip(total, logits, counts, strict=True)])
-    wc = _prodlda.WordCounts(total, logits)
+    wc = WordCounts(total, logits)
     assert torch.allclose(wc.log_prob(counts), expected, rtol=1e-13, atol=1e-13)
     one_more = torch.nn.functional.one_hot(torch.tensor(0), 6).to(F64)
     with pytest.raises(ValueError, match="within the support"):  # more tokens than the total
