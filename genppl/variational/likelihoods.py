@@ -4,7 +4,8 @@ A tabulated node (one ``Use`` of ``genppl.exact.from_model``) whose distribution
 conjugate latent gets, from CAVI, its *expected* log table ``E_q[log p(value | parents)]``
 in place of the factory's, and after the exact local step sends that latent the
 expected sufficient statistics weighted by its cells' posterior probabilities. Both are
-closed forms per child family (Categorical, Bernoulli, Normal, Poisson) in the moments of
+closed forms per child family (Categorical, Multinomial counts, Bernoulli, Normal, Poisson)
+in the moments of
 the latents it reads; which element of a latent each cell of the table reads is found once
 by probing (``row_map``), so a factory may index its latents any way it likes
 (``probs[z]``, ``theta[doc]``, ``mu[..., z]``) as long as the distribution's attribute *is*
@@ -21,6 +22,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
+from genppl.distributions import WordCounts
 from genppl.errors import ModelError
 from genppl.exact.from_model import Use
 from genppl.variational.conjugate import (
@@ -34,11 +36,15 @@ from genppl.variational.conjugate import (
 #: (child distribution, attribute) -> the conjugate family that attribute may read.
 READS: dict[tuple[type, str], type[ConjugateFactor]] = {
     (dist.Categorical, "probs"): DirichletFactor,
+    (dist.Multinomial, "probs"): DirichletFactor,
+    (WordCounts, "probs"): DirichletFactor,
     (dist.Bernoulli, "probs"): BetaFactor,
     (dist.Normal, "loc"): NormalFactor,
     (dist.Normal, "scale"): GammaFactor,  # as a precision: scale = precision ** -0.5
     (dist.Poisson, "rate"): GammaFactor,
 }
+#: Children whose value is a vector of counts.
+COUNTS = (dist.Multinomial, WordCounts)
 #: The attribute a conjugate family is read through, by child distribution.
 ATTRIBUTE = {(child, family): attr for (child, attr), family in READS.items()}
 
@@ -195,7 +201,11 @@ def expected_table(use: Use, readings: dict[str, Reading],
     base = use.base
     x, latent = _cells(use)
     shape = use.table.shape
-    if isinstance(base, dist.Categorical):
+    if isinstance(base, COUNTS):  # observed count vectors (a latent one is not tabulated)
+        r = readings["probs"]
+        log_probs = moments[r.target]["log_probs"][r.rows]
+        table = (x * log_probs).sum(-1) + _log_coefficient(x)
+    elif isinstance(base, dist.Categorical):
         r = readings["probs"]
         log_probs = moments[r.target]["log_probs"]
         if latent:
@@ -220,6 +230,11 @@ def expected_table(use: Use, readings: dict[str, Reading],
     return torch.broadcast_to(table, shape)
 
 
+def _log_coefficient(x: torch.Tensor) -> torch.Tensor:
+    """``log n! - sum_v log x_v!`` of count vectors ``x`` (last axis)."""
+    return torch.lgamma(x.sum(-1) + 1) - torch.lgamma(x + 1).sum(-1)
+
+
 def _scatter(sums: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> None:
     full = torch.broadcast_shapes(index.shape, weight.shape)
     sums.view(-1).index_add_(0, torch.broadcast_to(index, full).reshape(-1),
@@ -235,7 +250,11 @@ def add_statistics(use: Use, reading: Reading, readings: dict[str, Reading],
     base = use.base
     x, latent = _cells(use)
     rows = _own(reading.rows, latent)
-    if isinstance(base, dist.Categorical):
+    if isinstance(base, COUNTS):
+        k = sums["counts"].shape[-1]
+        index = reading.rows.unsqueeze(-1) * k + torch.arange(k, device=weight.device)
+        _scatter(sums["counts"], index, weight.unsqueeze(-1) * x)
+    elif isinstance(base, dist.Categorical):
         k = sums["counts"].shape[-1]
         index = reading.rows.unsqueeze(-1) * k + torch.arange(k, device=weight.device) \
             if latent else reading.rows * k + x.long()

@@ -302,3 +302,53 @@ def test_the_callback_sees_every_iteration_and_can_stop() -> None:
     r = _fit(_mixture_of_coins(len(x), 2), {"x": x}, callback=callback, tol=0.0)
     assert [i for i, _ in seen] == [1, 2, 3, 4]
     assert [e for _, e in seen] == r.info["elbo"]
+
+
+# ----------------------------------------------------------------------- count vectors
+def _documents() -> tuple[torch.Tensor, torch.Tensor]:
+    counts = torch.tensor([[3.0, 0, 1, 0], [2, 1, 0, 0], [0, 0, 2, 3], [0, 1, 1, 4],
+                           [1, 0, 0, 1], [4, 1, 0, 0]], dtype=F64)
+    return counts, counts.sum(-1)
+
+
+def _log_coefficients(counts: torch.Tensor) -> torch.Tensor:
+    return (torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)).sum()
+
+
+def test_naive_bayes_with_labels_is_exact() -> None:
+    """Word counts (``WordCounts``) read Dirichlet word distributions: with every class given,
+    q is the exact posterior and the ELBO the closed-form evidence."""
+    from models_gallery import naive_bayes_bbc
+
+    counts, length = _documents()
+    labels = torch.tensor([0, 0, 1, 1, 1, 0])
+    model = naive_bayes_bbc.build(4, 2).to(dtype=F64)
+    r = _fit(model, {"counts": counts, "length": length, "c": labels}, init="prior")
+    per_class = torch.stack([counts[labels == k].sum(0) for k in range(2)])
+    sizes = torch.bincount(labels, minlength=2).to(F64)
+    torch.testing.assert_close(r.params["words.concentration"], 2 + per_class, rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(r.params["prior.concentration"], 1 + sizes, rtol=0, atol=1e-12)
+    evidence = ((_log_beta(2 + per_class) - _log_beta(torch.full((4,), 2.0, dtype=F64))).sum()
+                + _log_beta(1 + sizes) - _log_beta(torch.ones(2, dtype=F64))
+                + _log_coefficients(counts))
+    assert r.info["elbo"][-1] == pytest.approx(float(evidence), abs=1e-10)
+
+
+def test_naive_bayes_without_labels_is_below_the_evidence() -> None:
+    from models_gallery import naive_bayes_bbc
+
+    counts, length = _documents()
+    model = naive_bayes_bbc.build(4, 2).to(dtype=F64)
+    r = _fit(model, {"counts": counts, "length": length}, seed=0)
+    assert _monotone(r.info["elbo"])
+    terms = []
+    for z in itertools.product(range(2), repeat=len(counts)):
+        labels = torch.tensor(z)
+        per_class = torch.stack([counts[labels == k].sum(0) for k in range(2)])
+        sizes = torch.bincount(labels, minlength=2).to(F64)
+        terms.append((_log_beta(2 + per_class)
+                      - _log_beta(torch.full((4,), 2.0, dtype=F64))).sum()
+                     + _log_beta(1 + sizes) - _log_beta(torch.ones(2, dtype=F64)))
+    evidence = float(torch.logsumexp(torch.stack(terms), 0) + _log_coefficients(counts))
+    assert r.info["elbo"][-1] < evidence < r.info["elbo"][-1] + 2.0
