@@ -133,7 +133,23 @@ def _conjugate_latents(model: Model) -> dict[str, ConjugateFactor]:
     if not factors:
         raise ModelError(f"engine 'cavi': model {model.name!r} has no continuous latents; its "
                          "posterior is exact: use engine 'exact'.")
+    for node in model.nodes.values():
+        through = [p.node for p in node.parents if p.node in factors]
+        if through and node.kind not in ("latent", "observed"):
+            raise ModelError(
+                f"engine 'cavi': {node.kind} node {node.name!r} ({node.declared_at}) reads "
+                f"latent {through[0]!r}; CAVI's expectations need the random nodes to read it "
+                "directly (a function of it has no conjugate update). Use engine 'svi'.")
     return factors
+
+
+def _check_read(readings: _Readings, factors: dict[str, ConjugateFactor]) -> None:
+    """Every factor must be read by some table, or the data say nothing about it."""
+    read = {r.target for found in readings.current for r in found.values()}
+    unread = [name for name in factors if name not in read]
+    if unread:
+        raise ModelError(f"engine 'cavi': no random node reads latent {unread[0]!r}, so its "
+                         "factor would stay at its prior; leave it out of the model or read it.")
 
 
 class _Local:
@@ -149,6 +165,8 @@ def _local_step(tab: Tabulation, readings: _Readings, point: Mapping[str, torch.
                 marginals: bool) -> tuple[_Local, list[Use]]:
     readings.start()
     fm = tab(point=point, track=True, retable=readings)
+    if readings.by_use is None:  # the first tabulation found what reads what
+        _check_read(readings, readings.factors)
     leaves = latent_leaves(fm) if marginals and fm.variables else {}
     tables = [u.table for u in fm.uses]
     with torch.enable_grad():

@@ -352,3 +352,23 @@ def test_naive_bayes_without_labels_is_below_the_evidence() -> None:
                      + _log_beta(1 + sizes) - _log_beta(torch.ones(2, dtype=F64)))
     evidence = float(torch.logsumexp(torch.stack(terms), 0) + _log_coefficients(counts))
     assert r.info["elbo"][-1] < evidence < r.info["elbo"][-1] + 2.0
+
+
+def test_a_latent_read_through_a_deterministic_node_is_refused() -> None:
+    m = genppl.Model("bad")
+    m.latent("mu", lambda: dist.Normal(0.0, 1.0))
+    m.deterministic("twice", lambda mu: 2 * mu)
+    with m.plate("data", 3):
+        m.observed("y", lambda twice: dist.Normal(twice, 1.0))
+    with pytest.raises(ModelError, match=r"deterministic node 'twice'.*reads latent 'mu'"):
+        _fit(m, {"y": torch.ones(3)})
+
+
+def test_a_latent_nothing_reads_is_refused() -> None:
+    m = genppl.Model("bad")
+    m.latent("mu", lambda: dist.Normal(0.0, 1.0))
+    m.latent("unused", lambda: dist.Gamma(1.0, 1.0))
+    with m.plate("data", 3):
+        m.observed("y", lambda mu: dist.Normal(mu, 1.0))
+    with pytest.raises(ModelError, match=r"no random node reads latent 'unused'"):
+        _fit(m, {"y": torch.ones(3)})
