@@ -232,9 +232,12 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
         readings.noise = None
         _global_steps(order, readings, local, uses)
     readings.moments = {q.name: q.moments() for q in factors.values()}
-    for _ in progress_bar(range(steps), total=steps, desc="cavi", enabled=progress):
+    bar = progress_bar(range(steps), total=steps, desc="cavi", enabled=progress)
+    for _ in bar:
         local, uses = _local_step(tab, readings, _point(factors), marginals=False)
         elbo = local.log_z - sum(float(q.kl()) for q in (*order, *kept))
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(elbo=f"{elbo:.6g}")
         if not math.isfinite(elbo):
             raise ModelError(f"engine 'cavi': the ELBO of {model.name!r} is {elbo} after "
                              f"{len(elbos)} iterations; the data have probability zero under "
