@@ -32,7 +32,11 @@ class ConjugateFactor:
     ``statistics`` names the sums its children add (each a tensor of ``stat_shape``).
     """
 
-    family: str = ""
+    #: The family: Pyro's distribution class, torch's (which priors may be, and which Pyro's
+    #: subclasses), and its parameters.
+    kind: type = dist.Distribution
+    torch_kind: type = torch.distributions.Distribution
+    parameters: tuple[str, ...] = ()
     #: Names of the children's sums that ``update`` takes.
     statistics: tuple[str, ...] = ()
 
@@ -60,12 +64,14 @@ class ConjugateFactor:
         like = next(iter(self.params.values()))
         return {k: like.new_zeros(self.stat_shape) for k in self.statistics}
 
-    def distribution(self) -> Any:
-        """``q`` as a distribution of the latent's shape."""
-        raise NotImplementedError
+    @property
+    def family(self) -> str:
+        return self.kind.__name__
 
-    def prior_distribution(self) -> Any:
-        return type(self)(self.name, self.shape, self.prior).distribution()
+    def distribution(self, params: dict[str, torch.Tensor] | None = None) -> Any:
+        """``q`` (or, given them, the distribution of ``params``) in the latent's shape."""
+        params = self.params if params is None else params
+        return self.kind(*(self.shaped(params[k]) for k in self.parameters))
 
     def mean(self) -> torch.Tensor:
         return self.distribution().mean
@@ -78,23 +84,19 @@ class ConjugateFactor:
 
     def kl(self) -> torch.Tensor:
         """KL(q || prior), summed over the latent's elements."""
-        return kl_divergence(self.distribution(), self.prior_distribution()).sum()
+        return kl_divergence(self.distribution(), self.distribution(self.prior)).sum()
 
     def assign(self, q: Any) -> None:
         """Take the parameters of ``q``, a distribution of this family and shape."""
-        base, family = _family(q)
-        cls, names = family or (None, ())
+        base, cls = _family(q)
         shape = q.batch_shape + q.event_shape
         if cls is not type(self) or shape != self.shape:
             raise ModelError(f"latent {self.name!r}: a factor to hold must be a {self.family} "
                              f"of shape {tuple(self.shape)}, got {type(base).__name__} of "
                              f"shape {tuple(shape)}.")
-        like = self.params[names[0]]
+        like = self.params[self.parameters[0]]
         self.params = {k: torch.broadcast_to(getattr(base, k), shape).reshape(like.shape)
-                       .to(like).clone() for k in names}
-
-    def flat(self, t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(self.stat_shape)
+                       .to(like).clone() for k in self.parameters}
 
     def shaped(self, t: torch.Tensor) -> torch.Tensor:
         return t.reshape(self.shape)
@@ -104,15 +106,14 @@ class DirichletFactor(ConjugateFactor):
     """Dirichlet ``q`` of probability vectors read as Categorical ``probs``: the update adds
     expected counts to the concentration."""
 
-    family = "Dirichlet"
+    kind = dist.Dirichlet
+    torch_kind = torch.distributions.Dirichlet
+    parameters = ("concentration",)
     statistics = ("counts",)
 
     @property
     def event(self) -> bool:
         return True
-
-    def distribution(self) -> Any:
-        return dist.Dirichlet(self.shaped(self.params["concentration"]))
 
     def moments(self) -> dict[str, torch.Tensor]:
         alpha = self.params["concentration"]
@@ -126,12 +127,10 @@ class BetaFactor(ConjugateFactor):
     """Beta ``q`` of probabilities read as Bernoulli ``probs``: successes and failures add to
     its two concentrations."""
 
-    family = "Beta"
+    kind = dist.Beta
+    torch_kind = torch.distributions.Beta
+    parameters = ("concentration1", "concentration0")
     statistics = ("ones", "zeros")
-
-    def distribution(self) -> Any:
-        return dist.Beta(self.shaped(self.params["concentration1"]),
-                         self.shaped(self.params["concentration0"]))
 
     def moments(self) -> dict[str, torch.Tensor]:
         a, b = self.params["concentration1"], self.params["concentration0"]
@@ -147,11 +146,10 @@ class NormalFactor(ConjugateFactor):
     """Normal ``q`` of a mean read as Normal ``loc``: precision-weighted data add to the
     prior's natural parameters (precision, precision times mean)."""
 
-    family = "Normal"
+    kind = dist.Normal
+    torch_kind = torch.distributions.Normal
+    parameters = ("loc", "scale")
     statistics = ("precision", "weighted")
-
-    def distribution(self) -> Any:
-        return dist.Normal(self.shaped(self.params["loc"]), self.shaped(self.params["scale"]))
 
     def moments(self) -> dict[str, torch.Tensor]:
         loc, scale = self.params["loc"], self.params["scale"]
@@ -168,12 +166,10 @@ class GammaFactor(ConjugateFactor):
     """Gamma ``q`` of a precision (read as Normal ``scale = precision ** -0.5``) or of a
     Poisson ``rate``: children add to its shape and rate."""
 
-    family = "Gamma"
+    kind = dist.Gamma
+    torch_kind = torch.distributions.Gamma
+    parameters = ("concentration", "rate")
     statistics = ("shape", "rate")
-
-    def distribution(self) -> Any:
-        return dist.Gamma(self.shaped(self.params["concentration"]),
-                          self.shaped(self.params["rate"]))
 
     def moments(self) -> dict[str, torch.Tensor]:
         a, b = self.params["concentration"], self.params["rate"]
@@ -184,23 +180,19 @@ class GammaFactor(ConjugateFactor):
         self.params["rate"] = self.prior["rate"] + sums["rate"]
 
 
-#: The prior families with a conjugate factor, and the parameters read off the prior
-#: (torch's classes: Pyro's subclass them).
-FAMILIES: dict[type, tuple[type[ConjugateFactor], tuple[str, ...]]] = {
-    torch.distributions.Dirichlet: (DirichletFactor, ("concentration",)),
-    torch.distributions.Beta: (BetaFactor, ("concentration1", "concentration0")),
-    torch.distributions.Normal: (NormalFactor, ("loc", "scale")),
-    torch.distributions.Gamma: (GammaFactor, ("concentration", "rate")),
-}
+#: The prior families with a conjugate factor.
+FAMILIES: tuple[type[ConjugateFactor], ...] = (DirichletFactor, BetaFactor, NormalFactor,
+                                               GammaFactor)
 
 
-def _family(d: Any) -> tuple[Any, tuple[type[ConjugateFactor], tuple[str, ...]] | None]:
-    """The distribution under ``.expand``/``.to_event`` and its conjugate family, if any."""
+def _family(d: Any) -> tuple[Any, type[ConjugateFactor] | None]:
+    """The distribution under ``.expand``/``.to_event`` and its conjugate family, if any
+    (torch's classes match too: Pyro's subclass them)."""
     base = d
     while isinstance(base, dist.Independent | dist.ExpandedDistribution
                      | torch.distributions.Independent):
         base = base.base_dist
-    return base, next((f for k, f in FAMILIES.items() if isinstance(base, k)), None)
+    return base, next((f for f in FAMILIES if isinstance(base, f.torch_kind)), None)
 
 
 def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
@@ -208,15 +200,14 @@ def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
     Dirichlet, Beta, Normal or Gamma, possibly ``.expand``-ed or ``.to_event``-ed; the
     prior's parameters are broadcast to the latent's full shape."""
     shape = prior.batch_shape + prior.event_shape
-    base, family = _family(prior)
-    if family is None:
+    base, cls = _family(prior)
+    if cls is None:
         raise ModelError(f"engine 'cavi': latent {name!r} ({where}) has prior "
                          f"{type(base).__name__}; CAVI's closed-form updates need a conjugate "
-                         f"prior ({', '.join(k.__name__ for k in FAMILIES)}). Use engine "
+                         f"prior ({', '.join(f.kind.__name__ for f in FAMILIES)}). Use engine "
                          "'svi' (any prior) or 'nuts'.")
-    cls, names = family
     event = (shape[-1],) if cls is DirichletFactor else ()
     flat = (math.prod(shape[:-1]), *event) if event else (math.prod(shape),)
     params = {k: torch.broadcast_to(getattr(base, k), shape).reshape(flat).clone()
-              for k in names}
+              for k in cls.parameters}
     return cls(name, torch.Size(shape), params)

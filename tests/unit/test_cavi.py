@@ -372,3 +372,14 @@ def test_a_latent_nothing_reads_is_refused() -> None:
         m.observed("y", lambda mu: dist.Normal(mu, 1.0))
     with pytest.raises(ModelError, match=r"no random node reads latent 'unused'"):
         _fit(m, {"y": torch.ones(3)})
+
+
+def test_infer_draws_from_q_beside_the_marginals() -> None:
+    x = torch.tensor([1.0, 1, 0, 1, 0, 0, 1, 1], dtype=F64)
+    post = genppl.infer(_mixture_of_coins(len(x), 2), {"x": x}, engine="cavi",
+                        num_samples=4000, seed=0, progress=False)
+    assert post.samples["p"].shape == (1, 4000, 2) and post.marginals["z"].shape == (8, 2)
+    q = post.info["q"]["p"]
+    # The draws are q's: their mean within 5 Monte Carlo standard errors of q's mean.
+    error = (post["p"].mean(0) - q.mean).abs() / (q.stddev / math.sqrt(4000))
+    assert float(error.max()) < 5 and post.elbo == post.info["elbo"][-1]
