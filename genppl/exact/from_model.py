@@ -746,7 +746,7 @@ class _Tabulator:
                 table: torch.Tensor, f: Factor, target: _Target, result: Any = None) -> None:
         if self.recipes is not None:
             self.recipes.append(_Recipe(kind, node, fn, plan, value, table, f, target, result,
-                                        self.replaced if kind != "cpt" else None))
+                                        self.replaced if kind in ("latent", "observed") else None))
 
     def _evidence(self, node: Node, support: torch.Tensor,
                   steps: tuple[torch.Tensor, Any] | None, lead: tuple[int, ...] | None,

@@ -488,3 +488,23 @@ def test_retabled_tables_replace_the_factories_in_replay_and_reference() -> None
     with pytest.raises(genppl.ModelError, match=r"'y'.*replacement table has shape"):
         model_factors(m, data, point=point, track=True,
                       retable=lambda u: u.table[..., :1] if u.node.name == "y" else None)
+
+
+def test_a_factor_after_a_replaced_table_is_remade_by_its_own_factory() -> None:
+    """The record of a factor node declared after a replaced table must not take that
+    table's place on replay (the replacement belongs to the node that had it)."""
+    m = genppl.Model("mixed")
+    with m.plate("items", 4):
+        m.latent("z", lambda: dist.Categorical(torch.tensor([0.3, 0.7])))
+        m.observed("y", lambda z: dist.Normal(z.to(torch.get_default_dtype()), 1.0))
+        m.factor("bonus", lambda z: torch.stack([torch.tensor(0.0), torch.tensor(0.5)])[z])
+    m.to(dtype=F64)
+    data = {"y": torch.tensor([0.1, 0.9, 1.2, -0.3], dtype=F64)}
+
+    def retable(use: Any) -> torch.Tensor | None:  # every observed node's table
+        return torch.full_like(use.table, -2.0) if use.value is not None else None
+
+    tab = Tabulation(m, data)
+    tab(track=True, retable=retable)
+    assert_same(_replays(tab, track=True, retable=retable),
+                model_factors(m, data, track=True, retable=retable))
