@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer import autoguide as ag
 from pyro.optim import PyroOptim
 
@@ -37,9 +38,11 @@ from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import split_site, stack_draws
 from genppl.results import FitResult, Posterior
 from genppl.variational.checkpoint import SVICheckpoint
+from genppl.variational.joint import JointOptimiser
 from genppl.variational.minibatch import PlateLoader, on_indices, plate_batches, subsampled
-from genppl.variational.optim import make_optimiser
+from genppl.variational.optim import make_optimiser, recipe
 from genppl.variational.params import restore, snapshot, store_state
+from genppl.variational.step import SVIStep
 from genppl.variational.stopping import EarlyStopping
 
 AUTOGUIDES: dict[str, Callable[..., Any]] = {
@@ -109,15 +112,27 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         eval_particles: int = 32, patience: int | None = None,
         checkpoint: str | Path | None = None, checkpoint_every: int = 100,
         seed: int | None = None, num_samples: int = 0, init: dict[str, Any] | None = None,
-        progress: bool = True, clear_params: bool = True) -> FitResult:
+        progress: bool = True, clear_params: bool = True,
+        validate: bool | None = None) -> FitResult:
     """Optimise the ELBO for ``steps`` steps.
 
     Optimiser (``genppl.variational.optim``): ``optimizer`` by name ("clipped_adam", the
     default, "adam", "sgd", "adagrad", "rmsprop") or a ``pyro.optim`` object, learning rate
-    ``lr``, each parameter's gradient clipped to norm ``clip_norm`` (None: unclipped), under
-    ``schedule`` ("exponential", "step", "cosine", stepped every step, or "plateau", stepped
-    at each evaluation on the monitored loss) with ``schedule_options`` for the torch
-    scheduler. ``lrd`` is the per-step decay of earlier releases (an exponential schedule).
+    ``lr``, each parameter's gradient clipped to norm ``clip_norm`` (ClippedAdam: each
+    gradient element clamped to +-``clip_norm``; None: unclipped), under ``schedule``
+    ("exponential", "step", "cosine", stepped every step, or "plateau", stepped at each
+    evaluation on the monitored loss) with ``schedule_options`` for the torch scheduler.
+    ``lrd`` is the per-step decay of earlier releases (an exponential schedule). A named
+    optimizer is one torch optimiser over all parameters (``genppl.variational.joint``), a
+    ``pyro.optim`` object Pyro's one per parameter; the numbers are the same as
+    ``pyro.infer.SVI``'s with the same random numbers.
+
+    ``validate``: Pyro's validation during the run (None: Pyro's global setting, on by
+    default). ``False`` drops Pyro's checks -- distribution arguments against their
+    constraints and sample values against their supports, model and guide sites matching,
+    site shapes against the plates, NaN/inf warnings per site, plate subsample sizes -- for
+    speed once a model is known to be right (about a tenth of a VAE step on the CPU);
+    genppl's own check that each step's loss is finite stays.
 
     Minibatches (``genppl.variational.minibatch``): ``batch_size`` walks every plate holding
     observed data (an int) or the named plates (a dict) in shuffled minibatches, epoch after
@@ -147,9 +162,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     prep = prepare(model, data)
     pyro_guide = build_guide(prep, guide, init)
     loss_fn = _elbo(prep, elbo, num_particles)
-    optimiser = make_optimiser(optimizer, lr=lr, clip_norm=clip_norm, lrd=lrd,
-                               schedule=schedule, schedule_options=schedule_options,
-                               steps=steps)
+    options = {"lr": lr, "clip_norm": clip_norm, "lrd": lrd, "schedule": schedule,
+               "schedule_options": schedule_options, "steps": steps}
+    optimiser: Any = (make_optimiser(optimizer, **options) if isinstance(optimizer, PyroOptim)
+                      else JointOptimiser(recipe(optimizer, **options)))
     batches = plate_batches(prep, batch_size)
     if batches and num_samples and not isinstance(guide, Guide):
         local = [s for s in prep.continuous
@@ -166,7 +182,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         sizes, _ = resolve_sizes(model, prep.data)
         loader = PlateLoader(sizes, batches, int(torch.randint(0, 2**62, ())))
         model_fn, guide_fn = on_indices(prep.program, indices), on_indices(pyro_guide, indices)
-    svi = SVI(model_fn, guide_fn, optimiser.optim, loss_fn)
+    svi = SVIStep(model_fn, guide_fn, loss_fn, optimiser)
     val = None
     if validation is not None:
         with torch.random.fork_rng(devices=[]):  # tracing draws: leave the training stream
@@ -181,13 +197,13 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
             optimizer=optimiser.name, schedule=schedule, schedule_options=schedule_options,
             elbo=type(loss_fn).__name__, num_particles=num_particles, batches=batches,
             validation=val, eval_every=eval_every, eval_particles=eval_particles,
-            patience=patience, seed=seed))
+            patience=patience, seed=seed, optimiser_state=type(optimiser).__name__))
 
     def step_once() -> float:
         if loader is not None:
             indices.update(loader.next())
-        with subsampled(model, batches):
-            return float(svi.step(**prep.data))
+        with subsampled(model, batches), _checks(validate):
+            return svi(**prep.data)
 
     losses: list[float] = []
     done = 0
@@ -195,10 +211,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     if saved is not None:
         if loader is not None:
             indices.update({n: torch.arange(b) for n, b in batches.items()})
-        with subsampled(model, batches), torch.no_grad():  # create every param, then set it
-            svi.evaluate_loss(**prep.data)
+        with subsampled(model, batches):  # create every param, then set it
+            svi.create_params(**prep.data)
         restore(saved["params"])
-        optimiser.optim.set_state(saved["optim"])
+        optimiser.load_state_dict(saved["optim"])
         if loader is not None:
             loader.load_state_dict(saved["loader"])
         stopping.load_state_dict(saved["stopping"])
@@ -217,7 +233,9 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         optimiser.after_step()
         if monitoring and done % eval_every == 0:
             if val is not None:
-                held_out = _held_out_elbo(val, pyro_guide, loss_fn, eval_particles, eval_seed)
+                with _checks(validate):
+                    held_out = _held_out_elbo(val, pyro_guide, loss_fn, eval_particles,
+                                              eval_seed)
                 score = held_out
             else:
                 score = -sum(losses[-eval_every:]) / len(losses[-eval_every:])
@@ -233,7 +251,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
                                   or stopping.stopped):
             record: dict[str, Any] = {
                 "done": done, "losses": torch.tensor(losses, dtype=torch.float64),
-                "params": snapshot(), "optim": optimiser.optim.get_state(),
+                "params": snapshot(), "optim": optimiser.state_dict(),
                 "stopping": stopping.state_dict()}
             if loader is not None:
                 record["loader"] = loader.state_dict()
@@ -256,6 +274,11 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     if loader is not None:
         info["epochs"] = dict(loader.epochs)
     return FitResult(model.name, "svi", params, losses, seconds, posterior, info=info)
+
+
+def _checks(validate: bool | None) -> AbstractContextManager[Any]:
+    """Pyro's validation as ``fit(validate=...)`` asks (None: left as it is)."""
+    return nullcontext() if validate is None else pyro.validation_enabled(validate)
 
 
 def _held_out_elbo(val: Prepared, guide: Callable[..., Any], loss_fn: Any, particles: int,
