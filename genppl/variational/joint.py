@@ -10,9 +10,12 @@ have them, else its ``foreach`` ones; ``multi_tensor.ClippedAdam`` for ClippedAd
 The numbers are Pyro's: Adam, SGD, Adagrad, RMSprop and ClippedAdam update each parameter
 elementwise from its own state, and a parameter first seen later gets an optimiser and
 schedule of its own started then, as Pyro's per-parameter ones are (tested against
-``pyro.infer.SVI``). One difference: a parameter is stepped when it received a gradient in the
-step; Pyro steps every parameter its trace touched, so one that had a gradient before but
-none now is moved again by Adam's momentum there, and left alone here.
+``pyro.infer.SVI``: bit for bit with ClippedAdam, the default, SGD and RMSprop; Adam's and
+Adagrad's fused kernels round differently, a few units in the 7th digit in float32). A
+tensor in the param store under two names is stepped once, as Pyro does. One difference: a
+parameter is stepped when it received a gradient in the step; Pyro steps every parameter its
+trace touched, so one that had a gradient before but none now is moved again by Adam's
+momentum there, and left alone here.
 """
 
 from __future__ import annotations
