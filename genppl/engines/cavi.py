@@ -51,7 +51,7 @@ from genppl.variational.likelihoods import (
     Reading,
     add_statistics,
     expected_table,
-    row_map,
+    find_readings,
 )
 
 #: Update order: a Normal child's precision update uses its mean's new moments.
@@ -72,7 +72,7 @@ class _Readings:
 
     def __call__(self, use: Use) -> torch.Tensor | None:
         if self.by_use is None:
-            self._seen.append(self._find(use))
+            self._seen.append(find_readings(use, self.factors, "cavi"))
             readings = self._seen[-1]
         else:
             readings = self.by_use[len(self._seen)]
@@ -94,21 +94,6 @@ class _Readings:
     def current(self) -> list[dict[str, Reading]]:
         """The readings of the last tabulation's tracked tables, in order."""
         return self._seen
-
-    def _find(self, use: Use) -> dict[str, Reading]:
-        readings: dict[str, Reading] = {}
-        for p in use.parents:
-            q = self.factors.get(p.node)
-            if q is None:
-                continue
-            reading = row_map(use, p.arg, q)
-            if reading.attr in readings:
-                raise ModelError(f"engine 'cavi': node {use.node.name!r} "
-                                 f"({use.node.declared_at}) reads two latents as its "
-                                 f"{reading.attr}; one per parameter has a conjugate update.")
-            readings[reading.attr] = reading
-        return readings
-
 
 def _conjugate_latents(model: Model) -> dict[str, ConjugateFactor]:
     """A variational factor for every continuous latent without parents (a latent with

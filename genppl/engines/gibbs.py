@@ -27,6 +27,7 @@ from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.exact.from_model import model_factors
+from genppl.gibbs.collapsed import Collapsed, SequentialSweep, collapse, collapsible_latents
 from genppl.gibbs.grounding import FactorGraph, ground
 from genppl.gibbs.kernel import GibbsKernel, colouring, draw, starting_state, sweep
 from genppl.pyro.program import as_data
@@ -61,16 +62,25 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         if value < 1:
             raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
     start = time.perf_counter()
-    fm = model_factors(model, data or {})
-    if not fm.variables:
-        raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
-    graph = ground(fm)
+    collapsible = collapsible_latents(model)
+    collapsed = collapse(model, data or {}, collapsible) if collapsible else None
+    if collapsed is not None:
+        graph = collapsed.graph
+    else:
+        fm = model_factors(model, data or {})
+        if not fm.variables:
+            raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
+        graph = ground(fm)
     if isinstance(blocks, str):
         if blocks != "auto":
             raise ModelError(f"engine 'gibbs': blocks must be 'auto' or lists of latents, got "
                              f"{blocks!r}.")
-        blocks = chain_blocks(graph)
-    step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks)
+        blocks = chain_blocks(graph) if collapsed is None else []
+    elif blocks and collapsed is not None:
+        raise ModelError(f"engine 'gibbs': blocks are drawn by the exact engine, which cannot "
+                         f"integrate out {sorted(collapsible)}; leave blocks out (the latents "
+                         "that read them are drawn one at a time from exact conditionals).")
+    step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks, collapsed)
     warmup = num_samples // 2 if warmup_steps is None else warmup_steps
     check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
@@ -88,8 +98,11 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         kernel = GibbsKernel(step, torch.stack(starts) if vectorized else starts[0])
         states = drive(kernel, warmup=warmup, num_samples=num_samples, advance=advance,
                        device=graph.padding.device, store=store, every=checkpoint_every)
-        return graph.compact(states["state"].transpose(0, 1) if vectorized
-                             else states["state"])
+        drawn = states["state"].transpose(0, 1) if vectorized else states["state"]
+        out = graph.compact(drawn)
+        if collapsed is not None:
+            out.update(collapsed.uncollapse(drawn))
+        return out
 
     if vectorized:
         samples = run_chains(chain, 1, executor="serial", device=model.device,
@@ -102,7 +115,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     return Posterior(model.name, "gibbs", samples=samples,
                      seconds=time.perf_counter() - start,
                      info={"num_chains": num_chains, "colours": len(step.colours),
-                           "instances": graph.size, "blocks": step.blocks})
+                           "instances": graph.size, "blocks": step.blocks,
+                           "collapsed": sorted(collapsible)})
 
 
 #: A chain is drawn as a block when its latents have at most this many joint states per
@@ -125,13 +139,16 @@ def chain_blocks(graph: FactorGraph) -> list[list[str]]:
 
 
 class _Step:
-    """One sweep: the colours of the instances outside every block, then each block drawn
-    jointly from its exact conditional (the model tabulated with every other latent as
-    evidence at its current value)."""
+    """One sweep: the colours of the instances outside every block and outside the collapsed
+    latents' readers, then those readers one at a time (``SequentialSweep``), then each
+    block drawn jointly from its exact conditional (the model tabulated with every other
+    latent as evidence at its current value)."""
 
     def __init__(self, model: Model, data: dict[str, Any], graph: FactorGraph,
-                 colours: list[torch.Tensor], blocks: Sequence[Sequence[str]]) -> None:
+                 colours: list[torch.Tensor], blocks: Sequence[Sequence[str]],
+                 collapsed: Collapsed | None = None) -> None:
         self.model, self.data, self.graph = model, data, graph
+        self.sequential = SequentialSweep(collapsed) if collapsed is not None else None
         self.blocks = [list(b) for b in blocks]
         named = [n for b in self.blocks for n in b]
         unknown = [n for n in named if n not in graph.blocks]
@@ -142,11 +159,18 @@ class _Step:
         for name in named:
             b = graph.blocks[name]
             inside[b.offset:b.offset + b.size] = True
+        self.coupled = collapsed.coupled if collapsed is not None else inside.new_zeros(
+            0, dtype=torch.long)
+        inside[self.coupled] = True
         self.colours = [c[~inside[c]] for c in colours if bool((~inside[c]).any())]
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
-        """``state`` (V,), or (chains, V) moved together (blocks drawn chain by chain)."""
+        """``state`` (V,), or (chains, V) moved together (blocks and collapsed readers drawn
+        chain by chain)."""
         state = sweep(self.graph, self.colours, state)
+        if self.sequential is not None:
+            state = (self.sequential(state) if state.dim() == 1 else
+                     torch.stack([self.sequential(s) for s in state]))
         for names in self.blocks:
             state = (self.draw_block(state, names) if state.dim() == 1 else
                      torch.stack([self.draw_block(s, names) for s in state]))
@@ -161,8 +185,9 @@ class _Step:
 
 def _initial_state(model: Model, graph: FactorGraph, step: _Step,
                    init: dict[str, Any] | None) -> torch.Tensor:
-    if not init:
+    if not init and step.sequential is None:
         return starting_state(graph, step)
+    init = init or {}
     given = torch.zeros(graph.size, dtype=torch.bool, device=graph.padding.device)
     values = {}
     for name, value in init.items():
@@ -177,7 +202,9 @@ def _initial_state(model: Model, graph: FactorGraph, step: _Step,
         values[name] = value.reshape(-1).expand(block.size).reshape(block.layout)
         given[block.offset:block.offset + block.size] = True
     state = graph.with_values(torch.zeros_like(given, dtype=torch.long), values)
-    for ids in step.colours:  # the latents init leaves out: drawn given the ones it sets
+    # The latents init leaves out: drawn given the ones it sets (the collapsed latents'
+    # readers from the other tables alone: a random start, as collapsed samplers start).
+    for ids in [*step.colours, step.coupled]:
         free = ids[~given[ids]]
         if len(free):
             state[free] = draw(graph.conditionals(state)[free])

@@ -50,6 +50,9 @@ from genppl.pyro.layout import plate_dims, resolve_sizes
 from genppl.pyro.program import as_data, default_tensor_context
 
 PREV = "@prev"  # suffix of a chain variable read at the previous step (no identifier has it)
+#: A factor as it was placed in a ``FactorModel``, with ``(chain, first step, number of
+#: steps)`` its time axis stands for when it is a chain's (None otherwise).
+Placed = tuple[Factor, tuple[str, int, int] | None]
 
 
 @dataclass
@@ -110,6 +113,9 @@ class Use:
     distribution: Any
     table: torch.Tensor
     value: torch.Tensor | None
+    #: Where the table went: the factors made of it (masked, broadcast, a chain's steps
+    #: split), each with the chain steps it stands for (see ``Placed``).
+    placed: list[Placed] = field(default_factory=list)
 
     @property
     def parents(self) -> tuple[Parent, ...]:
@@ -372,25 +378,30 @@ _GLOBAL: _Target = ("global", None)
 
 
 def _put(factors: list[tuple[frozenset[str], Factor]], chains: dict[str, ChainBlock],
-         target: _Target, node: Node, f: Factor) -> None:
+         target: _Target, node: Node, f: Factor) -> list[Placed]:
     """Add a node's table where it goes: a global table with its plate set; a chain's first
     step or later steps; ``split``: one table for all steps of a chain, whose first step is
-    cut off (the rest stay one table when it is the same at every step)."""
+    cut off (the rest stay one table when it is the same at every step). Returns the
+    factors added, with the steps they stand for."""
     where, chain = target
     if where == "global":
         factors.append((frozenset(node.plates), plain(f)))
-        return
+        return [(factors[-1][1], None)]
     block = chains[chain]  # type: ignore[index]
     if where == "first":
         block.first.append(plain(f))
-    elif where == "rest":
+        return [(block.first[-1], (block.name, 0, 1))]
+    if where == "rest":
         block.rest.append(f)
-    else:
-        f = plain(f)
-        t = f.log_table
-        block.first.append(Factor(f.vars, t[:1]))
-        if block.length > 1:
-            block.rest.append(Factor(f.vars, t[1:] if t.shape[0] > 1 else t))
+        return [(f, (block.name, 1, block.length - 1))]
+    f = plain(f)
+    t = f.log_table
+    block.first.append(Factor(f.vars, t[:1]))
+    placed: list[Placed] = [(block.first[-1], (block.name, 0, 1))]
+    if block.length > 1:
+        block.rest.append(Factor(f.vars, t[1:] if t.shape[0] > 1 else t))
+        placed.append((block.rest[-1], (block.name, 1, block.length - 1)))
+    return placed
 
 
 @dataclass(frozen=True)
@@ -476,7 +487,8 @@ class _Recipe:
             if _retabled(use, retable):  # see ``Retable``: no factory call
                 self.replaced = use
                 uses.append(use)
-                self._add(use.table, None, self.mask, track, grad, factors, chains)
+                use.placed = self._add(use.table, None, self.mask, track, grad, factors,
+                                       chains)
                 return
         kind, child, mask, d = self.kind, self.child, None, None
         args: dict[str, Any] = {}
@@ -527,11 +539,13 @@ class _Recipe:
                 child, self.replaced = None, use
             table = use.table
             uses.append(use)
-        self._add(table, child, mask, track, grad, factors, chains)
+        placed = self._add(table, child, mask, track, grad, factors, chains)
+        if track:
+            uses[-1].placed = placed
 
     def _add(self, table: torch.Tensor, child: str | None, mask: torch.Tensor | None,
              track: bool, grad: bool, factors: list[tuple[frozenset[str], Factor]],
-             chains: dict[str, ChainBlock]) -> None:
+             chains: dict[str, ChainBlock]) -> list[Placed]:
         with torch.set_grad_enabled(track or grad):
             full = table.expand(self.full)
             if mask is None:
@@ -540,7 +554,7 @@ class _Recipe:
                 f = MaskedFactor(self.vars, full, torch.broadcast_to(
                     mask, torch.broadcast_shapes(mask.shape, full.shape)))
                 self.mask = f.mask
-            _put(factors, chains, self.target, self.node, f)
+            return _put(factors, chains, self.target, self.node, f)
 
 
 def _form(d: Any) -> tuple[type, type | None]:
@@ -668,8 +682,8 @@ class _Tabulator:
                            self.uses)
 
     # ----------------------------------------------------------------- where tables go
-    def _add(self, target: _Target, node: Node, f: Factor) -> None:
-        _put(self.factors, self.chains, target, node, f)
+    def _add(self, target: _Target, node: Node, f: Factor) -> list[Placed]:
+        return _put(self.factors, self.chains, target, node, f)
 
     def _tabulate_chain(self, node: Node) -> None:
         block = self.chains[node.chain]  # type: ignore[index]
@@ -787,7 +801,9 @@ class _Tabulator:
             f = Factor(variables, full, child=child) if mask is None else MaskedFactor(
                 variables, full, torch.broadcast_to(mask, torch.broadcast_shapes(
                     mask.shape, full.shape)))
-            self._add(target, node, f)  # a mask applied here stays differentiable for EM
+            placed = self._add(target, node, f)  # a mask applied here stays differentiable
+        if self.track:
+            self.uses[-1].placed = placed
         return f
 
     def _new_variable(self, node: Node, support: torch.Tensor) -> None:

@@ -178,8 +178,10 @@ class FactorGraph:
         return state
 
 
-def ground(fm: FactorModel) -> FactorGraph:
-    """The factor graph of a tabulated model (see the module doc)."""
+def ground(fm: FactorModel, like: torch.Tensor | None = None) -> FactorGraph:
+    """The factor graph of a tabulated model (see the module doc); ``like`` gives the dtype
+    and device of a model whose tables were all taken out (collapsed Gibbs: every table
+    reads a collapsed latent)."""
     cases = fm.cases()
     blocks: dict[str, Block] = {}
     offset = 0
@@ -193,7 +195,9 @@ def ground(fm: FactorModel) -> FactorGraph:
         offset += math.prod(shape)
     k = max(len(v.states) for v in fm.variables.values())
     tables = _tables(fm)
-    padding = tables[0][0].log_table.new_full((offset, k), -math.inf)
+    if not tables and like is None:
+        raise ModelError("ground: a model without tables needs like= (a tensor of its dtype).")
+    padding = (tables[0][0].log_table if tables else like).new_full((offset, k), -math.inf)
     for b in blocks.values():
         padding[b.offset:b.offset + b.size, : len(b.states)] = 0.0
     by_arity: dict[int, list[torch.Tensor]] = {}
@@ -203,6 +207,14 @@ def ground(fm: FactorModel) -> FactorGraph:
     groups = tuple(FactorGroup(t, torch.cat(i)) for t, i in zip(
         _group_rows(tables, blocks, k), by_arity.values(), strict=True))
     return FactorGraph(blocks, groups, padding)
+
+
+def ground_table(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One table's factor instances outside a graph: the instances each reads ``(F,
+    arity)`` and its values over ``K`` states per position, padded with -inf. ``steps`` is
+    a chain table's ``(chain, first step, number of steps)``, as in ``FactorModel.chains``."""
+    return _index(f, steps, blocks), _rows(f, _grid(f, steps, blocks), k)
 
 
 def group_tables(fm: FactorModel, graph: FactorGraph) -> tuple[torch.Tensor, ...]:

@@ -106,7 +106,25 @@ def _attribute(d: Any, attr: str, q: ConjugateFactor) -> torch.Tensor:
     return value ** -2 if isinstance(q, GammaFactor) and attr == "scale" else value
 
 
-def row_map(use: Use, arg: str, q: ConjugateFactor) -> Reading:
+def find_readings(use: Use, factors: dict[str, ConjugateFactor], engine: str
+                  ) -> dict[str, Reading]:
+    """How ``use``'s factory reads the latents of ``factors``, by attribute (empty when it
+    reads none of them); ``engine`` names the caller in errors."""
+    readings: dict[str, Reading] = {}
+    for p in use.parents:
+        q = factors.get(p.node)
+        if q is None:
+            continue
+        reading = row_map(use, p.arg, q, engine)
+        if reading.attr in readings:
+            raise ModelError(f"engine {engine!r}: node {use.node.name!r} "
+                             f"({use.node.declared_at}) reads two latents as its "
+                             f"{reading.attr}; one per parameter has a conjugate update.")
+        readings[reading.attr] = reading
+    return readings
+
+
+def row_map(use: Use, arg: str, q: ConjugateFactor, engine: str = "cavi") -> Reading:
     """Which row of latent ``q`` each cell of ``use``'s table reads through factory argument
     ``arg``: decoded from the child's attribute at an encoded value of the latent, then
     verified at a random value (the attribute must *be* the element, e.g. no softmax)."""
@@ -116,7 +134,7 @@ def row_map(use: Use, arg: str, q: ConjugateFactor) -> Reading:
     if attr is None:
         readable = sorted(f"{c.__name__}.{a}" for (c, a), f in READS.items() if f is type(q))
         raise ModelError(
-            f"engine 'cavi': node {node.name!r} ({node.declared_at}) is a "
+            f"engine {engine!r}: node {node.name!r} ({node.declared_at}) is a "
             f"{type(base).__name__} reading latent {q.name!r}, whose {q.family} prior is "
             f"conjugate only as {' or '.join(readable)}. Use engine 'svi' or 'nuts', or "
             "give the latent a prior conjugate to how it is read.")
@@ -132,7 +150,7 @@ def row_map(use: Use, arg: str, q: ConjugateFactor) -> Reading:
     if rows is None:
         child = type(base).__name__
         raise ModelError(
-            f"engine 'cavi': node {node.name!r} ({node.declared_at}) reads latent {q.name!r}, "
+            f"engine {engine!r}: node {node.name!r} ({node.declared_at}) reads latent {q.name!r}, "
             f"whose {q.family} prior is conjugate to a {child} only as its {attr}, but its "
             f"{attr} is not an element of {q.name!r} (a transform, sum or network of it has "
             f"no conjugate update). Read it directly, e.g. dist.{child}({attr}={q.name}[z]), "
