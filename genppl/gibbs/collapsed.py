@@ -94,6 +94,13 @@ def collapsible_latents(model: Model) -> dict[str, ConjugateFactor]:
                              "Dirichlet latents read as Categorical probs and Beta latents "
                              f"read as Bernoulli probs. {hint}")
         out[name] = factor  # type: ignore[assignment]
+    for node in model.nodes.values():
+        through = [p.node for p in node.parents if p.node in out]
+        if through and node.kind not in ("latent", "observed"):
+            raise ModelError(
+                f"engine 'gibbs': {node.kind} node {node.name!r} ({node.declared_at}) reads "
+                f"latent {through[0]!r}; Gibbs integrates it out only where Categorical or "
+                "Bernoulli nodes read it directly as probs. Use engine 'hmc_gibbs'.")
     return out
 
 

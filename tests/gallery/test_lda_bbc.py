@@ -1,5 +1,6 @@
-"""LDA (models_gallery/lda_bbc.py) under engine cavi: planted topics are recovered, the
-held-out bound is scikit-learn's for the same topics, and the entry runs."""
+"""LDA (models_gallery/lda_bbc.py) under engines cavi and gibbs: planted topics are
+recovered, the held-out bound is scikit-learn's for the same topics, the collapsed
+log-likelihood is the closed form's, and the entry runs."""
 
 from __future__ import annotations
 
@@ -68,7 +69,35 @@ def test_held_out_bound_equals_scikit_learns_for_the_same_topics() -> None:
                         float(kl) / test.num_tokens, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("engine", ["cavi", "svi"])
+def test_collapsed_gibbs_recovers_planted_topics() -> None:
+    """Twenty-five sweeps from a random start (the last five kept); the topics given the
+    kept draws' counts."""
+    truth, corpus = _planted(60, 50, seed=0)
+    post = lda_bbc.fit_gibbs(corpus, 15, sweeps=25, num_topics=3, seed=0)
+    counts = lda_bbc.topic_word_counts(post.samples["z"][0], corpus, 3, 15)
+    found = (lda_bbc.ETA + counts.to(F64).mean(0))
+    found = found / found.sum(-1, keepdim=True)
+    error = min(float((found[list(p)] - truth).abs().max())
+                for p in itertools.permutations(range(3)))
+    assert error < 0.05
+
+
+def test_collapsed_log_likelihood_is_the_dirichlet_multinomial_closed_form() -> None:
+    """log p(words | z): each topic's Dirichlet-multinomial, written out here with Beta
+    functions, against the entry's vectorised one."""
+    counts = torch.tensor([[[3, 0, 1], [0, 2, 2]], [[1, 1, 2], [2, 1, 1]]])
+    eta = lda_bbc.ETA
+
+    def log_beta(a: torch.Tensor) -> float:
+        return float(torch.lgamma(a).sum() - torch.lgamma(a.sum()))
+
+    expected = [sum(log_beta(eta + row.to(F64)) - log_beta(torch.full((3,), eta, dtype=F64))
+                    for row in draw) for draw in counts]
+    found = lda_bbc.collapsed_log_likelihood(counts).tolist()
+    assert found == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["cavi", "gibbs", "svi"])
 def test_entry_runs_and_reports_beside_scikit_learn(engine: str, tmp_path) -> None:
     report = lda_bbc.run(RunConfig(engine=engine, steps=3, progress=False, out=tmp_path))
     m = report.metrics
@@ -77,6 +106,9 @@ def test_entry_runs_and_reports_beside_scikit_learn(engine: str, tmp_path) -> No
     assert m["sklearn_held_out_perplexity"] < m["sklearn_perplexity_own_definition"]
     if engine == "cavi":
         assert m["iterations"] == 3
+        assert m["held_out_perplexity"] < m["held_out_perplexity_sklearn_definition"]
+    elif engine == "gibbs":
+        assert m["sweeps"] == 3 and m["kept"] == 1
         assert m["held_out_perplexity"] < m["held_out_perplexity_sklearn_definition"]
     else:
         assert m["svi_steps"] == 3 and m["held_out_perplexity_sklearn_definition"] is None

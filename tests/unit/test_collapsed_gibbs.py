@@ -285,6 +285,14 @@ def test_refusals_name_the_latent_and_the_alternative() -> None:
     with pytest.raises(ModelError, match=r"'z'.*reads latent 'p'.*not an element"):
         genppl.infer(m, {}, engine="gibbs", progress=False)
 
+    m = genppl.Model("through_a_function")
+    m.latent("p", lambda: dist.Dirichlet(torch.ones(3)))
+    m.deterministic("q", lambda p: p.flip(-1))
+    with m.plate("data", 2):
+        m.latent("z", lambda q: dist.Categorical(q))
+    with pytest.raises(ModelError, match=r"deterministic node 'q'.*reads latent 'p'"):
+        genppl.infer(m, {}, engine="gibbs", progress=False)
+
     model, data, _ = _lda()
     with pytest.raises(ModelError, match=r"blocks.*integrate out \['mix', 'topics'\]"):
         genppl.infer(model, data, engine="gibbs", blocks=[["z"]], progress=False)
