@@ -37,15 +37,15 @@ from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import Tabulation, Use
 from genppl.exact.sum_product import contract
-from genppl.pyro.program import default_tensor_context
 from genppl.results import FitResult, Posterior
 from genppl.variational.conjugate import (
+    FAMILIES,
     BetaFactor,
     ConjugateFactor,
     DirichletFactor,
     GammaFactor,
     NormalFactor,
-    factor_of,
+    conjugate_roots,
 )
 from genppl.variational.likelihoods import (
     Reading,
@@ -96,35 +96,12 @@ class _Readings:
         return self._seen
 
 def _conjugate_latents(model: Model) -> dict[str, ConjugateFactor]:
-    """A variational factor for every continuous latent without parents (a latent with
-    parents is left to the tabulation, which refuses a continuous one). Each must be global
-    (no plate or chain) with a conjugate prior of fixed arguments."""
-    factors: dict[str, ConjugateFactor] = {}
-    for name in model.latent_names:
-        node = model[name]
-        if node.parents:
-            continue
-        with default_tensor_context(model.device, model.dtype):
-            prior = node.fn()  # type: ignore[misc]
-        if prior.has_enumerate_support:
-            continue
-        if node.plates or node.chain is not None:
-            raise ModelError(
-                f"engine 'cavi': continuous latent {name!r} ({node.declared_at}) is in a "
-                "plate or chain; CAVI takes continuous latents as global roots with conjugate "
-                "priors. Declare a per-item parameter as one latent with a batch shape, e.g. "
-                "dist.Dirichlet(alpha).expand([D]).to_event(1), read as theta[doc].")
-        factors[name] = factor_of(name, node.declared_at, prior)
+    """A variational factor for every continuous latent (global roots, conjugate priors)."""
+    factors = conjugate_roots(model, "cavi", FAMILIES,
+                              "Use engine 'svi' (any prior) or 'nuts'.")
     if not factors:
         raise ModelError(f"engine 'cavi': model {model.name!r} has no continuous latents; its "
                          "posterior is exact: use engine 'exact'.")
-    for node in model.nodes.values():
-        through = [p.node for p in node.parents if p.node in factors]
-        if through and node.kind not in ("latent", "observed"):
-            raise ModelError(
-                f"engine 'cavi': {node.kind} node {node.name!r} ({node.declared_at}) reads "
-                f"latent {through[0]!r}; CAVI's expectations need the random nodes to read it "
-                "directly (a function of it has no conjugate update). Use engine 'svi'.")
     return factors
 
 

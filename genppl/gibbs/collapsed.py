@@ -50,12 +50,11 @@ from genppl.errors import ModelError
 from genppl.exact.contract import Factor
 from genppl.exact.from_model import FactorModel, Use, model_factors, plain
 from genppl.gibbs.grounding import FactorGraph, ground, ground_table
-from genppl.pyro.program import default_tensor_context
 from genppl.variational.conjugate import (
     BetaFactor,
     ConjugateFactor,
     DirichletFactor,
-    factor_of,
+    conjugate_roots,
 )
 from genppl.variational.likelihoods import Reading, find_readings
 
@@ -65,43 +64,13 @@ COLLAPSIBLE = {DirichletFactor: dist.Categorical, BetaFactor: dist.Bernoulli}
 
 def collapsible_latents(model: Model) -> dict[str, ConjugateFactor]:
     """The continuous latents Gibbs integrates out: global roots with Dirichlet or Beta
-    priors. Any other continuous latent is refused, naming it and the engines that take
-    it."""
-    out: dict[str, ConjugateFactor] = {}
-    for name in model.latent_names:
-        node = model[name]
-        if node.parents:
-            continue  # a continuous latent with parents is refused by the tabulation
-        with default_tensor_context(model.device, model.dtype):
-            prior = node.fn()  # type: ignore[misc]
-        if prior.has_enumerate_support:
-            continue
-        where = f"latent {name!r} ({node.declared_at})"
-        hint = ("Use engine 'hmc_gibbs' (NUTS on the continuous latents, Gibbs on the finite "
-                "ones), 'cavi' or 'svi'.")
-        if node.plates or node.chain is not None:
-            raise ModelError(f"engine 'gibbs': {where} is continuous and in a plate or chain; "
-                             "Gibbs integrates out Dirichlet and Beta latents declared as "
-                             "global roots (a batch of rows, read as probs[z] or "
-                             f"theta[doc]). {hint}")
-        try:
-            factor = factor_of(name, node.declared_at, prior)
-        except ModelError:
-            factor = None
-        if type(factor) not in COLLAPSIBLE:
-            raise ModelError(f"engine 'gibbs': {where} is continuous with a "
-                             f"{type(prior).__name__} prior; Gibbs integrates out only "
-                             "Dirichlet latents read as Categorical probs and Beta latents "
-                             f"read as Bernoulli probs. {hint}")
-        out[name] = factor  # type: ignore[assignment]
-    for node in model.nodes.values():
-        through = [p.node for p in node.parents if p.node in out]
-        if through and node.kind not in ("latent", "observed"):
-            raise ModelError(
-                f"engine 'gibbs': {node.kind} node {node.name!r} ({node.declared_at}) reads "
-                f"latent {through[0]!r}; Gibbs integrates it out only where Categorical or "
-                "Bernoulli nodes read it directly as probs. Use engine 'hmc_gibbs'.")
-    return out
+    priors read directly by random nodes. Any other continuous latent is refused, naming it
+    and the engines that take it."""
+    return conjugate_roots(model, "gibbs", tuple(COLLAPSIBLE),
+                           "Gibbs integrates out Dirichlet latents read as Categorical probs "
+                           "and Beta latents read as Bernoulli probs; use engine 'hmc_gibbs' "
+                           "(NUTS on the continuous latents, Gibbs on the finite ones), "
+                           "'cavi' or 'svi'.")
 
 
 @dataclass(frozen=True)

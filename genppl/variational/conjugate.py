@@ -23,6 +23,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from genppl.errors import ModelError
+from genppl.pyro.program import default_tensor_context
 
 
 class ConjugateFactor:
@@ -195,19 +196,56 @@ def _family(d: Any) -> tuple[Any, type[ConjugateFactor] | None]:
     return base, next((f for f in FAMILIES if isinstance(base, f.torch_kind)), None)
 
 
-def factor_of(name: str, where: str, prior: Any) -> ConjugateFactor:
-    """The variational factor of latent ``name`` (declared at ``where``) with ``prior``, a
-    Dirichlet, Beta, Normal or Gamma, possibly ``.expand``-ed or ``.to_event``-ed; the
-    prior's parameters are broadcast to the latent's full shape."""
+def factor_of(name: str, prior: Any) -> ConjugateFactor | None:
+    """The variational factor of latent ``name`` with ``prior``, a Dirichlet, Beta, Normal or
+    Gamma, possibly ``.expand``-ed or ``.to_event``-ed (the prior's parameters broadcast to
+    the latent's full shape); None for any other prior."""
     shape = prior.batch_shape + prior.event_shape
     base, cls = _family(prior)
     if cls is None:
-        raise ModelError(f"engine 'cavi': latent {name!r} ({where}) has prior "
-                         f"{type(base).__name__}; CAVI's closed-form updates need a conjugate "
-                         f"prior ({', '.join(f.kind.__name__ for f in FAMILIES)}). Use engine "
-                         "'svi' (any prior) or 'nuts'.")
+        return None
     event = (shape[-1],) if cls is DirichletFactor else ()
     flat = (math.prod(shape[:-1]), *event) if event else (math.prod(shape),)
     params = {k: torch.broadcast_to(getattr(base, k), shape).reshape(flat).clone()
               for k in cls.parameters}
     return cls(name, torch.Size(shape), params)
+
+
+def conjugate_roots(model: Any, engine: str, families: tuple[type[ConjugateFactor], ...],
+                    alternatives: str) -> dict[str, ConjugateFactor]:
+    """A factor for every continuous latent without parents of ``model`` (a latent with
+    parents is left to the tabulation, which refuses a continuous one), for the engines that
+    derive closed forms from conjugate priors (CAVI's updates, collapsed Gibbs's integrals).
+    Each must be a global root whose prior is one of ``families``, read only by random
+    nodes; a refusal names the latent or node and ``alternatives`` (the engines to use)."""
+    factors: dict[str, ConjugateFactor] = {}
+    for name in model.latent_names:
+        node = model[name]
+        if node.parents:
+            continue
+        with default_tensor_context(model.device, model.dtype):
+            prior = node.fn()
+        if prior.has_enumerate_support:
+            continue
+        where = f"continuous latent {name!r} ({node.declared_at})"
+        if node.plates or node.chain is not None:
+            raise ModelError(
+                f"engine {engine!r}: {where} is in a plate or chain; engine {engine!r} takes "
+                "continuous latents as global roots. Declare a per-item parameter as one "
+                "latent with a batch shape, e.g. dist.Dirichlet(alpha).expand([D]).to_event(1), "
+                f"read as theta[doc]. {alternatives}")
+        factor = factor_of(name, prior)
+        if type(factor) not in families:
+            kinds = ", ".join(f.kind.__name__ for f in families)
+            family = type(_family(prior)[0]).__name__
+            raise ModelError(f"engine {engine!r}: {where} has a {family} prior; engine "
+                             f"{engine!r} needs a conjugate prior ({kinds}). {alternatives}")
+        factors[name] = factor  # type: ignore[assignment]
+    for node in model.nodes.values():
+        through = [p.node for p in node.parents if p.node in factors]
+        if through and node.kind not in ("latent", "observed"):
+            raise ModelError(
+                f"engine {engine!r}: {node.kind} node {node.name!r} ({node.declared_at}) reads "
+                f"latent {through[0]!r}; its closed forms need the random nodes to read it "
+                f"directly (a function of it has none). {alternatives}")
+    return factors
