@@ -14,7 +14,6 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 import genppl
-from genppl.engines import checkpoint as ckpt
 from genppl.engines.kernel_state import kernel_state
 
 pytestmark = pytest.mark.unit
@@ -34,21 +33,6 @@ def _model() -> genppl.Model:
     return m.to(dtype=F64)
 
 
-def _stopped(monkeypatch: pytest.MonkeyPatch, after: int) -> list[int]:
-    """Make the run raise KeyboardInterrupt right after its ``after``-th save."""
-    saves: list[int] = []
-    original = ckpt.ChainCheckpoint.save
-
-    def save_then_stop(self: ckpt.ChainCheckpoint, progress: ckpt.Saved,
-                       device: torch.device) -> None:
-        original(self, progress, device)
-        saves.append(progress.done)
-        if len(saves) == after:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", save_then_stop)
-    return saves
-
-
 @pytest.mark.parametrize(("engine", "options", "after"), [
     ("nuts", {}, 2),  # stopped at step 20 of 30 warm-up steps
     ("nuts", {}, 4),  # stopped at draw 10 of 25
@@ -58,13 +42,13 @@ def _stopped(monkeypatch: pytest.MonkeyPatch, after: int) -> list[int]:
     ("hmc_gibbs", {"discrete": "exact"}, 4),
 ])
 def test_a_stopped_run_resumes_with_the_draws_of_an_uninterrupted_one(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, options: dict[str, Any],
-        after: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_after_saves: Any, engine: str,
+        options: dict[str, Any], after: int) -> None:
     model, data = _model(), {"y": Y}
     run = {"engine": engine, "num_samples": 25, "warmup_steps": 30, "seed": 5,
            "progress": False, "executor": "serial", **options}
     whole = genppl.infer(model, data, **run)
-    saves = _stopped(monkeypatch, after)
+    saves = stop_after_saves(after)
     with pytest.raises(KeyboardInterrupt):
         genppl.infer(model, data, checkpoint=tmp_path, checkpoint_every=10, **run)
     assert saves == [10, 20, 30, 40][:after]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import pyro.distributions as dist
 import pytest
@@ -327,29 +328,18 @@ def test_masked_draws_count_nowhere() -> None:
     assert mix.tolist() == [[0, 2], [1, 0]]  # its topic is still drawn from its mixture
 
 
-def test_a_stopped_run_resumes_with_the_same_draws(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from genppl.engines import checkpoint as ckpt
-
+def test_a_stopped_run_resumes_with_the_same_draws(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_after_saves: Any) -> None:
     model, data, _ = _bayes_hmm()
     options = {"num_samples": 30, "warmup_steps": 10, "seed": 5, "executor": "serial",
                "progress": False}
     whole = genppl.infer(model, data, engine="gibbs", **options)
-    original = ckpt.ChainCheckpoint.save
-    saves = []
-
-    def stop_after_two(self: ckpt.ChainCheckpoint, progress: ckpt.Saved,
-                       device: torch.device) -> None:
-        original(self, progress, device)
-        saves.append(progress.done)
-        if len(saves) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", stop_after_two)
+    saves = stop_after_saves(2)
     with pytest.raises(KeyboardInterrupt):
         genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path, checkpoint_every=10,
                      **options)
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", original)
+    assert saves == [10, 20]
+    monkeypatch.undo()
     resumed = genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path,
                            checkpoint_every=10, **options)
     for name in ("z", "trans", "emit"):

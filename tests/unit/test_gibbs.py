@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import pyro.distributions as dist
 import pytest
@@ -176,31 +177,19 @@ def test_chains_in_worker_processes_draw_what_chains_in_turn_draw() -> None:
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint_with_the_same_draws(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_after_saves: Any) -> None:
     """Kill a checkpointed run part-way (an interrupt after the third stretch of sweeps),
     start it again: it resumes and its draws equal an uninterrupted run's."""
-    from genppl.engines import checkpoint as ckpt
-
     model, data = _hmm()
     options = {"num_samples": 50, "warmup_steps": 20, "seed": 3, "num_chains": 2,
                "executor": "serial", "progress": False}
     whole = genppl.infer(model, data, engine="gibbs", **options)
-    saves = []
-    original = ckpt.ChainCheckpoint.save
-
-    def stop_after_three(self: ckpt.ChainCheckpoint, progress: ckpt.Saved,
-                         device: torch.device) -> None:
-        original(self, progress, device)
-        saves.append(progress.done)
-        if len(saves) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", stop_after_three)
+    saves = stop_after_saves(3)
     with pytest.raises(KeyboardInterrupt):
         genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path, checkpoint_every=15,
                      **options)
     assert saves == [15, 30, 45] and (tmp_path / "chain-0.pt").exists()
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", original)
+    monkeypatch.undo()
     resumed = genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path,
                            checkpoint_every=15, **options)
     for name in whole.samples:
@@ -261,12 +250,11 @@ def test_chains_become_blocks_by_default() -> None:
 
 @pytest.mark.parametrize("name", ["network", "hmm", "plated"])
 def test_vectorized_chains_move_together_and_agree_with_the_exact_engine(
-        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        stop_after_saves: Any) -> None:
     """``executor="vectorized"``: the chains are one (chains, V) state, every colour drawn
     for all at once (the HMM's chain block chain by chain); marginals within 5 MCSE of the
     exact ones, and a checkpointed run stopped part-way resumes to the same draws."""
-    from genppl.engines import checkpoint as ckpt
-
     model, data = MODELS[name]()
     options = {"num_samples": 400, "num_chains": 4, "seed": 6, "executor": "vectorized",
                "progress": False}
@@ -280,14 +268,7 @@ def test_vectorized_chains_move_together_and_agree_with_the_exact_engine(
             _within_mcse(flat_draws[..., j], flat_probs[j])
     if name != "hmm":
         return
-    original = ckpt.ChainCheckpoint.save
-
-    def save_then_stop(self: ckpt.ChainCheckpoint, progress: ckpt.Saved,
-                       device: torch.device) -> None:
-        original(self, progress, device)
-        if progress.done == 300:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(ckpt.ChainCheckpoint, "save", save_then_stop)
+    stop_after_saves(2)  # at sweep 300
     with pytest.raises(KeyboardInterrupt):
         genppl.infer(model, data, engine="gibbs", checkpoint=tmp_path, checkpoint_every=150,
                      **options)
