@@ -177,11 +177,10 @@ class Collapsed:
     def uncollapse(self, states: torch.Tensor) -> dict[str, torch.Tensor]:
         """One draw of each collapsed latent from its conditional posterior at each state
         of ``states`` ``(..., V)``: ``{name: (..., *shape)}``."""
-        flat = states.reshape(-1, states.shape[-1])
+        per_state = [self.counts(s) for s in states.reshape(-1, states.shape[-1])]
         out = {}
         for i, q in enumerate(self.latents):
-            counts = torch.stack([self.counts(s)[i] for s in flat])
-            draws = q.posterior(counts).sample()
+            draws = q.posterior(torch.stack([counts[i] for counts in per_state])).sample()
             out[q.name] = draws.reshape(*states.shape[:-1], *q.factor.shape)
         return out
 
