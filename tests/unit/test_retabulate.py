@@ -63,8 +63,15 @@ def assert_same(a: FactorModel, b: FactorModel, tol: float = 0.0) -> None:
             for f, g in zip(fs, gs, strict=True):
                 _same_factor(f, g, tol)
     assert len(a.uses) == len(b.uses)
+    for fm in (a, b):  # each use's placed factors are its model's own (identity)
+        own = {id(f) for _, f in fm.factors} | {id(f) for c in fm.chains
+                                                for f in (*c.first, *c.rest)}
+        assert all(id(f) in own for u in fm.uses for f, _ in u.placed)
     for u, w in zip(a.uses, b.uses, strict=True):
         assert u.node is w.node and u.fn is w.fn and list(u.args) == list(w.args)
+        assert [s for _, s in u.placed] == [s for _, s in w.placed] and u.placed
+        for (f, _), (g, _) in zip(u.placed, w.placed, strict=True):
+            _same_factor(f, g, tol)
         assert type(u.distribution) is type(w.distribution)
         _close(u.table, w.table, tol)
         assert (u.value is None) == (w.value is None)
