@@ -166,9 +166,3 @@ def make_optimiser(optimizer: str | PyroOptim = "clipped_adam", *, lr: float = 0
     optim = PyroLRScheduler(r.scheduler, {"optimizer": r.torch_optim, "optim_args": r.args,
                                           **r.scheduler_args}, clip)
     return Optimiser(optim, r.name, plateau=r.plateau)
-
-
-def learning_rates(optimiser: Any) -> list[float]:
-    """The current learning rate of every parameter (for tests and reports) of an
-    ``Optimiser`` or a ``joint.JointOptimiser``."""
-    return optimiser.learning_rates()

@@ -7,18 +7,14 @@ iteration at or below it (none when never reached).
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is not installed; run from the checkout
-    sys.path.insert(0, str(ROOT))
-harness = importlib.import_module("benchmarks.harness")
-lda = importlib.import_module("benchmarks.cases.lda")
+from benchmarks import harness
+from benchmarks.cases import lda
+
 pytest.importorskip("sklearn")
 
 pytestmark = pytest.mark.unit

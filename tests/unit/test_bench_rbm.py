@@ -9,20 +9,16 @@ notices a wrong model.
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is not installed; run from the checkout
-    sys.path.insert(0, str(ROOT))
-harness = importlib.import_module("benchmarks.harness")
-rbm = importlib.import_module("benchmarks.cases.rbm")
+from benchmarks import harness
+from benchmarks.cases import rbm
+
 pytest.importorskip("sklearn")
 
 

@@ -8,20 +8,16 @@ speed."""
 from __future__ import annotations
 
 import functools
-import importlib
 import math
-import sys
 from pathlib import Path
 
 import pyro
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `benchmarks` is not installed; run from the checkout
-    sys.path.insert(0, str(ROOT))
-harness = importlib.import_module("benchmarks.harness")
-case = importlib.import_module("benchmarks.cases.vae_svi_step")
+from benchmarks import harness
+from benchmarks.cases import vae_svi_step as case
+
 pytest.importorskip("mlxtend")
 
 pytestmark = pytest.mark.unit

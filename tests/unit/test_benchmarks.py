@@ -7,22 +7,19 @@ contenders agree on the answer.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# `benchmarks` is deliberately not an installed package (genppl never imports it); the tests
-# import it from the checkout, as `python -m benchmarks.run` does from the repository root.
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-harness = importlib.import_module("benchmarks.harness")
-bench_run = importlib.import_module("benchmarks.run")
+from benchmarks import harness
+from benchmarks import run as bench_run
+
+# `benchmarks` is deliberately not an installed package (genppl never imports it); pytest's
+# `pythonpath` (pyproject.toml) lets the tests import it from the checkout, as
+# `python -m benchmarks.run` does from the repository root.
 
 BASE_COLUMNS = ["contender", "runs", "calls/run", "median s", "min s", "time ratio",
                 "peak Python MB", "RSS growth MB"]

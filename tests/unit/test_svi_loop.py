@@ -22,7 +22,7 @@ from genppl.engines.svi import build_guide
 from genppl.variational import checkpoint as svi_ckpt
 from genppl.variational import evaluate, log_weights
 from genppl.variational.minibatch import PlateLoader, on_indices, subsampled
-from genppl.variational.optim import learning_rates, make_optimiser
+from genppl.variational.optim import make_optimiser
 
 F64 = torch.float64
 X = torch.tensor([0.3, 1.1, -0.4, 0.9, 1.6, 0.2], dtype=F64)
@@ -90,7 +90,7 @@ def test_schedules_set_the_learning_rate_each_step(schedule: str, options: dict[
     genppl.fit(m, {"x": X}, engine="svi", guide=g, steps=10, optimizer=opt.optim, seed=0,
                progress=False)
     # a pyro.optim object is used as given; its scheduler is stepped once per step
-    assert learning_rates(opt) == pytest.approx([expected] * 2, abs=1e-12)
+    assert opt.learning_rates() == pytest.approx([expected] * 2, abs=1e-12)
 
 
 def test_lrd_keeps_meaning_an_exponential_decay_for_any_optimiser() -> None:
@@ -109,7 +109,7 @@ def test_plateau_schedule_halves_the_rate_when_the_monitored_elbo_stalls() -> No
     result = genppl.fit(m, {"x": X}, engine="svi", guide=g, steps=400, optimizer=opt.optim,
                         eval_every=20, seed=0, progress=False)
     assert len(result.info["history"]) == 20
-    assert max(learning_rates(opt)) < 0.1
+    assert max(opt.learning_rates()) < 0.1
 
 
 # ----------------------------------------------------------------------- minibatches
