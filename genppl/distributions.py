@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
@@ -101,3 +102,8 @@ class WordCounts(TorchDistribution):
             kept = (torch.arange(longest, device=self.logits.device)
                     < self.total_count.unsqueeze(-1)).to(self.logits.dtype)
             return counts.scatter_add_(-1, tokens, kept.expand(tokens.shape))
+
+
+#: Distributions whose value is a vector of counts per entry (EM's and CAVI's closed forms
+#: add it whole where a Categorical adds one count).
+COUNT_VECTORS = (dist.Multinomial, WordCounts)

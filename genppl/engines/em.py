@@ -38,7 +38,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from genppl.distributions import WordCounts
+from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
 from genppl.engines.common import progress_bar
@@ -50,8 +50,6 @@ from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
 
-#: Distributions of a vector of counts per entry.
-COUNTS = (dist.Multinomial, WordCounts)
 #: Attributes with a closed-form M-step, by distribution type.
 ROLES: dict[type, tuple[str, ...]] = {
     dist.Categorical: ("probs",),
@@ -295,7 +293,7 @@ def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     if use.value is None:  # a latent: the gradient is its family marginal
         return grad
     weight = grad
-    if isinstance(_base(use.distribution), COUNTS):  # a vector of counts per entry
+    if isinstance(_base(use.distribution), COUNT_VECTORS):  # a vector of counts per entry
         return use.value.to(weight.dtype) * weight.unsqueeze(-1)
     onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
     return onehot * weight.unsqueeze(-1)

@@ -22,7 +22,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from genppl.distributions import WordCounts
+from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.errors import ModelError
 from genppl.exact.from_model import Use
 from genppl.variational.conjugate import (
@@ -43,8 +43,6 @@ READS: dict[tuple[type, str], type[ConjugateFactor]] = {
     (dist.Normal, "scale"): GammaFactor,  # as a precision: scale = precision ** -0.5
     (dist.Poisson, "rate"): GammaFactor,
 }
-#: Children whose value is a vector of counts.
-COUNTS = (dist.Multinomial, WordCounts)
 #: The attribute a conjugate family is read through, by child distribution.
 ATTRIBUTE = {(child, family): attr for (child, attr), family in READS.items()}
 
@@ -219,7 +217,7 @@ def expected_table(use: Use, readings: dict[str, Reading],
     base = use.base
     x, latent = _cells(use)
     shape = use.table.shape
-    if isinstance(base, COUNTS):  # observed count vectors (a latent one is not tabulated)
+    if isinstance(base, COUNT_VECTORS):  # observed count vectors (a latent one is not tabulated)
         r = readings["probs"]
         log_probs = moments[r.target]["log_probs"][r.rows]
         table = (x * log_probs).sum(-1) + _log_coefficient(x)
@@ -268,7 +266,7 @@ def add_statistics(use: Use, reading: Reading, readings: dict[str, Reading],
     base = use.base
     x, latent = _cells(use)
     rows = _own(reading.rows, latent)
-    if isinstance(base, COUNTS):
+    if isinstance(base, COUNT_VECTORS):
         k = sums["counts"].shape[-1]
         index = reading.rows.unsqueeze(-1) * k + torch.arange(k, device=weight.device)
         _scatter(sums["counts"], index, weight.unsqueeze(-1) * x)
