@@ -73,6 +73,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
+               "tb": 1000**4, "tib": 1024**4}
+
+
+def _memory_size(text: str) -> int:
+    """``--max-memory``: bytes, or a number with a unit (``512MiB``, ``4GB``, ``2g``)."""
+    stripped = text.strip().lower().replace(" ", "")
+    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = stripped[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = float("nan")
+    if unit not in _SIZE_UNITS or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive memory size such as 512MiB, 4GB or 2000000000, got {text!r}")
+    return max(1, int(value * _SIZE_UNITS[unit]))
+
+
 def _jsonable(obj: Any) -> Any:
     """JSON fallback for what entries put in metrics: tensors, arrays, paths, numpy scalars."""
     if isinstance(obj, torch.Tensor):
@@ -145,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     entry = load_gallery(args.name).get(args.name)
     config = RunConfig(engine=args.engine, steps=args.steps, device=_device(args.device),
                        dtype=DTYPES[args.dtype], out=args.out, seed=args.seed,
-                       progress=_progress())
+                       progress=_progress(), checkpoint=args.checkpoint,
+                       max_memory=args.max_memory)
     report = _run_entry(entry, config)
     if args.json:
         _print_json(report.to_dict())
@@ -249,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object (the report's numbers) instead of the table")
+    run.add_argument("--checkpoint", type=Path, metavar="DIR",
+                     help="save progress in DIR as the run goes; the same command started "
+                          "again resumes from it (default: no checkpoints)")
+    run.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                     help="largest table an engine may allocate, e.g. 512MiB or 4GB; a run "
+                          "that needs more is refused before it allocates (default: 2GiB)")
     run.set_defaults(func=cmd_run)
 
     render = sub.add_parser("render", help="draw a gallery entry's model graph")
@@ -266,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--map", action="store_true",
                    help="also the most probable joint state of the non-evidence variables")
     q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="largest table the elimination may allocate, e.g. 512MiB or 4GB "
+                        "(default: 2GiB)")
     q.set_defaults(func=cmd_query)
 
     demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")

@@ -23,7 +23,10 @@ from genppl.errors import ModelError, UnknownName, suggest
 @dataclass(frozen=True)
 class RunConfig:
     """How to run an entry. ``steps`` scales the work (SVI steps, MCMC draws) and ``None``
-    means the entry's own default; ``out`` is where pictures go (none when ``None``)."""
+    means the entry's own default; ``out`` is where pictures go (none when ``None``);
+    ``checkpoint`` is a directory where a long run saves its progress and from which the same
+    run, started again, resumes; ``max_memory`` (bytes) caps the largest table an engine may
+    allocate (``None``: the engines' default budget)."""
 
     engine: str | None = None
     steps: int | None = None
@@ -32,6 +35,8 @@ class RunConfig:
     out: Path | None = None
     seed: int = 0
     progress: bool = True
+    checkpoint: Path | None = None
+    max_memory: int | None = None
 
 
 @dataclass
