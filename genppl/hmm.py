@@ -34,7 +34,6 @@ from torch.distributions import constraints
 
 from genppl import inference
 from genppl.dsl.model import Model
-from genppl.engines.common import param_values
 from genppl.errors import ModelError
 from genppl.pyro.program import default_tensor_context
 from genppl.results import FitResult, Posterior
@@ -345,9 +344,9 @@ class HMM:
             raise ModelError(f"HMM.fit: model {self.model.name!r} has fixed tables; build it "
                              "with learnable=True to fit them.")
         batch = self.batch(x, lengths)
-        with param_values(self.model, self.params):
-            result = inference.fit(self.model, batch.data, engine="em", steps=steps, tol=tol,
-                         pseudo_counts=pseudo_counts, progress=progress)
+        result = inference.fit(self.model, batch.data, engine="em", steps=steps, tol=tol,
+                               pseudo_counts=pseudo_counts, init=self.params,
+                               progress=progress)
         self.params = {k: v.detach().clone() for k, v in result.params.items()}
         padding = self._padding(batch)
         trajectory = [value - padding for value in result.info["log_likelihood"]]

@@ -57,7 +57,6 @@ import torch
 from torch.distributions import constraints
 
 import genppl
-from genppl.engines.common import param_values
 from genppl.errors import ModelError
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
@@ -149,16 +148,15 @@ class VowelStatistics:
 
 def vowel_statistics(classes: torch.Tensor, *, device: str = "cpu",
                      dtype: torch.dtype = torch.float64) -> VowelStatistics:
-    """Fit Markov's chain to a sequence of classes with ``engine="em"``; in a param store of
-    its own, so no earlier run's ``trans`` is the starting point."""
+    """Fit Markov's chain to a sequence of classes with ``engine="em"`` (from the declared
+    ``trans``: EM starts from the declaration, never from an earlier run's params)."""
     classes = torch.as_tensor(classes)
     if classes.dim() != 1 or len(classes) < 2:
         raise ModelError(f"vowel_statistics: pass a 1-D sequence of at least two classes, got "
                          f"shape {tuple(classes.shape)}.")
     model = build_vowel_chain().to(device, dtype)
-    with param_values(model, None):
-        result = genppl.fit(model, {"letter": classes}, engine="em", learn=["trans"], steps=20,
-                            tol=1e-12, progress=False)
+    result = genppl.fit(model, {"letter": classes}, engine="em", learn=["trans"], steps=20,
+                        tol=1e-12, progress=False)
     fraction = float((classes == VOWEL).double().mean())
     return VowelStatistics(len(classes), fraction, result.params["trans"].detach(),
                            int(result.info["iterations"]))

@@ -41,7 +41,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
-from genppl.engines.common import progress_bar
+from genppl.engines.common import param_values, progress_bar
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import FactorModel, Use, model_factors
@@ -81,15 +81,27 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     (point-estimated: their MAP under a Uniform or Dirichlet prior, so a model declared for
     NUTS fits by EM unchanged). By default: every param and global continuous latent, or
     every CPT when there are none. ``pseudo_counts`` adds that many counts to every category
-    (a Dirichlet(1 + pseudo_counts) prior's MAP). ``init`` gives starting values of point-
-    estimated latents (default: a draw from their prior with ``seed``)."""
+    (a Dirichlet(1 + pseudo_counts) prior's MAP). ``init`` gives starting values of params
+    (default: their declared initial values) and of point-estimated latents (default: a draw
+    from their prior with ``seed``).
+
+    Params live in a param store of their own for the run, so a fit starts from the
+    declaration (or ``init``), never from what an earlier run left in Pyro's global store,
+    and leaves that store as it was; the fitted values come back in ``FitResult.params``."""
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
     if pseudo_counts < 0:
         raise ModelError(f"engine 'em': pseudo_counts must be >= 0, got {pseudo_counts}.")
     start = time.perf_counter()
-    data = data or {}
-    targets = _Targets(model, learn, init or {}, seed)
+    init = dict(init or {})
+    params = model.names("param")
+    with param_values(model, {n: v for n, v in init.items() if n in params}):
+        return _fit(model, data or {}, steps, tol, pseudo_counts,
+                    _Targets(model, learn, init, seed), progress, start)
+
+
+def _fit(model: Model, data: dict[str, Any], steps: int, tol: float, pseudo_counts: float,
+         targets: _Targets, progress: bool, start: float) -> FitResult:
     roles: list[_Role] | None = None
     log_likelihoods: list[float] = []
     objectives: list[float] = []
@@ -134,17 +146,22 @@ class _Targets:
             priors = {n: model[n].fn() for n in roots}  # type: ignore[misc]
         self.priors = {n: d for n, d in priors.items() if not d.has_enumerate_support}
         known = [*params, *self.priors, *cpts]
+        init = {n: v for n, v in init.items() if n not in params}
         if learn is None:
             learn = [*params, *self.priors] or cpts
             if not learn:
                 raise ModelError(f"engine 'em': model {model.name!r} has no params, global "
                                  "continuous latents or CPTs to fit.")
-        for option, names in (("learn", learn), ("init", init)):
-            for name in names:
-                if name not in known:
-                    raise ModelError(f"engine 'em': {option}= names {name!r}, which is not a "
-                                     "param, CPT node or global continuous latent of "
-                                     f"{model.name!r}." + suggest(name, known))
+        for name in learn:
+            if name not in known:
+                raise ModelError(f"engine 'em': learn= names {name!r}, which is not a param, "
+                                 f"CPT node or global continuous latent of {model.name!r}."
+                                 + suggest(name, known))
+        for name in init:
+            if name not in self.priors:
+                raise ModelError(f"engine 'em': init= names {name!r}, which is not a param or "
+                                 f"global continuous latent of {model.name!r}."
+                                 + suggest(name, [*params, *self.priors]))
         self.names = list(learn)
         missing = [n for n in self.priors if n not in self.names]
         if missing:
