@@ -1,12 +1,14 @@
-# Two commands: `make demo` and `make test`. Both create the virtual environment when it is
-# absent and install the project (torch first: the pinned CPU wheel, never a CUDA download).
+# Two commands: `make demo` and `make test`. Both install the system packages genppl uses
+# (Graphviz, fortunes-ru: tools/system-packages) where the machine's package manager can,
+# create the virtual environment when it is absent and install the project (torch first: the
+# pinned CPU wheel, never a CUDA download).
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genppl-installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup system-packages demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+system-packages:
+	@sh tools/system-packages
+
+setup: system-packages $(STAMP)
 
 demo: setup
 	$(VENV)/bin/genppl demo --out genppl-demo
