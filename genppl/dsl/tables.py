@@ -21,18 +21,26 @@ if TYPE_CHECKING:
 
 
 class _Cast:
-    """A float64 master table, cast once per (device, dtype) the model runs on."""
+    """The log of a float64 master table, cast once per (device, dtype) the model runs on and
+    derived again whenever the master changes (replaced, or edited in place: its version
+    counter moves), so the probabilities stay the one source of truth."""
 
-    def __init__(self, model: Model, table: torch.Tensor) -> None:
+    def __init__(self, model: Model, master: Callable[[], torch.Tensor]) -> None:
         self._model = model
-        self.master = table
+        self._master = master
+        self._stamp: tuple[int, int] | None = None
         self._cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def __call__(self) -> torch.Tensor:
+        master = self._master()
+        stamp = (id(master), master._version)
+        if stamp != self._stamp:
+            self._cache.clear()
+            self._stamp = stamp
         key = (self._model.device, self._model.dtype)
         cast = self._cache.get(key)
         if cast is None:
-            cast = self._cache[key] = self.master.to(device=key[0], dtype=key[1])
+            cast = self._cache[key] = master.log().to(device=key[0], dtype=key[1])
         return cast
 
 
@@ -40,8 +48,8 @@ def cpt_factory(
     model: Model, name: str, parents: tuple[str, ...], table: Any, where: str
 ) -> tuple[Callable[..., dist.Distribution], int]:
     """Validate a CPT against its parents and return ``(factory, cardinality)``."""
-    try:
-        t = torch.as_tensor(table, dtype=torch.float64)
+    try:  # a copy: the caller editing its tensor (or array) later must not change the model
+        t = torch.as_tensor(table, dtype=torch.float64).detach().clone()
     except (TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"CPT {name!r} ({where}): table is not numeric ({e}).") from e
     if t.dim() != len(parents) + 1:
@@ -73,9 +81,9 @@ class CPT:
     def __init__(self, model: Model, parents: tuple[str, ...], table: torch.Tensor) -> None:
         self.parents = parents
         self.table = table
-        # Kept as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
+        # Read as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
         # impossible states would get log-probability ~ -16 (float32) instead of -inf.
-        self._logits = _Cast(model, table.log())
+        self._logits = _Cast(model, lambda: self.table)
 
     def log_table(self) -> torch.Tensor:
         """log P(node | parents), shape (*parent cards, K), on the model's device and dtype."""
@@ -84,7 +92,7 @@ class CPT:
     def set_table(self, table: torch.Tensor) -> None:
         """Replace the probabilities (EM re-estimates CPTs in place, as SVI updates params in
         the param store); same shape, rows on the simplex."""
-        new = torch.as_tensor(table).detach().to(device="cpu", dtype=torch.float64)
+        new = torch.as_tensor(table).detach().to(device="cpu", dtype=torch.float64).clone()
         if new.shape != self.table.shape:
             raise ModelError(f"new CPT table has shape {tuple(new.shape)}, expected "
                              f"{tuple(self.table.shape)}.")
@@ -92,7 +100,6 @@ class CPT:
                                                  atol=1e-6):
             raise ModelError("new CPT table rows must be probability vectors.")
         self.table = new
-        self._logits = _Cast(self._logits._model, new.log())
 
     def __call__(self, **values: torch.Tensor) -> dist.Distribution:
         logits = self._logits()
