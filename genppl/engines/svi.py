@@ -38,6 +38,7 @@ from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import split_site, stack_draws
 from genppl.results import FitResult, Posterior
 from genppl.variational.checkpoint import SVICheckpoint
+from genppl.variational.evaluate import whole_plates
 from genppl.variational.joint import JointOptimiser
 from genppl.variational.minibatch import PlateLoader, on_indices, plate_batches, subsampled
 from genppl.variational.optim import make_optimiser, recipe
@@ -167,14 +168,17 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     optimiser: Any = (make_optimiser(optimizer, **options) if isinstance(optimizer, PyroOptim)
                       else JointOptimiser(recipe(optimizer, **options)))
     batches = plate_batches(prep, batch_size)
-    if batches and num_samples and not isinstance(guide, Guide):
+    minibatched = {*batches, *(p for p, spec in model.plates.items()
+                               if spec.subsample_size is not None)}
+    if minibatched and num_samples and not isinstance(guide, Guide):
         local = [s for s in prep.continuous
-                 if set(model[split_site(s)[0]].plates) & set(batches)]
+                 if set(model[split_site(s)[0]].plates) & minibatched]
         if local:  # the autoguide's plates keep the batch size it was built with
             raise ModelError(f"num_samples= after a minibatched fit cannot draw latent "
-                             f"{local[0]!r} of plate(s) {sorted(batches)} from an autoguide "
-                             "(it was built for one batch); fit, then draw with a DSL guide, "
-                             "or fit without batch_size.")
+                             f"{local[0]!r} of plate(s) {sorted(minibatched)} from an autoguide "
+                             "(it was built for one batch, and a draw must cover every item); "
+                             "fit, then draw with a DSL guide, or fit without batch_size= "
+                             "and subsample_size=.")
     indices: dict[str, torch.Tensor] = {}
     loader = None
     model_fn, guide_fn = prep.program, pyro_guide
@@ -316,8 +320,11 @@ def _fingerprint(model: Model, prep: Prepared, guide: str | Guide | None, *,
 
 def _posterior(prep: Prepared, guide: Callable[..., Any], num_samples: int,
                elbo: float | None) -> Posterior:
+    """Draws from the fitted guide over every item of every plate: a plate declared with
+    ``subsample_size`` runs in full here, since a fresh minibatch per draw would put a
+    different item at each index of each draw (and leave most items out)."""
     draws = []
-    with torch.no_grad():
+    with torch.no_grad(), whole_plates(prep.model):
         for _ in range(num_samples):
             guide_trace = poutine.trace(guide).get_trace(**prep.data)
             values = {name: site["value"] for name, site in guide_trace.nodes.items()
