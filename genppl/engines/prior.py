@@ -16,8 +16,6 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.engines.common import progress_bar, seed_everything, with_params
 from genppl.engines.registry import register
-from genppl.pyro.layout import resolve_sizes
-from genppl.pyro.program import as_data
 from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
 
@@ -30,8 +28,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     seed_everything(seed)
     start = time.perf_counter()
     program = model.prior_program()
-    data = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
-    plate_sizes, lengths = resolve_sizes(model, data, given=sizes)
+    data, plate_sizes, lengths = program.bind(data or {}, sizes)
     draws = []
     with torch.no_grad():
         for _ in progress_bar(range(num_samples), total=num_samples, desc="prior",

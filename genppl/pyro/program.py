@@ -61,7 +61,50 @@ def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
                 value, dtype=model.dtype, device=model.device)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ModelError(f"data {name!r} cannot become a tensor: {e}") from e
+    if t.is_complex():
+        raise ModelError(f"data {name!r} is complex ({t.dtype}); genppl's nodes take real "
+                         "numbers, integers or booleans.")
+    node = model.nodes.get(name)
+    if node is None or node.kind not in ("latent", "observed"):
+        return t
+    if t.numel() == 0:
+        raise ModelError(f"data for {node.kind} node {name!r} ({node.declared_at}) is empty "
+                         f"(shape {tuple(t.shape)}); give at least one value, or leave "
+                         f"{name!r} out of the data.")
+    if t.dtype == torch.bool:  # True/False as the numbers 1/0 that distributions score
+        return t.to(model.dtype)
+    if t.is_floating_point():
+        _check_finite(node, t)
     return t
+
+
+def _check_finite(node: Node, t: torch.Tensor) -> None:
+    """Refuse NaN and infinite data when it is bound, naming the node and the first bad
+    entry: Pyro would otherwise fail later with a message about a site's support, or a
+    NaN would flow silently into the log joint. NaN in a latent's data is allowed: it
+    leaves that entry unobserved (engine 'exact' sums over it)."""
+    bad = torch.isinf(t) if node.kind == "latent" else ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    first = tuple(torch.nonzero(bad)[0].tolist())
+    count = int(bad.sum())
+    fix = ("give a state, or NaN to leave that entry unobserved" if node.kind == "latent"
+           else "drop those entries, or set them to any valid value and mask them out (a "
+           "boolean input and the distribution's .mask(...))")
+    raise ModelError(f"data for {node.kind} node {node.name!r} ({node.declared_at}) holds "
+                     f"{t[first].item()} at index {first} ({count} non-finite "
+                     f"entr{'y' if count == 1 else 'ies'} in all); {fix}.")
+
+
+def _check_support(node: Node, d: Distribution, value: torch.Tensor) -> None:
+    """Data held fixed in a simulation must be a value the node can take: a value outside
+    its support would be passed on to its children as if possible."""
+    inside = d.support.check(value)
+    if not bool(inside.all()):
+        first = tuple(torch.nonzero(~inside)[0].tolist())
+        raise ModelError(f"data for {node.kind} node {node.name!r} ({node.declared_at}) holds "
+                         f"{value[first].item()} at index {first}, outside its support "
+                         f"{d.support}; correct it or leave {node.name!r} out to draw it.")
 
 
 class PyroProgram:
@@ -98,14 +141,19 @@ class PyroProgram:
         return f"<pyro program of {self.model.name!r}>"
 
     def __call__(self, **kwargs: Any) -> dict[str, Any]:
-        model = self.model
+        return self.execute(*self.bind(kwargs))
+
+    def bind(self, kwargs: dict[str, Any], sizes: dict[str, int] | None = None
+             ) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, int]]:
+        """``(data, plate sizes, chain lengths)`` for ``execute``: names checked, values
+        converted and checked (``as_data``), sizes read from the data or given."""
         unknown = [k for k in kwargs if k not in self.data_names]
         if unknown:
-            raise ModelError(f"{model.name!r} got data {unknown[0]!r}, which is not a random "
-                             "node or input." + suggest(unknown[0], self.data_names))
-        data = {k: as_data(model, k, v) for k, v in kwargs.items() if v is not None}
-        sizes, lengths = resolve_sizes(self.owner, data)
-        return self.execute(data, sizes, lengths)
+            raise ModelError(f"{self.model.name!r} got data {unknown[0]!r}, which is not a "
+                             "random node or input." + suggest(unknown[0], self.data_names))
+        data = {k: as_data(self.model, k, v) for k, v in kwargs.items() if v is not None}
+        plate_sizes, lengths = resolve_sizes(self.owner, data, given=sizes)
+        return data, plate_sizes, lengths
 
     def execute(self, data: dict[str, torch.Tensor], sizes: dict[str, int],
                 lengths: dict[str, int]) -> dict[str, Any]:
@@ -251,6 +299,8 @@ class _Run:
             obs = self._data(node, step, d.event_dim)
         elif node.enumerate and d.has_enumerate_support:
             infer.setdefault("enumerate", "parallel")
+        if obs is not None and self.program.generative:
+            _check_support(node, d, obs)  # nothing scores it here, so Pyro never checks it
         try:
             return pyro.sample(site, d, obs=obs, infer=infer)
         except _USER_ERRORS as e:
