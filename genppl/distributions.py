@@ -1,4 +1,13 @@
-"""Distributions the DSL's factories need beyond Pyro's.
+"""Distributions the DSL's factories need beyond Pyro's, and exact log-probabilities.
+
+``exact_log_probs``: torch computes a probs-parameterised discrete distribution's
+log-probabilities through logits clamped to ``[eps, 1 - eps]``, so a probability of exactly 0
+scores log eps (-36.04 in float64, -15.9 in float32) instead of -inf, and one below eps scores
+too high: an HMM with structural zeros in its transition table then reports the wrong log p(x),
+posterior and Viterbi path, and Baum-Welch moves mass into cells the table forbids.
+``exact_log_probs`` turns such a distribution into an equivalent one whose log-probabilities
+are exact; the tabulation and the compiled Pyro program apply it to every factory's result,
+so every model gets it without changing a factory.
 
 ``WordCounts``: a document's word counts, a multinomial whose total differs between batch
 elements (documents of different lengths). torch's (and so Pyro's) ``Multinomial`` takes one
@@ -9,11 +18,18 @@ document at the longest length. Naive Bayes, LDA-style models and ProdLDA read i
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.distributions.torch_distribution import (
+    ExpandedDistribution,
+    MaskedDistribution,
+    TorchDistribution,
+)
+from pyro.ops.special import log_binomial
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
@@ -52,7 +68,7 @@ class WordCounts(TorchDistribution):
     def logits(self) -> torch.Tensor:
         """Normalised log-probabilities."""
         probs = self.probs
-        return probs.log() - probs.sum(-1, keepdim=True).log()
+        return _log(probs) - probs.sum(-1, keepdim=True).log()
 
     @lazy_property
     def probs(self) -> torch.Tensor:
@@ -86,7 +102,7 @@ class WordCounts(TorchDistribution):
         logits, value = broadcast_all(self.logits, value)
         n = value.sum(-1)
         return (torch.lgamma(n + 1) - torch.lgamma(value + 1).sum(-1)
-                + (value * logits).sum(-1))
+                + _times(value, logits).sum(-1))
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
         """Draw ``max(total_count)`` categorical tokens per document and count the first
@@ -107,3 +123,130 @@ class WordCounts(TorchDistribution):
 #: Distributions whose value is a vector of counts per entry (EM's and CAVI's closed forms
 #: add it whole where a Categorical adds one count).
 COUNT_VECTORS = (dist.Multinomial, WordCounts)
+
+
+# ---------------------------------------------------------------------- exact log-probabilities
+def _log(x: torch.Tensor) -> torch.Tensor:
+    """``log x`` with log 0 = -inf and a zero gradient there: the true one (1/0) times the zero
+    weight an impossible state gets makes NaN, which would poison SVI's step on a probs param
+    holding a zero."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, 1.0).log(), -math.inf)
+
+
+def _log1m(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - x)`` (``log1p``, accurate for small x) with log 0 = -inf and a zero gradient
+    there, as ``_log``."""
+    below = x < 1
+    return torch.where(below, (-torch.where(below, x, 0.0)).log1p(), -math.inf)
+
+
+def _times(k: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """``k * log_p`` with 0 * -inf = 0 (no occurrences of an impossible outcome), value and
+    gradients free of NaN."""
+    return k * torch.where(k == 0, 0.0, log_p)
+
+
+def _powers(p: torch.Tensor, successes: torch.Tensor, failures: torch.Tensor) -> torch.Tensor:
+    """``successes * log p + failures * log(1 - p)``, exact at p = 0 and p = 1."""
+    return _times(successes, _log(p)) + _times(failures, _log1m(p))
+
+
+class Bernoulli(dist.Bernoulli):
+    """Pyro's Bernoulli whose ``log_prob`` reads ``probs`` itself, not clamped logits (torch's
+    log_prob goes through logits, and at logits of +-inf it returns NaN, so the logits cannot
+    be made exact instead). Made by ``exact_log_probs``, so the class name stays Bernoulli;
+    made from logits (Pyro builds marginals as ``type(fn)(logits=...)``), it is Pyro's."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if not _given_probs(self):
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        p, value = broadcast_all(self.probs, value)
+        return _powers(p, value, 1 - value)
+
+
+class Binomial(dist.Binomial):
+    """Pyro's Binomial with an exact ``log_prob``, as ``Bernoulli``."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if not _given_probs(self):
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        n, p, value = broadcast_all(self.total_count, self.probs, value)
+        return log_binomial(n, value, tol=self.approx_log_prob_tol) + _powers(p, value, n - value)
+
+
+class Geometric(dist.Geometric):
+    """Pyro's Geometric (failures before the first success) with an exact ``log_prob``, as
+    ``Bernoulli`` (Pyro's reads clamped logits: at p = 1 a failure scores log eps)."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if not _given_probs(self):
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        p, value = broadcast_all(self.probs, value)
+        return _powers(p, torch.ones_like(value), value)
+
+
+_CATEGORICAL = (torch.distributions.Categorical, dist.Categorical)
+_VIA_CATEGORICAL = (torch.distributions.OneHotCategorical, dist.OneHotCategorical,
+                    torch.distributions.Multinomial, dist.Multinomial)
+_EXACT: dict[type, type] = {
+    dist.Bernoulli: Bernoulli, torch.distributions.Bernoulli: Bernoulli,
+    dist.Binomial: Binomial, torch.distributions.Binomial: Binomial,
+    dist.Geometric: Geometric, torch.distributions.Geometric: Geometric}
+_WRAPPERS = (torch.distributions.Independent, ExpandedDistribution, MaskedDistribution)
+
+
+def exact_log_probs(d: Any) -> Any:
+    """``d``, or an equivalent distribution whose log-probabilities are exact: -inf where a
+    probability is 0, log p (not log eps) where it is below eps.
+
+    Only what was given ``probs`` changes (logits given are the user's numbers), of these
+    kinds, also under ``Independent``, ``.expand`` and ``.mask`` wrappers:
+
+    - Categorical, and OneHotCategorical and Multinomial through the Categorical inside them:
+      the same class with exact ``logits`` (their ``log_prob`` reads the logits, and Pyro's
+      enumeration and ``infer_discrete`` read both);
+    - Bernoulli, Binomial, Geometric: this module's subclasses of the same name, whose
+      ``log_prob`` reads ``probs``.
+
+    ``probs`` stays the same tensor, so sampling, and whatever reads the parameter (EM's and
+    CAVI's closed forms), see what the factory made. A new object; ``d`` is not changed. Exact
+    types only: a user's subclass keeps its own ``log_prob``. (``WordCounts`` is exact itself.)
+    """
+    kind = type(d)
+    if isinstance(d, _WRAPPERS):
+        base = exact_log_probs(d.base_dist)
+        if base is d.base_dist:
+            return d
+        new = copy.copy(d)
+        new.base_dist = base
+        return new
+    if kind in _CATEGORICAL and _given_probs(d):
+        new = copy.copy(d)
+        new.logits = _log(d.probs)  # the probs are normalised already
+        return new
+    if kind in _VIA_CATEGORICAL:
+        inner = exact_log_probs(d._categorical)
+        if inner is d._categorical:
+            return d
+        new = copy.copy(d)
+        new._categorical = inner
+        return new
+    if kind in _EXACT and _given_probs(d):
+        new = copy.copy(d)
+        new.__class__ = _EXACT[kind]
+        return new
+    return d
+
+
+def _given_probs(d: Any) -> bool:
+    """Whether ``d`` was made from ``probs`` (its logits, if already worked out, are then
+    torch's clamped ones): torch keeps the given parameter as ``_param``."""
+    state = vars(d)
+    return "probs" in state and ("logits" not in state or state.get("_param") is state["probs"])

@@ -40,6 +40,7 @@ import pyro
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
+from genppl.distributions import exact_log_probs
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
 from genppl.dsl.tables import CPT, CountingMeasure
@@ -958,10 +959,13 @@ def _log_prob(d: Any, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor |
     """``(log_prob, mask)``: for ``d.mask(m)``, the unmasked log-probabilities computed on
     the parameters' own shapes (Pyro's masked distribution first broadcasts its base to the
     mask's shape, which for a chain's transition is a K x K table per step and sequence) and
-    the mask apart; otherwise ``d.log_prob(value)`` and no mask."""
+    the mask apart; otherwise ``d.log_prob(value)`` and no mask. Exact log-probabilities
+    (``exact_log_probs``): a probability of 0 is -inf, not log eps; the distribution that
+    engines inspect (EM's and CAVI's closed forms read its class and ``probs``) is the
+    factory's own."""
     if isinstance(d, MaskedDistribution):
-        return _unexpanded(d.base_dist).log_prob(value), d._mask
-    return d.log_prob(value), None
+        return exact_log_probs(_unexpanded(d.base_dist)).log_prob(value), d._mask
+    return exact_log_probs(d).log_prob(value), None
 
 
 def _unexpanded(d: Any) -> Any:

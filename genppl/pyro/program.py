@@ -17,6 +17,7 @@ import pyro
 import torch
 from torch.distributions import Distribution
 
+from genppl.distributions import exact_log_probs
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import plate_dims, resolve_sizes, to_pyro_layout
 
@@ -288,6 +289,7 @@ class _Run:
             raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
                              f"{type(d).__name__}, not a distribution; return e.g. "
                              "dist.Normal(loc, scale).")
+        d = exact_log_probs(d)  # a probability of 0 scores -inf at the site, not log eps
         obs = None
         infer = dict(node.infer)
         if node.kind == "observed":
