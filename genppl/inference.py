@@ -31,7 +31,10 @@ def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None =
     if chosen.infer is None:
         raise ModelError(f"engine {name!r} fits params but gives no posterior; use "
                          f"genppl.fit(model, data, engine={name!r}).")
-    return chosen.infer(model, data, **_checked(name, chosen.infer, options))
+    posterior = chosen.infer(model, data, **_checked(name, chosen.infer, options))
+    posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
+                               if card is not None}
+    return posterior
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",

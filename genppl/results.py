@@ -24,6 +24,8 @@ class Posterior:
     finite node to exact state probabilities of shape ``(*shape, K)``. Either may be empty,
     depending on the engine. ``log_evidence`` is log p(data) where the engine computes it
     exactly; ``elbo`` is the variational lower bound where one was optimised.
+    ``cardinalities`` gives the number of states of each finite node (from the model's
+    graph), so that state frequencies have one shape whatever states were drawn.
     """
 
     model: str
@@ -34,6 +36,7 @@ class Posterior:
     elbo: float | None = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    cardinalities: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         """Draws of ``name`` with chains merged: shape ``(chains * draws, *shape)``."""
@@ -61,7 +64,8 @@ class Posterior:
     def probs(self, name: str, states: int | None = None) -> torch.Tensor:
         """State probabilities ``(*shape, K)`` of a finite node: its exact marginal when the
         engine gives one, else the frequencies of its draws' states (values ``0..K-1``;
-        ``K`` is ``states``, or one more than the largest draw)."""
+        ``K`` is ``states``, else the node's cardinality, else one more than the largest
+        draw -- only for a posterior built by hand, without cardinalities)."""
         if name in self.marginals:
             return self.marginals[name]
         if name not in self.samples:
@@ -70,7 +74,10 @@ class Posterior:
         if draws.is_floating_point() and not bool((draws == draws.round()).all()):
             raise ModelError(f"draws of {name!r} are not state indices; probs() needs a "
                              "finite node.")
-        k = int(draws.max()) + 1 if states is None else states
+        k = states or self.cardinalities.get(name) or int(draws.max()) + 1
+        if int(draws.max()) >= k or int(draws.min()) < 0:
+            raise ModelError(f"draws of {name!r} hold states outside 0..{k - 1}; pass "
+                             "states= with the node's number of states.")
         return torch.nn.functional.one_hot(draws.long(), k).double().mean(0)
 
     def _marginal(self, name: str) -> torch.Tensor:

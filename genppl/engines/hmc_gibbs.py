@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from pyro import poutine
-from pyro.infer import HMC, NUTS
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 
@@ -37,6 +36,7 @@ from genppl.engines.common import (
 )
 from genppl.engines.driver import drive
 from genppl.engines.exact import posterior_draws
+from genppl.engines.hamiltonian import kernel_factory
 from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -51,7 +51,9 @@ from genppl.results import Posterior
 @with_params
 def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 500,
           warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
-          kernel: str = "nuts", target_accept_prob: float = 0.8, max_tree_depth: int = 10,
+          kernel: str = "nuts", target_accept_prob: float = 0.8, step_size: float = 1.0,
+          adapt_step_size: bool = True, max_tree_depth: int | None = None,
+          num_steps: int | None = None,
           init: dict[str, Any] | None = None, discrete: str = "gibbs",
           executor: str = "auto", progress: bool = True,
           checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> Posterior:
@@ -59,6 +61,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     which NUTS adapts its step size and mass matrix); chain c is seeded ``seed + c``
     (``executor``: see ``genppl.engines.chains``); ``init`` gives starting values of
     continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above).
+    The kernel options are engine ``nuts``'s (``max_tree_depth`` for NUTS, ``num_steps``
+    for HMC; one given to the other kernel is refused).
     With ``checkpoint`` (a directory; ``seed`` required), each chain saves its progress
     every ``checkpoint_every`` iterations and the same call later resumes it exactly."""
     if kernel not in ("nuts", "hmc"):
@@ -79,13 +83,13 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     run = {"engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
            "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
            "sites": sorted(prep.continuous)}
-    make = NUTS if kernel == "nuts" else HMC
-    options = ({"target_accept_prob": target_accept_prob, "max_tree_depth": max_tree_depth}
-               if kernel == "nuts" else {})
+    make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
+                          target_accept_prob=target_accept_prob,
+                          max_tree_depth=max_tree_depth, num_steps=num_steps)
 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         seed_everything(base + index)
-        sampler = HmcGibbsKernel(prep, data or {}, init, make, options, discrete)
+        sampler = HmcGibbsKernel(prep, data or {}, init, make, discrete)
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
         return drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
                      device=model.device, store=store, every=checkpoint_every,
@@ -107,7 +111,7 @@ class HmcGibbsKernel(MCMCKernel):
     node has a site per step)."""
 
     def __init__(self, prep: Prepared, data: dict[str, Any], init: dict[str, Any] | None,
-                 make: Any, options: dict[str, Any], discrete: str) -> None:
+                 make: Any, discrete: str) -> None:
         self.prep = prep
         self.data = data
         self.tabulate = Tabulation(prep.model, data)  # per iteration: only new table values
@@ -124,7 +128,7 @@ class HmcGibbsKernel(MCMCKernel):
         params, potential, self.transforms, _ = initialize_model(
             poutine.condition(prep.program, data=self.discrete), model_kwargs=prep.data,
             max_plate_nesting=prep.max_plate_nesting, init_strategy=init_values(prep, init))
-        self.kernel = make(potential_fn=potential, transforms=self.transforms, **options)
+        self.kernel = make(potential_fn=potential, transforms=self.transforms)
         self.kernel.initial_params = params
         self.graph: FactorGraph | None = None
         self.colours: list[torch.Tensor] | None = None

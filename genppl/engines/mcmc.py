@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pyro.infer import HMC, NUTS
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
@@ -26,6 +25,7 @@ from genppl.engines.common import (
     with_params,
 )
 from genppl.engines.driver import drive
+from genppl.engines.hamiltonian import kernel_factory
 from genppl.engines.registry import register
 from genppl.engines.summed_out import FiniteSummedOut, continuous_below_finite
 from genppl.errors import ModelError
@@ -37,7 +37,8 @@ from genppl.results import Posterior
 def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nuts",
           num_samples: int = 500, warmup_steps: int | None = None, num_chains: int = 1,
           seed: int | None = None, progress: bool = True, target_accept_prob: float = 0.8,
-          max_tree_depth: int = 10, step_size: float = 1.0, num_steps: int = 10,
+          step_size: float = 1.0, adapt_step_size: bool = True,
+          max_tree_depth: int | None = None, num_steps: int | None = None,
           init: dict[str, Any] | None = None, executor: str = "auto",
           marginalise: str = "auto", checkpoint: str | Path | None = None,
           checkpoint_every: int = 100) -> Posterior:
@@ -49,7 +50,13 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     chooses (see ``_automatic``; ``info["marginalise"]`` says which ran). With
     ``checkpoint`` (a directory; ``seed`` required), each chain saves its progress every
     ``checkpoint_every`` steps, adaptation included, and the same call later resumes it
-    with the draws an uninterrupted run gives."""
+    with the draws an uninterrupted run gives.
+
+    Kernel options: ``step_size`` is the starting step size, adapted during warm-up towards
+    ``target_accept_prob`` unless ``adapt_step_size=False``; ``max_tree_depth`` (NUTS only,
+    default 10) caps a trajectory at 2**depth steps; ``num_steps`` (HMC only, default 10) is
+    the fixed number of leapfrog steps. ``info["diagnostics"]`` gives each chain's final
+    (adapted) ``step_size``."""
     if marginalise not in ("auto", "enum", "exact"):
         raise ModelError(f"engine {kernel!r}: marginalise must be 'auto', 'enum' or 'exact', "
                          f"got {marginalise!r}.")
@@ -60,12 +67,9 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                          "to sample; use engine='enum' (exact) for a fully discrete model, or "
                          "engine='exact' when the latents are linear-Gaussian chains.")
     warmup = num_samples if warmup_steps is None else warmup_steps
-    extra = {"init_strategy": init_values(prep, init)}
-    if kernel == "nuts":
-        make = partial(NUTS, target_accept_prob=target_accept_prob,
-                       max_tree_depth=max_tree_depth, **extra)
-    else:
-        make = partial(HMC, step_size=step_size, num_steps=num_steps, **extra)
+    make = kernel_factory(kernel, init_strategy=init_values(prep, init), step_size=step_size,
+                   adapt_step_size=adapt_step_size, target_accept_prob=target_accept_prob,
+                   max_tree_depth=max_tree_depth, num_steps=num_steps)
     if marginalise == "auto":
         marginalise = _automatic(prep)
     check_checkpoint(f"engine {kernel!r}", checkpoint, seed, checkpoint_every)
@@ -87,7 +91,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
             draws = [complete_draw(prep, _with_finite(summed, {k: v[i] for k, v in
                                                               samples.items()}))
                      for i in range(num_samples)]
-        return {k: v[0] for k, v in stack_draws(draws).items()}, sampler.diagnostics()
+        diagnostics = {**sampler.diagnostics(), "step_size": float(sampler.step_size)}
+        return {k: v[0] for k, v in stack_draws(draws).items()}, diagnostics
 
     chains = run_chains(chain, num_chains, executor=executor, device=model.device,
                         steps=warmup + num_samples, progress=progress, desc=kernel)

@@ -137,7 +137,7 @@ def test_nuts_never_reuses_an_energy_computed_for_other_discrete_values(discrete
     from genppl.engines.hmc_gibbs import HmcGibbsKernel
 
     prep = prepare(_model(), {"y": Y})
-    kernel = HmcGibbsKernel(prep, {"y": Y}, None, NUTS, {}, discrete)
+    kernel = HmcGibbsKernel(prep, {"y": Y}, None, NUTS, discrete)
     kernel.setup(5)
     params = kernel.initial_params
     torch.manual_seed(0)
