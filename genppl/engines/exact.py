@@ -9,8 +9,10 @@ together. Values given for root latents outside plates and chains whose support 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,11 +41,13 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
           evidence_per: str | None = None,
           budget_bytes: int = contract.DEFAULT_BUDGET_BYTES) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
-    (state indices, laid out like the marginals without their last axis) with its log joint
-    in ``info["map_log_joint"]``; ``marginals=False`` skips the sum-product pass (then there
+    (state indices, laid out like the marginals without their last axis; where several
+    tie, one of them, each choice made given those already made) with its log joint in
+    ``info["map_log_joint"]``; ``marginals=False`` skips the sum-product pass (then there
     are no marginals and no log evidence: Viterbi alone). ``num_samples`` exact joint
     posterior draws (forward filtering, backward sampling through the same contraction) go
-    to ``samples`` as state values, shape ``(1, num_samples, ...)``, drawn with ``seed``.
+    to ``samples`` as state values, shape ``(1, num_samples, ...)``, drawn with ``seed``
+    (repeatable; None: from torch's global stream, which they advance).
     ``chain_method`` is ``"auto"``, ``"sequential"`` or ``"parallel"`` (see
     ``genppl.exact.scan``).
     ``evidence_per="seq"`` also gives log p of each entry of plate ``seq`` (e.g. per
@@ -95,14 +99,28 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
         info["map_log_joint"] = float(value) if value.dim() == 0 else value
     samples = {}
     if num_samples:
-        with torch.random.fork_rng(devices=[] if _device(fm).type == "cpu"
-                                   else [_device(fm)]):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with _stream(fm, seed):
             samples = posterior_draws(fm, num_samples, chain_method, budget_bytes)
     return Posterior(model.name, "exact", samples=samples, marginals=probs,
                      log_evidence=evidence,  # type: ignore[arg-type]
                      seconds=time.perf_counter() - start, info=info)
+
+
+@contextlib.contextmanager
+def _stream(fm: FactorModel, seed: int | None) -> Iterator[None]:
+    """Draws from torch's global stream, advancing it (so unseeded calls differ), or with
+    ``seed`` from a stream of their own that leaves the global one where it was (so seeded
+    calls repeat without disturbing anyone else's draws)."""
+    if seed is None:
+        yield
+        return
+    device = _device(fm)
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # seeds just the streams it restores
+        torch.random.default_generator.manual_seed(seed)
+        for d in cuda:
+            torch.cuda.default_generators[d.index].manual_seed(seed)
+        yield
 
 
 def _given_globals(model: Model, data: dict[str, Any]

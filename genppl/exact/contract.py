@@ -589,8 +589,19 @@ def _sum_reduce(factors: Sequence[Factor]) -> Reduce:
     return torch.logsumexp
 
 
-def _max_values(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return x.amax(dim)
+def _max_values(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """The max over ``dim`` (one axis, or several taken as one flattened axis) by
+    ``torch.max``, whose backward routes each output's gradient to the one maximiser it
+    returns, the first; ``amax``'s backward splits it evenly among ties. Routed to one
+    maximiser, the gradient of the max-product from an indicator of the best value is a
+    backtrack: each eliminated variable is chosen given the variables already chosen, so
+    every leaf's gradient is one-hot and the assignment it reads is a joint maximiser. Read
+    off gradients split among ties, each variable would pick among its own tied states
+    independently, mixing optima into assignments that need not even be possible."""
+    if isinstance(dim, tuple):
+        x = x.movedim(dim, tuple(range(len(dim)))).flatten(0, len(dim) - 1)
+        dim = 0
+    return x.max(dim).values
 
 
 def _sum_axis(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from genppl.exact.contract import Semiring, _LogSumExp, _SampleLogSumExp
+from genppl.exact.contract import Semiring, _LogSumExp, _max_values, _SampleLogSumExp
 
 #: Rough costs on CPU: one small torch call, flops and bytes moved per second. They set the
 #: crossover between T small steps and log2(T) big ones (measured on HMMs, K = 4 .. 64).
@@ -53,7 +53,7 @@ def log_matmul(x: torch.Tensor, y: torch.Tensor, *, semiring: Semiring = "sum"
     """``log(exp(x) @ exp(y))`` (or ``max_j x_ij + y_jk``), batched and broadcast; with
     ``"sample"`` the backward pass draws the summed-out index (see ``_SampleLogSumExp``)."""
     if semiring == "max":
-        return (x.unsqueeze(-1) + y.unsqueeze(-3)).max(-2).values
+        return _max_values(x.unsqueeze(-1) + y.unsqueeze(-3), -2)
     if semiring == "sample":
         return _SampleLogSumExp.apply(x.unsqueeze(-1) + y.unsqueeze(-3), -2)
     return _LogMatMulExp.apply(x, y)
@@ -107,7 +107,7 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
 def _reduce(alpha: torch.Tensor, semiring: Semiring) -> torch.Tensor:
     """Eliminate the last (state) axis, kept as size 1."""
     if semiring == "max":
-        return alpha.max(-1, keepdim=True).values
+        return _max_values(alpha, -1).unsqueeze(-1)
     op = _SampleLogSumExp if semiring == "sample" else _LogSumExp
     return op.apply(alpha.unsqueeze(-1), -2)
 

@@ -2,9 +2,10 @@
 
 The contraction follows the model's structure instead of unrolling it:
 
-- each **chain** first eliminates its step-local variables, then multiplies its per-step
-  transition tables along the time axis (``genppl.exact.scan``: linear work, or log-depth
-  on request), leaving one table over the variables outside the chain it reads;
+- each **chain** first eliminates its step-local variables (those of plates declared
+  inside the chain per entry, then the product over the entries), then multiplies its
+  per-step transition tables along the time axis (``genppl.exact.scan``: linear work, or
+  log-depth on request), leaving one table over the variables outside the chain it reads;
 - **plates** are processed from the innermost plate set out: variables local to a plate set
   are eliminated with every plate entry as a batch index, then the plate is a product
   (a sum of log tables over its axis), and the result joins the enclosing plate set.
@@ -14,7 +15,9 @@ one table reads variables of two sibling plates (then an error says so). ``semir
 swaps sum for max (the max-product semiring); ``"sample"`` keeps the sum but makes the
 backward pass draw an exact joint posterior sample. Because the result is differentiable, its
 gradient with respect to a zero table over one variable is that variable's marginal (sum)
-or the indicator of its most probable state (max): one backward pass answers every query.
+or the indicator of its state in one most probable joint assignment (max: every max routes
+its gradient to one maximiser, so the backward pass backtracks consistently through ties):
+one backward pass answers every query.
 """
 
 from __future__ import annotations
@@ -67,26 +70,43 @@ def contract(fm: FactorModel, *, semiring: Semiring = "sum",
                and n in leaves}
         f = _eliminate_chain(block, fm, own, semiring, chain_method, budget_bytes)
         pending[frozenset(block.plates)].append(f)
-    var_plates = {n: frozenset(v.plates) for n, v in fm.variables.items()}
-    while pending:
-        plates = max(pending, key=len)
+    top = _eliminate_plates(pending, _var_plates(fm), frozenset(), semiring, budget_bytes,
+                            fm.plates, per)
+    local = {v for f in top for v in f.vars}
+    _check_budget(top, local, budget_bytes, "the variables outside plates")
+    log_z = sum(f.log_table for f in eliminate(top, local, semiring=semiring))
+    if per is not None:
+        return log_z.reshape(-1)
+    return log_z.reshape(log_z.shape[len(fm.plates):]) if fm.plates else log_z
+
+
+def _var_plates(fm: FactorModel) -> dict[str, frozenset[str]]:
+    """Each variable's plate set, under its own name and its previous step's."""
+    return {n + lag: frozenset(v.plates) for n, v in fm.variables.items() for lag in ("", PREV)}
+
+
+def _eliminate_plates(pending: dict[frozenset[str], list[Factor]],
+                      var_plates: Mapping[str, frozenset[str]], floor: frozenset[str],
+                      semiring: Semiring, budget_bytes: int, order: Sequence[str],
+                      per: str | None = None) -> list[Factor]:
+    """Eliminate every plate set of ``pending`` (tables by the plate set they lie in) above
+    ``floor``, innermost first: the variables local to a plate set with every plate entry
+    as a batch index, then the product over the plates the results no longer need (not
+    ``per``), the results joining the plate set they read. Returns the tables that reach
+    ``floor``, its own variables left for the caller: the whole model stops at the empty
+    set, a chain's step at the chain's plates."""
+    while (plates := max(pending, key=len, default=floor)) != floor:
         factors = pending.pop(plates)
         local = {v for f in factors for v in f.vars if var_plates[v] == plates}
         _check_budget(factors, local, budget_bytes, f"plates {sorted(plates)}")
         for f in eliminate(factors, local, semiring=semiring):
-            target = frozenset().union(*(var_plates[v] for v in f.vars))
-            if target == plates and plates:
+            target = floor.union(*(var_plates[v] for v in f.vars))
+            if target == plates:
                 raise ModelError(f"a table couples variables {f.vars} of sibling plates inside "
                                  f"{sorted(plates)}; engine 'exact' needs plates that nest as a "
                                  "tree. Use engine='gibbs' or 'svi'.")
-            pending[target].append(_product_over(f, plates - target - {per}, fm.plates))
-        if not plates:
-            leftovers = pending.pop(plates)
-            log_z = sum(f.log_table for f in leftovers)
-            if per is not None:
-                return log_z.reshape(-1)
-            return log_z.reshape(log_z.shape[len(fm.plates):]) if fm.plates else log_z
-    raise AssertionError("unreachable: the empty plate set is always processed last")
+            pending[target].append(_product_over(f, plates - target - {per}, order))
+    return pending.pop(floor, [])
 
 
 def _check_per(fm: FactorModel, per: str) -> None:
@@ -147,6 +167,18 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
             rest.append(Factor((name,), leaf[1:]))
     own = [n for n, v in fm.variables.items() if v.chain == block.name]
     carried = [n for n in own if any(n + PREV in f.vars for f in rest)]
+    floor, var_plates = frozenset(block.plates), _var_plates(fm)
+    inner = [n for n in carried if var_plates[n] != floor]
+    if inner:
+        var = fm.variables[inner[0]]
+        raise ModelError(f"latent {var.node!r} is carried from step to step of chain "
+                         f"{block.name!r} inside plates {sorted(var_plates[inner[0]] - floor)} "
+                         "declared within the chain: its chain state would be a joint state "
+                         "over every plate entry. Declare the plate around the chain (with "
+                         "m.plate(...), m.chain(...)) if its entries are independent chains; "
+                         "else use engine='enum' (exact, for few entries) or 'gibbs'.")
+    first, rest = (_step_plates(group, floor, var_plates, fm, semiring, budget_bytes)
+                   for group in (first, rest))
     where = f"the steps of chain {block.name!r}"
     step_local = [{v for f in group for v in f.vars if v in own and v not in carried}
                   for group in (first, rest)]
@@ -195,6 +227,25 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
     # one value per entry
     value = value.reshape((1,) * (len(plates) + len(outside) - value.dim()) + value.shape)
     return Factor(tuple(outside), value.expand((*plates, *value.shape[len(plates):])))
+
+
+def _step_plates(group: Sequence[Factor], floor: frozenset[str],
+                 var_plates: Mapping[str, frozenset[str]], fm: FactorModel,
+                 semiring: Semiring, budget_bytes: int) -> list[Factor]:
+    """One step's tables with the plates declared inside the chain eliminated (several
+    observations per step, latents per step and entry), as ``contract`` eliminates the
+    model's. A table lies in its variables' plates and in every plate it varies along:
+    that finds each table's plates, since a chain table of a node in an inner plate varies
+    along it (an observation's data; a factor's table, broadcast in full) unless it is a
+    latent's, which names its variable. Tables at the chain's own plates stay as they are,
+    masks included (the scan may skip masked steps)."""
+    pending: dict[frozenset[str], list[Factor]] = defaultdict(list)
+    for f in group:
+        batch = f.batch_shape[len(f.batch_shape) - len(fm.plates):]
+        varies = {p for p, n in zip(fm.plates, batch, strict=True) if n > 1}
+        plates = floor.union(varies, *(var_plates[v] for v in f.vars))
+        pending[plates].append(f if plates == floor else plain(f))
+    return _eliminate_plates(pending, var_plates, floor, semiring, budget_bytes, fm.plates)
 
 
 def _step_mask(rest: Sequence[Factor], local: set[str], prev_of: Sequence[str]
