@@ -1,6 +1,7 @@
 """genppl: the generative-model lineage on one graphical-model DSL, compiled to Pyro."""
 
 from genppl.bif import read_bif, write_bif
+from genppl.budget import memory_limit
 from genppl.dsl import Guide, Model
 from genppl.engines import ENGINES
 from genppl.errors import ModelError
@@ -20,6 +21,7 @@ __all__ = [
     "fit",
     "from_pgmpy",
     "infer",
+    "memory_limit",
     "read_bif",
     "write_bif",
 ]
