@@ -89,3 +89,37 @@ def test_sequential_scan_is_finite_on_a_long_float32_chain() -> None:
     pair = torch.randn(1, 1, 4, 4, generator=g)
     log_z = scan.chain_product(torch.zeros(1, 4), pair, unary, steps, method="sequential")
     assert bool(torch.isfinite(log_z).all()) and log_z.dtype == torch.float32
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_viterbi_gradients_under_ties_are_one_best_path(method: str, masked: bool,
+                                                        dtype: torch.dtype) -> None:
+    """Tables of a few integer values (ties everywhere, impossible transitions too): the
+    gradients mark one path per entry, one state per step, and that path scores the max."""
+    k, steps, batch = 4, 7, 3
+    g = torch.Generator().manual_seed(3)
+    values = torch.tensor([-torch.inf, 0.0, 1.0], dtype=dtype)
+    init = values[torch.randint(1, 3, (batch, k), generator=g)]
+    pair = values[torch.randint(0, 3, (1, batch, k, k), generator=g)]
+    pair[..., 0] = 0.0  # every state reachable: some path is possible
+    unary = values[torch.randint(1, 3, (steps, batch, k), generator=g)]
+    mask = torch.rand(steps, batch, generator=g) > 0.3 if masked else None
+    inputs = [t.clone().requires_grad_() for t in (init, pair, unary)]
+    value = scan.chain_product(*inputs, steps, semiring="max", method=method, pair_mask=mask)
+    g_init, _, g_unary = torch.autograd.grad(value.sum(), inputs)
+    one_hot = torch.cat([g_init.unsqueeze(0), g_unary])  # (steps + 1, batch, k)
+    assert torch.equal(one_hot.sum(-1), torch.ones(steps + 1, batch, dtype=dtype))
+    assert torch.equal(one_hot.amax(-1), torch.ones(steps + 1, batch, dtype=dtype))
+    path = one_hot.argmax(-1)
+    entry = torch.arange(batch)
+    score = init[entry, path[0]]
+    for t in range(steps):
+        move = pair[0, entry, path[t], path[t + 1]]
+        if mask is not None:
+            move = torch.where(mask[t], move, torch.zeros_like(move))
+        score = score + move + unary[t, entry, path[t + 1]]
+    expected = naive(init, pair, unary, steps, mask, maximise=True)
+    torch.testing.assert_close(value.detach(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(score, expected, rtol=0, atol=1e-5)
