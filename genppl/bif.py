@@ -12,11 +12,13 @@ varying slowest (the layout bnlearn and pgmpy use), and ``default`` fills unlist
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import itertools
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,18 +28,15 @@ from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
 
-_TOKEN = re.compile(r"\s+|//[^\n]*|/\*.*?\*/|[{}()\[\],;|]|[^\s{}()\[\],;|]+", re.S)
+# Whitespace matches no alternative, so the search skips it without a Python step. An
+# unterminated ``/*`` comment runs to the end of the text (``\Z``) in one match, so that it can
+# be reported, and so that many of them cost linear time rather than a rescan each.
+_TOKEN = re.compile(r"//[^\n]*|/\*.*?(?:\*/|\Z)|[{}()\[\],;|]|[^\s{}()\[\],;|]+", re.S)
+_PUNCTUATION = "{}()[],;|"
 
 
 class BIFSyntaxError(ModelError):
     """A BIF file that does not parse; the message names file, line and column."""
-
-
-@dataclass
-class _Token:
-    text: str
-    line: int
-    col: int
 
 
 @dataclass
@@ -57,156 +56,216 @@ class _Probability:
     default: list[float] | None = None
 
 
-def _tokens(text: str) -> Iterator[_Token]:
-    line, start = 1, 0
-    for m in _TOKEN.finditer(text):
-        piece = m.group()
-        if not (piece.isspace() or piece.startswith(("//", "/*"))):
-            yield _Token(piece, line, m.start() - start + 1)
-        newlines = piece.count("\n")
-        if newlines:
-            line += newlines
-            start = m.start() + piece.rindex("\n") + 1
+def _clip(text: str) -> str:
+    """A token as shown in a message: a mangled file can hold a megabyte-long 'word'."""
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Parser:
+    """Recursive descent over the token list. Tokens are kept as two flat lists, their texts
+    and their offsets, and the parse passes indices into them around: a network such as
+    pathfinder has 365,000 tokens, and an object per token costs more than the parse itself.
+    Lines and columns are worked out from an offset only when a message or a declaration
+    needs one."""
+
     def __init__(self, text: str, source: str) -> None:
-        self.tokens = list(_tokens(text))
-        self.i = 0
         self.source = source
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+        pieces = [(m.group(), m.start()) for m in _TOKEN.finditer(text)]
+        for piece, offset in pieces:
+            if piece.startswith("/*") and (len(piece) < 4 or not piece.endswith("*/")):
+                raise BIFSyntaxError(f"{self.where(offset)}: comment '/*' is never closed by "
+                                     "'*/'.")
+        kept = [(p, o) for p, o in pieces if not p.startswith(("//", "/*"))]
+        self.texts = [p for p, _ in kept]
+        self.offsets = [o for _, o in kept]
+        self.i = 0
 
-    def error(self, expected: str, token: _Token | None = None) -> BIFSyntaxError:
-        token = token or self.peek()
-        if token is None:
+    def where(self, offset: int) -> str:
+        """``file:line:column`` of a character."""
+        line = bisect.bisect_left(self.newlines, offset)
+        col = offset - (self.newlines[line - 1] + 1 if line else 0) + 1
+        return f"{self.source}:{line + 1}:{col}"
+
+    def at(self, token: int) -> str:
+        return self.where(self.offsets[token])
+
+    def line(self, token: int) -> int:
+        return bisect.bisect_left(self.newlines, self.offsets[token]) + 1
+
+    def error(self, expected: str, token: int | None = None) -> BIFSyntaxError:
+        token = self.i if token is None else token
+        if token >= len(self.texts):
             return BIFSyntaxError(f"{self.source}: unexpected end of file; expected {expected}.")
-        return BIFSyntaxError(f"{self.source}:{token.line}:{token.col}: expected {expected}, "
-                              f"found {token.text!r}.")
+        return BIFSyntaxError(f"{self.at(token)}: expected {expected}, "
+                              f"found {_clip(self.texts[token])!r}.")
 
-    def peek(self) -> _Token | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
+    def peek(self) -> str | None:
+        return self.texts[self.i] if self.i < len(self.texts) else None
 
-    def take(self, expected: str | None = None, what: str | None = None) -> _Token:
-        token = self.peek()
-        if token is None or (expected is not None and token.text != expected):
+    def take(self, expected: str | None = None, what: str | None = None) -> int:
+        text = self.peek()
+        if text is None or (expected is not None and text != expected):
             raise self.error(what or repr(expected))
         self.i += 1
-        return token
+        return self.i - 1
 
-    def word(self, what: str) -> _Token:
-        token = self.peek()
-        if token is None or token.text in "{}()[],;|":
+    def word(self, what: str) -> int:
+        text = self.peek()
+        if text is None or text in _PUNCTUATION:
             raise self.error(what)
         self.i += 1
-        return token
+        return self.i - 1
+
+    def words(self, what: str) -> list[int]:
+        """``word (, word)*``: state names, parents, a row's parent states."""
+        tokens = [self.word(what)]
+        while self.peek() == ",":
+            self.i += 1
+            tokens.append(self.word(what))
+        return tokens
+
+    def repeated(self, tokens: Sequence[int]) -> int | None:
+        """The first of ``tokens`` whose text an earlier one already had."""
+        seen: set[str] = set()
+        for token in tokens:
+            if self.texts[token] in seen:
+                return token
+            seen.add(self.texts[token])
+        return None
 
     def number(self) -> float:
         token = self.word("a probability")
+        text = self.texts[token]
         try:
-            value = float(token.text)
+            value = float(text)
         except ValueError:
             raise self.error("a probability", token) from None
         if not math.isfinite(value) or value < 0:
-            raise BIFSyntaxError(f"{self.source}:{token.line}:{token.col}: probability "
-                                 f"{token.text} is not a finite non-negative number.")
+            raise BIFSyntaxError(f"{self.at(token)}: probability {_clip(text)} is not a finite "
+                                 "non-negative number.")
         return value
 
     def numbers(self) -> list[float]:
         values = [self.number()]
-        while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
-            self.take(",")
+        while self.peek() == ",":
+            self.i += 1
             values.append(self.number())
         self.take(";")
         return values
 
     def skip_property(self) -> None:
-        while self.take().text != ";":
+        while self.texts[self.take()] != ";":
             pass
 
-    def parse(self) -> tuple[str, list[_Variable], list[_Probability]]:
-        name, variables, probabilities = "network", [], []
-        while (token := self.peek()) is not None:
-            if token.text == "network":
+    def parse(self) -> tuple[str, dict[str, _Variable], dict[str, _Probability]]:
+        """Every declaration once: a second variable, or a second table for one, would
+        otherwise silently replace the first."""
+        name = "network"
+        variables: dict[str, _Variable] = {}
+        probabilities: dict[str, _Probability] = {}
+        while (text := self.peek()) is not None:
+            if text == "network":
                 self.take()
-                name = self.word("a network name").text
-                self.block(lambda: self.skip_property())
-            elif token.text == "variable":
-                variables.append(self.variable())
-            elif token.text == "probability":
-                probabilities.append(self.probability())
+                name = self.texts[self.word("a network name")]
+                self.block(self.skip_property)
+            elif text == "variable":
+                var = self.variable()
+                if var.name in variables:
+                    raise BIFSyntaxError(
+                        f"{self.source}:{var.line}: variable {var.name!r} is declared twice "
+                        f"(first at line {variables[var.name].line}); remove one.")
+                variables[var.name] = var
+            elif text == "probability":
+                prob = self.probability()
+                if prob.child in probabilities:
+                    raise BIFSyntaxError(
+                        f"{self.source}:{prob.line}: a second probability block for "
+                        f"{prob.child!r} (the first is at line "
+                        f"{probabilities[prob.child].line}); give each variable one.")
+                probabilities[prob.child] = prob
             else:
                 raise self.error("'network', 'variable' or 'probability'")
         return name, variables, probabilities
 
-    def block(self, item: object) -> None:
+    def block(self, item: Callable[[], None]) -> None:
         self.take("{")
-        while (token := self.peek()) is not None and token.text != "}":
-            if token.text == "property":
+        while (text := self.peek()) is not None and text != "}":
+            if text == "property":
                 self.skip_property()
             else:
-                item()  # type: ignore[operator]
+                item()
         self.take("}")
 
     def variable(self) -> _Variable:
         start = self.take("variable")
-        name = self.word("a variable name").text
+        name = self.texts[self.word("a variable name")]
         states: list[str] = []
 
         def item() -> None:
-            self.take("type", "'type' or 'property'")
+            type_token = self.take("type", "'type' or 'property'")
+            if states:
+                raise BIFSyntaxError(f"{self.at(type_token)}: variable {name!r} has a second "
+                                     "'type'; give it one.")
             self.take("discrete", "'discrete' (only discrete variables are supported)")
             self.take("[")
             count_token = self.word("the number of states")
             self.take("]")
             self.take("{")
-            states.append(self.word("a state name").text)
-            while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
-                self.take(",")
-                states.append(self.word("a state name").text)
+            tokens = self.words("a state name")
             self.take("}")
             self.take(";")
-            if not count_token.text.isdigit() or int(count_token.text) != len(states):
-                raise BIFSyntaxError(f"{self.source}:{count_token.line}:{count_token.col}: "
-                                     f"variable {name!r} declares [{count_token.text}] states "
-                                     f"but lists {len(states)}.")
+            # Compared as text: int() of a Unicode digit such as '²', or of thousands of
+            # digits, raises rather than returning a count.
+            count = self.texts[count_token]
+            if not (count.isascii() and count.isdigit() and count.lstrip("0") == str(len(tokens))):
+                raise BIFSyntaxError(f"{self.at(count_token)}: variable {name!r} declares "
+                                     f"[{_clip(count)}] states but lists {len(tokens)}.")
+            if (again := self.repeated(tokens)) is not None:
+                raise BIFSyntaxError(f"{self.at(again)}: variable {name!r} lists state "
+                                     f"{self.texts[again]!r} twice; state names must differ.")
+            states.extend(self.texts[t] for t in tokens)
 
         self.block(item)
         if not states:
-            raise BIFSyntaxError(f"{self.source}:{start.line}: variable {name!r} has no type.")
-        return _Variable(name, states, start.line)
+            raise BIFSyntaxError(f"{self.source}:{self.line(start)}: variable {name!r} has no "
+                                 "type.")
+        return _Variable(name, states, self.line(start))
 
     def probability(self) -> _Probability:
         start = self.take("probability")
         self.take("(")
-        child = self.word("the child variable").text
-        parents: list[str] = []
-        if self.peek() is not None and self.peek().text == "|":  # type: ignore[union-attr]
-            self.take("|")
-            parents.append(self.word("a parent variable").text)
-            while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
-                self.take(",")
-                parents.append(self.word("a parent variable").text)
+        child = self.texts[self.word("the child variable")]
+        parents: list[int] = []
+        if self.peek() == "|":
+            self.i += 1
+            parents = self.words("a parent variable")
         self.take(")", "')'")
-        prob = _Probability(child, parents, start.line)
+        if (again := self.repeated(parents)) is not None:
+            raise BIFSyntaxError(f"{self.at(again)}: probability ( {child} ... ) lists parent "
+                                 f"{self.texts[again]!r} twice.")
+        prob = _Probability(child, [self.texts[t] for t in parents], self.line(start))
 
         def item() -> None:
-            token = self.peek()
-            assert token is not None
-            if token.text == "table":
-                self.take()
-                prob.table = self.numbers()
-            elif token.text == "default":
-                self.take()
-                prob.default = self.numbers()
-            elif token.text == "(":
-                self.take("(")
-                config = [self.word("a parent state").text]
-                while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
-                    self.take(",")
-                    config.append(self.word("a parent state").text)
+            token = self.take()
+            keyword = self.texts[token]
+            where = f"{self.at(token)}: probability ( {child} ... )"
+            if keyword in ("table", "default"):
+                if getattr(prob, keyword) is not None:
+                    raise BIFSyntaxError(f"{where} has a second {keyword!r} line.")
+                setattr(prob, keyword, self.numbers())
+            elif keyword == "(":
+                config = tuple(self.texts[t] for t in self.words("a parent state"))
                 self.take(")", "')'")
-                prob.rows[tuple(config)] = self.numbers()
+                if config in prob.rows:
+                    raise BIFSyntaxError(f"{where} gives the row {config} twice.")
+                prob.rows[config] = self.numbers()
             else:
-                raise self.error("'table', 'default', a '(parent states)' row or 'property'")
+                raise self.error("'table', 'default', a '(parent states)' row or 'property'",
+                                 token)
+            if prob.table is not None and (prob.rows or prob.default is not None):
+                raise BIFSyntaxError(f"{where} mixes a 'table' line with rows or a 'default'; "
+                                     "use one or the other.")
 
         self.block(item)
         return prob
@@ -220,24 +279,37 @@ def read_bif(path: str | Path) -> Model:
     except OSError as e:
         raise ModelError(f"cannot read BIF file {path}: {e.strerror}.") from e
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    name, variables, probabilities = _Parser(raw.decode("utf-8"), str(path)).parse()
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise ModelError(f"cannot read BIF file {path}: the gzip data is cut short "
+                             "(an incomplete download or copy?).") from None
+        except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise ModelError(f"cannot read BIF file {path}: not valid gzip data ({e}).") from None
+    try:
+        text = raw.decode("utf-8-sig")  # "-sig": a byte-order mark is not part of the first word
+    except UnicodeDecodeError as e:
+        raise ModelError(f"cannot read BIF file {path}: not UTF-8 text (byte "
+                         f"{raw[e.start]:#04x} at offset {e.start}).") from None
+    name, variables, probabilities = _Parser(text, str(path)).parse()
     return _build(name, variables, probabilities, str(path))
 
 
-def _build(name: str, variables: list[_Variable], probabilities: list[_Probability],
+def _build(name: str, variables: dict[str, _Variable], probabilities: dict[str, _Probability],
            source: str) -> Model:
-    by_name = {v.name: v for v in variables}
+    if not variables:  # an empty or cut-off download, or some other file under this name
+        raise BIFSyntaxError(f"{source}: declares no variables; a BIF network needs at least "
+                             "one 'variable' block.")
     tables: dict[str, tuple[list[str], torch.Tensor]] = {}
-    lines = {v.name: v.line for v in variables}
-    for prob in probabilities:
+    lines = {v.name: v.line for v in variables.values()}
+    for prob in probabilities.values():
         for v in (prob.child, *prob.parents):
-            if v not in by_name:
+            if v not in variables:
                 raise BIFSyntaxError(f"{source}:{prob.line}: probability block names undeclared "
                                      f"variable {v!r}.")
-        tables[prob.child] = (prob.parents, _table(prob, by_name, source))
+        tables[prob.child] = (prob.parents, _table(prob, variables, source))
         lines[prob.child] = prob.line
-    return network_model(name, {v.name: v.states for v in variables}, tables,
+    return network_model(name, {v.name: v.states for v in variables.values()}, tables,
                          where=lambda v: f"{source}:{lines[v]}", error=BIFSyntaxError)
 
 
@@ -276,20 +348,21 @@ def _table(prob: _Probability, variables: dict[str, _Variable], source: str) -> 
                                  f"{math.prod(shape)}.")
         values = torch.tensor(prob.table, dtype=torch.float64)
         return values.reshape(shape[-1], *shape[:-1]).movedim(0, -1)
-    table = torch.full(shape, math.nan, dtype=torch.float64)
-    for config in itertools.product(*parent_states):
+    configs = list(itertools.product(*parent_states))  # in the table's (row-major) order
+    rows = []
+    for config in configs:
         row = prob.rows.get(config, prob.default)
         if row is None:
             raise BIFSyntaxError(f"{where}: no row for parent states {config} and no default.")
         if len(row) != len(child.states):
             raise BIFSyntaxError(f"{where}: row {config} has {len(row)} numbers for "
                                  f"{len(child.states)} states.")
-        index = tuple(s.index(c) for s, c in zip(parent_states, config, strict=True))
-        table[index] = torch.tensor(row, dtype=torch.float64)
-    unknown = [c for c in prob.rows if c not in set(itertools.product(*parent_states))]
+        rows.append(row)
+    known = set(configs)
+    unknown = [c for c in prob.rows if c not in known]
     if unknown:
         raise BIFSyntaxError(f"{where}: row {unknown[0]} names states the parents do not have.")
-    return table
+    return torch.tensor(rows, dtype=torch.float64).reshape(shape)
 
 
 def _normalised(var: str, table: torch.Tensor, where: str, error: type[ModelError]
@@ -307,23 +380,30 @@ def _normalised(var: str, table: torch.Tensor, where: str, error: type[ModelErro
 
 def _parents_first(tables: Mapping[str, tuple[Sequence[str], torch.Tensor]],
                    where: Callable[[str], str], error: type[ModelError]) -> list[str]:
+    """The variables, each after its parents: a depth-first search on an explicit stack, so
+    that a chain of thousands of variables listed child first cannot exhaust Python's
+    recursion limit."""
     order: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(v: str, path: tuple[str, ...]) -> None:
-        if state.get(v) == 2:
-            return
-        if state.get(v) == 1:
-            raise error(f"{where(v)}: the network has a cycle: "
-                        + " -> ".join((*path, v)) + ".")
-        state[v] = 1
-        for p in tables[v][0]:
-            visit(p, (*path, v))
-        state[v] = 2
-        order.append(v)
-
-    for v in tables:
-        visit(v, ())
+    done: set[str] = set()
+    for root in tables:
+        if root in done:
+            continue
+        stack = [(root, iter(tables[root][0]))]
+        path = [root]  # the variables on the stack, to name a cycle
+        while stack:
+            v, parents = stack[-1]
+            p = next(parents, None)
+            if p is None:
+                stack.pop()
+                path.pop()
+                done.add(v)
+                order.append(v)
+            elif p in path:
+                raise error(f"{where(p)}: the network has a cycle: "
+                            + " -> ".join((*path[path.index(p):], p)) + ".")
+            elif p not in done:
+                stack.append((p, iter(tables[p][0])))
+                path.append(p)
     return order
 
 

@@ -4,6 +4,8 @@ is tests/unit/test_bn_oracles.py.)"""
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,35 @@ def test_parses_tables_rows_and_properties(tmp_path: Path) -> None:
     (ASIA[:ASIA.index("probability ( tub")], ":4:", "'tub' has no probability table"),
     (ASIA.replace("(no) 0.01, 0.99;", "(no) 0.01, 0.9;"), ":6:",
      "the table of 'tub' has a row summing to"),
+    # Declared twice: the second would silently replace the first.
+    (ASIA.replace("probability ( asia )", "variable tub { type discrete [ 2 ] { a, b }; }\n"
+                  "probability ( asia )"), ":5:",
+     "variable 'tub' is declared twice (first at line 4)"),
+    (ASIA.replace("{ yes, no }; property", "{ yes, yes }; property"), ":4:",
+     "variable 'tub' lists state 'yes' twice"),
+    (ASIA.replace("[ 2 ] { yes, no }; property", "[ 2 ] { yes, no }; type discrete [ 2 ] "
+                  "{ a, b }; property"), ":4:", "variable 'tub' has a second 'type'"),
+    (ASIA + "probability ( asia ) { table 0.5, 0.5; }\n", ":10:",
+     "a second probability block for 'asia' (the first is at line 5)"),
+    (ASIA.replace("(no) 0.01, 0.99;", "(yes) 0.01, 0.99;"), ":8:",
+     "gives the row ('yes',) twice"),
+    (ASIA.replace("table 0.01, 0.99;", "table 0.01, 0.99; table 0.5, 0.5;"), ":5:",
+     "has a second 'table' line"),
+    (ASIA.replace("  (no) 0.01, 0.99;\n", "  table 0.05, 0.01, 0.95, 0.99;\n"), ":8:",
+     "mixes a 'table' line with rows"),
+    (ASIA.replace("( tub | asia )", "( tub | asia, asia )"), ":6:", "lists parent 'asia' twice"),
+    # Numbers Python's int() refuses, found by tests/unit/test_fuzz_inputs.py.
+    (ASIA.replace("[ 2 ] { yes, no }; }\nvariable tub", "[ \u00b2 ] { yes, no }; }\nvariable tub"),
+     ":3:", "declares [\u00b2] states but lists 2"),
+    (ASIA.replace("[ 2 ] { yes, no }; }\nvariable tub", "[ " + "9" * 5000 + " ] { yes, no }; }\n"
+                  "variable tub"), ":3:", "declares [9999999999"),
+    (ASIA.replace("table 0.01, 0.99;", "table 1e400, 0.99;"), ":5:",
+     "probability 1e400 is not a finite non-negative number"),
+    (ASIA.replace("table 0.01, 0.99;", "table 0.01, -0.99;"), ":5:",
+     "probability -0.99 is not a finite"),
+    (ASIA.replace("table 0.01, 0.99;", "table 0.01, 10**400;"), ":5:", "expected a probability"),
+    (ASIA + "/* a comment left open\n", ":10:1", "comment '/*' is never closed"),
+    ("// nothing but a comment\n", ": declares no variables", "at least one 'variable' block"),
 ])
 def test_syntax_errors_name_the_line(tmp_path: Path, text: str, where: str, what: str) -> None:
     path = tmp_path / "bad.bif"
@@ -63,6 +94,66 @@ def test_syntax_errors_name_the_line(tmp_path: Path, text: str, where: str, what
     with pytest.raises(BIFSyntaxError) as info:
         read_bif(path)
     assert str(path) + where in str(info.value) and what in str(info.value)
+
+
+def _cut_gzip(path: Path) -> None:
+    path.write_bytes(gzip.compress(ASIA.encode())[:60])
+
+
+def _corrupt_gzip(path: Path) -> None:
+    data = bytearray(gzip.compress(ASIA.encode()))
+    data[20:30] = b"\xff" * 10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("name", "make", "what"), [
+    ("latin1.bif", lambda p: p.write_bytes(ASIA.replace("yes", "s\u00ed").encode("latin-1")),
+     "not UTF-8 text (byte 0xed at offset"),
+    ("plain.bif.gz", lambda p: p.write_text(ASIA), "not valid gzip data (Not a gzipped file"),
+    ("cut.bif.gz", _cut_gzip, "the gzip data is cut short"),
+    ("corrupt.bif.gz", _corrupt_gzip, "not valid gzip data"),
+    ("folder.bif", lambda p: p.mkdir(), "Is a directory"),
+    ("missing.bif", lambda p: None, "No such file or directory"),
+])
+def test_unreadable_files_raise_model_error(tmp_path: Path, name: str,
+                                            make: Callable[[Path], object], what: str) -> None:
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(ModelError) as info:
+        read_bif(path)
+    message = str(info.value)
+    assert message.startswith(f"cannot read BIF file {path}: ") and what in message
+    assert "\n" not in message
+
+
+def test_byte_order_mark_is_not_part_of_the_first_word(tmp_path: Path) -> None:
+    path = tmp_path / "bom.bif"
+    path.write_bytes(b"\xef\xbb\xbf" + ASIA.encode())
+    assert list(read_bif(path).nodes) == ["asia", "tub"]
+
+
+def test_long_chain_listed_child_first(tmp_path: Path) -> None:
+    """Ordering parents first must not recurse once per link: 3,000 would pass Python's
+    recursion limit."""
+    n = 3000
+    lines = [f"variable v{i} {{ type discrete [ 2 ] {{ a, b }}; }}" for i in range(n)]
+    lines += [f"probability ( v{i} | v{i - 1} ) {{ (a) 0.9, 0.1; (b) 0.2, 0.8; }}"
+              for i in reversed(range(1, n))]
+    lines.append("probability ( v0 ) { table 0.5, 0.5; }")
+    path = tmp_path / "chain.bif"
+    path.write_text("\n".join(lines))
+    model = read_bif(path)
+    assert list(model.nodes) == [f"v{i}" for i in range(n)]
+    assert [p.node for p in model["v2999"].parents] == ["v2998"]
+
+
+def test_a_cycle_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "cycle.bif"
+    path.write_text(ASIA.replace("probability ( asia )", "probability ( asia | tub )")
+                    .replace("table 0.01, 0.99;", "(yes) 0.01, 0.99; (no) 0.5, 0.5;"))
+    with pytest.raises(BIFSyntaxError, match=r"cycle\.bif:\d+: the network has a cycle: "
+                                             r"(asia -> tub -> asia|tub -> asia -> tub)\."):
+        read_bif(path)
 
 
 def test_write_then_read_round_trips(tmp_path: Path) -> None:
