@@ -16,7 +16,11 @@ sum-product), ``viterbi`` (``engine="exact"``, ``map=True``), ``fit`` (Baum-Welc
 Conventions: ``start[k]`` is P(first state = k) (hmmlearn's ``startprob_``; Pyro's
 ``DiscreteHMM`` instead applies its initial distribution *before* a first transition);
 ``trans[i, j]`` = P(next = j | current = i); ``emit[k, m]`` = P(symbol m | state k). Gaussian
-emissions are univariate: ``x_t ~ Normal(means[z_t], scales[z_t])``.
+emissions are univariate: ``x_t ~ Normal(means[z_t], scales[z_t])``. A 0 in a table is a
+structural zero, exact on every engine's path (``genppl.distributions.exact_log_probs``):
+what it rules out gets posterior 0, no Viterbi path takes it, evidence that needs it is
+a probability-zero ``ModelError``, and ``fit`` keeps it 0 as hmmlearn does (unless
+pseudo-counts add mass everywhere).
 """
 
 from __future__ import annotations
