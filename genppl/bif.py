@@ -1,8 +1,12 @@
 """Bayesian networks in the Bayesian Interchange Format (``.bif``, ``.bif.gz``).
 
 A small tokenizer and recursive-descent parser (no ``eval``, no regex-driven guessing): every
-syntax error names the file, line and column and what was expected. ``read_bif`` returns a
-``genppl.Model`` of CPT nodes with their state names; ``write_bif`` writes one back.
+syntax error names the file, line and column and what was expected, and anything declared
+twice (a variable, a state, a table) is refused rather than silently overwritten. A file that
+cannot be read as BIF text (missing, not UTF-8, broken gzip) is a ``ModelError`` naming it,
+never another exception (tests/unit/test_fuzz_inputs.py holds the reader to that).
+``read_bif`` returns a ``genppl.Model`` of CPT nodes with their state names; ``write_bif``
+writes one back.
 
 Rows are rescaled to sum to one exactly (published tables are rounded). Table conventions:
 rows ``(s1, s2) p1, p2, ...;`` give the child's distribution for one
@@ -277,7 +281,7 @@ def read_bif(path: str | Path) -> Model:
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise ModelError(f"cannot read BIF file {path}: {e.strerror}.") from e
+        raise ModelError(f"cannot read BIF file {path}: {e.strerror or e}.") from e
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

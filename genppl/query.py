@@ -16,24 +16,37 @@ import torch
 
 from genppl.bif import read_bif
 from genppl.errors import UnknownName, suggest
+from genppl.exact.contract import DEFAULT_BUDGET_BYTES
 from genppl.inference import infer
 
 
 def parse_evidence(items: Sequence[str]) -> dict[str, str]:
-    """``["VAR=STATE", ...]`` -> ``{VAR: STATE}``."""
+    """``["VAR=STATE", ...]`` -> ``{VAR: STATE}``.
+
+    A variable given twice is refused, even with the same state: with a dict the last pair
+    would silently win, and a repeated variable in a command is more likely a typo for another
+    one than a deliberate restatement."""
     out: dict[str, str] = {}
     for item in items:
         var, sep, state = item.partition("=")
         if not sep or not var or not state:
             raise UnknownName(f"evidence {item!r} is not VAR=STATE.")
+        if var in out:
+            first = f"{var}={out[var]}"
+            raise UnknownName(f"evidence gives variable {var!r} twice ({first!r} and {item!r}); "
+                              "give each variable once.")
         out[var] = state
     return out
 
 
 def query(path: str | Path, evidence: Mapping[str, str] | None = None,
-          targets: Sequence[str] | None = None, *, want_map: bool = False) -> dict[str, Any]:
+          targets: Sequence[str] | None = None, *, want_map: bool = False,
+          budget_bytes: int | None = None) -> dict[str, Any]:
     """Exact posterior marginals (of ``targets``, else every non-evidence variable), log
-    p(evidence), and with ``want_map`` the most probable joint state of the others."""
+    p(evidence), and with ``want_map`` the most probable joint state of the others.
+
+    ``budget_bytes`` caps the largest table the elimination may allocate (``None``: the exact
+    engine's default); a network that needs more is refused before anything is allocated."""
     model = read_bif(path).to(dtype=torch.float64)
     evidence = dict(evidence or {})
     for var, state in evidence.items():
@@ -49,7 +62,8 @@ def query(path: str | Path, evidence: Mapping[str, str] | None = None,
         if var in evidence:
             raise UnknownName(f"target {var!r} is also given as evidence; drop one of them.")
     data = {v: torch.tensor(model[v].states.index(s)) for v, s in evidence.items()}  # type: ignore[union-attr]
-    posterior = infer(model, data, engine="exact", map=want_map)
+    posterior = infer(model, data, engine="exact", map=want_map,
+                      budget_bytes=DEFAULT_BUDGET_BYTES if budget_bytes is None else budget_bytes)
     out: dict[str, Any] = {
         "log_evidence": float(posterior.log_evidence),  # type: ignore[arg-type]
         "marginals": {v: dict(zip(model[v].states, posterior.marginals[v].tolist(),  # type: ignore[arg-type]
