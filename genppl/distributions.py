@@ -221,28 +221,25 @@ def exact_log_probs(d: Any) -> Any:
     """
     kind = type(d)
     if isinstance(d, _WRAPPERS):
-        base = exact_log_probs(d.base_dist)
-        if base is d.base_dist:
-            return d
-        new = copy.copy(d)
-        new.base_dist = base
-        return new
-    if kind in _CATEGORICAL and _given_probs(d):
-        new = copy.copy(d)
-        new.logits = _log(d.probs)  # the probs are normalised already
-        return new
+        return _with(d, "base_dist", exact_log_probs(d.base_dist))
     if kind in _VIA_CATEGORICAL:
-        inner = exact_log_probs(d._categorical)
-        if inner is d._categorical:
-            return d
-        new = copy.copy(d)
-        new._categorical = inner
-        return new
+        return _with(d, "_categorical", exact_log_probs(d._categorical))
+    if kind in _CATEGORICAL and _given_probs(d):
+        return _with(d, "logits", _log(d.probs))  # the probs are normalised already
     if kind in _EXACT and _given_probs(d):
-        new = copy.copy(d)
-        new.__class__ = _EXACT[kind]
-        return new
+        return _with(d, "__class__", _EXACT[kind])
     return d
+
+
+def _with(d: Any, name: str, value: Any) -> Any:
+    """A shallow copy of ``d`` with attribute ``name`` set to ``value`` (``d`` itself when it
+    holds that already; read from its ``__dict__``, as reading a lazy property such as
+    ``logits`` would store torch's clamped one in ``d``)."""
+    if vars(d).get(name) is value:
+        return d
+    new = copy.copy(d)
+    setattr(new, name, value)
+    return new
 
 
 def _given_probs(d: Any) -> bool:
