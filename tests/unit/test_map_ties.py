@@ -483,6 +483,41 @@ def test_a_plate_inside_a_chain_equals_brute_force_and_pyro(latent: bool,
         _check_posterior_map(post, log_joint, states, dtype)
 
 
+def test_plates_nested_in_a_chain_in_a_plate_equal_pyro_and_brute_force_per_sequence(
+        ) -> None:
+    """Sequences (a plate) of chains whose steps hold a plate of tied latents, each with a
+    plate of observations: log evidence and marginals as Pyro's, and each sequence's MAP
+    (``evidence_per``) a maximiser of its own brute-force joint."""
+    m = genppl.Model("nested")
+    with m.plate("seq", 2), m.chain("t", 3):
+        m.latent("z", lambda z_prev: dist.Categorical(_in(SWITCH[0])[z_prev]),
+                 init=lambda: dist.Categorical(_in(torch.tensor([0.5, 0.5]))))
+        with m.plate("k", 2):
+            m.latent("w", lambda z: dist.Categorical(_in(PICK)[z]))
+            with m.plate("j", 2):
+                m.observed("x", lambda w, z: dist.Normal(
+                    (w - z).to(torch.get_default_dtype()), 1.0))
+    m = m.to(dtype=F64)
+    x = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    enum = genppl.infer(m, {"x": x}, engine="enum")
+    post = genppl.infer(m, {"x": x}, engine="exact", map=True, evidence_per="seq")
+    assert post.log_evidence == pytest.approx(enum.log_evidence, abs=1e-10)
+    for v in ("z", "w"):
+        torch.testing.assert_close(post.marginals[v], enum.marginals[v], rtol=0, atol=1e-10)
+    states = _all_states({"z": ((3,), 2), "w": ((3, 2), 3)})
+    for n in range(2):
+        def log_joint(v: States, n: int = n) -> torch.Tensor:
+            z, w = v["z"], v["w"]
+            lp = math.log(0.5) + SWITCH[0][z[:, :-1], z[:, 1:]].log().sum(-1)
+            lp = lp + PICK[z.unsqueeze(-1), w].log().sum((-1, -2))
+            mean = (w - z.unsqueeze(-1)).to(F64).unsqueeze(-1)  # (S, t, k, j)
+            return lp + dist.Normal(mean, 1.0).log_prob(x[:, n]).sum((-1, -2, -3))
+        chosen = {"z": post.info["map"]["z"][:, n], "w": post.info["map"]["w"][:, n]}
+        _check_map(chosen, float(post.info["map_log_joint_per"][n]), log_joint, states)
+        assert float(post.info["log_evidence_per"][n]) == pytest.approx(
+            float(log_joint(states).logsumexp(0)), abs=1e-10)
+
+
 def test_draws_through_a_plate_inside_a_chain_follow_the_exact_marginals() -> None:
     model = plate_in_chain(latent=True)
     draws = 1500
