@@ -2,9 +2,9 @@
 
 Every subcommand goes through the same gallery contract (:mod:`genppl.gallery`) as the smoke
 tests and the benchmarks, so what the command line shows is what those measure. User errors
-(an unknown entry or engine, a bad device, a missing Graphviz) end in one line on stderr and an
-exit code, never a traceback: 2 for a command that could not be understood, 1 for one that was
-understood but failed.
+(an unknown entry or engine, a bad device, a missing Graphviz, an unreadable network, an output
+path that cannot be written) end in one line on stderr and an exit code, never a traceback: 2
+for a command that could not be understood, 1 for one that was understood but failed.
 """
 
 from __future__ import annotations
@@ -93,6 +93,32 @@ def _memory_size(text: str) -> int:
     return max(1, int(value * _SIZE_UNITS[unit]))
 
 
+def _make_dir(directory: Path, request: str) -> None:
+    """Create a directory the command will write into, before any work starts: a path that
+    cannot hold files (a regular file in the way, no permission) is reported at once rather
+    than after a run of minutes or hours whose results would then be lost. ``request`` is
+    how the message names what was asked, e.g. ``--out DIR`` or ``-o FILE``."""
+    blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()),
+                    None)
+    if blocking is not None:
+        raise CommandFailed(f"{request}: {blocking} is a file, not a directory; "
+                            "choose another path.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_failure(f"{request}: cannot create {directory}", e) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CommandFailed(f"{request}: {directory} is not writable; choose another path.")
+
+
+def _os_failure(what: str, e: OSError) -> CommandFailed:
+    """One line for a file-system error (a full disk, a permission, a path in the way),
+    naming the file unless ``what`` already does."""
+    named = e.filename is None or str(e.filename) in what
+    return CommandFailed(f"{what}: {e.strerror or e}" + ("" if named else f" ({e.filename})")
+                         + ".")
+
+
 def _jsonable(obj: Any) -> Any:
     """JSON fallback for what entries put in metrics: tensors, arrays, paths, numpy scalars."""
     if isinstance(obj, torch.Tensor):
@@ -116,15 +142,22 @@ def _progress() -> bool:
 
 def _run_entry(entry: GalleryEntry, config: RunConfig) -> RunReport:
     # Checked here, before any work, so an unknown engine is a usage error (exit 2) while a
-    # ModelError raised by the run itself is a failure (exit 1).
+    # ModelError raised by the run itself is a failure (exit 1); then the directories are
+    # made, so that a bad path fails now and not after the run.
     try:
         entry.check_engine(config.engine)
     except ModelError as e:
         raise UsageError(str(e)) from None
+    if config.out is not None:
+        _make_dir(config.out, f"--out {config.out}")
+    if config.checkpoint is not None:
+        _make_dir(config.checkpoint, f"--checkpoint {config.checkpoint}")
     try:
         return entry.run(config)
     except ModelError as e:
         raise CommandFailed(f"{entry.name}: {e}") from None
+    except OSError as e:  # writing its pictures or checkpoints: a full disk, a vanished path
+        raise _os_failure(entry.name, e) from None
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -182,6 +215,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from genppl.graph.render import GraphvizNotFound
 
     entry = load_gallery(args.name).get(args.name)
+    _make_dir(args.output.parent, f"-o {args.output}")
     try:
         model = entry.build()
     except ModelError as e:
@@ -192,6 +226,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise CommandFailed(str(e)) from None
     except ValueError as e:  # unsupported extension: the message lists the valid ones
         raise UsageError(str(e)) from None
+    except OSError as e:  # a directory at the path, a full disk
+        raise _os_failure(f"-o {args.output}", e) from None
     print(f"wrote {path}")
     return EXIT_OK
 
@@ -199,7 +235,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from genppl.query import parse_evidence, query
 
-    answer = query(args.network, parse_evidence(args.evidence), args.target, want_map=args.map)
+    answer = query(args.network, parse_evidence(args.evidence), args.target, want_map=args.map,
+                   budget_bytes=args.max_memory)
     if args.json:
         _print_json(answer)
         return EXIT_OK
@@ -286,10 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("query", help="exact posterior queries on a Bayesian network (.bif)")
     q.add_argument("network", type=Path, help="a .bif or .bif.gz file")
-    q.add_argument("--evidence", nargs="*", default=[], metavar="VAR=STATE",
-                   help="observed states, in the file's names")
-    q.add_argument("--target", nargs="*", metavar="VAR",
-                   help="variables to report (default: every non-evidence variable)")
+    # "extend": `--evidence A=a --evidence B=b` means `--evidence A=a B=b`, not just the last
+    # flag's pairs (and likewise for --target).
+    q.add_argument("--evidence", nargs="+", action="extend", default=[], metavar="VAR=STATE",
+                   help="observed states, in the file's names (repeatable)")
+    q.add_argument("--target", nargs="+", action="extend", metavar="VAR",
+                   help="variables to report, repeatable (default: every non-evidence "
+                        "variable)")
     q.add_argument("--map", action="store_true",
                    help="also the most probable joint state of the non-evidence variables")
     q.add_argument("--json", action="store_true", help="print one JSON object")

@@ -3,6 +3,7 @@ through ``main([...])`` exactly as a shell would see them (stdout, stderr, retur
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -216,6 +217,98 @@ def test_run_pearson_crabs_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert report["files"]
     for f in report["files"]:
         assert Path(f).is_file() and Path(f).parent == out
+
+
+# --------------------------------------------------------------------------- output paths
+def _blocked_paths(tmp_path: Path) -> dict[str, Path]:
+    """Paths no directory can be made at, even by root: a regular file itself, and a path
+    under one."""
+    afile = tmp_path / "a_file"
+    afile.write_text("not a directory")
+    return {"is a file": afile, "under a file": afile / "pictures"}
+
+
+@pytest.mark.parametrize("flag", ["--out", "--checkpoint"])
+@pytest.mark.parametrize("case", ["is a file", "under a file"])
+def test_run_refuses_an_unusable_directory_before_running(
+        flag: str, case: str, fake_gallery: FakeGallery, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[RunConfig] = []
+    fake_gallery({"fake": _fake_entry("fake", _recording_run(calls))})
+    path = _blocked_paths(tmp_path)[case]
+    assert main(["run", "fake", flag, str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert calls == [] and out == ""  # refused before the run, not after it
+    assert err == (f"genppl: error: {flag} {path}: {tmp_path / 'a_file'} is a file, not a "
+                   "directory; choose another path.\n")
+
+
+def test_run_makes_its_directories_first(fake_gallery: FakeGallery, tmp_path: Path) -> None:
+    made: list[bool] = []
+
+    def run(config: RunConfig) -> RunReport:
+        made.append(config.out.is_dir() and config.checkpoint.is_dir())  # type: ignore[union-attr]
+        return _recording_run([])(config)
+
+    fake_gallery({"fake": _fake_entry("fake", run)})
+    assert main(["run", "fake", "--out", str(tmp_path / "a" / "b"),
+                 "--checkpoint", str(tmp_path / "c")]) == 0
+    assert made == [True]
+
+
+def test_unknown_engine_makes_no_directory(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "pearson_crabs", "--engine", "gibbs", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_refuses_a_directory_it_may_not_write(fake_gallery: FakeGallery, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """chmod cannot make such a directory for root (these tests run as root in CI), so the
+    permission check itself answers as it would for anyone else."""
+    calls: list[RunConfig] = []
+    fake_gallery({"fake": _fake_entry("fake", _recording_run(calls))})
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    assert main(["run", "fake", "--out", str(tmp_path)]) == 1
+    assert calls == []
+    assert capsys.readouterr().err == (f"genppl: error: --out {tmp_path}: {tmp_path} is not "
+                                       "writable; choose another path.\n")
+
+
+def test_a_write_failing_during_the_run_is_one_line(fake_gallery: FakeGallery, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def run(config: RunConfig) -> RunReport:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "fit.png"))
+
+    fake_gallery({"fake": _fake_entry("fake", run)})
+    assert main(["run", "fake", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"genppl: error: fake: No space left on device "
+                                       f"({tmp_path / 'fit.png'}).\n")
+
+
+def test_demo_refuses_an_unusable_directory(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = _blocked_paths(tmp_path)["under a file"]
+    assert main(["demo", "--out", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"genppl: error: --out {path}: ") and err.count("\n") == 1
+    assert "is a file, not a directory" in err
+
+
+@pytest.mark.parametrize("case", ["is a file", "under a file", "a directory"])
+def test_render_to_an_unusable_path_is_one_line(case: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    if case == "a directory":
+        path = tmp_path / "graph.dot"
+        path.mkdir()
+        expected = "Is a directory."
+    else:
+        path = _blocked_paths(tmp_path)[case] / "graph.dot"
+        expected = f"{tmp_path / 'a_file'} is a file, not a directory; choose another path."
+    assert main(["render", "pearson_crabs", "-o", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"genppl: error: -o {path}: {expected}\n"
 
 
 # --------------------------------------------------------------------------- render

@@ -77,6 +77,9 @@ def test_target_narrows_the_answer(network: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     answer = json.loads(out)
     assert list(answer["marginals"]) == ["wet"] and answer["log_evidence"] == pytest.approx(0.0)
+    code, out, _ = _run(capsys, "query", str(network), "--target", "wet", "--target", "rain",
+                        "--json")
+    assert code == 0 and list(json.loads(out)["marginals"]) == ["wet", "rain"]
 
 
 @pytest.mark.parametrize(("argv", "listed"), [
