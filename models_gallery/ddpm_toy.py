@@ -309,7 +309,7 @@ def run(config: RunConfig) -> RunReport:
     # only 2.6, so a large step that decays tenfold over the run.
     result = genppl.fit(model, {"data": train}, engine="svi", guide=guide, steps=steps,
                         lr=1e-2, lrd=0.1 ** (1 / steps), seed=config.seed,
-                        progress=config.progress)
+                        progress=config.progress, checkpoint=config.checkpoint)
     torch.manual_seed(config.seed)
     bound_end = bound_per_point(model, schedule, test)
     train_end = bound_per_point(model, schedule, train[:NUM_TEST])  # same size as test

@@ -162,6 +162,7 @@ def run(config: RunConfig) -> RunReport:
         draws = config.steps or DRAWS
         posterior = genppl.infer(build(priors=True).to(config.device, config.dtype),
                                  {"volume": volume}, engine="nuts", warmup_steps=draws,
+                                 checkpoint=config.checkpoint,
                                  **engine_options(engine, config, draws))
         level = posterior["level"].cpu()
         quantiles = torch.tensor([0.05, 0.95], dtype=level.dtype)

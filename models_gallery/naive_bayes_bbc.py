@@ -120,7 +120,8 @@ def fit_svi(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor,
     steps = config.steps or 300
     given = documents(counts, config) | {"c": labels.to(config.device)}
     result = genppl.fit(model, given, engine="svi", guide="delta", steps=steps, lr=1.0,
-                        lrd=0.01 ** (1 / steps), seed=config.seed, progress=config.progress)
+                        lrd=0.01 ** (1 / steps), seed=config.seed, progress=config.progress,
+                        checkpoint=config.checkpoint)
     point = result.info["guide"].median(**given)
     return {k: point[k].detach() for k in ("prior", "words")}
 

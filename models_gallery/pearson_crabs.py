@@ -23,6 +23,7 @@ import torch
 
 import genppl
 from genppl.data import crabs
+from genppl.errors import ModelError
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
 
 #: Conjugate priors for ``cavi``: means ~ Normal(PRIOR_LOC, PRIOR_SD), precisions ~
@@ -91,9 +92,10 @@ def fit_params(config: RunConfig) -> tuple[dict[str, torch.Tensor], genppl.Poste
         # Pearson's problem solved as Dempster, Laird & Rubin would: exact responsibilities,
         # closed-form updates; the flat priors make the MAP the MLE. EM crawls along the flat
         # ridge between weights and spreads, so it runs to a tight tolerance.
-        result = genppl.fit(model, observed, engine="em", steps=config.steps or 5000,
-                            tol=1e-14, init=initial_values(observed["ratio"]),
-                            progress=config.progress)
+        steps = config.steps or 5000
+        result = genppl.fit(model, observed, engine="em", steps=steps, tol=1e-14,
+                            init=initial_values(observed["ratio"]), progress=config.progress,
+                            **checkpointing(config, engine, steps))
         return result.params, None
     if engine == "svi":
         steps = config.steps or 2000
@@ -102,10 +104,14 @@ def fit_params(config: RunConfig) -> tuple[dict[str, torch.Tensor], genppl.Poste
         # spreads to the same optimum as EM.
         result = genppl.fit(model, observed, engine="svi", guide="delta", steps=steps, lr=0.05,
                             lrd=0.001 ** (1 / steps), seed=config.seed, progress=config.progress,
-                            init=initial_values(observed["ratio"]))
+                            init=initial_values(observed["ratio"]),
+                            **checkpointing(config, engine, steps))
         guide = result.info["guide"]
         return {k: v.detach() for k, v in guide.median(**observed).items()}, None
     if engine == "cavi":
+        if config.checkpoint is not None:
+            raise ModelError("engine 'cavi' keeps no checkpoints (it converges in seconds); "
+                             "run it without --checkpoint.")
         model = build(conjugate=True).to(config.device, config.dtype)
         result = genppl.fit(model, observed, engine="cavi", steps=config.steps or 5000,
                             tol=1e-12, seed=config.seed, progress=config.progress)
@@ -119,8 +125,21 @@ def fit_params(config: RunConfig) -> tuple[dict[str, torch.Tensor], genppl.Poste
     draws = config.steps or 300
     posterior = genppl.infer(model, observed, engine=engine, num_samples=draws,
                              warmup_steps=draws, seed=config.seed, progress=config.progress,
-                             init=initial_values(observed["ratio"]))
+                             init=initial_values(observed["ratio"]),
+                             **checkpointing(config, engine, 2 * draws))
     return {k: posterior.mean(k) for k in ("weights", "locs", "scales")}, posterior
+
+
+def checkpointing(config: RunConfig, engine: str, steps: int) -> dict[str, Any]:
+    """The checkpoint options of a run of ``steps`` steps (none without ``--checkpoint``):
+    about ten saves a run, and at least one every 10 EM iterations, 100 SVI steps or 20
+    sampler steps (an EM iteration here costs tens of milliseconds, an SVI step a little
+    more, a NUTS step up to a second), so that a killed run loses little and saving costs
+    little next to the work."""
+    if config.checkpoint is None:
+        return {}
+    most = {"em": 10, "svi": 100}.get(engine, 20)
+    return {"checkpoint": config.checkpoint, "checkpoint_every": max(1, min(most, steps // 10))}
 
 
 def run(config: RunConfig) -> RunReport:

@@ -102,7 +102,7 @@ def run(config: RunConfig) -> RunReport:
     guide = build_guide(model, seed=config.seed + 1)
     result = genppl.fit(model, {"pixels": train}, engine="svi", guide=guide, steps=steps,
                         lr=1e-3, lrd=0.1 ** (1 / steps), seed=config.seed,
-                        progress=config.progress)
+                        progress=config.progress, checkpoint=config.checkpoint)
     torch.manual_seed(config.seed)
     train_elbo = elbo_per_image(model, guide, train)
     test_elbo = elbo_per_image(model, guide, test)
