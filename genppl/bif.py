@@ -165,12 +165,15 @@ class _Parser:
     def parse(self) -> tuple[str, dict[str, _Variable], dict[str, _Probability]]:
         """Every declaration once: a second variable, or a second table for one, would
         otherwise silently replace the first."""
-        name = "network"
+        name: str | None = None
         variables: dict[str, _Variable] = {}
         probabilities: dict[str, _Probability] = {}
         while (text := self.peek()) is not None:
             if text == "network":
-                self.take()
+                start = self.take()
+                if name is not None:
+                    raise BIFSyntaxError(f"{self.at(start)}: a second 'network' block; a file "
+                                         "holds one network.")
                 name = self.texts[self.word("a network name")]
                 self.block(self.skip_property)
             elif text == "variable":
@@ -190,7 +193,7 @@ class _Parser:
                 probabilities[prob.child] = prob
             else:
                 raise self.error("'network', 'variable' or 'probability'")
-        return name, variables, probabilities
+        return name or "network", variables, probabilities
 
     def block(self, item: Callable[[], None]) -> None:
         self.take("{")

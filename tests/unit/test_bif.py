@@ -68,6 +68,7 @@ def test_parses_tables_rows_and_properties(tmp_path: Path) -> None:
                   "{ a, b }; property"), ":4:", "variable 'tub' has a second 'type'"),
     (ASIA + "probability ( asia ) { table 0.5, 0.5; }\n", ":10:",
      "a second probability block for 'asia' (the first is at line 5)"),
+    (ASIA + "network other { }\n", ":10:1", "a second 'network' block"),
     (ASIA.replace("(no) 0.01, 0.99;", "(yes) 0.01, 0.99;"), ":8:",
      "gives the row ('yes',) twice"),
     (ASIA.replace("table 0.01, 0.99;", "table 0.01, 0.99; table 0.5, 0.5;"), ":5:",
