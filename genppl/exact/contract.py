@@ -597,7 +597,9 @@ def _max_values(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
     backtrack: each eliminated variable is chosen given the variables already chosen, so
     every leaf's gradient is one-hot and the assignment it reads is a joint maximiser. Read
     off gradients split among ties, each variable would pick among its own tied states
-    independently, mixing optima into assignments that need not even be possible."""
+    independently, mixing optima into assignments that need not even be possible. (Its
+    forward pass is slower than ``amax``'s, its backward faster, and it keeps only the
+    indices for it: forward and backward together, it costs less.)"""
     if isinstance(dim, tuple):
         x = x.movedim(dim, tuple(range(len(dim)))).flatten(0, len(dim) - 1)
         dim = 0
