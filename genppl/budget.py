@@ -52,8 +52,10 @@ def refuse_over(need_bytes: int, budget_bytes: int, what: str, instead: str) -> 
 
 def readable(nbytes: float) -> str:
     """``1536`` -> ``"1.5 KiB"``: sizes in messages, at a scale a person reads."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
+    if nbytes < 1024:
+        return f"{int(nbytes)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        nbytes /= 1024
         if nbytes < 1024:
             return f"{nbytes:.3g} {unit}"
-        nbytes /= 1024
-    return f"{nbytes:.3g} TiB"
+    return f"{nbytes / 1024:.3g} TiB"

@@ -100,7 +100,10 @@ def _families(model: Model) -> dict[str, tuple[str, str, int | None]]:
     sizes, lengths = resolve_sizes(owner, {}, default=_PLACEHOLDER_SIZE)
     tracer = poutine.trace(program.execute)
     try:
-        with pyro.get_param_store().scope(), torch.no_grad(), poutine.block():
+        # (a draw of its own: looking at a model must not move the caller's random stream)
+        with pyro.get_param_store().scope(), torch.no_grad(), poutine.block(), \
+                torch.random.fork_rng(devices=[owner.device] if owner.device.type == "cuda"
+                                      else []):
             tracer({}, sizes, lengths)
     except ModelError:
         pass  # e.g. a factory that needs real data: nodes not reached keep family None

@@ -96,3 +96,14 @@ def test_editing_a_models_table_in_place_reaches_every_reader() -> None:
     want = genppl.infer(reference, {"b": torch.tensor(1)}, engine="exact").log_evidence
     assert after == pytest.approx(want, abs=1e-12)
     assert after != pytest.approx(before)
+
+
+def test_looking_at_a_model_leaves_the_random_stream_alone() -> None:
+    """Building the graph traces a prior draw; the caller's stream must not move, or a seeded
+    run would depend on whether the graph was looked at first."""
+    m = _mixture()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert m.graph.number_of_nodes() == 4
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)

@@ -1,0 +1,63 @@
+"""The memory budget: engines refuse, before allocating, work whose largest table exceeds it;
+``genppl.memory_limit`` sets the default for a block and nothing outside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import genppl
+from genppl import ModelError
+from genppl.budget import DEFAULT_BUDGET_BYTES, memory_budget
+from genppl.engines.common import prepare
+from genppl.engines.enum import enumeration_bytes
+
+pytestmark = pytest.mark.unit
+
+
+def _star(parents: int) -> genppl.Model:
+    """``parents`` binary roots all read by one observed child: Pyro's enumeration holds
+    one table over all of them (the child is observed: no axis of its own), 2**parents
+    entries."""
+    m = genppl.Model("star")
+    for i in range(parents):
+        m.cpt(f"x{i}", [], [0.5, 0.5])
+    m.cpt("y", [f"x{i}" for i in range(parents)],
+          torch.full((2,) * parents + (2,), 0.5, dtype=torch.float64), observed=True)
+    return m.to(dtype=torch.float64)
+
+
+def test_the_enumeration_estimate_is_the_largest_table() -> None:
+    for parents in (3, 12):
+        need = enumeration_bytes(prepare(_star(parents), {"y": torch.tensor(1)}))
+        assert need == 2**parents * 8  # y's table over its parents, in float64
+
+
+def test_enum_refuses_before_allocating_and_names_the_way_out() -> None:
+    model, data = _star(12), {"y": torch.tensor(1)}
+    with pytest.raises(ModelError, match=r"needs 32 KiB, over the memory budget of 1000 B\. "
+                       "Use engine 'exact'"):
+        genppl.infer(model, data, engine="enum", budget_bytes=1000)
+    with genppl.memory_limit(1000), pytest.raises(ModelError, match="over the memory budget"):
+        genppl.infer(model, data, engine="enum")
+    # outside the block the default is back, and the same query answers
+    assert memory_budget() == DEFAULT_BUDGET_BYTES
+    answer = genppl.infer(model, data, engine="enum")
+    assert answer.log_evidence == pytest.approx(float(torch.log(torch.tensor(0.5))), abs=1e-6)
+
+
+def test_memory_limit_nests_and_restores() -> None:
+    with genppl.memory_limit(10**6):
+        assert memory_budget() == 10**6
+        with genppl.memory_limit(None):
+            assert memory_budget() == 10**6
+        with genppl.memory_limit(5):
+            assert memory_budget() == 5
+        assert memory_budget() == 10**6
+    assert memory_budget() == DEFAULT_BUDGET_BYTES
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1GB"])
+def test_a_budget_must_be_a_positive_number_of_bytes(bad: object) -> None:
+    with pytest.raises(ModelError, match="budget_bytes must be a positive int"):
+        memory_budget(bad)  # type: ignore[arg-type]
