@@ -31,6 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -41,6 +42,7 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
+from genppl.engines.checkpoint import RunCheckpoint, check_checkpoint, digest
 from genppl.engines.common import param_values, progress_bar
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
@@ -49,6 +51,7 @@ from genppl.exact.scan import compact, sum_to_shape
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
+from genppl.variational.params import snapshot
 
 #: Attributes with a closed-form M-step, by distribution type.
 ROLES: dict[type, tuple[str, ...]] = {
@@ -72,8 +75,8 @@ class _Role:
 
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
         tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
-        init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True
-        ) -> FitResult:
+        init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
+        checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> FitResult:
     """Run up to ``steps`` EM iterations; stop early when the objective improves by less
     than ``tol`` relative.
 
@@ -87,7 +90,15 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
 
     Params live in a param store of their own for the run, so a fit starts from the
     declaration (or ``init``), never from what an earlier run left in Pyro's global store,
-    and leaves that store as it was; the fitted values come back in ``FitResult.params``."""
+    and leaves that store as it was; the fitted values come back in ``FitResult.params``.
+
+    Checkpoints (``genppl.engines.checkpoint``): with ``checkpoint=directory``, the run saves
+    ``em.pt`` every ``checkpoint_every`` iterations and at the end -- the current params (the
+    param store's unconstrained values), CPT tables and point estimates, and the trajectories
+    -- and the same call started again resumes there, with the params and log-likelihoods of
+    an uninterrupted run, bit for bit; a finished run answers from its checkpoint. Another
+    run's checkpoint (model, data sizes, options, init) is refused."""
+    check_checkpoint("engine 'em'", checkpoint, seed, checkpoint_every)
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
     if pseudo_counts < 0:
@@ -95,18 +106,45 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     start = time.perf_counter()
     init = dict(init or {})
     params = model.names("param")
+    data = data or {}
     with param_values(model, {n: v for n, v in init.items() if n in params}):
-        return _fit(model, data or {}, steps, tol, pseudo_counts,
-                    _Targets(model, learn, init, seed), progress, start)
+        targets = _Targets(model, learn, init, seed)
+        store = None
+        if checkpoint is not None:
+            store = RunCheckpoint(checkpoint, "em", {
+                "engine": "em", "format": FORMAT, "model": model.name,
+                "data": {k: list(torch.as_tensor(v).shape) for k, v in sorted(data.items())},
+                "steps": steps, "tol": tol, "pseudo_counts": pseudo_counts,
+                "learn": targets.names, "seed": seed, "init": digest(init)})
+        return _fit(model, data, steps, tol, pseudo_counts, targets, progress, start,
+                    store, checkpoint_every)
+
+
+#: The layout of EM checkpoint records; a file of another layout is refused like another run's.
+FORMAT = 1
 
 
 def _fit(model: Model, data: dict[str, Any], steps: int, tol: float, pseudo_counts: float,
-         targets: _Targets, progress: bool, start: float) -> FitResult:
+         targets: _Targets, progress: bool, start: float, store: RunCheckpoint | None,
+         every: int) -> FitResult:
     roles: list[_Role] | None = None
     log_likelihoods: list[float] = []
     objectives: list[float] = []
-    converged = False
-    for step in progress_bar(range(steps), total=steps, desc="em", enabled=progress):
+    converged = unsaved = False
+    saved = store.load() if store is not None else None
+    if saved is not None:
+        targets.load_state_dict(saved["targets"])
+        log_likelihoods, objectives = list(saved["log_likelihood"]), list(saved["objective"])
+        converged = bool(saved["converged"])
+
+    def save() -> None:
+        assert store is not None
+        store.save({"targets": targets.state_dict(), "log_likelihood": log_likelihoods,
+                    "objective": objectives, "converged": converged})
+
+    first = steps if converged else len(log_likelihoods)
+    for step in progress_bar(range(first, steps), total=steps - first, desc="em",
+                             enabled=progress):
         fm = model_factors(model, data, track=True, point=targets.point)
         if roles is None:
             roles = _identify(fm, targets)
@@ -120,10 +158,16 @@ def _fit(model: Model, data: dict[str, Any], steps: int, tol: float, pseudo_coun
         log_likelihoods.append(log_z)
         if objectives and objective - objectives[-1] < tol * abs(objectives[-1]):
             objectives.append(objective)
-            converged = True
+            converged = unsaved = True
             break
         objectives.append(objective)
         _maximise(targets, fm, roles, grads, pseudo_counts)
+        unsaved = True
+        if store is not None and (step + 1) % every == 0:
+            save()
+            unsaved = False
+    if store is not None and unsaved:  # the end: steps done, or converged
+        save()
     fitted = {t: targets.current(t) for t in targets.names}
     return FitResult(model.name, "em", fitted, losses=[-o for o in objectives],
                      seconds=time.perf_counter() - start,
@@ -187,6 +231,29 @@ class _Targets:
             value = pyro.param(name).detach() if node.kind == "param" else \
                 node.fn.table  # type: ignore[union-attr]
         return value.to(model.device, model.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current values, for a checkpoint. Params as the param store keeps them,
+        unconstrained: put back as they were, they read back bit for bit (a constrained value
+        would go through the transform's inverse and back)."""
+        params = [n for n in self.names if self.model[n].kind == "param"]
+        unconstrained = snapshot()
+        return {"params": {n: unconstrained[n] for n in params if n in unconstrained},
+                "tables": {n: self.model[n].fn.table  # type: ignore[union-attr]
+                           for n in self.names if n not in self.point
+                           and self.model[n].kind != "param"},
+                "point": dict(self.point)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put a ``state_dict`` back: the params into the run's param store, the tables into
+        their CPT nodes, the point estimates here (on the model's device)."""
+        device = self.model.device
+        pyro.get_param_store().set_state({
+            "params": {n: v.to(device).requires_grad_(True) for n, v in state["params"].items()},
+            "constraints": {n: self.model[n].constraint for n in state["params"]}})
+        for name, table in state["tables"].items():
+            self.model[name].fn.set_table(table)  # type: ignore[union-attr]
+        self.point.update({n: v.to(device) for n, v in state["point"].items()})
 
     def constraint(self, name: str) -> Any:
         return self.priors[name].support if name in self.priors else self.model[name].constraint
