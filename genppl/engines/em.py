@@ -280,14 +280,13 @@ class _Targets:
         if node.kind != "param":
             node.fn.set_table(value)  # type: ignore[union-attr]
             return
-        # The param store keeps unconstrained values: keep probabilities and scales strictly
-        # inside their support so the inverse transform stays finite.
-        tiny = torch.finfo(value.dtype).tiny
-        if node.constraint is dist.constraints.simplex:
-            value = value.clamp(min=tiny)
-            value = value / value.sum(-1, keepdim=True)
-        elif node.constraint in (dist.constraints.positive, dist.constraints.unit_interval):
-            value = value.clamp(min=tiny)
+        # The param store keeps unconstrained values (``transform_to``). A simplex param is
+        # kept as its logs (softmax): an exact 0 is -inf there and comes back an exact 0, so
+        # a cell no expected count reaches (an absorbing state's row) stays impossible, as in
+        # hmmlearn. A scale of 0 would leave the support: scales stay positive. (Pyro's
+        # unit-interval transform keeps a probability in [tiny, 1 - eps] itself.)
+        if node.constraint is dist.constraints.positive:
+            value = value.clamp(min=torch.finfo(value.dtype).tiny)
         pyro.get_param_store()[name] = value.detach()
 
 
