@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from genppl.budget import memory_limit
 from genppl.errors import ModelError, UnknownName
 from genppl.gallery import GalleryEntry, RunConfig, RunReport, UnknownEntry, load_gallery
 
@@ -153,7 +154,8 @@ def _run_entry(entry: GalleryEntry, config: RunConfig) -> RunReport:
     if config.checkpoint is not None:
         _make_dir(config.checkpoint, f"--checkpoint {config.checkpoint}")
     try:
-        return entry.run(config)
+        with memory_limit(config.max_memory):
+            return entry.run(config)
     except ModelError as e:
         raise CommandFailed(f"{entry.name}: {e}") from None
     except OSError as e:  # writing its pictures or checkpoints: a full disk, a vanished path

@@ -16,7 +16,6 @@ import torch
 
 from genppl.bif import read_bif
 from genppl.errors import UnknownName, suggest
-from genppl.exact.contract import DEFAULT_BUDGET_BYTES
 from genppl.inference import infer
 
 
@@ -45,8 +44,9 @@ def query(path: str | Path, evidence: Mapping[str, str] | None = None,
     """Exact posterior marginals (of ``targets``, else every non-evidence variable), log
     p(evidence), and with ``want_map`` the most probable joint state of the others.
 
-    ``budget_bytes`` caps the largest table the elimination may allocate (``None``: the exact
-    engine's default); a network that needs more is refused before anything is allocated."""
+    ``budget_bytes`` caps the largest table the elimination may allocate (``None``: the
+    budget in force, ``genppl.budget``); a network that needs more is refused before
+    anything is allocated."""
     model = read_bif(path).to(dtype=torch.float64)
     evidence = dict(evidence or {})
     for var, state in evidence.items():
@@ -62,8 +62,7 @@ def query(path: str | Path, evidence: Mapping[str, str] | None = None,
         if var in evidence:
             raise UnknownName(f"target {var!r} is also given as evidence; drop one of them.")
     data = {v: torch.tensor(model[v].states.index(s)) for v, s in evidence.items()}  # type: ignore[union-attr]
-    posterior = infer(model, data, engine="exact", map=want_map,
-                      budget_bytes=DEFAULT_BUDGET_BYTES if budget_bytes is None else budget_bytes)
+    posterior = infer(model, data, engine="exact", map=want_map, budget_bytes=budget_bytes)
     out: dict[str, Any] = {
         "log_evidence": float(posterior.log_evidence),  # type: ignore[arg-type]
         "marginals": {v: dict(zip(model[v].states, posterior.marginals[v].tolist(),  # type: ignore[arg-type]

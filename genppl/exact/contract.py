@@ -18,10 +18,9 @@ from typing import Any, Literal
 import networkx as nx
 import torch
 
+from genppl.budget import DEFAULT_BUDGET_BYTES, refuse_over
 from genppl.errors import ModelError
 from genppl.graph import analysis
-
-DEFAULT_BUDGET_BYTES = 2 * 1024**3
 
 #: ``"sum"``: log-sum-exp (marginals); ``"max"``: max-product (MAP); ``"sample"``: log-sum-exp
 #: forward, sampling backward (exact posterior draws).
@@ -122,13 +121,9 @@ def plan(factors: Sequence[Factor], *, heuristic: str | None = None,
     best = _best_order(scopes, cards, heuristic)
     batch = math.prod(batch_shape)
     itemsize = factors[0].log_table.element_size() if factors else 8
-    need = best.max_table * batch * itemsize
-    if need > budget_bytes:
-        raise ModelError(
-            f"exact inference needs a table of {best.max_table:,} entries x {batch:,} cases "
-            f"({need / 1024**3:.1f} GiB) at induced width {best.width}, over the budget of "
-            f"{budget_bytes / 1024**3:.1f} GiB. Use an approximate engine (gibbs, svi) or "
-            "raise budget_bytes.")
+    refuse_over(best.max_table * batch * itemsize, budget_bytes,
+                f"exact inference (a table of {best.max_table:,} entries x {batch:,} cases at "
+                f"induced width {best.width})", "Use an approximate engine (gibbs, svi)")
     return best
 
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from genppl.budget import refuse_over
 from genppl.errors import ModelError
 from genppl.exact.contract import (
     DEFAULT_BUDGET_BYTES,
@@ -145,12 +146,9 @@ def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
 
 
 def _refuse_over(entries: int, itemsize: int, budget_bytes: int, what: str) -> None:
-    need = entries * itemsize
-    if need > budget_bytes:
-        raise ModelError(
-            f"exact inference needs a table of {entries:,} entries ({need / 1024**3:.1f} GiB) "
-            f"for {what}, over the budget of {budget_bytes / 1024**3:.1f} GiB. Use an "
-            "approximate engine (gibbs, svi) or raise budget_bytes.")
+    refuse_over(entries * itemsize, budget_bytes,
+                f"exact inference (a table of {entries:,} entries for {what})",
+                "Use an approximate engine (gibbs, svi)")
 
 
 def _batch(factors: Sequence[Factor]) -> torch.Size:

@@ -153,7 +153,7 @@ def test_max_memory_reaches_the_elimination(capsys: pytest.CaptureFixture[str]) 
     alarm = _examples() / "alarm.bif.gz"
     code, out, err = _run(capsys, "query", str(alarm), "--max-memory", "8")
     assert code == 1 and out == ""
-    assert err.startswith("genppl: error: exact inference needs a table of ")
+    assert err.startswith("genppl: error: exact inference (a table of ")
     assert "over the budget" in err and err.count("\n") == 1
     with pytest.raises(ModelError, match="over the budget"):
         query(alarm, budget_bytes=8)
