@@ -154,8 +154,8 @@ def test_max_memory_reaches_the_elimination(capsys: pytest.CaptureFixture[str]) 
     code, out, err = _run(capsys, "query", str(alarm), "--max-memory", "8")
     assert code == 1 and out == ""
     assert err.startswith("genppl: error: exact inference (a table of ")
-    assert "over the budget" in err and err.count("\n") == 1
-    with pytest.raises(ModelError, match="over the budget"):
+    assert "over the memory budget" in err and err.count("\n") == 1
+    with pytest.raises(ModelError, match="over the memory budget"):
         query(alarm, budget_bytes=8)
     code, out, _ = _run(capsys, "query", str(alarm), "--max-memory", "64MiB", "--target", "HR")
     assert code == 0 and out.startswith("log p(evidence) = ")
