@@ -241,7 +241,8 @@ class _Run:
                     self.node(node, step, node.init_fn, node.init_parents)
                 else:
                     self.node(node, step, node.fn, node.parents)
-            self.prev = {n.name: self.values[n.name] for n in nodes}
+            # (a factor has no value for the next step to read)
+            self.prev = {n.name: self.values[n.name] for n in nodes if n.name in self.values}
 
     def node(self, node: Node, step: int | None, fn: Any, parents: tuple) -> None:
         kind = node.kind

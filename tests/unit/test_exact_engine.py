@@ -202,3 +202,28 @@ def test_repeated_queries_of_a_network_follow_evidence_and_new_tables(
         assert float(post.log_evidence[k]) == pytest.approx(log_z, abs=1e-10)
         for name, probs in expected.items():
             torch.testing.assert_close(post.marginals[name][k], probs, rtol=0, atol=1e-10)
+
+
+def test_a_factor_inside_a_chain_is_drawn_and_answered_exactly() -> None:
+    """A log-potential at every step of a chain (it has no value for the next step to
+    read): the graph builds, and the exact engine's log Z and marginals equal brute force."""
+    start = torch.tensor([0.6, 0.4], dtype=F64)
+    trans = torch.tensor([[0.7, 0.3], [0.2, 0.8]], dtype=F64)
+    bonus = torch.tensor([0.0, 1.0], dtype=F64)
+    m = genppl.Model("factor_chain")
+    with m.chain("t", 4):
+        m.latent("z", lambda z_prev: dist.Categorical(trans[z_prev]),
+                 init=lambda: dist.Categorical(start))
+        m.factor("f", lambda z: bonus[z])
+    m.to(dtype=F64)
+    assert set(m.graph.nodes) == {"z", "f"}
+    weights = {}
+    for path in itertools.product(range(2), repeat=4):
+        p = start[path[0]] * math.prod(trans[a, b] for a, b in itertools.pairwise(path))
+        weights[path] = float(p) * math.exp(sum(float(bonus[s]) for s in path))
+    z = sum(weights.values())
+    got = genppl.infer(m, engine="exact")
+    assert got.log_evidence == pytest.approx(math.log(z), abs=1e-10)
+    for t in range(4):
+        p1 = sum(w for path, w in weights.items() if path[t] == 1) / z
+        assert float(got.marginals["z"][t, 1]) == pytest.approx(p1, abs=1e-10)
