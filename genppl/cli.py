@@ -146,7 +146,7 @@ def _run_entry(entry: GalleryEntry, config: RunConfig) -> RunReport:
     # ModelError raised by the run itself is a failure (exit 1); then the directories are
     # made, so that a bad path fails now and not after the run.
     try:
-        entry.check_engine(config.engine)
+        entry.check(config)
     except ModelError as e:
         raise UsageError(str(e)) from None
     if config.out is not None:

@@ -63,10 +63,24 @@ class GalleryEntry:
     data: Callable[[], dict[str, Any]]
     engines: tuple[str, ...]
     run: Callable[[RunConfig], RunReport]
+    #: The engines under which ``run`` saves checkpoints in ``RunConfig.checkpoint`` and
+    #: resumes from them; a checkpoint asked of any other is refused, never ignored.
+    checkpoints: tuple[str, ...] = ()
 
     @property
     def default_engine(self) -> str:
         return self.engines[0]
+
+    def check(self, config: RunConfig) -> str:
+        """The engine ``config`` asks for (``check_engine``), once its options are known to
+        apply: a checkpoint directory only where this entry keeps checkpoints."""
+        engine = self.check_engine(config.engine)
+        if config.checkpoint is not None and engine not in self.checkpoints:
+            where = (f"it does under {', '.join(self.checkpoints)}" if self.checkpoints
+                     else "it keeps none")
+            raise ModelError(f"gallery entry {self.name!r} keeps no checkpoints under engine "
+                             f"{engine!r} ({where}); run it without a checkpoint directory.")
+        return engine
 
     def check_engine(self, engine: str | None) -> str:
         chosen = engine or self.default_engine

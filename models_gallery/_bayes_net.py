@@ -51,7 +51,7 @@ def run_network(entry: GalleryEntry, config: RunConfig, model: genppl.Model,
     """Posterior marginals of ``targets`` given ``evidence`` (names as in the network), the
     log evidence, and each d-separation statement; metrics hold them by name for tests."""
     start = time.perf_counter()
-    engine = entry.check_engine(config.engine)
+    engine = entry.check(config)
     model = model.to(config.device, config.dtype)
     posterior = genppl.infer(model, state_indices(model, evidence), engine=engine)
     marginals = {t: dict(zip(model[t].states, posterior.marginals[t].tolist(),  # type: ignore[arg-type]

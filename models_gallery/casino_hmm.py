@@ -80,7 +80,7 @@ def data() -> dict[str, torch.Tensor]:
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     model = build().to(config.device, config.dtype)
     # The work of exact decoding grows with the sequence, so ``steps`` sets the number of rolls.
     rolls, dice = simulate(config.steps or NUM_ROLLS)

@@ -295,7 +295,7 @@ def mode_coverage(points: torch.Tensor) -> tuple[float, int]:
 # --------------------------------------------------------------------------- run
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     steps = config.steps or 3000
     schedule = NoiseSchedule.linear(NUM_STEPS)
     train = eight_gaussians(NUM_TRAIN, seed=0, dtype=DTYPE)
@@ -369,4 +369,5 @@ ENTRY = GalleryEntry(
     data=data,
     engines=("svi",),
     run=run,
+    checkpoints=("svi",),
 )

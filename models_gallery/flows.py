@@ -433,7 +433,7 @@ def held_out_bounds(model: genppl.Model, fitted: genppl.FitResult, pixels: torch
 # --------------------------------------------------------------------------- run
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     steps = config.steps or VAE_STEPS
     flow_steps = max(1, steps // 4)
     rows: list[str] = []

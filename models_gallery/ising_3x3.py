@@ -77,7 +77,7 @@ def data() -> dict[str, torch.Tensor]:
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     model = build().to(config.device, config.dtype)
     posterior = genppl.infer(model, data(), engine=engine)
     assert posterior.log_evidence is not None

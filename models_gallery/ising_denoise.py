@@ -79,7 +79,7 @@ def posterior_mean(post: genppl.results.Posterior, rows: int, cols: int) -> torc
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     clean = clean_image()
     seen = noisy(clean, seed=config.seed)
     rows, cols = clean.shape

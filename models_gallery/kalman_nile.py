@@ -133,7 +133,7 @@ def statsmodels_reference(volume: torch.Tensor, variances: dict[str, float]
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     years, volume = load()
     model = build().to(config.device, config.dtype)
     variances = fit_variances(model, volume)
@@ -215,4 +215,5 @@ ENTRY = GalleryEntry(
     data=data,
     engines=("exact", "nuts"),
     run=run,
+    checkpoints=("nuts",),
 )

@@ -289,7 +289,7 @@ def _fit_prodlda(config: RunConfig, train: Corpus, test: Corpus,
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     train, test, vocabulary = load()
     fit = {"cavi": _fit_lda, "gibbs": _fit_gibbs, "svi": _fit_prodlda}[engine]
     fitted = fit(config, train, test, len(vocabulary))

@@ -394,7 +394,7 @@ def run(config: RunConfig) -> RunReport:
     from genppl.data import fortunes
 
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     text = "".join(f.text for f in fortunes.load())
     rows = ["Markov 1913, vowels and consonants: a two-state chain fitted by engine "
             f"{engine!r} (transition counts / row totals)",

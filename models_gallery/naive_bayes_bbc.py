@@ -135,7 +135,7 @@ def classify(model: genppl.Model, params: dict[str, torch.Tensor], counts: torch
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     split = load_split()
     model = build(len(split.vocabulary), len(split.classes)).to(config.device, config.dtype)
     truth = split.test_labels
@@ -241,4 +241,5 @@ ENTRY = GalleryEntry(
     data=data,
     engines=("em", "exact", "svi"),
     run=run,
+    checkpoints=("svi",),
 )

@@ -134,7 +134,7 @@ def train(model: genppl.Model, images: torch.Tensor, steps: int, config: RunConf
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     steps = config.steps or STEPS
     images = binarised_digits()
     rows = [f"binarised digits: {len(images)} images of 8 x 8; {steps} updates of "

@@ -65,7 +65,7 @@ def d_separation_queries(model: genppl.Model) -> list[tuple[str, bool]]:
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     model = build().to(config.device, config.dtype)
     evidence = data()
     options = engine_options(engine, config, draws=config.steps or 4000)

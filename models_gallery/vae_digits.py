@@ -95,7 +95,7 @@ def elbo_per_image(model: genppl.Model, guide: genppl.Guide, pixels: torch.Tenso
 # --------------------------------------------------------------------------- run
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     steps = config.steps or 5000
     train, test = load_images(DTYPE)
     model = build(seed=config.seed).to(config.device, DTYPE)
@@ -164,4 +164,5 @@ ENTRY = GalleryEntry(
     data=data,
     engines=("svi",),
     run=run,
+    checkpoints=("svi",),
 )

@@ -254,7 +254,7 @@ def vq_report(trained: Trained, pixels: torch.Tensor) -> dict[str, float]:
 # --------------------------------------------------------------------------- run
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     steps = config.steps or DEFAULT_STEPS
     # The evaluation scales with the run: IWAE-5000 on 100 images at the default steps.
     k = max(2, round(IWAE_K * min(1.0, steps / DEFAULT_STEPS)))

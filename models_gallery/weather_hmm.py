@@ -60,7 +60,7 @@ def data() -> dict[str, Any]:
 
 def run(config: RunConfig) -> RunReport:
     start = time.perf_counter()
-    engine = ENTRY.check_engine(config.engine)
+    engine = ENTRY.check(config)
     labels, months, years = load()
     x = labels.reshape(-1, 1)
     hmm = HMM(build(config.seed).to(config.device, config.dtype), states=STATES,

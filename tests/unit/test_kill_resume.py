@@ -7,6 +7,7 @@ resume (test_checkpoint.py, test_svi_loop.py) stop runs by an exception instead.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -104,3 +105,19 @@ def test_a_run_killed_mid_way_resumes_to_the_numbers_of_an_uninterrupted_one(
     expected = _result(uninterrupted)
     assert resumed == expected
     assert set(expected["metrics"]) >= {"weights", "locs", "scales", "log_likelihood"}
+
+
+@pytest.mark.parametrize(("entry", "engine"), [("pearson_crabs", "cavi"), ("asia", None)])
+def test_a_checkpoint_an_entry_would_not_keep_is_refused(entry: str, engine: str | None,
+                                                          tmp_path: Path) -> None:
+    """--checkpoint under an engine the entry keeps no checkpoints for is a usage error
+    naming the engines that do, before anything runs: never accepted and dropped."""
+    from genppl.cli import EXIT_USAGE, main
+
+    argv = ["run", entry, "--checkpoint", str(tmp_path / "ck"), "--steps", "1"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([*argv, *(["--engine", engine] if engine else [])])
+    assert code == EXIT_USAGE
+    assert f"gallery entry {entry!r} keeps no checkpoints under engine" in err.getvalue()
+    assert not (tmp_path / "ck").exists()
