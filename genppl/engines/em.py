@@ -39,6 +39,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
+from genppl.budget import memory_limit
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
@@ -76,7 +77,8 @@ class _Role:
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
         tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
         init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
-        checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> FitResult:
+        checkpoint: str | Path | None = None, checkpoint_every: int = 100,
+        budget_bytes: int | None = None) -> FitResult:
     """Run up to ``steps`` EM iterations; stop early when the objective improves by less
     than ``tol`` relative.
 
@@ -97,7 +99,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     param store's unconstrained values), CPT tables and point estimates, and the trajectories
     -- and the same call started again resumes there, with the params and log-likelihoods of
     an uninterrupted run, bit for bit; a finished run answers from its checkpoint. Another
-    run's checkpoint (model, data sizes, options, init) is refused."""
+    run's checkpoint (model, data sizes, options, init) is refused. ``budget_bytes``
+    (default: ``genppl.budget``'s) caps each E-step's elimination."""
     check_checkpoint("engine 'em'", checkpoint, seed, checkpoint_every)
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
@@ -107,7 +110,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     init = dict(init or {})
     params = model.names("param")
     data = data or {}
-    with param_values(model, {n: v for n, v in init.items() if n in params}):
+    with param_values(model, {n: v for n, v in init.items() if n in params}), \
+            memory_limit(budget_bytes):  # each E-step's elimination, refused before it allocates
         targets = _Targets(model, learn, init, seed)
         store = None
         if checkpoint is not None:

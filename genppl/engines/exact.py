@@ -193,7 +193,7 @@ def _linear_gaussian(prep: Prepared, num_samples: int, seed: int | None, start: 
 
 
 def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
-                        budget_bytes: int = contract.DEFAULT_BUDGET_BYTES,
+                        budget_bytes: int | None = None,
                         per: str | None = None
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(log Z, {latent: probabilities (..., K)})``: one contraction and its gradient
@@ -236,7 +236,7 @@ def _leaf_gradients(fm: FactorModel, *, semiring: Semiring, chain_method: str,
 
 
 def posterior_draws(fm: FactorModel, num_samples: int, chain_method: str = "auto",
-                    budget_bytes: int = contract.DEFAULT_BUDGET_BYTES
+                    budget_bytes: int | None = None
                     ) -> dict[str, torch.Tensor]:
     """Joint posterior draws of every latent, ``(1, num_samples, *shape)`` in the data's
     layout: one forward contraction, one sampling backward pass each (also the exact block

@@ -76,7 +76,12 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     run = {"engine": kernel, "model": model.name, "warmup": warmup,
            "num_samples": num_samples, "seed": base, "marginalise": marginalise,
-           "sites": sorted(prep.continuous)}
+           "sites": sorted(prep.continuous),
+           "data": {k: list(v.shape) for k, v in sorted(prep.data.items())},
+           "kernel": {"step_size": step_size, "adapt_step_size": adapt_step_size,
+                      "target_accept_prob": target_accept_prob,
+                      "max_tree_depth": max_tree_depth, "num_steps": num_steps},
+           "init": None if init is None else sorted(init)}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     target = prep.target if summed is None else summed
 

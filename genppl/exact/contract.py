@@ -18,7 +18,7 @@ from typing import Any, Literal
 import networkx as nx
 import torch
 
-from genppl.budget import DEFAULT_BUDGET_BYTES, refuse_over
+from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
 from genppl.graph import analysis
 
@@ -112,7 +112,7 @@ def _shapes(scopes: tuple[tuple[str, ...], ...], shapes: tuple[torch.Size, ...]
 
 
 def plan(factors: Sequence[Factor], *, heuristic: str | None = None,
-         budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Plan:
+         budget_bytes: int | None = None) -> Plan:
     """A greedy order (``min_fill``, ``min_weight``, ``min_degree``; by default the cheapest
     of them by largest table), refused with a clear error when its largest table, times the
     batch size, would not fit in ``budget_bytes``."""
@@ -121,7 +121,7 @@ def plan(factors: Sequence[Factor], *, heuristic: str | None = None,
     best = _best_order(scopes, cards, heuristic)
     batch = math.prod(batch_shape)
     itemsize = factors[0].log_table.element_size() if factors else 8
-    refuse_over(best.max_table * batch * itemsize, budget_bytes,
+    refuse_over(best.max_table * batch * itemsize, memory_budget(budget_bytes),
                 f"exact inference (a table of {best.max_table:,} entries x {batch:,} cases at "
                 f"induced width {best.width})", "Use an approximate engine (gibbs, svi)")
     return best
@@ -146,7 +146,7 @@ def _best_order(scopes: tuple[tuple[str, ...], ...], cards: tuple[tuple[str, int
 
 
 def log_partition(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
-                  budget_bytes: int = DEFAULT_BUDGET_BYTES) -> torch.Tensor:
+                  budget_bytes: int | None = None) -> torch.Tensor:
     """log Σ_x Π_f exp(f(x)) with shape ``batch_shape``; differentiable in the tables."""
     if not factors:
         raise ModelError("log_partition needs at least one factor.")
@@ -157,7 +157,7 @@ def log_partition(factors: Sequence[Factor], *, order: Sequence[str] | None = No
 
 
 def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
-              budget_bytes: int = DEFAULT_BUDGET_BYTES, families: bool = True
+              budget_bytes: int | None = None, families: bool = True
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]]:
     """``(log Z, {var: probs (*batch, K)}, [family marginal per factor])`` in one pass
     (the last list empty with ``families=False``, which saves summing each clique onto

@@ -28,10 +28,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from genppl.budget import refuse_over
+from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
 from genppl.exact.contract import (
-    DEFAULT_BUDGET_BYTES,
     Factor,
     Semiring,
     _aligned,
@@ -45,7 +44,7 @@ from genppl.exact.scan import chain_product, compact
 
 def contract(fm: FactorModel, *, semiring: Semiring = "sum",
              leaves: Mapping[str, torch.Tensor] | None = None,
-             chain_method: str = "auto", budget_bytes: int = DEFAULT_BUDGET_BYTES,
+             chain_method: str = "auto", budget_bytes: int | None = None,
              per: str | None = None) -> torch.Tensor:
     """log Z (the max log joint for ``"max"``) with the evidence-case shape (``()`` with
     plates).
@@ -56,6 +55,7 @@ def contract(fm: FactorModel, *, semiring: Semiring = "sum",
     ``per`` names a plate whose entries are independent given the params (every table lies
     inside it): the result then has one log Z per entry, shape ``(size,)``.
     """
+    budget_bytes = memory_budget(budget_bytes)
     if per is not None:
         _check_per(fm, per)
     leaves = dict(leaves or {})

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor
 from genppl.exact.from_model import PREV, FactorModel, plain
@@ -178,10 +179,12 @@ class FactorGraph:
         return state
 
 
-def ground(fm: FactorModel, like: torch.Tensor | None = None) -> FactorGraph:
+def ground(fm: FactorModel, like: torch.Tensor | None = None,
+           budget_bytes: int | None = None) -> FactorGraph:
     """The factor graph of a tabulated model (see the module doc); ``like`` gives the dtype
     and device of a model whose tables were all taken out (collapsed Gibbs: every table
-    reads a collapsed latent)."""
+    reads a collapsed latent). A graph whose instances would take more than
+    ``budget_bytes`` (default: ``genppl.budget``'s) is refused before anything is made."""
     cases = fm.cases()
     blocks: dict[str, Block] = {}
     offset = 0
@@ -197,6 +200,11 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None) -> FactorGraph:
     tables = _tables(fm)
     if not tables and like is None:
         raise ModelError("ground: a model without tables needs like= (a tensor of its dtype).")
+    itemsize = (tables[0][0].log_table if tables else like).element_size()
+    refuse_over(_grounded_bytes(tables, blocks, offset, k, itemsize),
+                memory_budget(budget_bytes),
+                f"grounding {offset:,} latent instances for Gibbs sampling",
+                "Use fewer or smaller plates, or engine 'svi'")
     padding = (tables[0][0].log_table if tables else like).new_full((offset, k), -math.inf)
     for b in blocks.values():
         padding[b.offset:b.offset + b.size, : len(b.states)] = 0.0
@@ -207,6 +215,18 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None) -> FactorGraph:
     groups = tuple(FactorGroup(t, torch.cat(i)) for t, i in zip(
         _group_rows(tables, blocks, k), by_arity.values(), strict=True))
     return FactorGraph(blocks, groups, padding)
+
+
+def _grounded_bytes(tables: list[_Table], blocks: dict[str, Block], instances: int, k: int,
+                    itemsize: int) -> int:
+    """What ``ground`` allocates: every table's factor instances (their variable ids and
+    rows of K**arity values) and the padded state table of the instances."""
+    total = instances * k * itemsize
+    for f, steps in tables:
+        if f.vars:
+            count = math.prod(_grid(f, steps, blocks))
+            total += count * len(f.vars) * 8 + count * k ** len(f.vars) * itemsize
+    return total
 
 
 def ground_table(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],

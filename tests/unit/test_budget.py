@@ -61,3 +61,42 @@ def test_memory_limit_nests_and_restores() -> None:
 def test_a_budget_must_be_a_positive_number_of_bytes(bad: object) -> None:
     with pytest.raises(ModelError, match="budget_bytes must be a positive int"):
         memory_budget(bad)  # type: ignore[arg-type]
+
+
+def _grid(side: int) -> genppl.Model:
+    """An Ising-like grid of ``side`` x ``side`` binary variables coupled to their right and
+    lower neighbours: Gibbs grounds 2 * side * (side - 1) pair factors."""
+    m = genppl.Model("grid")
+    coupling = torch.tensor([[0.5, -0.5], [-0.5, 0.5]], dtype=torch.float64)
+    for i in range(side):
+        for j in range(side):
+            m.variable(f"v{i}_{j}", 2)
+    for i in range(side):
+        for j in range(side):
+            for di, dj in ((0, 1), (1, 0)):
+                if i + di < side and j + dj < side:
+                    m.factor(f"f{i}_{j}_{di}", lambda a, b: coupling[a, b],
+                             scope=[f"v{i}_{j}", f"v{i + di}_{j + dj}"])
+    return m.to(dtype=torch.float64)
+
+
+def test_gibbs_refuses_a_grounding_or_draws_over_the_budget() -> None:
+    model = _grid(4)
+    with pytest.raises(ModelError, match=r"grounding 16 latent instances for Gibbs sampling "
+                       r"needs .*, over the memory budget of 100 B"):
+        genppl.infer(model, engine="gibbs", num_samples=5, budget_bytes=100, progress=False)
+    with pytest.raises(ModelError, match="keeping 100,000 draws of 16 latent instances"):
+        genppl.infer(model, engine="gibbs", num_samples=100_000, budget_bytes=10**6,
+                     progress=False)
+    draws = genppl.infer(model, engine="gibbs", num_samples=5, seed=0, progress=False,
+                         budget_bytes=10**6)
+    assert draws.samples["v0_0"].shape == (1, 5)
+
+
+def test_em_reads_the_budget_for_its_e_steps() -> None:
+    model = _star(12)
+    with genppl.memory_limit(1000), pytest.raises(ModelError, match="over the memory budget"):
+        genppl.fit(model, {"y": torch.tensor(1)}, engine="em", steps=1, progress=False)
+    with pytest.raises(ModelError, match="over the memory budget"):
+        genppl.fit(model, {"y": torch.tensor(1)}, engine="em", steps=1, progress=False,
+                   budget_bytes=1000)

@@ -65,9 +65,10 @@ def test_a_stopped_run_resumes_with_the_draws_of_an_uninterrupted_one(
     assert set(resumed.samples) == set(whole.samples) >= {"mu", "s", "z"}
     for name, draws in whole.samples.items():
         assert torch.equal(resumed.samples[name], draws), name
-    with pytest.raises(genppl.ModelError, match="belongs to another run"):
-        genppl.infer(model, data, checkpoint=tmp_path, checkpoint_every=10,
-                     **{**run, "num_samples": 26})
+    for changed in ({"num_samples": 26}, {"target_accept_prob": 0.9}, {"step_size": 0.5}):
+        with pytest.raises(genppl.ModelError, match="belongs to another run"):
+            genppl.infer(model, data, checkpoint=tmp_path, checkpoint_every=10,
+                         **{**run, **changed})
 
 
 def test_checkpointing_needs_a_seed_and_a_known_kernel(tmp_path: Path) -> None:
