@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
@@ -355,6 +356,10 @@ def _table(prob: _Probability, variables: dict[str, _Variable], source: str) -> 
                                  f"{math.prod(shape)}.")
         values = torch.tensor(prob.table, dtype=torch.float64)
         return values.reshape(shape[-1], *shape[:-1]).movedim(0, -1)
+    # A 'default' line fills every parent configuration: a few bytes of file can ask for a
+    # table of any size, so its size is checked against the memory budget before it is built.
+    refuse_over(math.prod(shape) * 8, memory_budget(), f"{where}'s table of "
+                f"{math.prod(shape):,} probabilities", "Declare fewer parents")
     configs = list(itertools.product(*parent_states))  # in the table's (row-major) order
     rows = []
     for config in configs:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from genppl.bif import read_bif
+from genppl.budget import memory_limit
 from genppl.errors import UnknownName, suggest
 from genppl.inference import infer
 
@@ -47,7 +48,8 @@ def query(path: str | Path, evidence: Mapping[str, str] | None = None,
     ``budget_bytes`` caps the largest table the elimination may allocate (``None``: the
     budget in force, ``genppl.budget``); a network that needs more is refused before
     anything is allocated."""
-    model = read_bif(path).to(dtype=torch.float64)
+    with memory_limit(budget_bytes):  # the file's tables count against the budget too
+        model = read_bif(path).to(dtype=torch.float64)
     evidence = dict(evidence or {})
     for var, state in evidence.items():
         _check_variable(model, var)

@@ -174,3 +174,28 @@ def test_write_bif_refuses_models_that_are_not_cpts(tmp_path: Path) -> None:
     m.latent("z", lambda: dist.Normal(0.0, 1.0))
     with pytest.raises(ModelError, match=r"'z'.*not a CPT"):
         write_bif(m, tmp_path / "x.bif")
+
+
+def test_a_default_row_over_many_parents_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """Two hundred bytes can ask, through 'default', for a table of 2**32 rows: the reader
+    checks its size against the memory budget first (and within it, reads it)."""
+    def network(parents: int) -> str:
+        lines = ["network big {}"]
+        lines += [f"variable p{i} {{ type discrete [ 2 ] {{ a, b }}; }}" for i in range(parents)]
+        lines += ["variable c { type discrete [ 2 ] { a, b }; }"]
+        lines += [f"probability ( p{i} ) {{ table 0.5, 0.5; }}" for i in range(parents)]
+        lines += [f"probability ( c | {', '.join(f'p{i}' for i in range(parents))} ) "
+                  "{ default 0.3, 0.7; }"]
+        return "\n".join(lines)
+
+    path = tmp_path / "big.bif"
+    path.write_text(network(32))
+    with pytest.raises(ModelError, match=rf"{path}:67: .* table of 8,589,934,592 "
+                       "probabilities needs 64 GiB, over the memory budget"):
+        read_bif(path)
+    path.write_text(network(3))
+    table = read_bif(path)["c"].fn.table
+    assert table.shape == (2, 2, 2, 2)
+    assert torch.equal(table[..., 1], torch.full((2, 2, 2), 0.7, dtype=torch.float64))
+    with genppl.memory_limit(100), pytest.raises(ModelError, match="over the memory budget"):
+        read_bif(path)
