@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -276,10 +276,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser and main
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with its usage errors in one line, like every other error of the
+    command line, pointing to ``--help`` for the usage it would otherwise print first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from genppl import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="genppl", description="Generative models on one graphical-model DSL, run on Pyro.")
     parser.add_argument("--version", action="version", version=f"genppl {__version__}")
     parser.set_defaults(help_parser=parser)

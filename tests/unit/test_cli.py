@@ -35,7 +35,7 @@ def _fake_entry(name: str, run: Runner, engines: tuple[str, ...] = ("svi", "nuts
         raise AssertionError("a fake entry's model is never built")
 
     return GalleryEntry(name=name, title=f"fake {name}", build=build, data=dict,
-                        engines=engines, run=run)
+                        engines=engines, run=run, checkpoints=engines)
 
 
 @pytest.fixture
@@ -350,3 +350,17 @@ def test_demo_writes_pictures_and_prints_paths(tmp_path: Path,
     assert {p.suffix for p in written} >= {".png"}
     for p in written:
         assert str(p) in out
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["query"], "genppl query: error: the following arguments are required: network"),
+    (["query", "x.bif", "--evidence"], "argument --evidence: expected at least one argument"),
+    (["run", "asia", "--max-memory", "3XB"], "expected a positive memory size"),
+    (["frob"], "invalid choice: 'frob'"),
+])
+def test_usage_errors_are_one_line_pointing_to_help(capsys: pytest.CaptureFixture[str],
+                                                     argv: list[str], says: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert err.rstrip().endswith("--help`)")
