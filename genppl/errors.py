@@ -19,8 +19,10 @@ class ModelError(Exception):
 
 
 class UnknownName(ModelError):
-    """A request naming something that does not exist (an entry, a variable, a state); the
-    message lists the valid names. The command line answers it with exit code 2."""
+    """A request that cannot be understood as given: it names something that does not exist
+    (an entry, a variable, a state; the message lists the valid names), or is malformed or
+    contradicts itself (``--evidence`` that is not VAR=STATE, or gives a variable twice).
+    The command line answers it with exit code 2."""
 
 
 def suggest(name: str, valid: Iterable[str]) -> str:
