@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from genppl.budget import memory_limit
 from genppl.dsl.model import Model
 from genppl.engines import get_engine
 from genppl.engines.common import prepare
@@ -24,27 +25,33 @@ def default_engine(model: Model, data: dict[str, Any] | None) -> str:
 
 
 def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None = None,
-          **options: Any) -> Posterior:
-    """Posterior of ``model`` given ``data`` (observed nodes and inputs, by name)."""
+          *, budget_bytes: int | None = None, **options: Any) -> Posterior:
+    """Posterior of ``model`` given ``data`` (observed nodes and inputs, by name).
+
+    ``budget_bytes`` caps the largest table any engine allocates (default: the budget in
+    force, ``genppl.memory_limit``); work that needs more is refused before it allocates."""
     name = engine or default_engine(model, data)
     chosen = get_engine(name)
     if chosen.infer is None:
         raise ModelError(f"engine {name!r} fits params but gives no posterior; use "
                          f"genppl.fit(model, data, engine={name!r}).")
-    posterior = chosen.infer(model, data, **_checked(name, chosen.infer, options))
+    with memory_limit(budget_bytes):
+        posterior = chosen.infer(model, data, **_checked(name, chosen.infer, options))
     posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
                                if card is not None}
     return posterior
 
 
 def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
-        **options: Any) -> FitResult:
-    """Fit the params (and guide) of ``model`` to ``data``."""
+        *, budget_bytes: int | None = None, **options: Any) -> FitResult:
+    """Fit the params (and guide) of ``model`` to ``data``; ``budget_bytes`` as for
+    ``infer``."""
     chosen = get_engine(engine)
     if chosen.fit is None:
         raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
                          f"genppl.infer(model, data, engine={engine!r}).")
-    return chosen.fit(model, data, **_checked(engine, chosen.fit, options))
+    with memory_limit(budget_bytes):
+        return chosen.fit(model, data, **_checked(engine, chosen.fit, options))
 
 
 def _checked(engine: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,10 +17,13 @@ import torch
 from pyro import poutine
 from pyro.infer import infer_discrete
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
 from genppl.errors import ModelError, suggest
+from genppl.exact.contract import partial_plan
 from genppl.exact.gaussian import kalman_filter, sample_posterior
 from genppl.exact.gaussian_model import GaussianChains
 from genppl.pyro.program import PyroProgram, as_data
@@ -172,3 +176,40 @@ def check_finite(value: float, what: str, step: int | None = None) -> None:
         raise ModelError(f"{what} became {value}{at}. Usual causes: a scale or concentration "
                          "reaching 0 (constrain it positive), data outside a distribution's "
                          "support, or a learning rate that is too large.")
+
+
+def enumeration_bytes(prep: Prepared) -> int:
+    """The least memory Pyro's enumeration of ``prep`` can take: its largest site table
+    (each finite latent on a tensor dimension of its own, broadcast against its parents'
+    and its plates), or the largest table of the cheapest elimination order over those
+    dimensions, times the plates' entries, whichever is larger. Pyro's own contraction
+    order is greedy, so a request refused here would also have failed there."""
+    program = poutine.enum(prep.program, first_available_dim=-1 - prep.max_plate_nesting)
+    with torch.no_grad():
+        trace = poutine.trace(program).get_trace(**prep.data)
+    nesting = prep.max_plate_nesting
+    scopes: list[tuple[str, ...]] = []
+    cards: dict[str, int] = {}
+    largest = batch = 1
+    itemsize = torch.empty((), dtype=prep.model.dtype).element_size()
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        fn, value = site["fn"], site["value"]
+        shape = torch.broadcast_shapes(fn.batch_shape, value.shape[:value.dim() - fn.event_dim])
+        dims = range(-len(shape), -nesting)
+        scopes.append(tuple(str(d) for d in dims if shape[d] > 1))
+        cards.update({str(d): shape[d] for d in dims if shape[d] > 1})
+        largest = max(largest, math.prod(shape))
+        batch = max(batch, math.prod(shape[len(shape) - nesting:]) if nesting else 1)
+    if not cards:
+        return largest * itemsize
+    plan = partial_plan(tuple(scopes), tuple(sorted(cards.items())), frozenset(cards))
+    return max(largest, plan.max_table * batch) * itemsize
+
+
+def check_enumeration(prep: Prepared, instead: str) -> None:
+    """Refuse, before Pyro allocates it, an enumeration of ``prep``'s finite latents over
+    the memory budget (``genppl.budget``)."""
+    refuse_over(enumeration_bytes(prep), memory_budget(),
+                f"Pyro's enumeration of {prep.model.name!r}", instead)

@@ -39,7 +39,6 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from genppl.budget import memory_limit
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
@@ -77,8 +76,7 @@ class _Role:
 def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
         tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
         init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
-        checkpoint: str | Path | None = None, checkpoint_every: int = 100,
-        budget_bytes: int | None = None) -> FitResult:
+        checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> FitResult:
     """Run up to ``steps`` EM iterations; stop early when the objective improves by less
     than ``tol`` relative.
 
@@ -99,8 +97,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     param store's unconstrained values), CPT tables and point estimates, and the trajectories
     -- and the same call started again resumes there, with the params and log-likelihoods of
     an uninterrupted run, bit for bit; a finished run answers from its checkpoint. Another
-    run's checkpoint (model, data sizes, options, init) is refused. ``budget_bytes``
-    (default: ``genppl.budget``'s) caps each E-step's elimination."""
+    run's checkpoint (model, data sizes, options, init) is refused. Each E-step's elimination
+    is checked against the memory budget (``genppl.budget``)."""
     check_checkpoint("engine 'em'", checkpoint, seed, checkpoint_every)
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
@@ -110,8 +108,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     init = dict(init or {})
     params = model.names("param")
     data = data or {}
-    with param_values(model, {n: v for n, v in init.items() if n in params}), \
-            memory_limit(budget_bytes):  # each E-step's elimination, refused before it allocates
+    with param_values(model, {n: v for n, v in init.items() if n in params}):
         targets = _Targets(model, learn, init, seed)
         store = None
         if checkpoint is not None:

@@ -6,22 +6,17 @@ latent and log p(data), within Pyro's limits on the number of enumerated variabl
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
-from pyro.poutine.util import site_is_subsample
 
-from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
-from genppl.engines.common import Prepared, prepare, with_params
+from genppl.engines.common import check_enumeration, prepare, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
-from genppl.exact.contract import partial_plan
 from genppl.pyro.values import by_node, from_pyro_layout, split_site
 from genppl.results import Posterior
 
@@ -43,11 +38,10 @@ def _state_probs(d: Any) -> torch.Tensor:
 
 
 @with_params
-def infer(model: Model, data: dict[str, Any] | None = None, *,
-          budget_bytes: int | None = None) -> Posterior:
+def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
     """Exact marginals of every finite latent and log p(data). A model whose enumeration
-    would need more than ``budget_bytes`` (default: ``genppl.budget``'s) is refused before
-    Pyro allocates it."""
+    would need more than the memory budget (``genppl.budget``) is refused before Pyro
+    allocates it."""
     start = time.perf_counter()
     prep = prepare(model, data)
     if prep.continuous:
@@ -55,8 +49,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *,
             f"engine 'enum' sums over finite latents only, but {prep.continuous[0]!r} of model "
             f"{model.name!r} is continuous; use engine='nuts' (which enumerates the finite ones) "
             "or 'svi'.")
-    refuse_over(enumeration_bytes(prep), memory_budget(budget_bytes),
-                f"Pyro's enumeration of {model.name!r}", "Use engine 'exact' or 'gibbs'")
+    check_enumeration(prep, "Use engine 'exact' or 'gibbs'")
     elbo = TraceEnum_ELBO(max_plate_nesting=prep.max_plate_nesting)
     try:
         with torch.no_grad():
@@ -79,36 +72,6 @@ def infer(model: Model, data: dict[str, Any] | None = None, *,
         for site, d in dists.items())
     return Posterior(model.name, "enum", marginals=marginals, log_evidence=log_evidence,
                      seconds=time.perf_counter() - start)
-
-
-def enumeration_bytes(prep: Prepared) -> int:
-    """The least memory Pyro's enumeration of ``prep`` can take: its largest site table
-    (each finite latent on a tensor dimension of its own, broadcast against its parents'
-    and its plates), or the largest table of the cheapest elimination order over those
-    dimensions, times the plates' entries, whichever is larger. Pyro's own contraction
-    order is greedy, so a request refused here would also have failed there."""
-    program = poutine.enum(prep.program, first_available_dim=-1 - prep.max_plate_nesting)
-    with torch.no_grad():
-        trace = poutine.trace(program).get_trace(**prep.data)
-    nesting = prep.max_plate_nesting
-    scopes: list[tuple[str, ...]] = []
-    cards: dict[str, int] = {}
-    largest = batch = 1
-    itemsize = torch.empty((), dtype=prep.model.dtype).element_size()
-    for site in trace.nodes.values():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        fn, value = site["fn"], site["value"]
-        shape = torch.broadcast_shapes(fn.batch_shape, value.shape[:value.dim() - fn.event_dim])
-        dims = range(-len(shape), -nesting)
-        scopes.append(tuple(str(d) for d in dims if shape[d] > 1))
-        cards.update({str(d): shape[d] for d in dims if shape[d] > 1})
-        largest = max(largest, math.prod(shape))
-        batch = max(batch, math.prod(shape[len(shape) - nesting:]) if nesting else 1)
-    if not cards:
-        return largest * itemsize
-    plan = partial_plan(tuple(scopes), tuple(sorted(cards.items())), frozenset(cards))
-    return max(largest, plan.max_table * batch) * itemsize
 
 
 register("enum", "Pyro's exact enumeration of finite latents (TraceEnum_ELBO): marginals and "

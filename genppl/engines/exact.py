@@ -39,8 +39,7 @@ from genppl.results import Posterior
 def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
           marginals: bool = True, num_samples: int = 0, seed: int | None = None,
           chain_method: str = "auto",
-          evidence_per: str | None = None,
-          budget_bytes: int | None = None) -> Posterior:
+          evidence_per: str | None = None) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
     (state indices, laid out like the marginals without their last axis; where several
     tie, one of them, each choice made given those already made) with its log joint in
@@ -57,11 +56,11 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     A root latent outside plates and chains with no finite support, given in ``data``, is
     fixed at that value like a param (``log_evidence`` is then log p(data | it)): e.g. a
     naive Bayes' class prior and word distributions, fitted by ``em``, to classify new
-    documents exactly. ``budget_bytes`` (default: ``genppl.budget``'s) caps every table the
-    elimination allocates; a larger one is refused before it is made."""
+    documents exactly. Every table the elimination allocates is checked against the memory
+    budget (``genppl.budget``) before it is made."""
     if num_samples < 0:
         raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
-    budget_bytes = memory_budget(budget_bytes)
+    budget_bytes = memory_budget()
     start = time.perf_counter()
     evidence_data, given = _given_globals(model, data or {})
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from genppl.budget import memory_budget, memory_limit, refuse_over
+from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
 from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
@@ -41,8 +41,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
           schedule: str = "chromatic", blocks: Sequence[Sequence[str]] | str = "auto",
           init: dict[str, Any] | None = None,
           executor: str = "auto", checkpoint: str | Path | None = None,
-          checkpoint_every: int = 200, progress: bool = True,
-          budget_bytes: int | None = None) -> Posterior:
+          checkpoint_every: int = 200, progress: bool = True) -> Posterior:
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
     ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
     processes or one after another (``executor``, see ``genppl.engines.chains``), with the
@@ -59,24 +58,22 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     are drawn). With ``checkpoint`` (a directory), each chain saves its progress every
     ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
     where it stopped, with the draws an uninterrupted run gives (``seed`` is then
-    required). ``budget_bytes`` (default: ``genppl.budget``'s) caps the grounded factor
-    graph and the kept draws: a run that needs more is refused before it allocates."""
+    required). The grounded factor graph and the kept draws are checked against the memory
+    budget (``genppl.budget``): a run that needs more is refused before it allocates."""
     for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
         if value < 1:
             raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
     start = time.perf_counter()
-    budget_bytes = memory_budget(budget_bytes)
     collapsible = collapsible_latents(model)
-    with memory_limit(budget_bytes):  # the grounding's budget, collapsed or not
-        collapsed = collapse(model, data or {}, collapsible) if collapsible else None
-        if collapsed is not None:
-            graph = collapsed.graph
-        else:
-            fm = model_factors(model, data or {})
-            if not fm.variables:
-                raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
-            graph = ground(fm)
-    refuse_over(num_samples * num_chains * graph.size * 8, budget_bytes,
+    collapsed = collapse(model, data or {}, collapsible) if collapsible else None
+    if collapsed is not None:
+        graph = collapsed.graph
+    else:
+        fm = model_factors(model, data or {})
+        if not fm.variables:
+            raise ModelError(f"model {model.name!r} has no latents for engine 'gibbs'.")
+        graph = ground(fm)
+    refuse_over(num_samples * num_chains * graph.size * 8, memory_budget(),
                 f"keeping {num_samples:,} draws of {graph.size:,} latent instances in "
                 f"{num_chains} chain(s)", "Keep fewer draws (num_samples) or chains")
     if isinstance(blocks, str):

@@ -18,6 +18,7 @@ from genppl.engines.chains import Advance, run_chains, stack_chains
 from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
 from genppl.engines.common import (
     Prepared,
+    check_enumeration,
     complete_draw,
     init_values,
     prepare,
@@ -83,6 +84,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
                       "max_tree_depth": max_tree_depth, "num_steps": num_steps},
            "init": None if init is None else sorted(init)}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
+    if marginalise == "enum" and prep.enumerated:
+        check_enumeration(prep, "Use marginalise='exact', or engine 'hmc_gibbs'")
     target = prep.target if summed is None else summed
 
     def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

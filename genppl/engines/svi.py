@@ -25,6 +25,7 @@ from genppl.dsl.model import Model
 from genppl.engines.checkpoint import check_checkpoint
 from genppl.engines.common import (
     Prepared,
+    check_enumeration,
     check_finite,
     complete_draw,
     init_values,
@@ -99,6 +100,8 @@ def _elbo(prep: Prepared, kind: str | None, num_particles: int) -> Any:
     if prep.enumerated and kind != "enum":
         raise ModelError(f"model {prep.model.name!r} has finite latents to sum out "
                          f"({prep.enumerated[0]!r}); use elbo='enum' (the default).")
+    if prep.enumerated:
+        check_enumeration(prep, "Fewer finite latents per plate entry, or engine 'gibbs'")
     return table[kind](max_plate_nesting=prep.max_plate_nesting, num_particles=num_particles,
                        vectorize_particles=num_particles > 1)
 

@@ -9,8 +9,7 @@ import torch
 import genppl
 from genppl import ModelError
 from genppl.budget import DEFAULT_BUDGET_BYTES, memory_budget
-from genppl.engines.common import prepare
-from genppl.engines.enum import enumeration_bytes
+from genppl.engines.common import enumeration_bytes, prepare
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +99,20 @@ def test_em_reads_the_budget_for_its_e_steps() -> None:
     with pytest.raises(ModelError, match="over the memory budget"):
         genppl.fit(model, {"y": torch.tensor(1)}, engine="em", steps=1, progress=False,
                    budget_bytes=1000)
+
+
+@pytest.mark.parametrize("engine", ["svi", "nuts"])
+def test_svi_and_nuts_check_their_enumeration_too(engine: str) -> None:
+    """The finite latents SVI and NUTS sum out by Pyro's enumeration count against the
+    budget: the star's 32 KiB table, beside a continuous latent for them to handle."""
+    import pyro.distributions as dist
+
+    m = _star(12)
+    m.latent("s", lambda: dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+    m.observed("w", lambda s: dist.Normal(s, 1.0))
+    data = {"y": torch.tensor(1), "w": torch.tensor(0.5, dtype=torch.float64)}
+    options = ({"steps": 1} if engine == "svi" else {"num_samples": 2, "warmup_steps": 1})
+    call = genppl.fit if engine == "svi" else genppl.infer
+    with pytest.raises(ModelError, match="Pyro's enumeration of 'star' needs 32 KiB"):
+        call(m, data, engine=engine, budget_bytes=1000, progress=False, **options)
+    call(m, data, engine=engine, budget_bytes=10**5, progress=False, **options)
