@@ -114,7 +114,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
         if checkpoint is not None:
             store = RunCheckpoint(checkpoint, "em", {
                 "engine": "em", "format": FORMAT, "model": model.name,
-                "data": {k: list(torch.as_tensor(v).shape) for k, v in sorted(data.items())},
+                "data": digest({k: v for k, v in data.items() if v is not None}),
                 "steps": steps, "tol": tol, "pseudo_counts": pseudo_counts,
                 "learn": targets.names, "seed": seed, "init": digest(init)})
         return _fit(model, data, steps, tol, pseudo_counts, targets, progress, start,

@@ -21,7 +21,7 @@ import torch
 from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
 from genppl.engines.common import seed_everything, with_params
 from genppl.engines.driver import drive
 from genppl.engines.exact import posterior_draws
@@ -92,7 +92,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     vectorized = executor == "vectorized"
     run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
            "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
-           "num_samples": num_samples, "seed": base, "vectorized": vectorized}
+           "num_samples": num_samples, "seed": base, "vectorized": vectorized,
+           "data": digest(_given(data)), "init": digest(_given(init))}
 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         """Chain ``index``, or with ``vectorized`` every chain as one (chains, V) state."""
@@ -220,6 +221,12 @@ def _initial_state(model: Model, graph: FactorGraph, step: _Step,
         raise ModelError("engine 'gibbs': the init values have probability zero under "
                          f"{model.name!r} and its data.")
     return state
+
+
+
+def _given(values: dict[str, Any] | None) -> dict[str, Any]:
+    """The values actually given (``None`` stands for absent)."""
+    return {k: v for k, v in (values or {}).items() if v is not None}
 
 
 register("gibbs", "Gibbs sampling of finite latents: full conditionals from each instance's "

@@ -26,7 +26,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
 from genppl.engines.common import (
     Prepared,
     init_values,
@@ -83,29 +83,30 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     run = {"engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
            "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
            "sites": sorted(prep.continuous),
-           "data": {k: list(v.shape) for k, v in sorted(prep.data.items())},
+           "data": digest(prep.data),
            "options": {"step_size": step_size, "adapt_step_size": adapt_step_size,
                        "target_accept_prob": target_accept_prob,
                        "max_tree_depth": max_tree_depth, "num_steps": num_steps},
-           "init": None if init is None else sorted(init)}
+           "init": digest(init or {})}
     make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
                           target_accept_prob=target_accept_prob,
                           max_tree_depth=max_tree_depth, num_steps=num_steps)
 
-    def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
+    def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
         sampler = HmcGibbsKernel(prep, data or {}, init, make, discrete)
         store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
-        return drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
-                     device=model.device, store=store, every=checkpoint_every,
-                     keep=sampler.current)
+        draws = drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
+                      device=model.device, store=store, every=checkpoint_every,
+                      keep=sampler.current)
+        return draws, {"step_size": float(sampler.kernel.step_size)}
 
-    samples = stack_chains(run_chains(chain, num_chains, executor=executor,
-                                      device=model.device, steps=warmup + num_samples,
-                                      progress=progress, desc="hmc_gibbs"))
-    return Posterior(model.name, "hmc_gibbs", samples=samples,
+    chains = run_chains(chain, num_chains, executor=executor, device=model.device,
+                        steps=warmup + num_samples, progress=progress, desc="hmc_gibbs")
+    return Posterior(model.name, "hmc_gibbs", samples=stack_chains([d for d, _ in chains]),
                      seconds=time.perf_counter() - start,
-                     info={"num_chains": num_chains, "kernel": kernel, "discrete": discrete})
+                     info={"num_chains": num_chains, "kernel": kernel, "discrete": discrete,
+                           "diagnostics": [info for _, info in chains]})
 
 
 class HmcGibbsKernel(MCMCKernel):

@@ -15,7 +15,7 @@ import torch
 
 from genppl.dsl.model import Model
 from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint
+from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
 from genppl.engines.common import (
     Prepared,
     check_enumeration,
@@ -78,11 +78,11 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     run = {"engine": kernel, "model": model.name, "warmup": warmup,
            "num_samples": num_samples, "seed": base, "marginalise": marginalise,
            "sites": sorted(prep.continuous),
-           "data": {k: list(v.shape) for k, v in sorted(prep.data.items())},
+           "data": digest(prep.data),
            "kernel": {"step_size": step_size, "adapt_step_size": adapt_step_size,
                       "target_accept_prob": target_accept_prob,
                       "max_tree_depth": max_tree_depth, "num_steps": num_steps},
-           "init": None if init is None else sorted(init)}
+           "init": digest(init or {})}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     if marginalise == "enum" and prep.enumerated:
         check_enumeration(prep, "Use marginalise='exact', or engine 'hmc_gibbs'")

@@ -22,7 +22,7 @@ from pyro.optim import PyroOptim
 
 from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
-from genppl.engines.checkpoint import check_checkpoint
+from genppl.engines.checkpoint import check_checkpoint, digest
 from genppl.engines.common import (
     Prepared,
     check_enumeration,
@@ -204,7 +204,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
             optimizer=optimiser.name, schedule=schedule, schedule_options=schedule_options,
             elbo=type(loss_fn).__name__, num_particles=num_particles, batches=batches,
             validation=val, eval_every=eval_every, eval_particles=eval_particles,
-            patience=patience, seed=seed, optimiser_state=type(optimiser).__name__))
+            patience=patience, seed=seed, optimiser_state=type(optimiser).__name__,
+            init=digest(init or {})))
 
     def step_once() -> float:
         if loader is not None:
@@ -303,8 +304,9 @@ def _held_out_elbo(val: Prepared, guide: Callable[..., Any], loss_fn: Any, parti
 def _fingerprint(model: Model, prep: Prepared, guide: str | Guide | None, *,
                  validation: Prepared | None, batches: dict[str, int], **options: Any
                  ) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the model, data shapes, guide and every
-    option that changes the trajectory, as plain numbers, strings and lists."""
+    """What a checkpoint must match to be resumed: the model, the data (a digest of its
+    values), the guide and every option that changes the trajectory (starting values as a
+    digest), as plain numbers, strings and lists."""
     def plain(value: Any) -> Any:
         if isinstance(value, (int, float, str, bool)) or value is None:
             return value
@@ -312,12 +314,12 @@ def _fingerprint(model: Model, prep: Prepared, guide: str | Guide | None, *,
             return {str(k): plain(v) for k, v in sorted(value.items())}
         return repr(value)
 
-    def shapes(p: Prepared | None) -> Any:
-        return None if p is None else {k: list(v.shape) for k, v in sorted(p.data.items())}
+    def data(p: Prepared | None) -> Any:
+        return None if p is None else digest(p.data)
 
     name = guide.name if isinstance(guide, Guide) else guide
-    return {"engine": "svi", "model": model.name, "guide": name, "data": shapes(prep),
-            "validation": shapes(validation), "batches": plain(batches),
+    return {"engine": "svi", "model": model.name, "guide": name, "data": data(prep),
+            "validation": data(validation), "batches": plain(batches),
             **{k: plain(v) for k, v in options.items()}}
 
 

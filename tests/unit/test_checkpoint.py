@@ -69,6 +69,8 @@ def test_a_stopped_run_resumes_with_the_draws_of_an_uninterrupted_one(
         with pytest.raises(genppl.ModelError, match="belongs to another run"):
             genppl.infer(model, data, checkpoint=tmp_path, checkpoint_every=10,
                          **{**run, **changed})
+    with pytest.raises(genppl.ModelError, match="belongs to another run"):  # other values
+        genppl.infer(model, {"y": Y + 1}, checkpoint=tmp_path, checkpoint_every=10, **run)
 
 
 def test_checkpointing_needs_a_seed_and_a_known_kernel(tmp_path: Path) -> None:

@@ -79,3 +79,18 @@ def test_probs_has_the_nodes_number_of_states_whatever_was_drawn() -> None:
     assert float(probs.sum()) == pytest.approx(1.0)
     with pytest.raises(ModelError, match=r"outside 0\.\.1"):
         post.probs("z", states=2)
+
+
+def test_hmc_gibbs_passes_its_kernel_options_and_reports_the_step_size() -> None:
+    m = genppl.Model("shifted")
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with m.plate("data"):
+        m.latent("z", lambda: dist.Bernoulli(torch.tensor(0.5)))
+        m.observed("x", lambda mu, z: dist.Normal(mu + 2.0 * z, 1.0))
+    m.to(dtype=F64)
+    post = genppl.infer(m, {"x": X}, engine="hmc_gibbs", num_samples=5, warmup_steps=2,
+                        step_size=0.0123, adapt_step_size=False, seed=0, progress=False)
+    assert [d["step_size"] for d in post.info["diagnostics"]] == [0.0123]
+    with pytest.raises(ModelError, match="belongs to kernel 'hmc'"):
+        genppl.infer(m, {"x": X}, engine="hmc_gibbs", num_samples=2, num_steps=4,
+                     progress=False)
