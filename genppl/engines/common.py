@@ -26,7 +26,7 @@ from genppl.errors import ModelError, suggest
 from genppl.exact.contract import partial_plan
 from genppl.exact.gaussian import kalman_filter, sample_posterior
 from genppl.exact.gaussian_model import GaussianChains
-from genppl.pyro.program import PyroProgram, as_data
+from genppl.pyro.program import PyroProgram, as_data, check_data_sites
 from genppl.pyro.values import split_site, trace_values
 
 T = TypeVar("T")
@@ -72,6 +72,7 @@ def prepare(model: Model, data: Mapping[str, Any] | None, *,
                          f"data; pass {missing[0]}=... (or use engine='prior' to sample it).")
     with pyro.get_param_store().scope(), torch.no_grad():
         trace = poutine.trace(program).get_trace(**data)
+    check_data_sites(model, trace)
     enumerated, continuous, observed = [], [], []
     for site in trace.nodes.values():
         if site["type"] != "sample":

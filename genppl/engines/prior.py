@@ -16,6 +16,7 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.engines.common import progress_bar, seed_everything, with_params
 from genppl.engines.registry import register
+from genppl.pyro.program import check_data_sites
 from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
 
@@ -34,6 +35,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         for _ in progress_bar(range(num_samples), total=num_samples, desc="prior",
                           enabled=progress):
             trace = poutine.trace(program.execute).get_trace(data, plate_sizes, lengths)
+            if not draws:
+                check_data_sites(model, trace)
             draws.append(trace_values(model, trace, program.dims,
                                       kinds=("latent", "observed", "deterministic")))
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}

@@ -48,7 +48,7 @@ from genppl.errors import ModelError
 from genppl.exact.contract import Factor, indicator_factor
 from genppl.exact.scan import compact
 from genppl.pyro.layout import plate_dims, resolve_sizes
-from genppl.pyro.program import as_data, default_tensor_context
+from genppl.pyro.program import as_data, check_support, default_tensor_context
 
 PREV = "@prev"  # suffix of a chain variable read at the previous step (no identifier has it)
 #: A factor as it was placed in a ``FactorModel``, with ``(chain, first step, number of
@@ -752,6 +752,7 @@ class _Tabulator:
         if isinstance(fn, CPT):
             value = _state_index(node, value, torch.arange(fn.table.shape[-1],
                                                            device=value.device))
+        check_support(node, result, value)  # (the data as given: its indices are the user's)
         value = self._layout(node, value, events, len(scope), steps)
         table, mask = _log_prob(result, value)
         f = self._emit(node, fn, args, result, table, value, target, scope, lead, (), mask)

@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
+from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution
 
 from genppl.distributions import exact_log_probs
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import plate_dims, resolve_sizes, to_pyro_layout
+from genppl.pyro.values import split_site
 
 if TYPE_CHECKING:
     from genppl.dsl.model import Model
@@ -97,15 +100,57 @@ def _check_finite(node: Node, t: torch.Tensor) -> None:
                      f"entr{'y' if count == 1 else 'ies'} in all); {fix}.")
 
 
-def _check_support(node: Node, d: Distribution, value: torch.Tensor) -> None:
-    """Data held fixed in a simulation must be a value the node can take: a value outside
-    its support would be passed on to its children as if possible."""
-    inside = d.support.check(value)
+def check_held(node: Node, d: Distribution, value: torch.Tensor) -> None:
+    """Data a node is held at must fit it: its shape must broadcast to the distribution's
+    (plates and event: an extra or a wrong axis would be broadcast into a different model
+    by some engines, or fail deep in Pyro in others) and each value must lie in its support
+    (``check_support``)."""
+    want = tuple(d.shape())
+    try:
+        fits = tuple(torch.broadcast_shapes(value.shape, want)) == want
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ModelError(f"data for {node.kind} node {node.name!r} ({node.declared_at}) has "
+                         f"shape {tuple(value.shape)}, which does not fit its distribution's "
+                         f"shape {want} (plates {list(node.plates)}, then event axes); give one "
+                         "value per plate entry, plates' axes leading.")
+    check_support(node, d, value)
+
+
+def check_support(node: Node, d: Distribution, value: torch.Tensor) -> None:
+    """Each value a node is held at must lie in its support, unless the node is masked
+    (padding may hold anything there)."""
+    if _masked(d):
+        return
+    try:
+        inside = d.support.check(value)
+    except RuntimeError:  # a support that varies with parameters laid out otherwise
+        return
     if not bool(inside.all()):
         first = tuple(torch.nonzero(~inside)[0].tolist())
         raise ModelError(f"data for {node.kind} node {node.name!r} ({node.declared_at}) holds "
                          f"{value[first].item()} at index {first}, outside its support "
-                         f"{d.support}; correct it or leave {node.name!r} out to draw it.")
+                         f"{d.support}; correct it, or mask or drop that entry.")
+
+
+def check_data_sites(model: Model, trace: Any) -> None:
+    """``check_held`` for every site of a traced run that holds data (the site's
+    distribution is broadcast to its plates by then), once, before an engine's loop."""
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or not site["is_observed"] or site_is_subsample(site):
+            continue
+        node = model.nodes.get(split_site(site["name"])[0])
+        if node is not None:
+            check_held(node, site["fn"], site["value"])
+
+
+def _masked(d: Distribution) -> bool:
+    while d is not None:
+        if isinstance(d, MaskedDistribution):
+            return True
+        d = getattr(d, "base_dist", None)
+    return False
 
 
 class PyroProgram:
@@ -303,7 +348,7 @@ class _Run:
         elif node.enumerate and d.has_enumerate_support:
             infer.setdefault("enumerate", "parallel")
         if obs is not None and self.program.generative:
-            _check_support(node, d, obs)  # nothing scores it here, so Pyro never checks it
+            check_support(node, d, obs)  # nothing scores it here, so Pyro never checks it
         try:
             return pyro.sample(site, d, obs=obs, infer=infer)
         except _USER_ERRORS as e:

@@ -142,3 +142,40 @@ def test_fuzzed_data_for_a_continuous_model(engine: str, data: dict[str, Any]) -
     else:
         _only_model_errors(lambda: genppl.infer(_continuous(), data, engine="prior",
                                                 num_samples=1, progress=False))
+
+
+@pytest.mark.parametrize("engine", ["nuts", "svi", "enum", "prior"])
+def test_data_of_the_wrong_shape_is_refused_by_every_engine(engine: str) -> None:
+    """An extra axis: Pyro-based engines would broadcast it into another model (enum, prior)
+    or fail deep in Pyro (nuts, svi); exact reads extra leading axes as evidence cases only
+    where there are no plates, and says so."""
+    model, data = ((_discrete(), {"b": [[0, 1], [1, 1]]}) if engine in ("enum", "prior")
+                   else (_continuous(), {"x": torch.zeros(3, 2)}))
+    options: dict[str, Any] = {"progress": False}
+    with pytest.raises(ModelError, match=r"has shape \((2, 2|3, 2)\), which does not fit its "
+                       r"distribution's shape \((2|3),\) \(plates \['(cases|data)'\]"):
+        if engine == "svi":
+            genppl.fit(model, data, engine="svi", steps=1, **options)
+        elif engine == "enum":
+            genppl.infer(model, data, engine="enum")
+        else:
+            genppl.infer(model, data, engine=engine, num_samples=1, **options)
+
+
+@pytest.mark.parametrize("engine", ["nuts", "svi", "exact"])
+def test_observed_values_outside_a_factorys_support_name_the_node(engine: str) -> None:
+    m = genppl.Model("coins")
+    m.cpt("biased", [], [0.5, 0.5])
+    with m.plate("flips"):
+        m.observed("x", lambda biased: dist.Bernoulli(torch.tensor([0.5, 0.9])[biased]))
+    if engine == "nuts":
+        m.latent("s", lambda: dist.Normal(0.0, 1.0))  # (something continuous to sample)
+    data = {"x": torch.tensor([0.0, 1.0, 2.0])}
+    with pytest.raises(ModelError, match=r"observed node 'x' .* holds 2.0 at index \(2,\), "
+                       "outside its support"):
+        if engine == "svi":
+            genppl.fit(m, data, engine="svi", steps=1, progress=False)
+        elif engine == "nuts":
+            genppl.infer(m, data, engine="nuts", num_samples=1, progress=False)
+        else:
+            genppl.infer(m, data, engine="exact")
