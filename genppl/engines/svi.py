@@ -163,7 +163,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     if clear_params:
         pyro.clear_param_store()
     start = time.perf_counter()
-    prep = prepare(model, data)
+    with _checks(validate):  # (validate=False: no check of data against supports either)
+        prep = prepare(model, data)
     pyro_guide = build_guide(prep, guide, init)
     loss_fn = _elbo(prep, elbo, num_particles)
     options = {"lr": lr, "clip_norm": clip_norm, "lrd": lrd, "schedule": schedule,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyro
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution
 
@@ -120,8 +121,9 @@ def check_held(node: Node, d: Distribution, value: torch.Tensor) -> None:
 
 def check_support(node: Node, d: Distribution, value: torch.Tensor) -> None:
     """Each value a node is held at must lie in its support, unless the node is masked
-    (padding may hold anything there)."""
-    if _masked(d):
+    (padding may hold anything there) or Pyro's validation is off (``fit(validate=False)``
+    asks for no check of values against supports)."""
+    if _masked(d) or not is_validation_enabled():
         return
     try:
         inside = d.support.check(value)
