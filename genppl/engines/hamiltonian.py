@@ -35,3 +35,10 @@ def kernel_factory(kernel: str, *, step_size: float, adapt_step_size: bool,
         return partial(NUTS, max_tree_depth=10 if max_tree_depth is None else max_tree_depth,
                        **shared)
     return partial(HMC, num_steps=10 if num_steps is None else num_steps, **shared)
+
+
+def recorded(make: partial[Any]) -> dict[str, Any]:
+    """The plain options a kernel constructor holds (not code such as ``init_strategy``):
+    what a checkpoint records of the kernel, so a resume with other options is refused."""
+    return {k: v for k, v in sorted(make.keywords.items())
+            if isinstance(v, (bool, int, float, str))}

@@ -36,7 +36,7 @@ from genppl.engines.common import (
 )
 from genppl.engines.driver import drive
 from genppl.engines.exact import posterior_draws
-from genppl.engines.hamiltonian import kernel_factory
+from genppl.engines.hamiltonian import kernel_factory, recorded
 from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
@@ -80,17 +80,15 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     warmup = num_samples if warmup_steps is None else warmup_steps
     check_checkpoint("engine 'hmc_gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
+    make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
+                          target_accept_prob=target_accept_prob,
+                          max_tree_depth=max_tree_depth, num_steps=num_steps)
     run = {"engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
            "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
            "sites": sorted(prep.continuous),
            "data": digest(prep.data),
-           "options": {"step_size": step_size, "adapt_step_size": adapt_step_size,
-                       "target_accept_prob": target_accept_prob,
-                       "max_tree_depth": max_tree_depth, "num_steps": num_steps},
+           "options": recorded(make),
            "init": digest(init or {})}
-    make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
-                          target_accept_prob=target_accept_prob,
-                          max_tree_depth=max_tree_depth, num_steps=num_steps)
 
     def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)

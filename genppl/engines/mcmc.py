@@ -26,7 +26,7 @@ from genppl.engines.common import (
     with_params,
 )
 from genppl.engines.driver import drive
-from genppl.engines.hamiltonian import kernel_factory
+from genppl.engines.hamiltonian import kernel_factory, recorded
 from genppl.engines.registry import register
 from genppl.engines.summed_out import FiniteSummedOut, continuous_below_finite
 from genppl.errors import ModelError
@@ -79,9 +79,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
            "num_samples": num_samples, "seed": base, "marginalise": marginalise,
            "sites": sorted(prep.continuous),
            "data": digest(prep.data),
-           "kernel": {"step_size": step_size, "adapt_step_size": adapt_step_size,
-                      "target_accept_prob": target_accept_prob,
-                      "max_tree_depth": max_tree_depth, "num_steps": num_steps},
+           "kernel": recorded(make),
            "init": digest(init or {})}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     if marginalise == "enum" and prep.enumerated:
