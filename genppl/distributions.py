@@ -152,42 +152,46 @@ def _powers(p: torch.Tensor, successes: torch.Tensor, failures: torch.Tensor) ->
     return _times(successes, _log(p)) + _times(failures, _log1m(p))
 
 
-class Bernoulli(dist.Bernoulli):
-    """Pyro's Bernoulli whose ``log_prob`` reads ``probs`` itself, not clamped logits (torch's
-    log_prob goes through logits, and at logits of +-inf it returns NaN, so the logits cannot
-    be made exact instead). Made by ``exact_log_probs``, so the class name stays Bernoulli;
-    made from logits (Pyro builds marginals as ``type(fn)(logits=...)``), it is Pyro's."""
+class _ExactFromProbs:
+    """A ``log_prob`` read from ``probs`` itself, not from torch's clamped logits, for a
+    distribution made from ``probs`` (made from logits -- Pyro builds marginals as
+    ``type(fn)(logits=...)`` -- it is the parent class's). Subclasses say how the log
+    probability follows from ``probs`` (``_exact``)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if not _given_probs(self):
-            return super().log_prob(value)
-        if self._validate_args:
-            self._validate_sample(value)
+            return super().log_prob(value)  # type: ignore[misc]
+        if self._validate_args:  # type: ignore[attr-defined]
+            self._validate_sample(value)  # type: ignore[attr-defined]
+        return self._exact(value)
+
+    def _exact(self, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Bernoulli(_ExactFromProbs, dist.Bernoulli):
+    """Pyro's Bernoulli with an exact ``log_prob`` (torch's goes through logits, and at logits
+    of +-inf it returns NaN, so the logits cannot be made exact instead). Made by
+    ``exact_log_probs``, so the class name stays Bernoulli."""
+
+    def _exact(self, value: torch.Tensor) -> torch.Tensor:
         p, value = broadcast_all(self.probs, value)
         return _powers(p, value, 1 - value)
 
 
-class Binomial(dist.Binomial):
+class Binomial(_ExactFromProbs, dist.Binomial):
     """Pyro's Binomial with an exact ``log_prob``, as ``Bernoulli``."""
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if not _given_probs(self):
-            return super().log_prob(value)
-        if self._validate_args:
-            self._validate_sample(value)
+    def _exact(self, value: torch.Tensor) -> torch.Tensor:
         n, p, value = broadcast_all(self.total_count, self.probs, value)
         return log_binomial(n, value, tol=self.approx_log_prob_tol) + _powers(p, value, n - value)
 
 
-class Geometric(dist.Geometric):
+class Geometric(_ExactFromProbs, dist.Geometric):
     """Pyro's Geometric (failures before the first success) with an exact ``log_prob``, as
     ``Bernoulli`` (Pyro's reads clamped logits: at p = 1 a failure scores log eps)."""
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if not _given_probs(self):
-            return super().log_prob(value)
-        if self._validate_args:
-            self._validate_sample(value)
+    def _exact(self, value: torch.Tensor) -> torch.Tensor:
         p, value = broadcast_all(self.probs, value)
         return _powers(p, torch.ones_like(value), value)
 
