@@ -12,6 +12,13 @@ Two schedules compute it:
 sum-product's gradient is NaN-free where whole rows are impossible (probability-zero
 transitions are common: the first step of a chain, structural zeros in tables), which is
 what lets marginals be read off as gradients of log Z.
+
+Both sum-product schedules work on exponentials of shifted log weights, which underflow
+where a zero in a table (a forbidden transition) leaves one route whose weight is far below
+the others' -- in float32 this takes only a Gaussian HMM with well separated means. Each
+therefore checks where underflow can have cost precision and recomputes exactly there (see
+``_LogMatMulExp`` and ``_ScaledChain``), so the answer is exact to float precision
+whenever it is representable in log space.
 """
 
 from __future__ import annotations
@@ -87,21 +94,67 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
             total = _tree_product(matrices, semiring)
             alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
         elif method == "sequential" and semiring == "sum":
-            return _ScaledChain.apply(alpha, pair, unary, pair_mask, steps)
+            log_z, lost = _ScaledChain.apply(alpha, pair, unary, pair_mask, steps)
+            if bool(lost.any()):
+                log_z = _redo_in_log_space(log_z, lost, alpha, pair, unary, pair_mask, steps)
+            return log_z
         elif method == "sequential" and semiring == "max":
             return _ViterbiChain.apply(alpha, pair, unary, pair_mask, steps)
         elif method == "sequential":
-            pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
-            masks = _per_step(pair_mask, steps) if pair_mask is not None else (None,) * steps
-            for p, u, m in zip(pairs, unaries, masks, strict=True):
-                moved = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2)
-                if m is not None:
-                    moved = torch.where(m.unsqueeze(-1), moved, _reduce(alpha, semiring))
-                alpha = moved + u
+            return _log_space_chain(alpha, pair, unary, pair_mask, steps, semiring)
         else:
             raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
                              "'sequential'.")
     return _reduce(alpha, semiring).squeeze(-1)
+
+
+def _log_space_chain(alpha: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+                     mask: torch.Tensor | None, steps: int, semiring: Semiring) -> torch.Tensor:
+    """``chain_product``'s sequential schedule as T log-space steps under autograd: for
+    sampling, and for the sum where the scaled chain lost precision. The sum re-centres
+    each step on its best state (a shift taken as a constant, so gradients are unchanged):
+    log weights then stay within one step's range of 0 instead of growing with T, and
+    keep float32's digits; the shifts are added back in one reduction, not a running
+    total."""
+    pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
+    masks = _per_step(mask, steps) if mask is not None else (None,) * steps
+    centres: list[torch.Tensor] = []
+    for p, u, m in zip(pairs, unaries, masks, strict=True):
+        moved = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2)
+        if m is not None:
+            moved = torch.where(m.unsqueeze(-1), moved, _reduce(alpha, semiring))
+        alpha = moved + u
+        if semiring == "sum":
+            centres.append(alpha.detach().amax(-1, keepdim=True)
+                           .clamp(min=torch.finfo(alpha.dtype).min))
+            alpha = alpha - centres[-1]
+    total = _reduce(alpha, semiring)
+    if centres:
+        total = total + torch.cat(centres, -1).sum(-1, keepdim=True)
+    return total.squeeze(-1)
+
+
+def _redo_in_log_space(log_z: torch.Tensor, lost: torch.Tensor, init: torch.Tensor,
+                       pair: torch.Tensor, unary: torch.Tensor, mask: torch.Tensor | None,
+                       steps: int) -> torch.Tensor:
+    """``log_z`` with the batch entries ``lost`` marks recomputed by the log-space chain,
+    which is exact at any dynamic range but several times slower: only those entries pay.
+    Inputs as ``chain_product``'s, each cut down to the lost entries (a table shared by
+    every entry stays one table)."""
+    index = lost.nonzero(as_tuple=True)
+
+    def pick(t: torch.Tensor, lead: int, trail: int) -> torch.Tensor:
+        """``t``'s rows for the lost entries, ``(*lead, N | 1, *trail)``."""
+        head, inner, tail = t.shape[:lead], t.shape[lead:t.dim() - trail], \
+            t.shape[t.dim() - trail:]
+        if math.prod(inner) == 1:
+            return t.reshape(*head, 1, *tail)
+        t = t.reshape(*head, *(1,) * (lost.dim() - len(inner)), *inner, *tail)
+        return t.expand(*head, *lost.shape, *tail)[(slice(None),) * lead + index]
+
+    exact = _log_space_chain(pick(init, 0, 1), pick(pair, 1, 2), pick(unary, 1, 1),
+                             None if mask is None else pick(mask, 1, 0), steps, "sum")
+    return log_z.index_put(index, exact.expand(index[0].shape))
 
 
 def _reduce(alpha: torch.Tensor, semiring: Semiring) -> torch.Tensor:
@@ -132,9 +185,15 @@ class _ScaledChain(torch.autograd.Function):
     (Rabiner's scaled forward-backward): one small matrix product per step each way, and
     the gradients -- posterior marginals for ``init``/``unary``, pairwise marginals for
     ``pair`` -- written out and summed over time in one vectorised product, instead of an
-    autograd graph of a dozen nodes per step. Exact: every log-space shift is added back.
+    autograd graph of a dozen nodes per step. Every log-space shift is added back; underflow
+    is the one way the run can be inexact. Where it may have been (``_precision``), the
+    backward recursion runs in the forward pass to bound what underflow cost
+    (``_underflow_bound``; the backward pass then reuses it), and the batch entries it
+    cannot clear come back flagged, for ``chain_product`` to redo in log space. Their
+    gradient here is 0 (not NaN), the redo's is theirs.
 
-    Inputs as ``chain_product``'s (``pair_mask`` may be None); returns log Z per batch entry.
+    Inputs as ``chain_product``'s (``pair_mask`` may be None); returns log Z per batch entry
+    and the (non-differentiable) flags.
     """
 
     @staticmethod
@@ -144,13 +203,15 @@ class _ScaledChain(torch.autograd.Function):
         if mask is not None and bool(mask.all()):
             mask = None  # nothing skipped: spare the per-step select
         y_max = pair.amax(-2).clamp(min=tiny)  # (P, *b, K): column maxima, added back
-        e = (pair - y_max.unsqueeze(-2)).exp()
+        log_e = pair - y_max.unsqueeze(-2)
+        e = log_e.exp()
         moved = unary + y_max  # log weight of arriving in k by a (non-masked) transition
         if mask is not None:
             moved = torch.where(mask.unsqueeze(-1), moved, unary)
         moved = moved.expand(steps, *moved.shape[1:])
         shift = moved.amax(-1, keepdim=True).clamp(min=tiny)
-        w = (moved - shift).exp()
+        log_w = moved - shift
+        w = log_w.exp()
         m0 = init.amax(-1, keepdim=True).clamp(min=tiny)
         a = (init - m0).exp()
         c0 = a.sum(-1, keepdim=True)
@@ -174,29 +235,37 @@ class _ScaledChain(torch.autograd.Function):
             torch.sum(row, -1, keepdim=True, out=scale_rows[t])
             row.div_(scale_rows[t].clamp(min=least))
         log_z = m0 + c0.log() + shift.sum(0) + scales.log().sum(0)
-        ctx.save_for_backward(alphas, scales, e, w, mask)
+        positive, reached = _precision(init, pair, unary, mask, alphas, scales, (log_e, e),
+                                       log_w)
+        lost = torch.zeros(batch, dtype=torch.bool, device=alphas.device)
+        betas = vs = None
+        if reached is not None:
+            # Keep every state some route may reach, at 0 or not: a lost weight's future is
+            # what the bound needs. Outside the flagged entries, betas are then finite.
+            betas, vs = _betas(alphas, scales, e, w, mask, reached[1:].to(w.dtype))
+            # lost: a bound above eps (1 / tiny in units of tiny * eps), or NaN
+            lost = ~(_underflow_bound(reached, scales, betas) <= 1 / least)
+            betas.masked_fill_(lost.unsqueeze(-1), 0.0)
+            vs.masked_fill_(lost.unsqueeze(-1), 0.0)
+        ctx.zeros = not positive
+        ctx.save_for_backward(alphas, scales, e, w, mask, betas, vs)
+        ctx.mark_non_differentiable(lost)
         ctx.shapes = (init.shape, pair.shape, unary.shape)
-        return log_z.squeeze(-1)
+        return log_z.squeeze(-1), lost
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        alphas, scales, e, w, mask = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[Any, ...]:
+        alphas, scales, e, w, mask, betas, vs = ctx.saved_tensors
         init_shape, pair_shape, unary_shape = ctx.shapes
-        steps = w.shape[0]
+        if betas is None:
+            # A state the forward left at 0 passes nothing back: its beta (how much more
+            # the future favours it than the chain's current mix) is unbounded, inf at
+            # worst, and 0 * inf is NaN; its true share, if any, is below eps (checked).
+            # Weights lie in [0, 1], so ceil marks the kept ones (a float op: several
+            # times faster than a boolean mask here).
+            keep = alphas[1:].ceil() if ctx.zeros else None
+            betas, vs = _betas(alphas, scales, e, w, mask, keep)
         g = grad.unsqueeze(-1)
-        ws = w / scales.clamp(min=torch.finfo(scales.dtype).tiny)
-        step_back = _stepper(e.transpose(-1, -2), steps)
-        betas = torch.empty_like(alphas)  # betas[t] goes with alphas[t]
-        betas[steps] = 1.0
-        vs = torch.empty_like(alphas[1:])
-        beta_rows, v_rows, ws_rows = betas.unbind(0), vs.unbind(0), ws.unbind(0)
-        masks = _per_step(mask.unsqueeze(-1), steps) if mask is not None else None
-        for t in range(steps - 1, -1, -1):
-            torch.mul(ws_rows[t], beta_rows[t + 1], out=v_rows[t])
-            step_back(v_rows[t], t, beta_rows[t])
-            if masks is not None:
-                beta_rows[t].copy_(torch.where(masks[t], beta_rows[t],
-                                               v_rows[t].sum(-1, keepdim=True)))
         grad_init = sum_to_shape(alphas[0] * betas[0] * g, init_shape)
         grad_unary = sum_to_shape(alphas[1:] * betas[1:] * g, unary_shape)
         before = alphas[:-1] * g
@@ -204,6 +273,128 @@ class _ScaledChain(torch.autograd.Function):
             before = before * mask.unsqueeze(-1)  # a masked step moves along no transition
         grad_pair = _pairwise(before, vs, pair_shape, e)
         return grad_init, grad_pair, grad_unary, None, None
+
+
+def _betas(alphas: torch.Tensor, scales: torch.Tensor, e: torch.Tensor, w: torch.Tensor,
+           mask: torch.Tensor | None, keep: torch.Tensor | None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_ScaledChain``'s backward recursion: ``betas[t]`` (going with ``alphas[t]``) and
+    the messages ``vs[t] = betas[t + 1] * w[t] / scales[t]`` that make it, passed only by
+    the states ``keep`` (0 or 1 per step and state; None: all) marks."""
+    steps = w.shape[0]
+    ws = w / scales.clamp(min=torch.finfo(scales.dtype).tiny)
+    if keep is not None:
+        ws.mul_(keep)
+    step_back = _stepper(e.transpose(-1, -2), steps)
+    betas = torch.empty_like(alphas)
+    betas[steps] = 1.0
+    vs = torch.empty_like(alphas[1:])
+    beta_rows, v_rows, ws_rows = betas.unbind(0), vs.unbind(0), ws.unbind(0)
+    masks = _per_step(mask.unsqueeze(-1), steps) if mask is not None else None
+    for t in range(steps - 1, -1, -1):
+        torch.mul(ws_rows[t], beta_rows[t + 1], out=v_rows[t])
+        step_back(v_rows[t], t, beta_rows[t])
+        if masks is not None:
+            beta_rows[t].copy_(torch.where(masks[t], beta_rows[t],
+                                           v_rows[t].sum(-1, keepdim=True)))
+    return betas, vs
+
+
+def _underflow_bound(reached: torch.Tensor, scales: torch.Tensor, betas: torch.Tensor
+                     ) -> torch.Tensor:
+    """Per batch entry, a bound on what underflow may have cost ``_ScaledChain``, in units
+    of tiny * eps: on log Z, and on every marginal.
+
+    An operation that underflows is off by at most one denormal spacing, tiny * eps. A step
+    makes, per state, K products and sums (of weights at most 1), a product by the
+    emission weight and a division by the step's scale: at most ``(K + 3) / scale + 1``
+    spacings of error on a normalised weight, doubled here for the rounding of ``e`` and
+    ``w`` themselves, and charged on every state some route reaches (the others are exactly
+    0). Errors travel forward by the same maps as the weights, and betas are those maps
+    applied backward from the end, so the error the weights reach the end with, which
+    bounds the error of log Z and of the share of every path in it, is at most
+    ``sum over t, k of fresh[t, k] * betas[t, k]``.
+    """
+    k = betas.shape[-1]
+    fresh = torch.cat((torch.full_like(scales[:1], 2.0),
+                       2.0 * ((k + 3) / scales.clamp(max=1.0) + 1.0)))
+    # inf where a scale is 0 or nearly: charged only where some route reaches (else NaN)
+    return torch.where(reached, fresh * betas, 0.0).sum(-1).sum(0)
+
+
+def _precision(init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+               mask: torch.Tensor | None, alphas: torch.Tensor, scales: torch.Tensor,
+               transitions: tuple[torch.Tensor, torch.Tensor], log_w: torch.Tensor
+               ) -> tuple[bool, torch.Tensor | None]:
+    """Whether ``_ScaledChain``'s run kept every weight positive, and, where underflow may
+    have cost it precision, the states routes may reach (``(T + 1, *batch, K)``, a superset,
+    for ``_underflow_bound``; else None). ``transitions`` is the run's ``e`` with its log,
+    ``log_w`` the log of its ``w``.
+
+    Each product or sum of a step is off by at most one denormal spacing (tiny * eps) when
+    it underflows, so a state's weight can be lost altogether once it falls below the
+    smallest normal float. That is harmless while other states feed its successors far more,
+    and can matter where the lost weight alone feeds a successor (every other state's
+    transition there forbidden): it may grow back to dominate. Summing the error bounds,
+    step t + 1 is exact to float precision when, for every state k some route reaches, the
+    weight flowing in, ``m[k] = sum_j alphas[t, j] e[j, k]``, times the scale ``alphas[t]``
+    was divided by (1 for ``alphas[0]``), and the step's own scale are at least
+    ``K (2K + 5) tiny``.
+
+    Three tests, each run only when the cheaper one before it cannot settle the question:
+    every weight kept is positive and large (dense chains: one reduction); nothing can have
+    underflowed, by the least positive weight, transition and emission (zeros are then all
+    structural: forbidden transitions, impossible emissions); otherwise ``m`` and the states
+    some route reaches, entry by entry (reach propagated from the computed ``m > 0`` agrees
+    with the true support up to the first entry the test fails, which is what it needs).
+    """
+    k, tiny = alphas.shape[-1], torch.finfo(alphas.dtype).tiny
+    floor = k * (2 * k + 5) * tiny
+    before = torch.cat((torch.ones_like(scales[:1]), scales[:-1])).clamp(max=1.0)
+    # m >= alphas[t + 1] * scales[t] (the emission weight is at most 1)
+    if bool(alphas[1:].amin() * (scales * before).amin() >= floor):
+        return True, None
+    log_e, e = transitions
+    # m >= the least positive weight times the least transition, and so on
+    least = (1.0 - alphas.ceil()).add_(alphas).amin()  # weights lie in [0, 1]: zeros to 1
+    margin = least.log() + before.amin().log() \
+        + log_e.nan_to_num(neginf=0.0).amin() + log_w.nan_to_num(neginf=0.0).amin()
+    kept = torch.equal(alphas[0] > 0, (init > -math.inf).expand_as(alphas[0]))
+    if kept and bool(margin >= math.log(floor)):
+        return False, None
+    steps, batch = scales.shape[0], scales.shape[1:-1]
+    flowing = _step_all(alphas[:-1], e)
+    if mask is not None:  # a skipped step reaches every state with weight exactly 1
+        flowing = torch.where(mask.unsqueeze(-1), flowing, flowing.new_ones(()))
+    possible = (unary > -math.inf).expand(steps, *batch, k)
+    started = (init > -math.inf).expand(1, *batch, k)
+    reached = _reach(torch.cat((started, (flowing[:-1] > 0) & possible[:-1])), pair,
+                     mask) & possible
+    if not bool((reached & (flowing * before < floor)).any()
+                or (reached.any(-1) & (scales.squeeze(-1) < floor)).any()):
+        return False, None
+    # past a failing entry the computed weights no longer show where routes go: give the
+    # bound every state that a state with possible evidence moves to
+    return False, torch.cat((started, _reach(torch.cat((started, possible[:-1])), pair,
+                                             mask) & possible))
+
+
+def _reach(alive: torch.Tensor, pair: torch.Tensor, mask: torch.Tensor | None
+           ) -> torch.Tensor:
+    """Which states a transition from the ``alive`` ones (``(T, *batch, K)``, step by step)
+    can reach; a skipped step reaches every state."""
+    reached = _step_all(alive.to(pair.dtype), (pair > -math.inf).to(pair.dtype)) > 0
+    if mask is not None:
+        reached = torch.where(mask.unsqueeze(-1), reached, alive.any(-1, keepdim=True))
+    return reached
+
+
+def _step_all(a: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``a[t] @ table[t]`` for every step at once (``table``'s leading axis 1 or T)."""
+    k = table.shape[-1]
+    if table.numel() == k * table.shape[-2]:
+        return (a.reshape(-1, a.shape[-1]) @ table.reshape(-1, k)).reshape(*a.shape[:-1], k)
+    return (a.unsqueeze(-2) @ table).squeeze(-2)
 
 
 class _ViterbiChain(torch.autograd.Function):
@@ -369,29 +560,66 @@ def sum_to_shape(grad: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> tor
 
 
 class _LogMatMulExp(torch.autograd.Function):
-    """``log(exp(x) @ exp(y))`` by one matmul of shifted exponentials.
+    """``log(exp(x) @ exp(y))`` by one matmul of shifted exponentials, exact to float
+    precision wherever the result is finite, and -inf (gradient 0) where it is not.
 
     Rows of ``x`` and columns of ``y`` are shifted by their maxima (clamped to be finite, so
-    an all ``-inf`` row gives exactly ``-inf``, not NaN), and the backward pass is written
-    out so impossible entries get gradient 0 rather than ``0 * inf``.
+    an all ``-inf`` row gives exactly ``-inf``, not NaN). That rank-one shift suits entry
+    ``(i, k)`` only where row i's and column k's best terms meet; where they don't (a
+    forbidden transition leaving one route, far below the others), the scaled sum ``s`` can
+    underflow to a denormal or to 0 though the entry is ordinary. Entries with ``s`` below
+    sqrt(tiny) are therefore recomputed by a logsumexp over their own terms (exact zeros
+    among them stay -inf). Above it, what underflow dropped is far below eps relative, and
+    the backward's ``grad / s`` stays finite (at most 1/sqrt(tiny) per unit of gradient), so
+    no entry's gradient is 0 * inf.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        tiny = torch.finfo(x.dtype).min
-        x_max = x.amax(-1, keepdim=True).clamp(min=tiny)
-        y_max = y.amax(-2, keepdim=True).clamp(min=tiny)
+        lowest = torch.finfo(x.dtype).min
+        x_max = x.amax(-1, keepdim=True).clamp(min=lowest)
+        y_max = y.amax(-2, keepdim=True).clamp(min=lowest)
         a, b = (x - x_max).exp(), (y - y_max).exp()
         s = a @ b
-        ctx.save_for_backward(a, b, s)
+        out = s.log() + x_max + y_max
+        floor = _sum_floor(s.dtype)
+        # one float reduction settles the common case (a boolean mask costs ~10x more)
+        redo = (s < floor).nonzero() if s.numel() and bool(s.amin() < floor) else None
+        if redo is not None:
+            index = redo.unbind(-1)
+            out.index_put_(index, torch.logsumexp(_terms(x, y, index, s.shape), -1))
+        ctx.save_for_backward(x, y, a, b, s, redo)
         ctx.shapes = (x.shape, y.shape)
-        return s.log() + x_max + y_max
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b, s = ctx.saved_tensors
-        w = torch.where(s > 0, grad / s, torch.zeros_like(s))
+        x, y, a, b, s, redo = ctx.saved_tensors
+        w = torch.where(s >= _sum_floor(s.dtype), grad / s, torch.zeros_like(s))
         x_shape, y_shape = ctx.shapes
         gx = a * (w @ b.transpose(-1, -2))
         gy = b * (a.transpose(-1, -2) @ w)
+        if redo is not None:  # each recomputed entry's gradient, shared among its terms
+            index = redo.unbind(-1)
+            terms = _terms(x, y, index, s.shape)
+            total = torch.logsumexp(terms, -1, keepdim=True)
+            share = torch.where(torch.isfinite(total), (terms - total).exp(),
+                                torch.zeros_like(terms)) * grad[index].unsqueeze(-1)
+            gx.index_put_(index[:-1], share, accumulate=True)
+            gy.transpose(-1, -2).index_put_((*index[:-2], index[-1]), share, accumulate=True)
         return sum_to_shape(gx, x_shape), sum_to_shape(gy, y_shape)
+
+
+def _sum_floor(dtype: torch.dtype) -> float:
+    """The least scaled sum ``_LogMatMulExp`` trusts: sqrt(tiny)."""
+    return torch.finfo(dtype).tiny ** 0.5
+
+
+def _terms(x: torch.Tensor, y: torch.Tensor, index: tuple[torch.Tensor, ...],
+           shape: torch.Size) -> torch.Tensor:
+    """``x[..., i, j] + y[..., j, k]`` over j for the entries ``index`` (batch..., i, k) of a
+    product of ``shape``: one row of terms per entry."""
+    *batch, i, k = index
+    rows = x.expand(*shape[:-1], x.shape[-1])[(*batch, i)]
+    cols = y.transpose(-1, -2).expand(*shape[:-2], shape[-1], y.shape[-2])[(*batch, k)]
+    return rows + cols

@@ -213,16 +213,24 @@ def test_gaussian_hmm_with_a_forbidden_transition_equals_hmmlearn(dtype: torch.d
                                atol=_tol(dtype))
 
 
-@pytest.mark.xfail(strict=True, reason="genppl/exact/scan.py in float32: _LogMatMulExp's "
-                   "backward divides by a denormal s (grad / s = inf, times a = 0: NaN) and "
-                   "_ScaledChain gives NaN too, once a forbidden transition leaves one route "
-                   "whose weight underflows; float64 is right")
-def test_float32_posterior_of_a_forbidden_transition_with_sharp_emissions() -> None:
-    h, ref = _forbidden_transition(torch.float32, 0.5)
-    x = _state_one_then_zero()[:, :1]
+@pytest.mark.parametrize(("dtype", "scale"), [(torch.float32, 0.5), (F64, 0.1)])
+def test_a_forbidden_transition_with_sharp_emissions_equals_hmmlearn(dtype: torch.dtype,
+                                                                     scale: float) -> None:
+    """Emissions so sharp that the route staying in state 0 -- one of the likeliest, with
+    1 -> 0 forbidden -- passes through weights below the least float, relative to the other
+    states' (e**-32 a step at scale 0.5: float32's range is spent in three steps; e**-800 at
+    0.1 is past float64's). The chain scans used to return NaN posteriors in float32, and
+    in float64 a log p(x) of -inf ("probability zero"); now hmmlearn's numbers."""
+    h, ref = _forbidden_transition(dtype, scale)
+    x = _state_one_then_zero()
+    seqs = [x[:, i].numpy().reshape(-1, 1) for i in range(3)]
+    scores = [ref.score(s) for s in seqs]
+    np.testing.assert_allclose(h.log_likelihood(x).double().numpy(), scores, rtol=0,
+                               atol=_tol(dtype, max(abs(v) for v in scores)))
     post = h.posterior(x)
-    np.testing.assert_allclose(post[:, 0].double().numpy(), ref.predict_proba(x.numpy()),
-                               rtol=0, atol=1e-4)
+    for i, s in enumerate(seqs):
+        np.testing.assert_allclose(post[:, i].double().numpy(), ref.predict_proba(s), rtol=0,
+                                   atol=_tol(dtype))
 
 
 # ----------------------------------------------------------------------- a user's factories
