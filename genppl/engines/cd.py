@@ -47,7 +47,7 @@ from genppl.errors import ModelError, suggest
 from genppl.exact.from_model import Tabulation
 from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, run_of, updates
-from genppl.pyro.program import as_data
+from genppl.pyro.program import bind_data
 from genppl.results import FitResult
 
 #: ``callback(step, params)`` after each update, with the current (constrained) params.
@@ -335,12 +335,11 @@ def _cases(model: Model, graph: FactorGraph, data: dict[str, Any] | None
         raise ModelError(f"engine 'cd' needs data: values of some variables of {model.name!r} "
                          f"({sorted(graph.blocks)}), one case per entry of a leading axis.")
     out: dict[str, torch.Tensor] = {}
-    for name, value in data.items():
+    for name, value in bind_data(model, data).items():
         block = graph.blocks.get(name)
         if block is None:
             raise ModelError(f"engine 'cd': data names {name!r}, which is not a finite variable "
                              f"of {model.name!r}." + suggest(name, graph.blocks))
-        value = as_data(model, name, value)
         layout = block.layout
         if value.dim() != 1 + len(layout) or tuple(value.shape[1:]) != layout:
             raise ModelError(f"engine 'cd': data for {name!r} has shape {tuple(value.shape)}; "

@@ -26,7 +26,7 @@ from genppl.errors import ModelError, suggest
 from genppl.exact.contract import partial_plan
 from genppl.exact.gaussian import kalman_filter, sample_posterior
 from genppl.exact.gaussian_model import GaussianChains
-from genppl.pyro.program import PyroProgram, as_data, check_data_sites
+from genppl.pyro.program import PyroProgram, as_data, bind_data, check_data_sites
 from genppl.pyro.values import split_site, trace_values
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ def prepare(model: Model, data: Mapping[str, Any] | None, *,
     marginalised by the Kalman filter and their latents leave ``continuous``; a chain that
     is not linear-Gaussian stays as it is."""
     program = model.pyro_model
-    data = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
+    data = bind_data(model, data)
     missing = [n for n in model.observed_names if n not in data]
     if missing:
         raise ModelError(f"observed node {missing[0]!r} ({model[missing[0]].declared_at}) has no "

@@ -16,7 +16,7 @@ from pyro import poutine
 from genppl.dsl.model import Model
 from genppl.engines.common import progress_bar, seed_everything, with_params
 from genppl.engines.registry import register
-from genppl.pyro.program import check_data_sites
+from genppl.pyro.program import bind_data, check_data_sites
 from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
 
@@ -29,7 +29,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     seed_everything(seed)
     start = time.perf_counter()
     program = model.prior_program()
-    data, plate_sizes, lengths = program.bind(data or {}, sizes)
+    data, plate_sizes, lengths = program.bind(bind_data(model, data), sizes)
     draws = []
     with torch.no_grad():
         for _ in progress_bar(range(num_samples), total=num_samples, desc="prior",

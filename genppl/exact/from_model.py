@@ -48,7 +48,7 @@ from genppl.errors import ModelError
 from genppl.exact.contract import Factor, indicator_factor
 from genppl.exact.scan import compact
 from genppl.pyro.layout import plate_dims, resolve_sizes
-from genppl.pyro.program import as_data, check_support, default_tensor_context
+from genppl.pyro.program import as_data, bind_data, check_support, default_tensor_context
 
 PREV = "@prev"  # suffix of a chain variable read at the previous step (no identifier has it)
 #: A factor as it was placed in a ``FactorModel``, with ``(chain, first step, number of
@@ -215,7 +215,7 @@ def model_factors(model: Model, data: Mapping[str, Any], *, track: bool = False,
 
 def _as_data(model: Model, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The data as tensors on the model's device (``as_data``), names checked."""
-    data = {k: as_data(model, k, v) for k, v in data.items() if v is not None}
+    data = bind_data(model, data)
     unknown = [k for k in data if k not in model.nodes
                or model.nodes[k].kind not in ("latent", "observed", "input")]
     if unknown:

@@ -9,7 +9,7 @@ arguments, so ``pyro.infer.SVI``, ``MCMC`` and ``infer_discrete`` accept it unch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +54,23 @@ def default_tensor_context(device: torch.device, dtype: torch.dtype) -> Iterator
         torch.set_default_dtype(old)
 
 
+def bind_data(model: Model, data: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+    """The data an engine runs on (``None`` entries left out), converted (``as_data``) and
+    checked once, before the engine's loop: NaN and infinite values are refused here
+    (``_check_finite``) rather than on every call of the program, where the scan would cost
+    a pass over the data per SVI step."""
+    out = {k: as_data(model, k, v) for k, v in (data or {}).items() if v is not None}
+    for name, t in out.items():
+        node = model.nodes.get(name)
+        if node is not None and node.kind in ("latent", "observed") and t.is_floating_point():
+            _check_finite(node, t)
+    return out
+
+
 def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
-    """Data on the model's device; floating data in the model's dtype, integers kept exact."""
+    """Data on the model's device; floating data in the model's dtype, integers kept exact.
+    Only what the tensor's type and size tell is checked here (it runs on every call of a
+    program); ``bind_data`` checks the values once."""
     try:
         t = torch.as_tensor(value, device=model.device)
         if t.is_floating_point() and t.dtype != model.dtype:
@@ -78,8 +93,6 @@ def as_data(model: Model, name: str, value: Any) -> torch.Tensor:
                          f"{name!r} out of the data.")
     if t.dtype == torch.bool:  # True/False as the numbers 1/0 that distributions score
         return t.to(model.dtype)
-    if t.is_floating_point():
-        _check_finite(node, t)
     return t
 
 
