@@ -90,15 +90,18 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
     vectorized = executor == "vectorized"
-    run = {"engine": "gibbs", "model": model.name, "instances": graph.size,
-           "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
-           "num_samples": num_samples, "seed": base, "vectorized": vectorized,
-           "data": digest(_given(data)), "init": digest(_given(init))}
+    # what a checkpoint must match (digests of the data and starting values: made only
+    # for a checkpointed run, as hashing the data is a pass over it)
+    run = None if checkpoint is None else {
+        "engine": "gibbs", "model": model.name, "instances": graph.size,
+        "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
+        "num_samples": num_samples, "seed": base, "vectorized": vectorized,
+        "data": digest(_given(data)), "init": digest(_given(init))}
 
     def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
         """Chain ``index``, or with ``vectorized`` every chain as one (chains, V) state."""
         seed_everything(base + index)
-        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        store = None if run is None else ChainCheckpoint(checkpoint, index, run)
         starts = [_initial_state(model, graph, step, init)
                   for _ in range(num_chains if vectorized else 1)]
         kernel = GibbsKernel(step, torch.stack(starts) if vectorized else starts[0])

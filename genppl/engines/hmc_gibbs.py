@@ -83,17 +83,20 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
                           target_accept_prob=target_accept_prob,
                           max_tree_depth=max_tree_depth, num_steps=num_steps)
-    run = {"engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
-           "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
-           "sites": sorted(prep.continuous),
-           "data": digest(prep.data),
-           "options": recorded(make),
-           "init": digest(init or {})}
+    # what a checkpoint must match (digests of the data and starting values: made only
+    # for a checkpointed run, as hashing the data is a pass over it)
+    run = None if checkpoint is None else {
+        "engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
+        "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
+        "sites": sorted(prep.continuous),
+        "data": digest(prep.data),
+        "options": recorded(make),
+        "init": digest(init or {})}
 
     def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
         sampler = HmcGibbsKernel(prep, data or {}, init, make, discrete)
-        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        store = None if run is None else ChainCheckpoint(checkpoint, index, run)
         draws = drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
                       device=model.device, store=store, every=checkpoint_every,
                       keep=sampler.current)

@@ -75,12 +75,15 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
         marginalise = _automatic(prep)
     check_checkpoint(f"engine {kernel!r}", checkpoint, seed, checkpoint_every)
     base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
-    run = {"engine": kernel, "model": model.name, "warmup": warmup,
-           "num_samples": num_samples, "seed": base, "marginalise": marginalise,
-           "sites": sorted(prep.continuous),
-           "data": digest(prep.data),
-           "kernel": recorded(make),
-           "init": digest(init or {})}
+    # what a checkpoint must match (digests of the data and starting values: made only
+    # for a checkpointed run, as hashing the data is a pass over it)
+    run = None if checkpoint is None else {
+        "engine": kernel, "model": model.name, "warmup": warmup,
+        "num_samples": num_samples, "seed": base, "marginalise": marginalise,
+        "sites": sorted(prep.continuous),
+        "data": digest(prep.data),
+        "kernel": recorded(make),
+        "init": digest(init or {})}
     summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
     if marginalise == "enum" and prep.enumerated:
         check_enumeration(prep, "Use marginalise='exact', or engine 'hmc_gibbs'")
@@ -89,7 +92,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
     def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         seed_everything(base + index)
         sampler = make(target, max_plate_nesting=prep.max_plate_nesting, jit_compile=False)
-        store = ChainCheckpoint(checkpoint, index, run) if checkpoint is not None else None
+        store = None if run is None else ChainCheckpoint(checkpoint, index, run)
         samples = drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
                         device=model.device, store=store, every=checkpoint_every,
                         model_kwargs=prep.data)
