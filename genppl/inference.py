@@ -9,9 +9,9 @@ from typing import Any
 from genppl.budget import memory_limit
 from genppl.dsl.model import Model
 from genppl.engines import get_engine
-from genppl.engines.common import prepare
 from genppl.errors import ModelError, suggest
 from genppl.results import FitResult, Posterior
+from genppl.tabulation.prepared import prepare
 
 
 def default_engine(model: Model, data: dict[str, Any] | None) -> str:

@@ -31,7 +31,6 @@ from torch.distributions import constraints
 
 import genppl
 from genppl.exact.gaussian import kalman_filter
-from genppl.exact.gaussian_model import state_space
 from genppl.gallery import (
     GalleryEntry,
     RunConfig,
@@ -40,6 +39,7 @@ from genppl.gallery import (
     figure,
     render_graph,
 )
+from genppl.tabulation.gaussian_chains import state_space
 
 #: statsmodels' approximate-diffuse start: mean 0, variance 10^6.
 INIT_SCALE = 1000.0

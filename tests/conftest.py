@@ -17,7 +17,7 @@ def stop_after_saves(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], list[in
     """``stop_after_saves(n)`` makes chain checkpoints raise KeyboardInterrupt right after
     the ``n``-th save (a run killed part-way) and returns the list of steps saved so far;
     ``monkeypatch.undo()`` lets the next run finish."""
-    from genppl.engines import checkpoint as ckpt
+    from genppl.runtime import checkpoint as ckpt
 
     original = ckpt.ChainCheckpoint.save
 

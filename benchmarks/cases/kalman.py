@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.harness import BenchConfig, Case, Column, Contender, register
 from genppl.exact.gaussian import kalman_filter, rts_smoother
-from genppl.exact.gaussian_model import state_space
+from genppl.tabulation.gaussian_chains import state_space
 from models_gallery import kalman_nile
 
 STEPS, QUICK_STEPS = 100_000, 1_000

@@ -9,7 +9,7 @@ warm-up and kept draws, one chain:
   linear-Gaussian state-space distribution: its log density a parallel scan over the
   steps; the baseline);
 - genppl ``nuts`` on the DSL model: the chain recognised as linear-Gaussian and summed out
-  by genppl's Kalman filter (``genppl.exact.gaussian_model``), the level drawn per sample by
+  by genppl's Kalman filter (``genppl.tabulation.gaussian_chains``), the level drawn per sample by
   forward filtering backward sampling.
 
 Pyro's HMMs draw their initial state one transition before the first observation, so its

@@ -215,10 +215,10 @@ def _sampling(config: BenchConfig, weights: Weights, chains: int, sweeps: int
               ) -> list[Contender]:
     import genppl
     from genppl.engines.cd import Copies
-    from genppl.engines.common import param_values
-    from genppl.exact.from_model import model_factors
     from genppl.gibbs.grounding import ground
     from genppl.gibbs.kernel import colouring, sweep
+    from genppl.runtime.params import param_values
+    from genppl.tabulation.from_model import model_factors
 
     visible, hidden = weights[0].shape
     device = torch.device(config.device)

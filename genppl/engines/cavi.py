@@ -2,12 +2,12 @@
 for conjugate-exponential models, derived from the DSL graph.
 
 The variational family is ``q(finite latents) * prod_k q(theta_k)``: one factor per
-continuous latent, in its prior's conjugate family (``genppl.variational.conjugate``), and
+continuous latent, in its prior's conjugate family (``genppl.conjugacy.families``), and
 the finite latents *jointly*, exactly, by the exact engine (structured mean field: a
 mixture's assignments, an LDA's topic indicators, an HMM's whole state path). One iteration:
 
 1. **Local step.** Every table that reads a continuous latent is replaced by its expected
-   log-probability under the current ``q`` (``genppl.variational.likelihoods``); one exact
+   log-probability under the current ``q`` (``genppl.conjugacy.likelihoods``); one exact
    contraction then gives ``log Z`` of the finite latents -- which *is* the ELBO's local part
    at its optimal ``q`` -- and, by differentiating it, every table cell's posterior weight.
 2. **Global steps.** Each continuous latent in turn (Dirichlet, Beta, then Normal means
@@ -30,15 +30,7 @@ from typing import Any
 
 import torch
 
-from genppl.dsl.model import Model
-from genppl.engines.common import progress_bar
-from genppl.engines.exact import data_layout, latent_leaves
-from genppl.engines.registry import register
-from genppl.errors import ModelError, suggest
-from genppl.exact.from_model import Tabulation, Use
-from genppl.exact.sum_product import contract
-from genppl.results import FitResult, Posterior
-from genppl.variational.conjugate import (
+from genppl.conjugacy.families import (
     FAMILIES,
     BetaFactor,
     ConjugateFactor,
@@ -47,12 +39,20 @@ from genppl.variational.conjugate import (
     NormalFactor,
     conjugate_roots,
 )
-from genppl.variational.likelihoods import (
+from genppl.conjugacy.likelihoods import (
     Reading,
     add_statistics,
     expected_table,
     find_readings,
 )
+from genppl.dsl.model import Model
+from genppl.engines.registry import register
+from genppl.errors import ModelError, suggest
+from genppl.exact.posterior import data_layout, latent_leaves
+from genppl.exact.sum_product import contract
+from genppl.results import FitResult, Posterior
+from genppl.runtime.progress import progress_bar
+from genppl.tabulation.from_model import Tabulation, Use
 
 #: Update order: a Normal child's precision update uses its mean's new moments.
 ORDER = (DirichletFactor, BetaFactor, NormalFactor, GammaFactor)

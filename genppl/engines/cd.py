@@ -41,14 +41,15 @@ import pyro
 import torch
 
 from genppl.dsl.model import Model
-from genppl.engines.common import param_values, progress_bar, seed_everything
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
-from genppl.exact.from_model import Tabulation
 from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, run_of, updates
 from genppl.pyro.program import bind_data
 from genppl.results import FitResult
+from genppl.runtime.params import param_values
+from genppl.runtime.progress import progress_bar, seed_everything
+from genppl.tabulation.from_model import Tabulation
 
 #: ``callback(step, params)`` after each update, with the current (constrained) params.
 Callback = Callable[[int, dict[str, torch.Tensor]], None]

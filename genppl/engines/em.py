@@ -42,15 +42,16 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
-from genppl.engines.checkpoint import RunCheckpoint, check_checkpoint, digest
-from genppl.engines.common import param_values, progress_bar
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
-from genppl.exact.from_model import FactorModel, Use, model_factors
 from genppl.exact.scan import compact, sum_to_shape
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
+from genppl.runtime.checkpoint import RunCheckpoint, check_checkpoint, digest
+from genppl.runtime.params import param_values
+from genppl.runtime.progress import progress_bar
+from genppl.tabulation.from_model import FactorModel, Use, model_factors
 from genppl.variational.params import snapshot
 
 #: Attributes with a closed-form M-step, by distribution type.
@@ -92,7 +93,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     declaration (or ``init``), never from what an earlier run left in Pyro's global store,
     and leaves that store as it was; the fitted values come back in ``FitResult.params``.
 
-    Checkpoints (``genppl.engines.checkpoint``): with ``checkpoint=directory``, the run saves
+    Checkpoints (``genppl.runtime.checkpoint``): with ``checkpoint=directory``, the run saves
     ``em.pt`` every ``checkpoint_every`` iterations and at the end -- the current params (the
     param store's unconstrained values), CPT tables and point estimates, and the trajectories
     -- and the same call started again resumes there, with the params and log-likelihoods of

@@ -14,11 +14,12 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from genppl.dsl.model import Model
-from genppl.engines.common import check_enumeration, prepare, with_params
 from genppl.engines.registry import register
 from genppl.errors import ModelError
 from genppl.pyro.values import by_node, from_pyro_layout, split_site
 from genppl.results import Posterior
+from genppl.runtime.params import with_params
+from genppl.tabulation.prepared import check_enumeration, prepare
 
 
 def _empty_guide(**_: Any) -> None:

@@ -1,6 +1,6 @@
 """``engine="gibbs"``: Gibbs sampling of a model whose latents are all finite.
 
-The model is tabulated as the exact engine does (``genppl.exact.from_model``), grounded into
+The model is tabulated as the exact engine does (``genppl.tabulation.from_model``), grounded into
 variable and factor instances (``genppl.gibbs.grounding``), and sampled by
 ``genppl.gibbs.kernel.GibbsKernel`` under Pyro's ``MCMC`` driver: each full conditional
 reads only its instance's factors (its Markov blanket), every colour of a proper colouring
@@ -20,19 +20,20 @@ import torch
 
 from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
-from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
-from genppl.engines.common import seed_everything, with_params
-from genppl.engines.driver import drive
-from genppl.engines.exact import posterior_draws
 from genppl.engines.registry import register
 from genppl.errors import ModelError
-from genppl.exact.from_model import model_factors
+from genppl.exact.posterior import posterior_draws
 from genppl.gibbs.collapsed import Collapsed, SequentialSweep, collapse, collapsible_latents
 from genppl.gibbs.grounding import FactorGraph, ground
 from genppl.gibbs.kernel import GibbsKernel, colouring, draw, starting_state, sweep
 from genppl.pyro.program import as_data
 from genppl.results import Posterior
+from genppl.runtime.chains import Advance, run_chains, stack_chains
+from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
+from genppl.runtime.driver import drive
+from genppl.runtime.params import with_params
+from genppl.runtime.progress import seed_everything
+from genppl.tabulation.from_model import model_factors
 
 
 @with_params
@@ -44,7 +45,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
           checkpoint_every: int = 200, progress: bool = True) -> Posterior:
     """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
     ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
-    processes or one after another (``executor``, see ``genppl.engines.chains``), with the
+    processes or one after another (``executor``, see ``genppl.runtime.chains``), with the
     same draws either way, or (``executor="vectorized"``) as one state with a chain axis,
     every colour drawn for all chains at once -- the fast way on one device, a GPU
     especially, but one random stream for all chains (seeded ``seed``), so not the draws

@@ -25,27 +25,23 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
-from genppl.engines.common import (
-    Prepared,
-    init_values,
-    prepare,
-    seed_everything,
-    with_params,
-)
-from genppl.engines.driver import drive
-from genppl.engines.exact import posterior_draws
-from genppl.engines.hamiltonian import kernel_factory, recorded
-from genppl.engines.kernel_state import kernel_state, load_kernel_state
 from genppl.engines.registry import register
 from genppl.errors import ModelError
-from genppl.exact.from_model import Tabulation
+from genppl.exact.posterior import posterior_draws
 from genppl.gibbs.grounding import FactorGraph, ground, group_tables
 from genppl.gibbs.kernel import colouring, sweep
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
 from genppl.results import Posterior
+from genppl.runtime.chains import Advance, run_chains, stack_chains
+from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
+from genppl.runtime.driver import drive
+from genppl.runtime.hamiltonian import kernel_factory, recorded
+from genppl.runtime.kernel_state import kernel_state, load_kernel_state
+from genppl.runtime.params import with_params
+from genppl.runtime.progress import seed_everything
+from genppl.tabulation.from_model import Tabulation
+from genppl.tabulation.prepared import Prepared, init_values, prepare
 
 
 @with_params
@@ -59,7 +55,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
           checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> Posterior:
     """``num_samples`` iterations per chain after ``warmup_steps`` (default as many, during
     which NUTS adapts its step size and mass matrix); chain c is seeded ``seed + c``
-    (``executor``: see ``genppl.engines.chains``); ``init`` gives starting values of
+    (``executor``: see ``genppl.runtime.chains``); ``init`` gives starting values of
     continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above).
     The kernel options are engine ``nuts``'s (``max_tree_depth`` for NUTS, ``num_steps``
     for HMC; one given to the other kernel is refused).

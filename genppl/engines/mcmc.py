@@ -2,7 +2,7 @@
 latents, with finite latents summed out during sampling and drawn afterwards, per posterior
 sample, from their exact conditional (``infer_discrete``), so every latent has draws.
 Linear-Gaussian chains are summed out the same way, by the Kalman filter's exact marginal
-likelihood, and drawn per posterior sample by FFBS (``genppl.exact.gaussian_model``)."""
+likelihood, and drawn per posterior sample by FFBS (``genppl.tabulation.gaussian_chains``)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,24 @@ from typing import Any
 import torch
 
 from genppl.dsl.model import Model
-from genppl.engines.chains import Advance, run_chains, stack_chains
-from genppl.engines.checkpoint import ChainCheckpoint, check_checkpoint, digest
-from genppl.engines.common import (
+from genppl.engines.registry import register
+from genppl.errors import ModelError
+from genppl.pyro.values import split_site, stack_draws
+from genppl.results import Posterior
+from genppl.runtime.chains import Advance, run_chains, stack_chains
+from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
+from genppl.runtime.driver import drive
+from genppl.runtime.hamiltonian import kernel_factory, recorded
+from genppl.runtime.params import with_params
+from genppl.runtime.progress import seed_everything
+from genppl.tabulation.prepared import (
     Prepared,
     check_enumeration,
     complete_draw,
     init_values,
     prepare,
-    seed_everything,
-    with_params,
 )
-from genppl.engines.driver import drive
-from genppl.engines.hamiltonian import kernel_factory, recorded
-from genppl.engines.registry import register
-from genppl.engines.summed_out import FiniteSummedOut, continuous_below_finite
-from genppl.errors import ModelError
-from genppl.pyro.values import split_site, stack_draws
-from genppl.results import Posterior
+from genppl.tabulation.summed_out import FiniteSummedOut, continuous_below_finite
 
 
 @with_params
@@ -44,10 +44,10 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, kernel: str = "nu
           marginalise: str = "auto", checkpoint: str | Path | None = None,
           checkpoint_every: int = 100) -> Posterior:
     """Run ``num_chains`` chains (seeds ``seed + c``), in worker processes or one after
-    another (``executor``, see ``genppl.engines.chains``), each starting from ``init``
+    another (``executor``, see ``genppl.runtime.chains``), each starting from ``init``
     (latent values by name) or its prior median. ``marginalise`` sums finite latents out
     by Pyro's enumeration (``"enum"``) or by the exact engine (``"exact"``: no cap on their
-    number, linear time along chains, see ``genppl.engines.summed_out``); ``"auto"``
+    number, linear time along chains, see ``genppl.tabulation.summed_out``); ``"auto"``
     chooses (see ``_automatic``; ``info["marginalise"]`` says which ran). With
     ``checkpoint`` (a directory; ``seed`` required), each chain saves its progress every
     ``checkpoint_every`` steps, adaptation included, and the same call later resumes it

@@ -14,11 +14,12 @@ import torch
 from pyro import poutine
 
 from genppl.dsl.model import Model
-from genppl.engines.common import progress_bar, seed_everything, with_params
 from genppl.engines.registry import register
 from genppl.pyro.program import bind_data, check_data_sites
 from genppl.pyro.values import stack_draws, trace_values
 from genppl.results import Posterior
+from genppl.runtime.params import with_params
+from genppl.runtime.progress import progress_bar, seed_everything
 
 
 @with_params

@@ -22,23 +22,20 @@ from pyro.optim import PyroOptim
 
 from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
-from genppl.engines.checkpoint import check_checkpoint, digest
-from genppl.engines.common import (
-    Prepared,
-    check_enumeration,
-    check_finite,
-    complete_draw,
-    init_values,
-    prepare,
-    progress_bar,
-    seed_everything,
-)
 from genppl.engines.registry import register
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import split_site, stack_draws
 from genppl.results import FitResult, Posterior
-from genppl.variational.checkpoint import SVICheckpoint
+from genppl.runtime.checkpoint import RunCheckpoint, check_checkpoint, digest
+from genppl.runtime.progress import check_finite, progress_bar, seed_everything
+from genppl.tabulation.prepared import (
+    Prepared,
+    check_enumeration,
+    complete_draw,
+    init_values,
+    prepare,
+)
 from genppl.variational.evaluate import whole_plates
 from genppl.variational.joint import JointOptimiser
 from genppl.variational.minibatch import PlateLoader, on_indices, plate_batches, subsampled
@@ -149,7 +146,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
     of the best evaluation are restored at the end; ``patience`` stops the run after that
     many evaluations without improvement.
 
-    Checkpoints (``genppl.variational.checkpoint``): with ``checkpoint=directory`` (and a
+    Checkpoints (``SVICheckpoint`` below): with ``checkpoint=directory`` (and a
     ``seed``), the run is saved atomically every ``checkpoint_every`` steps and at the end; a
     run started again with the same arguments resumes where the saved one stopped and gives
     the same losses and params as an uninterrupted run.
@@ -350,6 +347,26 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
 
 
 infer.__wrapped__ = fit  # type: ignore[attr-defined]  # options are fit's: let infer check them
+
+
+#: The layout of SVI checkpoint records; a file of another layout is refused like another run's.
+SVI_FORMAT = 1
+
+
+class SVICheckpoint(RunCheckpoint):
+    """The checkpoint of an SVI run: one file, ``svi.pt``, holding everything the next step
+    depends on -- the param store's values, the optimisers' and schedules' states, the step
+    count, the losses so far, the random number generators, the loader's position and the early
+    stopping state -- so that a run killed at any point and started again continues exactly as
+    the uninterrupted run would (tested in float64). It is the run checkpoint every engine uses
+    (``genppl.runtime.checkpoint``): written atomically beside the previous save, checksummed,
+    loaded with ``weights_only=True``, and refused when it records another run.
+
+    The run is described by ``run`` (plain numbers, strings and lists)."""
+
+    def __init__(self, directory: str | Path, run: dict[str, Any]) -> None:
+        super().__init__(directory, "svi", {**run, "format": SVI_FORMAT})
+
 
 register("svi", "stochastic variational inference: DSL guide or autoguide "
          "(delta/normal/mvn/lowrank); finite latents summed out", infer=infer, fit=fit)

@@ -38,8 +38,8 @@ from genppl.exact.contract import (
     eliminate,
     partial_plan,
 )
-from genppl.exact.from_model import PREV, ChainBlock, FactorModel, MaskedFactor, plain
 from genppl.exact.scan import chain_product, compact
+from genppl.tabulation.from_model import PREV, ChainBlock, FactorModel, MaskedFactor, plain
 
 
 def contract(fm: FactorModel, *, semiring: Semiring = "sum",

@@ -12,7 +12,7 @@ Bayesian network's CPTs -- from the DSL declaration:
 
 1. **Tabulation.** The model is tabulated as for the exact engine with a ``retable`` hook:
    every table that reads a collapsed latent is found and taken out, and CAVI's probing
-   (``genppl.variational.likelihoods.row_map``) says which row each of its cells reads.
+   (``genppl.conjugacy.likelihoods.row_map``) says which row each of its cells reads.
    The row and the child's category give each cell of such a table a *count cell*
    ``row * categories + category``: a table of cell codes in the table's layout.
 2. **Grounding.** The remaining tables are grounded into the Gibbs factor graph
@@ -45,18 +45,18 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 
-from genppl.dsl.model import Model
-from genppl.errors import ModelError
-from genppl.exact.contract import Factor
-from genppl.exact.from_model import FactorModel, Use, model_factors, plain
-from genppl.gibbs.grounding import FactorGraph, ground, ground_table
-from genppl.variational.conjugate import (
+from genppl.conjugacy.families import (
     BetaFactor,
     ConjugateFactor,
     DirichletFactor,
     conjugate_roots,
 )
-from genppl.variational.likelihoods import Reading, find_readings
+from genppl.conjugacy.likelihoods import Reading, find_readings
+from genppl.dsl.model import Model
+from genppl.errors import ModelError
+from genppl.exact.contract import Factor
+from genppl.gibbs.grounding import FactorGraph, ground, ground_table
+from genppl.tabulation.from_model import FactorModel, Use, model_factors, plain
 
 #: The prior families Gibbs integrates out, and the child each is conjugate to.
 COLLAPSIBLE = {DirichletFactor: dist.Categorical, BetaFactor: dist.Bernoulli}

@@ -181,7 +181,7 @@ class PyroProgram:
         self.skip = skip
         # Chains handed to ``collapse`` (with the values of every node before them, the data
         # and the chain's length) instead of being run step by step: a linear-Gaussian chain
-        # marginalised exactly (``genppl.exact.gaussian_model``).
+        # marginalised exactly (``genppl.tabulation.gaussian_chains``).
         self.collapse = collapse
         self.__name__ = name
         self.generative = generative

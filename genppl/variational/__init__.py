@@ -4,12 +4,8 @@ SVI's training loop (``engine="svi"`` drives them): optimisers and learning-rate
 name (``optim``), one torch optimiser over all parameters (``joint``) with multi-tensor
 arithmetic (``multi_tensor``), the step itself without ``pyro.infer.SVI`` (``step``),
 minibatches of plates (``minibatch``), held-out ELBO and IWAE-k (``evaluate``), early
-stopping (``stopping``), the param store's snapshots (``params``) and atomic checkpoints with
-resume (``checkpoint``).
-
-CAVI's (``engine="cavi"``; collapsed Gibbs reads the same row maps): the conjugate families'
-factors (``conjugate``) and their children's expected log-likelihoods and statistics
-(``likelihoods``)."""
+stopping (``stopping``) and the param store's snapshots (``params``). The conjugate families CAVI
+uses live in ``genppl.conjugacy``."""
 
 from genppl.variational.evaluate import Evaluation, evaluate, log_weights
 

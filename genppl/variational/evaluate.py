@@ -243,8 +243,8 @@ def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
     ``batch`` particles are drawn at once: memory grows with ``batch`` times the size of
     one run of the model (for a VAE, ``batch`` x images x pixels). ``seed`` fixes the draws.
     """
-    from genppl.engines.common import prepare
     from genppl.pyro.layout import resolve_sizes
+    from genppl.tabulation.prepared import prepare
 
     if num_particles < 1 or (iwae is not None and iwae < 1) or batch < 1:
         raise ModelError("num_particles, iwae and batch must be positive.")

@@ -24,9 +24,9 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
 from genppl.dsl.model import Model
-from genppl.engines.common import Prepared
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import resolve_sizes
+from genppl.tabulation.prepared import Prepared
 
 
 def plate_batches(prep: Prepared, batch_size: int | dict[str, int] | None) -> dict[str, int]:

@@ -9,7 +9,7 @@ import torch
 import genppl
 from genppl import ModelError
 from genppl.budget import DEFAULT_BUDGET_BYTES, memory_budget
-from genppl.engines.common import enumeration_bytes, prepare
+from genppl.tabulation.prepared import enumeration_bytes, prepare
 
 pytestmark = pytest.mark.unit
 

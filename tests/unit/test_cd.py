@@ -25,10 +25,10 @@ from pyro.ops.indexing import Vindex
 import genppl
 from genppl.engines.cd import Statistics
 from genppl.errors import ModelError
-from genppl.exact.from_model import model_factors
 from genppl.gibbs import kernel
 from genppl.gibbs.grounding import FactorGraph, FactorGroup, ground
 from genppl.gibbs.kernel import colouring
+from genppl.tabulation.from_model import model_factors
 from models_gallery.rbm_digits import exact_log_likelihood, rbm, rbm_units
 
 pytestmark = pytest.mark.unit

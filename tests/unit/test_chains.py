@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import genppl
-from genppl.engines import chains
-from genppl.engines.chains import PERIOD, Throttled, run_chains
+from genppl.runtime import chains
+from genppl.runtime.chains import PERIOD, Throttled, run_chains
 
 pytestmark = pytest.mark.unit
 

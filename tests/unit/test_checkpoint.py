@@ -20,9 +20,9 @@ from pyro.distributions import constraints
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 
 import genppl
-from genppl.engines import checkpoint as ckpt
 from genppl.engines import em
-from genppl.engines.kernel_state import kernel_state
+from genppl.runtime import checkpoint as ckpt
+from genppl.runtime.kernel_state import kernel_state
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -94,7 +94,7 @@ def test_the_driver_draws_what_pyros_mcmc_draws() -> None:
     import pyro
     from pyro.infer import MCMC, NUTS
 
-    from genppl.engines.driver import drive
+    from genppl.runtime.driver import drive
 
     def model() -> None:
         scale = pyro.sample("scale", dist.LogNormal(torch.tensor(0.0, dtype=F64), 1.0))

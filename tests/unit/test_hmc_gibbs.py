@@ -133,8 +133,8 @@ def test_nuts_never_reuses_an_energy_computed_for_other_discrete_values(discrete
     from pyro.infer import NUTS
     from pyro.ops.integrator import potential_grad
 
-    from genppl.engines.common import prepare
     from genppl.engines.hmc_gibbs import HmcGibbsKernel
+    from genppl.tabulation.prepared import prepare
 
     prep = prepare(_model(), {"y": Y})
     kernel = HmcGibbsKernel(prep, {"y": Y}, None, NUTS, discrete)

@@ -19,7 +19,7 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 import genppl
-from genppl.engines.common import prepare
+from genppl.tabulation.prepared import prepare
 from genppl.variational import evaluate, log_weights
 
 pytestmark = pytest.mark.unit

@@ -15,8 +15,8 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 
 import genppl
-from genppl.engines.common import prepare
 from genppl.engines.mcmc import _summed_out
+from genppl.tabulation.prepared import prepare
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64

@@ -17,9 +17,9 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import genppl
-from genppl.engines.common import prepare
+from genppl.engines import svi as svi_engine
 from genppl.engines.svi import build_guide
-from genppl.variational import checkpoint as svi_ckpt
+from genppl.tabulation.prepared import prepare
 from genppl.variational import evaluate, log_weights
 from genppl.variational.minibatch import PlateLoader, on_indices, subsampled
 from genppl.variational.optim import make_optimiser
@@ -256,14 +256,14 @@ def test_early_stopping_restores_the_best_params_when_validation_stops_improving
 def _stopped(monkeypatch: pytest.MonkeyPatch, after: int) -> list[int]:
     """Make the run raise KeyboardInterrupt right after its ``after``-th save."""
     saves: list[int] = []
-    original = svi_ckpt.SVICheckpoint.save
+    original = svi_engine.SVICheckpoint.save
 
-    def save_then_stop(self: svi_ckpt.SVICheckpoint, record: dict[str, Any]) -> None:
+    def save_then_stop(self: svi_engine.SVICheckpoint, record: dict[str, Any]) -> None:
         original(self, record)
         saves.append(record["done"])
         if len(saves) == after:
             raise KeyboardInterrupt
-    monkeypatch.setattr(svi_ckpt.SVICheckpoint, "save", save_then_stop)
+    monkeypatch.setattr(svi_engine.SVICheckpoint, "save", save_then_stop)
     return saves
 
 

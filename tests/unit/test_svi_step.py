@@ -20,8 +20,9 @@ from pyro.optim.clipped_adam import ClippedAdam as PyroClippedAdam
 from torch import nn
 
 import genppl
-from genppl.engines.common import prepare, seed_everything
 from genppl.engines.svi import build_guide
+from genppl.runtime.progress import seed_everything
+from genppl.tabulation.prepared import prepare
 from genppl.variational import multi_tensor
 from genppl.variational.joint import JointOptimiser
 from genppl.variational.optim import make_optimiser, recipe

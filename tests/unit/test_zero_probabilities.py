@@ -27,8 +27,8 @@ from torch.distributions import constraints
 
 import genppl
 from genppl import ModelError
-from genppl.engines.common import prepare
 from genppl.hmm import HMM
+from genppl.tabulation.prepared import prepare
 
 hmmlearn = pytest.importorskip("hmmlearn.hmm")
 

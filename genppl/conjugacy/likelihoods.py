@@ -1,6 +1,6 @@
 """Children of conjugate latents: expected log-likelihood tables and sufficient statistics.
 
-A tabulated node (one ``Use`` of ``genppl.exact.from_model``) whose distribution reads a
+A tabulated node (one ``Use`` of ``genppl.tabulation.from_model``) whose distribution reads a
 conjugate latent gets, from CAVI, its *expected* log table ``E_q[log p(value | parents)]``
 in place of the factory's, and after the exact local step sends that latent the
 expected sufficient statistics weighted by its cells' posterior probabilities. Both are
@@ -22,16 +22,16 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 
-from genppl.distributions import COUNT_VECTORS, WordCounts
-from genppl.errors import ModelError
-from genppl.exact.from_model import Use
-from genppl.variational.conjugate import (
+from genppl.conjugacy.families import (
     BetaFactor,
     ConjugateFactor,
     DirichletFactor,
     GammaFactor,
     NormalFactor,
 )
+from genppl.distributions import COUNT_VECTORS, WordCounts
+from genppl.errors import ModelError
+from genppl.tabulation.from_model import Use
 
 #: (child distribution, attribute) -> the conjugate family that attribute may read.
 READS: dict[tuple[type, str], type[ConjugateFactor]] = {

@@ -3,7 +3,7 @@
 Pyro's ``MCMC`` runs a chain from start to end in one call; a run that is stopped loses
 everything. This loop does what ``pyro.infer.mcmc.api._gen_samples`` does -- ``setup``, then
 ``sample`` step after step -- and every ``every`` steps saves the chain's position, the
-kernel's state (``genppl.engines.kernel_state``: adaptation in progress included), the
+kernel's state (``genppl.runtime.kernel_state``: adaptation in progress included), the
 draws kept so far and the random number generators, so that a run started again resumes
 where it stopped and draws exactly what the uninterrupted run would have (tested for
 ``gibbs``, ``nuts``, ``hmc`` and ``hmc_gibbs``, stopped in warm-up and while sampling).
@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from genppl.engines.chains import Advance
-from genppl.engines.checkpoint import ChainCheckpoint, Saved
-from genppl.engines.kernel_state import kernel_state, load_kernel_state
+from genppl.runtime.chains import Advance
+from genppl.runtime.checkpoint import ChainCheckpoint, Saved
+from genppl.runtime.kernel_state import kernel_state, load_kernel_state
 
 Draw = dict[str, torch.Tensor]
 

@@ -10,7 +10,7 @@ divergence from the prior (the ELBO's global term).
 
 A factor keeps its parameters flat by *rows*: a Dirichlet's rows are its batch elements (each
 a probability vector), the other families' rows are single elements. Children address rows
-through the row maps of ``genppl.variational.likelihoods``.
+through the row maps of ``genppl.conjugacy.likelihoods``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,15 @@
-"""What every engine driver needs: data prepared once, site structure, seeds, progress bars,
-and posterior draws completed with the discrete latents recovered by ``infer_discrete``."""
+"""A model and its data prepared once for the engines that run its compiled Pyro program:
+the data converted to the model's device and dtype, the program traced once to learn which
+latent sites enumerate and which are continuous, linear-Gaussian chains optionally summed out
+by the Kalman filter, and posterior draws completed with the finite latents recovered by
+``infer_discrete``."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pyro
 import torch
@@ -18,18 +17,15 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 from pyro.poutine.util import site_is_subsample
-from tqdm.auto import tqdm
 
 from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
 from genppl.errors import ModelError, suggest
 from genppl.exact.contract import partial_plan
 from genppl.exact.gaussian import kalman_filter, sample_posterior
-from genppl.exact.gaussian_model import GaussianChains
 from genppl.pyro.program import PyroProgram, as_data, bind_data, check_data_sites
 from genppl.pyro.values import split_site, trace_values
-
-T = TypeVar("T")
+from genppl.tabulation.gaussian_chains import GaussianChains
 
 
 @dataclass
@@ -61,7 +57,7 @@ class Prepared:
 def prepare(model: Model, data: Mapping[str, Any] | None, *,
             collapse: bool = False) -> Prepared:
     """Convert data and trace the model once to learn which latents enumerate. With
-    ``collapse``, chains that are linear-Gaussian (``genppl.exact.gaussian_model``) are
+    ``collapse``, chains that are linear-Gaussian (``genppl.tabulation.gaussian_chains``) are
     marginalised by the Kalman filter and their latents leave ``continuous``; a chain that
     is not linear-Gaussian stays as it is."""
     program = model.pyro_model
@@ -109,50 +105,6 @@ def init_values(prep: Prepared, init: dict[str, Any] | None) -> Callable[..., An
     return init_to_value(values=values, fallback=init_to_median)
 
 
-@contextmanager
-def param_values(model: Model, params: Mapping[str, Any] | None) -> Iterator[None]:
-    """Run with the model's params at ``params`` (e.g. ``FitResult.params``) and the rest at
-    their initial values, in a param store of its own: engines that fit nothing must not pick
-    up whatever an earlier run, of this model or another with the same names, left behind."""
-    unknown = [k for k in (params or {}) if k not in model.names("param")]
-    if unknown:
-        raise ModelError(f"params= names {unknown[0]!r}, which is not a param of "
-                         f"{model.name!r}." + suggest(unknown[0], model.names("param")))
-    with pyro.get_param_store().scope():
-        pyro.clear_param_store()
-        for name, value in (params or {}).items():
-            pyro.param(name, as_data(model, name, value).detach().clone(),
-                       constraint=model[name].constraint)
-        yield
-
-
-def with_params(engine: Callable[..., T]) -> Callable[..., T]:
-    """Give an engine that fits nothing a ``params=`` option (see ``param_values``)."""
-
-    @functools.wraps(engine)
-    def run(model: Model, data: Mapping[str, Any] | None = None, *,
-            params: Mapping[str, Any] | None = None, **options: Any) -> T:
-        with param_values(model, params):
-            return engine(model, data, **options)
-
-    sig = inspect.signature(engine)
-    extra = inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=None)
-    run.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[*sig.parameters.values(), extra])
-    return run
-
-
-def seed_everything(seed: int | None) -> None:
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-
-
-def progress_bar(items: Iterable[T], *, total: int, desc: str, enabled: bool) -> Iterable[T]:
-    """A tqdm bar on long runs; silent when disabled or when stderr is not a terminal."""
-    show = enabled and sys.stderr.isatty()
-    return tqdm(items, total=total, desc=desc, disable=not show, leave=False)
-
-
 def complete_draw(prep: Prepared, conditioned_on: dict[str, torch.Tensor]) -> dict[str, Any]:
     """One posterior draw of every latent and deterministic node: the given (continuous)
     values, plus the discrete latents and the marginalised linear-Gaussian chains sampled
@@ -168,15 +120,6 @@ def complete_draw(prep: Prepared, conditioned_on: dict[str, torch.Tensor]) -> di
             draw = sample_posterior(space.chain, kalman_filter(space.chain, space.y), 1)[0]
             values.update({name: draw[..., i] for i, name in enumerate(space.latents)})
     return values
-
-
-def check_finite(value: float, what: str, step: int | None = None) -> None:
-    """Stop a run as soon as its objective stops being a number, saying where."""
-    if value != value or value in (float("inf"), float("-inf")):
-        at = f" at step {step}" if step is not None else ""
-        raise ModelError(f"{what} became {value}{at}. Usual causes: a scale or concentration "
-                         "reaching 0 (constrain it positive), data outside a distribution's "
-                         "support, or a learning rate that is too large.")
 
 
 def enumeration_bytes(prep: Prepared) -> int:

@@ -21,13 +21,13 @@ import torch
 from pyro import poutine
 
 from genppl.dsl.model import Model
-from genppl.engines.exact import posterior_draws
 from genppl.errors import ModelError
-from genppl.exact.from_model import Tabulation
+from genppl.exact.posterior import posterior_draws
 from genppl.exact.sum_product import contract
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import PyroProgram
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
+from genppl.tabulation.from_model import Tabulation
 
 
 def continuous_below_finite(model: Model, finite: list[str], continuous: list[str]
