@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genppl.dsl.model import Model
+from genppl.dsl.declaration import Declaration
 from genppl.dsl.nodes import ChainSpec, Node, NodeKind, Parent, caller_location
 from genppl.errors import ModelError, suggest
 
+if TYPE_CHECKING:
+    from genppl.dsl.model import Model
 
-class Guide(Model):
+
+class Guide(Declaration):
     """A guide for ``model``; create it with ``model.guide()``."""
 
     def __init__(self, model: Model, name: str) -> None:
