@@ -136,24 +136,32 @@ class Declaration:
         init: Callable[..., Any] | None = None,
         enumerate: bool = True,
         infer: dict[str, Any] | None = None,
+        parents: Sequence[str] | None = None,
     ) -> str:
         """A latent random variable whose distribution is ``fn(**parents)``.
 
         Latents with finite support are marked for exact enumeration in the compiled Pyro
-        model unless ``enumerate=False``.
+        model unless ``enumerate=False``. ``parents=[...]`` names the parents explicitly
+        (for factories built by code, whose node names are chosen by a caller): ``fn`` then
+        receives their values positionally, in that order, whatever its argument names.
         """
-        return self._declare_random(name, "latent", fn, init, enumerate, infer)
+        return self._declare_random(name, "latent", fn, init, enumerate, infer, parents)
 
     def observed(
-        self, name: str, fn: Callable[..., Any], *, init: Callable[..., Any] | None = None
+        self, name: str, fn: Callable[..., Any], *, init: Callable[..., Any] | None = None,
+        parents: Sequence[str] | None = None,
     ) -> str:
-        """An observed random variable; its value comes from the data keyword ``name``."""
-        return self._declare_random(name, "observed", fn, init, True, None)
+        """An observed random variable; its value comes from the data keyword ``name``.
+        ``parents=`` as for ``latent``."""
+        return self._declare_random(name, "observed", fn, init, True, None, parents)
 
-    def deterministic(self, name: str, fn: Callable[..., Any], *, event_dim: int = 0) -> str:
-        """A value computed from its parents, recorded as ``pyro.deterministic``."""
+    def deterministic(self, name: str, fn: Callable[..., Any], *, event_dim: int = 0,
+                      parents: Sequence[str] | None = None) -> str:
+        """A value computed from its parents, recorded as ``pyro.deterministic``.
+        ``parents=`` as for ``latent``."""
         where = caller_location()
-        parents = self._resolve(name, fn, where)
+        fn, names = _explicit(fn, parents)
+        parents = self._resolve(name, fn, where, names)
         self._add(Node(name, "deterministic", where, fn=fn, parents=parents, event_dim=event_dim,
                        plates=tuple(self._plate_stack), chain=self._chain))
         return name
@@ -199,10 +207,8 @@ class Declaration:
         values positionally, in that order.
         """
         where = caller_location()
-        if scope is not None:
-            scope = tuple(scope)
-            fn = _Positional(fn, scope)
-        parents = self._resolve(name, fn, where, scope)
+        fn, names = _explicit(fn, scope)
+        parents = self._resolve(name, fn, where, names)
         if not parents:
             raise ModelError(f"factor {name!r} ({where}) has an empty scope; its function must "
                              "take the variables it couples as arguments.")
@@ -371,9 +377,11 @@ class Declaration:
 
     def _declare_random(self, name: str, kind: NodeKind, fn: Callable[..., Any],
                         init: Callable[..., Any] | None, enumerate: bool,
-                        infer: dict[str, Any] | None) -> str:
+                        infer: dict[str, Any] | None,
+                        explicit: Sequence[str] | None = None) -> str:
         where = caller_location()
-        parents = self._resolve(name, fn, where)
+        fn, names = _explicit(fn, explicit)
+        parents = self._resolve(name, fn, where, names)
         init_parents: tuple[Parent, ...] = ()
         reads_prev = any(p.lag for p in parents)
         if reads_prev and init is None:
@@ -479,6 +487,19 @@ class Declaration:
                     f"node {name!r} ({where}) reads {base + PREV_SUFFIX!r}, but chain {chain!r} "
                     f"has no node {base!r}." + suggest(base, [
                         n for n, v in self.nodes.items() if v.chain == chain]))
+
+
+def _explicit(fn: Callable[..., Any], names: Sequence[str] | None
+              ) -> tuple[Callable[..., Any], tuple[str, ...] | None]:
+    """A factory and its explicit parent names: with ``names`` (``parents=``, a factor's
+    ``scope=``), ``fn`` is wrapped to take the parents' values by position, in that order;
+    without, its argument names are the parents (``None``: read them off ``fn``)."""
+    if names is None:
+        return fn, None
+    if isinstance(names, str):
+        raise ModelError(f"parents={names!r}: pass a list of node names, e.g. [{names!r}].")
+    names = tuple(names)
+    return _Positional(fn, names), names
 
 
 class _Positional:

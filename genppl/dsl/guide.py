@@ -10,7 +10,7 @@ process runs backward).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,8 @@ class Guide(Declaration):
 
     def latent(self, name: str, fn: Callable[..., Any], *,
                init: Callable[..., Any] | None = None, enumerate: bool = False,
-               infer: dict[str, Any] | None = None) -> str:
+               infer: dict[str, Any] | None = None,
+               parents: Sequence[str] | None = None) -> str:
         """Declare q(name | parents); ``name`` must be a latent of the model."""
         target = self.model.nodes.get(name)
         if target is None or target.kind != "latent":
@@ -96,7 +97,7 @@ class Guide(Declaration):
         if self._chain is None:
             self._chain = target.chain
         try:
-            return self._declare_random(name, "latent", fn, init, enumerate, infer)
+            return self._declare_random(name, "latent", fn, init, enumerate, infer, parents)
         finally:
             self._plate_stack, self._chain = saved
 
