@@ -529,8 +529,8 @@ def test_explicit_parents_name_the_edges_and_pass_values_by_position() -> None:
 def test_explicit_parents_are_checked_like_argument_names() -> None:
     m = genppl.Model("explicit")
     m.latent("a", normal)
-    line = here()
-    with pytest.raises(ModelError, match=f"unknown parent 'b'.*{line}|{line}.*unknown parent 'b'"):
+    line = here(2)
+    with pytest.raises(ModelError, match=f"{line}.*unknown parent 'b'"):
         m.latent("c", lambda u: dist.Normal(u, 1.0), parents=["b"])
     with pytest.raises(ModelError, match="list of node names"):
         m.latent("d", lambda u: dist.Normal(u, 1.0), parents="a")
