@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -58,6 +59,8 @@ class Declaration:
         *,
         subsample_size: int | None = None,
         dim: int | None = None,
+        sizes: str | None = None,
+        symbol: str | None = None,
     ) -> Iterator[str]:
         """Declare nodes inside a plate of ``size`` independent copies (``pyro.plate``).
 
@@ -65,9 +68,23 @@ class Declaration:
         name reuses it. ``subsample_size`` draws a random minibatch of that many indices per
         model call; observed data and inputs in the plate are indexed with it, and Pyro scales
         their log-likelihood by ``size / subsample_size``.
+
+        ``sizes="lengths"`` makes a *ragged* plate inside the enclosing one: entry ``d`` of
+        the enclosing plate has ``lengths[d]`` copies (zero allowed), where ``lengths`` is an
+        input of the enclosing plate, declared here if it is not yet (documents of different
+        lengths, each with its words, as Blei et al. draw LDA). Nodes inside read the
+        enclosing plate's nodes at their own entry, and their data is one flat axis: the
+        entries' copies concatenated in order (see ``docs/dsl.md``). ``symbol`` is the
+        letter a size unknown until data arrive is drawn with (default: the name's first
+        letter, upper case).
         """
         where = caller_location()
         check_identifier(name, "plate", where)
+        if symbol is not None and (not isinstance(symbol, str) or not symbol):
+            raise ModelError(f"plate {name!r} ({where}): symbol must be a non-empty string.")
+        if self._plate_stack and self.plates[self._plate_stack[-1]].ragged:
+            raise ModelError(f"plate {name!r} ({where}) is opened inside ragged plate "
+                             f"{self._plate_stack[-1]!r}; a ragged plate is innermost.")
         spec = self.plates.get(name)
         if spec is None:
             if name in self.nodes or name in self.chains:
@@ -80,13 +97,21 @@ class Declaration:
             if dim is not None and (not isinstance(dim, int) or dim >= 0):
                 raise ModelError(f"plate {name!r} ({where}): dim must be a negative int.")
             parent = self._plate_stack[-1] if self._plate_stack else None
-            spec = PlateSpec(name, size, subsample_size, dim, parent, where)
+            if sizes is not None:
+                self._check_ragged(name, sizes, size, subsample_size, dim, where)
+            spec = PlateSpec(name, size, subsample_size, dim, parent, where, sizes, symbol)
             self.plates[name] = spec
         elif size is not None and spec.size is not None and size != spec.size:
             raise ModelError(
                 f"plate {name!r} re-entered at {where} with size {size}, but it was declared "
                 f"with size {spec.size} at {spec.declared_at}."
             )
+        elif sizes is not None and sizes != spec.sizes:
+            raise ModelError(f"plate {name!r} re-entered at {where} with sizes={sizes!r}, but "
+                             f"it was declared with sizes={spec.sizes!r} at {spec.declared_at}.")
+        if spec.ragged and tuple(self._plate_stack) != (spec.parent,):
+            raise ModelError(f"ragged plate {name!r} ({where}) is re-entered outside its "
+                             f"enclosing plate {spec.parent!r}; open it inside that plate only.")
         if name in self._plate_stack:
             raise ModelError(f"plate {name!r} ({where}) is already open; plates cannot nest twice.")
         self._plate_stack.append(name)
@@ -95,6 +120,37 @@ class Declaration:
             yield name
         finally:
             self._plate_stack.pop()
+
+    def _check_ragged(self, name: str, sizes: str, size: int | None,
+                      subsample_size: int | None, dim: int | None, where: str) -> None:
+        """A ragged plate sits directly in one top-level plate, which is not subsampled, with
+        its sizes an input of that plate (declared here if new)."""
+        if len(self._plate_stack) != 1 or self._chain is not None:
+            raise ModelError(f"ragged plate {name!r} ({where}) must be opened directly inside "
+                             "one top-level plate (e.g. documents), outside any chain; it is "
+                             f"inside {list(self._plate_stack) or 'no plate'}"
+                             + (f" and chain {self._chain!r}." if self._chain else "."))
+        outer = self.plates[self._plate_stack[0]]
+        for value, label in ((size, "size"), (subsample_size, "subsample_size"), (dim, "dim")):
+            if value is not None:
+                raise ModelError(f"ragged plate {name!r} ({where}) takes no {label}=: its "
+                                 f"sizes are read from input {sizes!r} per entry of plate "
+                                 f"{outer.name!r}.")
+        if outer.subsample_size is not None:
+            raise ModelError(f"ragged plate {name!r} ({where}) is inside plate {outer.name!r}, "
+                             "which is subsampled; minibatches of a ragged plate's enclosing "
+                             "plate are not supported yet. Drop subsample_size= there.")
+        if not isinstance(sizes, str):
+            raise ModelError(f"ragged plate {name!r} ({where}): sizes= names the input that "
+                             f"holds each entry's size, e.g. sizes=\"lengths\"; got {sizes!r}.")
+        check_identifier(sizes, "input", where)
+        node = self.nodes.get(sizes)
+        if node is None:
+            self.input(sizes)
+        elif node.kind != "input" or node.plates != (outer.name,) or node.event_dim:
+            raise ModelError(f"ragged plate {name!r} ({where}): sizes={sizes!r} must be an input "
+                             f"of plate {outer.name!r} with one value per entry; it is the "
+                             f"{node.kind} declared at {node.declared_at}.")
 
     @contextmanager
     def chain(
@@ -118,6 +174,10 @@ class Declaration:
                              "or node; give it a new name.")
         if length is not None and (not isinstance(length, int) or length < 1):
             raise ModelError(f"chain {name!r} ({where}): length must be a positive int.")
+        ragged = [p for p in self._plate_stack if self.plates[p].ragged]
+        if ragged:
+            raise ModelError(f"chain {name!r} ({where}) is opened inside ragged plate "
+                             f"{ragged[0]!r}; a ragged plate holds no chain.")
         self.chains[name] = ChainSpec(name, length, reverse, tuple(self._plate_stack), where)
         self._chain = name
         self._invalidate()
@@ -405,6 +465,7 @@ class Declaration:
 
     def _add(self, node: Node) -> None:
         check_identifier(node.name, node.kind, node.declared_at)
+        node = self._placed(node)
         clash = self.nodes.get(node.name)
         if clash is not None:
             raise ModelError(f"{node.kind} {node.name!r} ({node.declared_at}) duplicates the "
@@ -417,6 +478,11 @@ class Declaration:
                              f"{PREV_SUFFIX!r} are reserved inside chains for previous steps.")
         self.nodes[node.name] = node
         self._invalidate()
+
+    def _placed(self, node: Node) -> Node:
+        """``node`` with ``flattened`` set when it sits in a ragged plate (see ``Node``)."""
+        ragged = [self.plates[p] for p in node.plates if self.plates[p].ragged]
+        return replace(node, flattened=ragged[0].parent) if ragged else node
 
     def _require_global(self, kind: str, name: str, where: str) -> None:
         if self._plate_stack or self._chain:

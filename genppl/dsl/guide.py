@@ -49,7 +49,8 @@ class Guide(Declaration):
 
     @contextmanager
     def plate(self, name: str, size: int | None = None, *, subsample_size: int | None = None,
-              dim: int | None = None) -> Iterator[str]:
+              dim: int | None = None, sizes: str | None = None,
+              symbol: str | None = None) -> Iterator[str]:
         """Guides take their plates from the model; this only checks the name."""
         if name not in self.plates:
             raise ModelError(f"guide {self.name!r}: plate {name!r} is not a plate of model "
@@ -117,7 +118,7 @@ class Guide(Declaration):
             return None
         kind: NodeKind = "input"
         self.nodes[arg] = Node(arg, kind, data.declared_at, event_dim=data.event_dim,
-                               plates=data.plates, chain=data.chain)
+                               plates=data.plates, chain=data.chain, flattened=data.flattened)
         return Parent(arg, arg)
 
     def _add(self, node: Node) -> None:

@@ -21,7 +21,8 @@ def build_graph(model: Declaration) -> nx.DiGraph:
     dims = compiler().plate_dims(model)
     g = nx.DiGraph(
         name=model.name,
-        plates={p: {"size": s.size, "subsample_size": s.subsample_size, "dim": dims[p]}
+        plates={p: {"size": s.size, "subsample_size": s.subsample_size, "dim": dims[p],
+                    "parent": s.parent, "sizes": s.sizes, "symbol": s.symbol}
                 for p, s in model.plates.items()},
         chains={c: {"length": s.length, "reverse": s.reverse, "plates": s.plates}
                 for c, s in model.chains.items()},
