@@ -362,6 +362,15 @@ class _Run:
         event_dim = self.event_dims.get(parent, self.model.nodes[parent].event_dim)
         axis = value.dim() - event_dim + self.program.dims[outer]
         if axis < 0 or value.shape[axis] == 1:
+            if self.model.nodes[parent].is_random and self.sizes[outer] > 1:
+                # A latent of the enclosing plate not laid out along it: enumerated. Pyro's
+                # enumeration shares one value per plate entry only with nested plates, so
+                # the flat copies cannot be matched to their entry's value.
+                raise ModelError(
+                    f"node {node.name!r} ({node.declared_at}) reads {parent!r} of plate "
+                    f"{outer!r} from a ragged plate while {parent!r} is enumerated; Pyro's "
+                    "enumeration cannot follow a ragged plate. Declare it with "
+                    "enumerate=False, or use an engine that does not enumerate it in Pyro.")
             return value
         ragged = next(p for p in node.plates if self.model.plates[p].ragged)
         return value.index_select(axis, self.ragged[ragged])

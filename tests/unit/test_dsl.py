@@ -377,8 +377,10 @@ def test_graph_node_attributes_for_every_kind() -> None:
     assert g.nodes["c"]["states"] == ("lo", "hi") and g.nodes["v"]["states"] is None
     assert g.nodes["scale"]["constraint"] == "positive"
     assert g.nodes["mu"]["constraint"] is None
-    assert g.graph["plates"] == {"data": {"size": None, "subsample_size": None, "dim": -1},
-                                 "seqs": {"size": 4, "subsample_size": None, "dim": -1}}
+    plain = {"parent": None, "sizes": None, "symbol": None}
+    assert g.graph["plates"] == {
+        "data": {"size": None, "subsample_size": None, "dim": -1, **plain},
+        "seqs": {"size": 4, "subsample_size": None, "dim": -1, **plain}}
     assert g.graph["chains"] == {"t": {"length": 5, "reverse": False, "plates": ("seqs",)}}
 
 
