@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import torch
 
+from genppl.dsl.ragged import check_sizes, entries
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
@@ -117,15 +118,7 @@ def _ragged_size(spec: PlateSpec, data: Mapping[str, torch.Tensor],
         if default is not None and spec.parent in sizes:
             sizes.setdefault(spec.name, default * sizes[spec.parent])  # type: ignore[index]
         return
-    fractional = lengths.is_floating_point() and bool((lengths != lengths.round()).any())
-    if lengths.dim() != 1 or fractional:
-        raise ModelError(f"{where}: its sizes {spec.sizes!r} must be one integer per entry of "
-                         f"plate {spec.parent!r}; got shape {tuple(lengths.shape)}, "
-                         f"dtype {lengths.dtype}.")
-    if bool((lengths < 0).any()):
-        first = int(torch.nonzero(lengths < 0)[0, 0])
-        raise ModelError(f"{where}: its sizes {spec.sizes!r} hold {lengths[first].item()} at "
-                         f"entry {first}; a size is a count of copies, 0 or more.")
+    check_sizes(spec, lengths, sizes.get(spec.parent))  # type: ignore[arg-type]
     total = int(lengths.sum())
     found = sizes.get(spec.name)
     if found is not None and found != total:
@@ -149,12 +142,9 @@ def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
         lengths = data.get(spec.sizes)  # type: ignore[arg-type]
         if lengths is None:
             lengths = torch.full((outer,), sizes[name] // max(outer, 1), device=model.device)
-        elif lengths.shape[0] != outer:
-            raise ModelError(f"ragged plate {name!r} ({spec.declared_at}): its sizes "
-                             f"{spec.sizes!r} have {lengths.shape[0]} entries, but plate "
-                             f"{spec.parent!r} has size {outer}.")
-        out[name] = torch.repeat_interleave(
-            torch.arange(outer, device=lengths.device), lengths.long())
+        else:
+            check_sizes(spec, lengths, outer)
+        out[name] = entries(lengths)
     return out
 
 
