@@ -76,6 +76,8 @@ def _liftable(model: Model, spec: PlateSpec) -> list[str] | None:
     """The latents of ``spec``'s enclosing plate to lift to global rows, or None when some
     node of that plate is not such a latent (nor the sizes input), or sits in a chain."""
     outer = spec.parent
+    if any(outer in c.plates for c in model.chains.values()):
+        return None  # (a chain over the documents repeats them along time)
     rows = []
     for node in model.nodes.values():
         if outer not in node.plates or node.flattened is not None or node.name == spec.sizes:
@@ -83,12 +85,7 @@ def _liftable(model: Model, spec: PlateSpec) -> list[str] | None:
         if node.plates != (outer,) or node.chain is not None or node.kind != "latent" \
                 or node.parents or not _continuous_root(node):
             return None
-    # (a chain over the documents would repeat them along time)
-    if any(outer in c.plates for c in model.chains.values()):
-        return None
-    for node in model.nodes.values():
-        if node.plates == (outer,) and node.name != spec.sizes:
-            rows.append(node.name)
+        rows.append(node.name)
     return rows
 
 
