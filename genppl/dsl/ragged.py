@@ -48,6 +48,18 @@ def check_sizes(spec: PlateSpec, lengths: torch.Tensor, outer_size: int | None) 
                          f"but plate {spec.parent!r} has size {outer_size}.")
 
 
+def check_total(spec: PlateSpec, lengths: torch.Tensor, found: int | None) -> int:
+    """The ragged plate's size, the sum of its sizes, which must be ``found`` (the flat
+    length of its nodes' data) when that is known."""
+    total = int(lengths.sum())
+    if found is not None and found != total:
+        raise ModelError(f"ragged plate {spec.name!r} ({spec.declared_at}): its sizes "
+                         f"{spec.sizes!r} sum to {total}, but its nodes' data has {found} "
+                         "entries on the plate's one flat axis (the entries of plate "
+                         f"{spec.parent!r} concatenated); they must agree.")
+    return total
+
+
 def entries(lengths: torch.Tensor) -> torch.Tensor:
     """The enclosing plate's entry of each flat copy: ``[0, 0, 2, 2, 2]`` for ``[2, 0, 3]``."""
     return torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device),
@@ -65,6 +77,9 @@ def flatten(model: Model, data: Mapping[str, Any] | None
     for spec in ragged:
         lengths = torch.as_tensor(data[spec.sizes])  # type: ignore[index]
         check_sizes(spec, lengths, model.plates[spec.parent].size)  # type: ignore[index]
+        for node in model.nodes.values():
+            if node.flattened is not None and spec.name in node.plates and node.name in data:
+                check_total(spec, lengths, len(torch.as_tensor(data[node.name])))
         rows = _liftable(model, spec)
         if rows is None:
             return model, dict(data)

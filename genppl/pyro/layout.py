@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import torch
 
-from genppl.dsl.ragged import check_sizes, entries
+from genppl.dsl.ragged import check_sizes, check_total, entries
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
@@ -113,19 +113,12 @@ def _ragged_size(spec: PlateSpec, data: Mapping[str, torch.Tensor],
     integer per entry of the enclosing plate, summing to the flat length of its nodes'
     data). Without the input, ``default`` copies per entry stand in (to inspect a model)."""
     lengths = data.get(spec.sizes)  # type: ignore[arg-type]
-    where = f"ragged plate {spec.name!r} ({spec.declared_at})"
     if lengths is None:
         if default is not None and spec.parent in sizes:
             sizes.setdefault(spec.name, default * sizes[spec.parent])  # type: ignore[index]
         return
     check_sizes(spec, lengths, sizes.get(spec.parent))  # type: ignore[arg-type]
-    total = int(lengths.sum())
-    found = sizes.get(spec.name)
-    if found is not None and found != total:
-        raise ModelError(f"{where}: its sizes {spec.sizes!r} sum to {total}, but its nodes' "
-                         f"data has {found} entries on the plate's one flat axis (the "
-                         f"entries of plate {spec.parent!r} concatenated); they must agree.")
-    sizes[spec.name] = total
+    sizes[spec.name] = check_total(spec, lengths, sizes.get(spec.name))
 
 
 def ragged_index(model: Model, data: Mapping[str, torch.Tensor],

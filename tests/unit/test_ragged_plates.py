@@ -153,6 +153,18 @@ def test_bad_sizes_name_the_plate(lengths: torch.Tensor, match: str) -> None:
         log_joint(lda_nested().pyro_model, lengths=lengths, w=W)
 
 
+@pytest.mark.parametrize("lengths, match", [
+    (torch.tensor([2, 0, 4]), r"ragged plate 'words'.*sum to 6.*7 entries"),
+    (torch.tensor([2, -1, 6]), r"ragged plate 'words'.*-1 at entry 1"),
+    (torch.tensor([2, 5]), r"ragged plate 'words'.*2 entries.*'documents' has size 3"),
+])
+def test_bad_sizes_name_the_plate_on_the_engines_path(lengths: torch.Tensor,
+                                                      match: str) -> None:
+    """Where ``genppl.fit`` runs the flattened model, the same checks, the same words."""
+    with pytest.raises(ModelError, match=match):
+        genppl.fit(lda_priors(True), {"lengths": lengths, "w": W}, engine="cavi", steps=1)
+
+
 def test_ragged_plates_are_declared_directly_inside_one_plate() -> None:
     m = genppl.Model("bad")
     with pytest.raises(ModelError, match=r"ragged plate 'words'.*inside one top-level plate"), \
