@@ -32,16 +32,14 @@ def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None =
 
     ``budget_bytes`` caps the largest table any engine allocates (default: the budget in
     force, ``genppl.memory_limit``); work that needs more is refused before it allocates."""
-    declared = model
-    model, data = _lowered(model, data, options)
-    name = engine or default_engine(model, data)
+    run, data = _lowered(model, data, options)
+    name = engine or default_engine(run, data)
     chosen = get_engine(name)
     if chosen.infer is None:
         raise ModelError(f"engine {name!r} fits params but gives no posterior; use "
                          f"genppl.fit(model, data, engine={name!r}).")
     with memory_limit(budget_bytes):
-        posterior = chosen.infer(model, data, **_checked(name, chosen.infer, options))
-    model = declared
+        posterior = chosen.infer(run, data, **_checked(name, chosen.infer, options))
     posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
                                if card is not None}
     return posterior
@@ -51,13 +49,13 @@ def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
         *, budget_bytes: int | None = None, **options: Any) -> FitResult:
     """Fit the params (and guide) of ``model`` to ``data``; ``budget_bytes`` as for
     ``infer``."""
-    model, data = _lowered(model, data, options)
+    run, data = _lowered(model, data, options)
     chosen = get_engine(engine)
     if chosen.fit is None:
         raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
                          f"genppl.infer(model, data, engine={engine!r}).")
     with memory_limit(budget_bytes):
-        return chosen.fit(model, data, **_checked(engine, chosen.fit, options))
+        return chosen.fit(run, data, **_checked(engine, chosen.fit, options))
 
 
 def _lowered(model: Model, data: dict[str, Any] | None, options: dict[str, Any]
