@@ -26,7 +26,6 @@ pseudo-counts add mass everywhere).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,13 +133,15 @@ def _body(model: Model, emission: Any, emit_params: tuple[str, ...], batched: bo
     prev = latent + "_prev"
     reads = [VALID] if batched else []
 
-    def transition(a: dict[str, Any]) -> dist.Distribution:
-        d = dist.Categorical(a["trans"][a[prev]])
-        return d.mask(a[VALID]) if batched else d
+    def transition(state: torch.Tensor, trans: torch.Tensor, *valid: torch.Tensor
+                   ) -> dist.Distribution:
+        d = dist.Categorical(trans[state])
+        return d.mask(valid[0]) if valid else d
 
-    def emitted(a: dict[str, Any]) -> dist.Distribution:
-        d = emission(a[latent], *(a[p] for p in emit_params))
-        return d.mask(a[VALID]) if batched else d
+    def emitted(state: torch.Tensor, *rest: torch.Tensor) -> dist.Distribution:
+        d = emission(state, *rest[:len(emit_params)])
+        valid = rest[len(emit_params):]
+        return d.mask(valid[0]) if valid else d
 
     with contextlib.ExitStack() as stack:
         if batched:
@@ -148,22 +149,10 @@ def _body(model: Model, emission: Any, emit_params: tuple[str, ...], batched: bo
         stack.enter_context(model.chain(TIME))
         if batched:
             model.input(VALID)
-        model.latent(latent, _Named([prev, "trans", *reads], transition),
+        # (the node names are the caller's, so the parents are named explicitly)
+        model.latent(latent, transition, parents=[prev, "trans", *reads],
                      init=lambda start: dist.Categorical(start))
-        model.observed(observed, _Named([latent, *emit_params, *reads], emitted))
-
-
-class _Named:
-    """A factory whose parents are the given names (argument names are parents in the DSL,
-    and the node names of an HMM are chosen by the caller)."""
-
-    def __init__(self, names: Sequence[str], fn: Any) -> None:
-        self.fn = fn
-        self.__signature__ = inspect.Signature(
-            [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
-
-    def __call__(self, **values: Any) -> Any:
-        return self.fn(values)
+        model.observed(observed, emitted, parents=[latent, *emit_params, *reads])
 
 
 def _count(value: Any, name: str) -> int:

@@ -1,10 +1,12 @@
 """Blei, Ng & Jordan (2003): latent Dirichlet allocation of the BBC news articles.
 
 Topics are distributions over the vocabulary (Dirichlet(eta) each), every document a mixture
-of topics (Dirichlet(alpha)), every token a topic indicator ``z`` and a word drawn from that
-topic. The tokens are one plate of the whole corpus with each token's document as an input,
-so a document's mixture is read as ``mix[doc]`` -- the corpus's ragged documents need no
-padding. ``engine="cavi"`` is Blei's variational EM, derived by genppl from this declaration:
+of topics ``theta`` (Dirichlet(alpha)), every token a topic indicator ``z`` and a word drawn
+from that topic: the words plate inside the documents plate, as Blei et al. draw it (Fig. 1),
+each document with its own number of words (a ragged plate, sized by the input ``length``).
+The data is the corpus's tokens as one flat array, document after document, with each
+document's length -- no padding. ``engine="cavi"`` is Blei's variational EM, derived by genppl
+from this declaration:
 Dirichlet factors for topics and mixtures, the topic indicators exact per token.
 
 ``engine="gibbs"`` is Griffiths & Steyvers's (2004) collapsed Gibbs sampler, derived by genppl
@@ -85,7 +87,10 @@ class Corpus:
         return len(self.word)
 
     def data(self) -> dict[str, torch.Tensor]:
-        return {"doc": self.doc, "w": self.word}
+        """The tokens in the model's layout: words document after document (as they are
+        stored), and each document's number of tokens."""
+        return {"length": torch.bincount(self.doc, minlength=self.num_documents),
+                "w": self.word}
 
 
 def _tokens(counts: text.TokenCounts) -> Corpus:
@@ -115,12 +120,11 @@ def build(num_topics: int = NUM_TOPICS, num_documents: int = 1781,
     m = genppl.Model("lda_bbc")
     m.latent("topics", lambda: dist.Dirichlet(torch.full((vocabulary_size,), eta))
              .expand([num_topics]).to_event(1))
-    m.latent("mix", lambda: dist.Dirichlet(torch.full((num_topics,), alpha))
-             .expand([num_documents]).to_event(1))
-    with m.plate("tokens"):
-        m.input("doc")
-        m.latent("z", lambda mix, doc: dist.Categorical(mix[doc]))
-        m.observed("w", lambda z, topics: dist.Categorical(topics[..., z, :]))
+    with m.plate("documents", num_documents, symbol="M"):
+        m.latent("theta", lambda: dist.Dirichlet(torch.full((num_topics,), alpha)))
+        with m.plate("words", sizes="length", symbol="N"):
+            m.latent("z", lambda theta: dist.Categorical(theta))
+            m.observed("w", lambda z, topics: dist.Categorical(topics[..., z, :]))
     return m
 
 
@@ -151,7 +155,7 @@ def fit_cavi(corpus: Corpus, vocabulary_size: int, *, steps: int, tol: float = 1
     start = {"topics": initial_topics(num_topics, vocabulary_size, seed=seed, dtype=dtype,
                                       device=device)}
     return genppl.fit(model, corpus.data(), engine="cavi", steps=steps, tol=tol, init=start,
-                      local=("mix",), local_steps=local_steps, callback=callback,
+                      local=("theta",), local_steps=local_steps, callback=callback,
                       progress=progress)
 
 

@@ -10,18 +10,21 @@ process runs backward).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genppl.dsl.model import Model
+from genppl.dsl.declaration import Declaration
 from genppl.dsl.nodes import ChainSpec, Node, NodeKind, Parent, caller_location
 from genppl.errors import ModelError, suggest
 
+if TYPE_CHECKING:
+    from genppl.dsl.model import Model
 
-class Guide(Model):
+
+class Guide(Declaration):
     """A guide for ``model``; create it with ``model.guide()``."""
 
     def __init__(self, model: Model, name: str) -> None:
@@ -46,7 +49,8 @@ class Guide(Model):
 
     @contextmanager
     def plate(self, name: str, size: int | None = None, *, subsample_size: int | None = None,
-              dim: int | None = None) -> Iterator[str]:
+              dim: int | None = None, sizes: str | None = None,
+              symbol: str | None = None) -> Iterator[str]:
         """Guides take their plates from the model; this only checks the name."""
         if name not in self.plates:
             raise ModelError(f"guide {self.name!r}: plate {name!r} is not a plate of model "
@@ -80,7 +84,8 @@ class Guide(Model):
 
     def latent(self, name: str, fn: Callable[..., Any], *,
                init: Callable[..., Any] | None = None, enumerate: bool = False,
-               infer: dict[str, Any] | None = None) -> str:
+               infer: dict[str, Any] | None = None,
+               parents: Sequence[str] | None = None) -> str:
         """Declare q(name | parents); ``name`` must be a latent of the model."""
         target = self.model.nodes.get(name)
         if target is None or target.kind != "latent":
@@ -93,7 +98,7 @@ class Guide(Model):
         if self._chain is None:
             self._chain = target.chain
         try:
-            return self._declare_random(name, "latent", fn, init, enumerate, infer)
+            return self._declare_random(name, "latent", fn, init, enumerate, infer, parents)
         finally:
             self._plate_stack, self._chain = saved
 
@@ -113,7 +118,7 @@ class Guide(Model):
             return None
         kind: NodeKind = "input"
         self.nodes[arg] = Node(arg, kind, data.declared_at, event_dim=data.event_dim,
-                               plates=data.plates, chain=data.chain)
+                               plates=data.plates, chain=data.chain, flattened=data.flattened)
         return Parent(arg, arg)
 
     def _add(self, node: Node) -> None:

@@ -36,7 +36,13 @@ class Parent:
 
 @dataclass(frozen=True)
 class PlateSpec:
-    """A conditionally independent batch dimension (``pyro.plate``)."""
+    """A conditionally independent batch dimension (``pyro.plate``).
+
+    A *ragged* plate (``sizes`` set) sits inside its ``parent`` plate with a size of its own
+    for each of the parent's entries, read from the input node ``sizes`` (documents of
+    different lengths, each with its words). ``symbol`` is the letter its size is drawn
+    with while unknown (``"N"``); ``None`` derives one from the name.
+    """
 
     name: str
     size: int | None
@@ -44,6 +50,12 @@ class PlateSpec:
     dim: int | None
     parent: str | None
     declared_at: str
+    sizes: str | None = None
+    symbol: str | None = None
+
+    @property
+    def ragged(self) -> bool:
+        return self.sizes is not None
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,20 @@ class Node:
     cardinality: int | None = None
     enumerate: bool = True
     infer: dict[str, Any] = field(default_factory=dict)
+    #: In a ragged plate, the enclosing plate whose axis the ragged plate's one flat axis
+    #: replaces in the node's data and program (see ``layout_plates``); ``None`` elsewhere.
+    flattened: str | None = None
 
     @property
     def is_random(self) -> bool:
         return self.kind in ("latent", "observed")
+
+    @property
+    def layout_plates(self) -> tuple[str, ...]:
+        """The plates with an axis in the node's data and values: its plates, except that a
+        ragged plate and its enclosing plate share one axis, the concatenation of the
+        enclosing plate's entries (all words of all documents, document by document)."""
+        return tuple(p for p in self.plates if p != self.flattened)
 
     @property
     def parent_nodes(self) -> tuple[str, ...]:

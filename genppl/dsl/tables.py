@@ -17,7 +17,7 @@ from pyro.ops.indexing import Vindex
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
-    from genppl.dsl.model import Model
+    from genppl.dsl.declaration import Declaration
 
 
 class _Cast:
@@ -25,7 +25,7 @@ class _Cast:
     derived again whenever the master changes (replaced, or edited in place: its version
     counter moves), so the probabilities stay the one source of truth."""
 
-    def __init__(self, model: Model, master: Callable[[], torch.Tensor]) -> None:
+    def __init__(self, model: Declaration, master: Callable[[], torch.Tensor]) -> None:
         self._model = model
         self._master = master
         self._stamp: tuple[int, int] | None = None
@@ -45,7 +45,7 @@ class _Cast:
 
 
 def cpt_factory(
-    model: Model, name: str, parents: tuple[str, ...], table: Any, where: str
+    model: Declaration, name: str, parents: tuple[str, ...], table: Any, where: str
 ) -> tuple[Callable[..., dist.Distribution], int]:
     """Validate a CPT against its parents and return ``(factory, cardinality)``."""
     try:  # a copy: the caller editing its tensor (or array) later must not change the model
@@ -78,7 +78,7 @@ class CPT:
     engines that read tables directly).
     """
 
-    def __init__(self, model: Model, parents: tuple[str, ...], table: torch.Tensor) -> None:
+    def __init__(self, model: Declaration, parents: tuple[str, ...], table: torch.Tensor) -> None:
         self.parents = parents
         self.table = table
         # Read as log-probabilities: Categorical(probs=...) clamps a zero to float eps, so
@@ -147,7 +147,7 @@ class CountingMeasure(dist.TorchDistribution):
         return dist.Categorical(logits=self.logits).enumerate_support(expand)
 
 
-def uniform_factory(model: Model, cardinality: int) -> Callable[[], dist.Distribution]:
+def uniform_factory(model: Declaration, cardinality: int) -> Callable[[], dist.Distribution]:
     """Factory for a counting-measure variable with ``cardinality`` states."""
     def factory() -> dist.Distribution:
         return CountingMeasure(torch.zeros(cardinality, device=model.device, dtype=model.dtype))

@@ -78,14 +78,23 @@ CHAIN_STYLE = "dashed"
 _Cluster = tuple[str, str]
 
 
-def plate_label(name: str, size: int | None, subsample_size: int | None = None) -> str:
+def plate_label(name: str, size: int | None, subsample_size: int | None = None,
+                symbol: str | None = None, within: str | None = None) -> str:
     """Label a plate ``"name (size)"``, or ``"name (batch of size)"`` when subsampled.
 
     The size belongs in the label because the picture is otherwise silent about how many
-    copies a plate stands for; the subsample size shows what one gradient step sees.
+    copies a plate stands for; the subsample size shows what one gradient step sees. A size
+    unknown until data arrive is drawn with the plate's ``symbol`` (default: its name's first
+    letter, upper case): ``"data (N)"``, as in textbook plate notation. A ragged plate, whose
+    size varies with the entry of the plate it sits ``within``, carries that plate's index:
+    ``"words (N_d)"`` inside ``documents``.
     """
     if size is None:
-        return name if subsample_size is None else f"{name} ({subsample_size} of ?)"
+        size_text = symbol or name[0].upper()
+        if within is not None:
+            size_text += "_" + within[0].lower()
+        return f"{name} ({size_text})" if subsample_size is None else \
+            f"{name} ({subsample_size} of {size_text})"
     if subsample_size is None or subsample_size == size:
         return f"{name} ({size})"
     return f"{name} ({subsample_size} of {size})"
@@ -265,10 +274,11 @@ def render_spec(g: nx.DiGraph) -> dict[str, Any]:
     for p in plate_names:
         meta = meta_plates.get(p, {})
         size, sub = _opt_int(meta.get("size")), _opt_int(meta.get("subsample_size"))
+        within = meta.get("parent") if meta.get("sizes") else None
         plates.append(
             {
                 "name": p,
-                "label": plate_label(p, size, sub),
+                "label": plate_label(p, size, sub, meta.get("symbol"), within),
                 "size": size,
                 "subsample_size": sub,
                 "style": PLATE_STYLE,

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import networkx as nx
 import torch
 
+from genppl.dsl.ragged import check_sizes, check_total, entries
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
     from genppl.dsl.model import Model
-    from genppl.dsl.nodes import Node
+    from genppl.dsl.nodes import Node, PlateSpec
 
 
 def plate_dims(model: Model) -> dict[str, int]:
@@ -29,8 +30,11 @@ def plate_dims(model: Model) -> dict[str, int]:
     stack, so plates on one stack get distinct dims whatever else is declared.
     """
     encloses = nx.DiGraph()
-    encloses.add_nodes_from(model.plates)
-    stacks = {node.plates for node in model.nodes.values()}
+    encloses.add_nodes_from(p for p, spec in model.plates.items() if not spec.ragged)
+    # A ragged plate shares its enclosing plate's dim: no node is in the two at once once
+    # the ragged plate is flattened (``Node.layout_plates``).
+    stacks = {node.layout_plates for node in model.nodes.values()}
+    stacks = {tuple(p for p in stack if not model.plates[p].ragged) for stack in stacks}
     stacks |= {c.plates for c in model.chains.values()}
     for stack in stacks:
         encloses.add_edges_from(itertools.pairwise(stack))
@@ -42,7 +46,9 @@ def plate_dims(model: Model) -> dict[str, int]:
     for plate in reversed(list(nx.topological_sort(encloses))):
         depth[plate] = 1 + max((depth[c] for c in encloses.successors(plate)), default=0)
     dims = {p: (spec.dim if spec.dim is not None else -depth[p]) for p, spec in
-            model.plates.items()}
+            model.plates.items() if not spec.ragged}
+    dims |= {p: dims[spec.parent] for p, spec in model.plates.items()  # type: ignore[index]
+             if spec.ragged}
     for stack in stacks:
         used = [dims[p] for p in stack]
         if any(a >= b for a, b in itertools.pairwise(used)):
@@ -80,9 +86,12 @@ def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
         if node.chain is not None:
             lengths.setdefault(node.chain, value.shape[0]) if value.dim() else None
             offset = 1
-        for i, plate in enumerate(node.plates):
+        for i, plate in enumerate(node.layout_plates):
             if value.dim() > offset + i:
                 sizes.setdefault(plate, value.shape[offset + i])
+    for spec in model.plates.values():
+        if spec.ragged:
+            _ragged_size(spec, data, sizes, default)
     for what, table, specs in (("plate", sizes, model.plates), ("chain", lengths, model.chains)):
         for name, spec in specs.items():
             if name not in table:
@@ -98,31 +107,66 @@ def resolve_sizes(model: Model, data: Mapping[str, torch.Tensor],
     return sizes, lengths
 
 
+def _ragged_size(spec: PlateSpec, data: Mapping[str, torch.Tensor],
+                 sizes: dict[str, int], default: int | None) -> None:
+    """A ragged plate's size is the sum of its sizes input (checked: one non-negative
+    integer per entry of the enclosing plate, summing to the flat length of its nodes'
+    data). Without the input, ``default`` copies per entry stand in (to inspect a model)."""
+    lengths = data.get(spec.sizes)  # type: ignore[arg-type]
+    if lengths is None:
+        if default is not None and spec.parent in sizes:
+            sizes.setdefault(spec.name, default * sizes[spec.parent])  # type: ignore[index]
+        return
+    check_sizes(spec, lengths, sizes.get(spec.parent))  # type: ignore[arg-type]
+    sizes[spec.name] = check_total(spec, lengths, sizes.get(spec.name))
+
+
+def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
+                 sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """For each ragged plate, the enclosing plate's entry of each of its flat copies
+    (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``): the index a node of the ragged plate
+    reads the enclosing plate's nodes at. Without the sizes input, equal shares stand in
+    (``resolve_sizes``'s ``default``)."""
+    out = {}
+    for name, spec in model.plates.items():
+        if not spec.ragged:
+            continue
+        outer = sizes[spec.parent]  # type: ignore[index]
+        lengths = data.get(spec.sizes)  # type: ignore[arg-type]
+        if lengths is None:
+            lengths = torch.full((outer,), sizes[name] // max(outer, 1), device=model.device)
+        else:
+            check_sizes(spec, lengths, outer)
+        out[name] = entries(lengths)
+    return out
+
+
 def to_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],
                    sizes: Mapping[str, int], indices: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Check one step's compact data against the node's plates, subsample, and move each plate
     axis to its Pyro batch dim (inserting singleton axes for plates the node is not in)."""
-    k = len(node.plates)
+    plates = node.layout_plates
+    k = len(plates)
     if value.dim() < k:
         raise ModelError(
             f"data for {node.name!r} ({node.declared_at}) has shape {tuple(value.shape)}, but "
-            f"{node.name!r} sits in plates {node.plates}: its leading axes must be "
-            + ", ".join(f"{p} ({sizes[p]})" for p in node.plates) + " then the event axes.")
-    for axis, plate in enumerate(node.plates):
+            f"{node.name!r} sits in plates {plates}: its leading axes must be "
+            + ", ".join(f"{p} ({sizes[p]})" for p in plates) + " then the event axes.")
+    for axis, plate in enumerate(plates):
         if value.shape[axis] != sizes[plate]:
             raise ModelError(
                 f"data for {node.name!r} ({node.declared_at}) has {value.shape[axis]} entries on "
                 f"axis {axis}, but plate {plate!r} has size {sizes[plate]}. Data axes are: "
-                + ("time, " if node.chain else "") + ", ".join(node.plates) + ", then event.")
+                + ("time, " if node.chain else "") + ", ".join(plates) + ", then event.")
         idx = indices.get(plate)
         if idx is not None:
             value = value.index_select(axis, idx)
     if k == 0:
         return value
     event_shape = value.shape[k:]
-    width = max(-dims[p] for p in node.plates)
+    width = max(-dims[p] for p in plates)
     shape = [1] * width
-    for axis, plate in enumerate(node.plates):
+    for axis, plate in enumerate(plates):
         shape[width + dims[plate]] = value.shape[axis]
     # Plates on one stack have increasing dims (outer left), so a reshape keeps the order.
     return value.reshape(*shape, *event_shape)

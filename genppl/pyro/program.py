@@ -22,7 +22,7 @@ from torch.distributions import Distribution
 
 from genppl.distributions import exact_log_probs
 from genppl.errors import ModelError, suggest
-from genppl.pyro.layout import plate_dims, resolve_sizes, to_pyro_layout
+from genppl.pyro.layout import plate_dims, ragged_index, resolve_sizes, to_pyro_layout
 from genppl.pyro.values import split_site
 
 if TYPE_CHECKING:
@@ -127,8 +127,8 @@ def check_held(node: Node, d: Distribution, value: torch.Tensor) -> None:
     if not fits:
         raise ModelError(f"data for {node.kind} node {node.name!r} ({node.declared_at}) has "
                          f"shape {tuple(value.shape)}, which does not fit its distribution's "
-                         f"shape {want} (plates {list(node.plates)}, then event axes); give one "
-                         "value per plate entry, plates' axes leading.")
+                         f"shape {want} (plates {list(node.layout_plates)}, then event axes); "
+                         "give one value per plate entry, plates' axes leading.")
     check_support(node, d, value)
 
 
@@ -228,7 +228,7 @@ class PyroProgram:
                 raise ModelError(
                     f"data for chain node {name!r} ({node.declared_at}) has {steps} steps on "
                     f"axis 0, but chain {node.chain!r} has length {lengths[node.chain]}. Data "
-                    "axes are: time, " + ", ".join((*node.plates, "then event.")))
+                    "axes are: time, " + ", ".join((*node.layout_plates, "then event.")))
         # A minibatch no smaller than the plate is the whole plate (Pyro itself rejects
         # subsample_size > size, e.g. placeholder sizes when drawing the graph, or small data).
         plates = {
@@ -240,7 +240,7 @@ class PyroProgram:
         }
         indices = {name: p.indices for name, p in plates.items()
                    if model.plates[name].subsample_size is not None}
-        run = _Run(self, data, sizes, plates, indices)
+        run = _Run(self, data, sizes, plates, indices, ragged_index(self.owner, data, sizes))
         with default_tensor_context(model.device, model.dtype):
             for block in self.blocks:
                 if isinstance(block, str) and self.collapse is not None:
@@ -280,14 +280,17 @@ class _Run:
 
     def __init__(self, program: PyroProgram, data: dict[str, torch.Tensor],
                  sizes: dict[str, int], plates: dict[str, Any],
-                 indices: dict[str, torch.Tensor]) -> None:
+                 indices: dict[str, torch.Tensor], ragged: dict[str, torch.Tensor]) -> None:
         self.program = program
         self.model = program.model
         self.data = data
         self.sizes = sizes
         self.plates = plates
         self.indices = indices
+        # the enclosing plate's entry of each copy of a ragged plate (``ragged_index``)
+        self.ragged = ragged
         self.values: dict[str, Any] = {}
+        self.event_dims: dict[str, int] = {}  # of sampled values (others: the node's)
         self.prev: dict[str, Any] = {}
 
     def chain(self, name: str, length: int) -> None:
@@ -319,12 +322,14 @@ class _Run:
             return
         args = {p.arg: (step if p.node is None else
                         self.prev[p.node] if p.lag else self.values[p.node]) for p in parents}
+        if node.flattened is not None:
+            args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}
         if self.program.lenient and any(v is _ABSENT for v in args.values()):
             self.values[node.name] = _ABSENT
             return
         site = site_name(node.name, step)
         with ExitStack() as stack:
-            for plate in node.plates:
+            for plate in node.layout_plates:
                 stack.enter_context(self.plates[plate])
             if kind == "input":
                 value = self._data(node, step, node.event_dim)
@@ -342,6 +347,33 @@ class _Run:
             else:
                 value = self._sample(node, site, step, fn, args)
         self.values[node.name] = value
+
+    def _at_entries(self, node: Node, parent: str | None, value: Any) -> Any:
+        """A parent of a node in a ragged plate, read at each copy's entry of the enclosing
+        plate (``theta[doc_of_word]``): the ragged plate shares the enclosing plate's batch
+        dim, so the gather keeps it there. Parents outside that plate, or broadcast along
+        it, are read as they are."""
+        outer = node.flattened
+        if parent is None or outer not in self.model.nodes[parent].plates or (
+                self.model.nodes[parent].flattened is not None):
+            return value
+        if not isinstance(value, torch.Tensor):
+            return value
+        event_dim = self.event_dims.get(parent, self.model.nodes[parent].event_dim)
+        axis = value.dim() - event_dim + self.program.dims[outer]
+        if axis < 0 or value.shape[axis] == 1:
+            if self.model.nodes[parent].is_random and self.sizes[outer] > 1:
+                # A latent of the enclosing plate not laid out along it: enumerated. Pyro's
+                # enumeration shares one value per plate entry only with nested plates, so
+                # the flat copies cannot be matched to their entry's value.
+                raise ModelError(
+                    f"node {node.name!r} ({node.declared_at}) reads {parent!r} of plate "
+                    f"{outer!r} from a ragged plate while {parent!r} is enumerated; Pyro's "
+                    "enumeration cannot follow a ragged plate. Declare it with "
+                    "enumerate=False, or use an engine that does not enumerate it in Pyro.")
+            return value
+        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
+        return value.index_select(axis, self.ragged[ragged])
 
     def _sample(self, node: Node, site: str, step: int | None, fn: Any,
                 args: dict[str, Any]) -> torch.Tensor:
@@ -364,6 +396,7 @@ class _Run:
             infer.setdefault("enumerate", "parallel")
         if obs is not None and self.program.generative:
             check_support(node, d, obs)  # nothing scores it here, so Pyro never checks it
+        self.event_dims[node.name] = d.event_dim
         try:
             return pyro.sample(site, d, obs=obs, infer=infer)
         except _USER_ERRORS as e:

@@ -27,7 +27,7 @@ def from_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],
                      event_dim: int) -> torch.Tensor:
     """Inverse of ``layout.to_pyro_layout`` for one step: keep only the node's plate axes."""
     batch = value.dim() - event_dim
-    keep = [batch + dims[p] for p in node.plates]
+    keep = [batch + dims[p] for p in node.layout_plates]
     if any(axis < 0 for axis in keep):  # a value broadcast over its plates
         return value
     drop = sorted(set(range(batch)) - set(keep), reverse=True)

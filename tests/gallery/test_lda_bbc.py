@@ -125,4 +125,9 @@ def test_float32_path_runs() -> None:
 def test_model_declares_topics_read_by_words() -> None:
     model = lda_bbc.build(3, 4, 15)
     assert set(model.graph.predecessors("w")) == {"z", "topics"}
-    assert set(model.graph.predecessors("z")) == {"mix", "doc"}
+    # As Blei et al. draw it: each document's mixture in the documents plate, its words'
+    # topics and words in the (ragged) words plate inside it.
+    assert set(model.graph.predecessors("z")) == {"theta"}
+    assert model.graph.nodes["theta"]["plates"] == ("documents",)
+    assert model.graph.nodes["z"]["plates"] == ("documents", "words")
+    assert model.graph.graph["plates"]["words"]["parent"] == "documents"

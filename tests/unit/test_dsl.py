@@ -377,8 +377,10 @@ def test_graph_node_attributes_for_every_kind() -> None:
     assert g.nodes["c"]["states"] == ("lo", "hi") and g.nodes["v"]["states"] is None
     assert g.nodes["scale"]["constraint"] == "positive"
     assert g.nodes["mu"]["constraint"] is None
-    assert g.graph["plates"] == {"data": {"size": None, "subsample_size": None, "dim": -1},
-                                 "seqs": {"size": 4, "subsample_size": None, "dim": -1}}
+    plain = {"parent": None, "sizes": None, "symbol": None}
+    assert g.graph["plates"] == {
+        "data": {"size": None, "subsample_size": None, "dim": -1, **plain},
+        "seqs": {"size": 4, "subsample_size": None, "dim": -1, **plain}}
     assert g.graph["chains"] == {"t": {"length": 5, "reverse": False, "plates": ("seqs",)}}
 
 
@@ -499,3 +501,38 @@ def test_chain_data_must_have_one_entry_per_step() -> None:
         msg = str(err.value)
         assert "'x'" in msg and where in msg and f"has {steps} steps" in msg
         assert "chain 't' has length 3" in msg
+
+
+# --------------------------------------------------------------------------- explicit parents
+
+def test_explicit_parents_name_the_edges_and_pass_values_by_position() -> None:
+    """``parents=[...]`` for factories built by code: the edges are the names given, and the
+    factory gets their values in that order whatever its own argument names are."""
+    seen = {}
+
+    def emission(first: torch.Tensor, second: torch.Tensor) -> dist.Distribution:
+        seen["order"] = (float(first.detach()), float(second.detach()))
+        return dist.Normal(first, second)
+
+    m = genppl.Model("explicit")
+    m.param("loc", torch.tensor(3.0))
+    m.param("scale", torch.tensor(0.5), constraint=constraints.positive)
+    m.deterministic("double", lambda v: 2 * v, parents=["loc"])
+    m.latent("y", emission, parents=["double", "scale"])
+    m.observed("x", lambda a, b: dist.Normal(a, b), parents=["y", "scale"])
+    assert set(m.graph.edges) == {("loc", "double"), ("double", "y"), ("scale", "y"),
+                                  ("y", "x"), ("scale", "x")}
+    with pyro.get_param_store().scope():
+        trace = pyro.poutine.trace(m.pyro_model).get_trace(x=torch.tensor(1.0))
+    assert seen["order"] == (6.0, 0.5)
+    assert float(trace.nodes["y"]["fn"].loc.detach()) == 6.0
+
+
+def test_explicit_parents_are_checked_like_argument_names() -> None:
+    m = genppl.Model("explicit")
+    m.latent("a", normal)
+    line = here(2)
+    with pytest.raises(ModelError, match=f"{line}.*unknown parent 'b'"):
+        m.latent("c", lambda u: dist.Normal(u, 1.0), parents=["b"])
+    with pytest.raises(ModelError, match="list of node names"):
+        m.latent("d", lambda u: dist.Normal(u, 1.0), parents="a")

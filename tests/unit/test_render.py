@@ -155,7 +155,29 @@ def vae() -> nx.DiGraph:
     return g
 
 
+def lda() -> nx.DiGraph:
+    """Blei et al. (2003), Fig. 1: the words plate, ragged, inside the documents plate."""
+    g = _graph(
+        "lda",
+        plates={
+            "documents": {**_plate(None, -1), "parent": None, "sizes": None, "symbol": "M"},
+            "words": {**_plate(None, -1), "parent": "documents", "sizes": "lengths",
+                      "symbol": "N"},
+        },
+    )
+    _node(g, "topics", "latent", family="Dirichlet", support="continuous")
+    _node(g, "theta", "latent", plates=["documents"], family="Dirichlet", support="continuous")
+    _node(g, "lengths", "input", plates=["documents"])
+    _node(g, "z", "latent", plates=["documents", "words"], family="Categorical",
+          support="finite", cardinality=10)  # fmt: skip
+    _node(g, "w", "observed", plates=["documents", "words"], family="Categorical",
+          support="finite", cardinality=7755)  # fmt: skip
+    g.add_edges_from([("theta", "z"), ("z", "w"), ("topics", "w")], lag=0)
+    return g
+
+
 EXAMPLES: dict[str, Callable[[], nx.DiGraph]] = {
+    "lda": lda,
     "sprinkler": sprinkler,
     "mixture": mixture,
     "hmm": hmm,
@@ -205,9 +227,38 @@ def test_labels() -> None:
     assert plate_label("data", 1000) == "data (1000)"
     assert plate_label("data", 60000, 128) == "data (128 of 60000)"
     assert plate_label("data", 100, 100) == "data (100)"
-    assert plate_label("data", None) == "data"
+    # A size unknown until data arrive is drawn with a symbol, never "?".
+    assert plate_label("data", None) == "data (D)"
+    assert plate_label("data", None, 32, symbol="N") == "data (32 of N)"
+    assert plate_label("words", None, symbol="N", within="documents") == "words (N_d)"
     assert chain_label("t", None) == "t = 1..T"
     assert chain_label("t", 7, reverse=True) == "t = 7..1"
+
+
+def test_ragged_words_plate_is_drawn_inside_the_documents_plate() -> None:
+    """As in Blei et al. (2003), Fig. 1, from the DSL's own graph (not a hand-built one)."""
+    import pyro.distributions as dist
+    import torch
+
+    import genppl
+
+    m = genppl.Model("lda")
+    m.latent("topics", lambda: dist.Dirichlet(torch.ones(6)).expand([2]).to_event(1))
+    with m.plate("documents", symbol="M"):
+        m.latent("theta", lambda: dist.Dirichlet(torch.ones(2)))
+        with m.plate("words", sizes="lengths", symbol="N"):
+            m.latent("z", lambda theta: dist.Categorical(theta))
+            m.observed("w", lambda z, topics: dist.Categorical(topics[..., z, :]))
+    spec = render_spec(m.graph)
+    plates = {p["name"]: p for p in spec["plates"]}
+    assert plates["documents"]["label"] == "documents (M)" and plates["documents"]["parent"] is None
+    assert plates["words"]["label"] == "words (N_d)"
+    assert (plates["words"]["parent"], plates["words"]["parent_kind"]) == ("documents", "plate")
+    home = {n["name"]: n["cluster"] for n in spec["nodes"]}
+    assert home == {"topics": None, "theta": "documents", "lengths": "documents",
+                    "z": "words", "w": "words"}
+    assert "subgraph cluster_plate_words" in to_graphviz(spec).source.split(
+        "subgraph cluster_plate_documents", 1)[1]
 
 
 def test_reverse_chain_labels_the_lag_with_the_next_index() -> None:
