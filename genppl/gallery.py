@@ -140,15 +140,51 @@ class Report:
     @contextmanager
     def figure(self, filename: str, *, tight: bool = True, **subplots: Any
                ) -> Iterator[tuple[Any, Any]]:
-        """``figure`` under ``config.out``, listed in this report's files."""
-        with figure(self.config, filename, self.files, tight=tight, **subplots) as fig_axes:
-            yield fig_axes
+        """``(fig, axes)`` of ``plt.subplots(**subplots)``, saved under ``config.out`` as
+        ``filename`` (and listed in ``files``) when the block ends. Matplotlib loads on first
+        use, with the file-only Agg backend, so that no entry depends on a display."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = self._output(filename)
+        if path is None:
+            raise ModelError(f"figure {filename!r}: RunConfig.out is not set; pass out= to "
+                             "write pictures.")
+        fig, axes = plt.subplots(**subplots)
+        try:
+            yield fig, axes
+            if tight:
+                fig.tight_layout()
+            fig.savefig(path, dpi=120)
+            self.files.append(str(path))
+        finally:
+            plt.close(fig)
 
     def graph(self, model: Model, filename: str) -> None:
-        """Draw ``model``'s graph under ``config.out`` (nothing when it is not set)."""
-        path = render_graph(model, self.config, filename)
-        if path is not None:
-            self.files.append(str(path))
+        """Draw ``model``'s graph under ``config.out`` (nothing when it is not set).
+
+        A missing Graphviz ``dot`` program must not fail a gallery run (the picture is a
+        by-product of the run, not its result), so the DOT source written in its place is
+        listed instead."""
+        from genppl.graph.render import GraphvizNotFound
+
+        path = self._output(filename)
+        if path is None:
+            return
+        try:
+            written = model.render(path)
+        except GraphvizNotFound as e:
+            written = e.dot_path
+        self.files.append(str(written))
+
+    def _output(self, name: str) -> Path | None:
+        """Path for a picture under ``config.out`` (created), or None when not writing files."""
+        if self.config.out is None:
+            return None
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        return self.config.out / name
 
     def finish(self, seconds: float) -> RunReport:
         return RunReport(self.entry.name, self.engine, "\n".join(self.rows),
@@ -305,32 +341,6 @@ def get_entry(name: str) -> GalleryEntry:
     return load_gallery(name).get(name)
 
 
-@contextmanager
-def figure(config: RunConfig, filename: str, written: list[str], *, tight: bool = True,
-           **subplots: Any) -> Iterator[tuple[Any, Any]]:
-    """``(fig, axes)`` of ``plt.subplots(**subplots)``, saved under ``config.out`` (and the
-    path appended to ``written``) when the block ends. Matplotlib loads on first use, with
-    the file-only Agg backend, so that no entry depends on a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = output_file(config, filename)
-    if path is None:
-        raise ModelError(f"figure {filename!r}: RunConfig.out is not set; pass out= to write "
-                         "pictures.")
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        if tight:
-            fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        written.append(str(path))
-    finally:
-        plt.close(fig)
-
-
 def engine_options(engine: str, config: RunConfig, draws: int = 2000) -> dict[str, Any]:
     """What a sampling engine needs from a run: ``draws`` draws (``config.steps`` when it
     counts draws), the run's seed and progress bar; nothing for exact engines."""
@@ -341,29 +351,3 @@ def engine_options(engine: str, config: RunConfig, draws: int = 2000) -> dict[st
 
 #: Engines that answer with draws rather than exact marginals.
 SAMPLERS = ("gibbs", "nuts", "hmc", "prior")
-
-
-def output_file(config: RunConfig, name: str) -> Path | None:
-    """Path for a picture under ``config.out`` (created), or None when not writing files."""
-    if config.out is None:
-        return None
-    config.out.mkdir(parents=True, exist_ok=True)
-    return config.out / name
-
-
-def render_graph(model: Model, config: RunConfig, filename: str) -> Path | None:
-    """Draw ``model``'s graph to ``config.out / filename``; return the file written, or None
-    when ``config.out`` is None.
-
-    A missing Graphviz ``dot`` program must not fail a gallery run (the picture is a by-product
-    of the run, not its result), so the DOT source written in its place is returned instead.
-    """
-    from genppl.graph.render import GraphvizNotFound
-
-    path = output_file(config, filename)
-    if path is None:
-        return None
-    try:
-        return model.render(path)
-    except GraphvizNotFound as e:
-        return e.dot_path

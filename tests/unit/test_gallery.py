@@ -97,6 +97,15 @@ def test_the_runner_times_the_run_and_draws_the_graph_first(tmp_path: Path) -> N
     assert [Path(f).stem for f in none.files] == ["coin_picture"]
 
 
+def test_without_graphviz_the_run_lists_the_graphs_dot_source(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setenv("PATH", "")
+    result = entry(lambda report: None).run(RunConfig(out=tmp_path, progress=False))
+    assert result.files == [str(tmp_path / "coin_graph.dot")]
+    assert (tmp_path / "coin_graph.dot").read_text().startswith("digraph coin {")
+
+
 @pytest.mark.parametrize(("fixed", "asked", "placed"), [
     (None, torch.float32, torch.float32), (torch.float32, torch.float64, torch.float32)])
 def test_built_models_take_the_runs_dtype_unless_the_entry_fixes_one(
