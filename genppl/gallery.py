@@ -193,9 +193,13 @@ class Report:
 
 @dataclass(frozen=True)
 class GalleryEntry:
+    """One model of a gallery: declared once, run under each of its engines by ``run``."""
+
     name: str
     title: str
-    build: Callable[[], Model]
+    #: The model; called with no arguments it gives the one drawn and rendered, an entry
+    #: may take options of its own (``Report.build`` passes them through).
+    build: Callable[..., Model]
     data: Callable[[], dict[str, Any]]
     engines: tuple[str, ...]
     #: The entry's own work: it fits, compares and draws what is particular to it, writing
