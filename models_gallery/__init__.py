@@ -1,7 +1,8 @@
 """The lineage of generative models, each declared once on the genppl DSL.
 
 ``ENTRIES`` is the registry: every module here must be listed (a test fails otherwise), and
-each defines ``ENTRY = genppl.gallery.GalleryEntry(...)``.
+each defines ``ENTRY = genppl.gallery.GalleryEntry(...)``. The library finds this package by
+its ``genppl.gallery`` entry point (``pyproject.toml``), never by importing it by name.
 """
 
 ENTRIES = [

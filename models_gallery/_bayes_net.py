@@ -1,18 +1,17 @@
 """What the Bayesian-network entries (``asia``, ``cancer``, ``alarm``) share: evidence given
-by state name, and one ``run`` that answers a posterior query, reports log p(evidence), reads
-d-separation statements off the graph and draws it. Each entry only declares its network,
-its evidence, its targets and its independence questions.
+by state name, and one experiment that answers a posterior query, reports log p(evidence)
+and reads d-separation statements off the graph. Each entry only declares its network, its
+evidence, its targets and its independence questions.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, render_graph
+from genppl.gallery import GalleryEntry, Report
 
 #: ``(x, y, given)``: is x independent of y given the nodes in ``given``?
 Separation = tuple[str, str, tuple[str, ...]]
@@ -32,44 +31,37 @@ def network_entry(name: str, title: str, build: Callable[[], genppl.Model],
                   evidence: Mapping[str, str], targets: Sequence[str],
                   separations: Sequence[Separation],
                   engines: tuple[str, ...] = ("exact", "enum")) -> GalleryEntry:
-    """The gallery entry of a network: its data is ``evidence`` as state indices, its run
-    ``run_network``; each entry module then only declares its network and questions."""
+    """The gallery entry of a network: its data is ``evidence`` as state indices, its
+    experiment ``query_network``; each entry module then only declares its network and
+    questions."""
     def data() -> dict[str, torch.Tensor]:
         return state_indices(build(), evidence)
 
-    def run(config: RunConfig) -> RunReport:
-        return run_network(entry, config, build(), evidence, targets, separations)
+    def experiment(report: Report) -> None:
+        query_network(report, evidence, targets, separations)
 
-    entry = GalleryEntry(name=name, title=title, build=build, data=data, engines=engines,
-                         run=run)
-    return entry
+    return GalleryEntry(name=name, title=title, build=build, data=data, engines=engines,
+                        experiment=experiment)
 
 
-def run_network(entry: GalleryEntry, config: RunConfig, model: genppl.Model,
-                evidence: Mapping[str, str], targets: Sequence[str],
-                separations: Sequence[Separation]) -> RunReport:
+def query_network(report: Report, evidence: Mapping[str, str], targets: Sequence[str],
+                  separations: Sequence[Separation]) -> None:
     """Posterior marginals of ``targets`` given ``evidence`` (names as in the network), the
     log evidence, and each d-separation statement; metrics hold them by name for tests."""
-    start = time.perf_counter()
-    engine = entry.check(config)
-    model = model.to(config.device, config.dtype)
-    posterior = genppl.infer(model, state_indices(model, evidence), engine=engine)
-    marginals = {t: dict(zip(model[t].states, posterior.marginals[t].tolist(),  # type: ignore[arg-type]
-                             strict=True)) for t in targets}
-    separated = {separation_label(x, y, given): model.d_separated(x, y, given=given)
-                 for x, y, given in separations}
+    model = report.build()
+    posterior = genppl.infer(model, state_indices(model, evidence), engine=report.engine)
     given = ", ".join(f"{v} = {s}" for v, s in evidence.items())
-    rows = [f"exact queries (engine {engine}), evidence: {given}",
-            f"  {'log p(evidence)':<40} {posterior.log_evidence:.6f}"]
-    for t, probs in marginals.items():
-        rows += [f"  {f'P({t} = {s} | evidence)':<40} {p:.6f}" for s, p in probs.items()]
-    rows.append("d-separation (read off the graph alone):")
-    rows += [f"  {label:<40} {'yes' if sep else 'no'}" for label, sep in separated.items()]
-    files = []
-    graph = render_graph(model, config, f"{entry.name}_graph.svg")
-    if graph is not None:
-        files.append(str(graph))
-    return RunReport(entry.name, engine, "\n".join(rows),
-                     metrics={"evidence": dict(evidence), "log_evidence": posterior.log_evidence,
-                              "posterior": marginals, "d_separated": separated},
-                     files=files, seconds=time.perf_counter() - start)
+    report.metric("evidence", dict(evidence))
+    report.line(f"exact queries (engine {report.engine}), evidence: {given}")
+    report.label_width = 42
+    report.number("  log p(evidence)", posterior.log_evidence, ".6f", key="log_evidence")
+    for t in targets:
+        for s, p in zip(model[t].states, posterior.marginals[t].tolist(),  # type: ignore[arg-type]
+                        strict=True):
+            report.number(f"  P({t} = {s} | evidence)", p, ".6f", key=("posterior", t, s))
+    report.line("d-separation (read off the graph alone):")
+    for x, y, given_nodes in separations:
+        label = separation_label(x, y, given_nodes)
+        separated = model.d_separated(x, y, given=given_nodes)
+        report.number(f"  {label}", separated, key=("d_separated", label),
+                      shown="yes" if separated else "no")

@@ -1,7 +1,7 @@
 """Srivastava & Sutton (2017): ProdLDA, a topic model fitted by amortised variational inference.
 
 Part of the ``lda_bbc`` entry (same BBC split, vocabulary and counts, through
-``lda_bbc.load()``); this module holds the model, its guide and their evaluation.
+``_bbc_corpus.load()``); this module holds the model, its guide and their evaluation.
 
 **Model.** Per document ``d`` (plate ``documents``):
 
@@ -71,9 +71,8 @@ import genppl
 from genppl.distributions import WordCounts
 from genppl.errors import ModelError
 from genppl.variational import evaluate
-from models_gallery import lda_bbc
+from models_gallery._bbc_corpus import NUM_TOPICS, Corpus
 
-NUM_TOPICS = lda_bbc.NUM_TOPICS
 #: The paper's symmetric Dirichlet prior (alpha = 1: the Laplace approximation is then
 #: Normal(0, sqrt(1 - 1 / K)) on each coordinate of logtheta).
 ALPHA = 1.0
@@ -205,7 +204,7 @@ def build_guide(model: genppl.Model, *, hidden: int = HIDDEN, dropout: float = D
     return g.to(model.device, model.dtype)
 
 
-def data(corpus: lda_bbc.Corpus, *, dtype: torch.dtype = torch.float64,
+def data(corpus: Corpus, *, dtype: torch.dtype = torch.float64,
          device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The model's data for a corpus: its count matrix and document lengths."""
     counts = corpus.counts.dense(dtype=dtype).to(device)
@@ -228,7 +227,7 @@ def evaluation(*models: genppl.Model) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- fit and evaluate
-def fit(train: lda_bbc.Corpus, vocabulary_size: int, *, steps: int = STEPS, seed: int = 0,
+def fit(train: Corpus, vocabulary_size: int, *, steps: int = STEPS, seed: int = 0,
         device: str = "cpu", dtype: torch.dtype = torch.float32, progress: bool = False,
         num_topics: int = NUM_TOPICS, alpha: float = ALPHA, dropout: float = DROPOUT,
         batch_size: int = BATCH, lr: float = LR) -> genppl.FitResult:
@@ -252,7 +251,7 @@ def fit(train: lda_bbc.Corpus, vocabulary_size: int, *, steps: int = STEPS, seed
     return result
 
 
-def held_out_perplexity(model: genppl.Model, guide: genppl.Guide, test: lda_bbc.Corpus, *,
+def held_out_perplexity(model: genppl.Model, guide: genppl.Guide, test: Corpus, *,
                         num_particles: int = EVAL_PARTICLES, seed: int = 0) -> float:
     """``exp(-bound / tokens)`` of ``test`` with the trained decoder and encoder (eval mode),
     ``bound`` the token-sequence ELBO (see the module docstring)."""

@@ -11,20 +11,12 @@ a fixed seed, so the true dice are known and the decoding can be scored.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
 import genppl
-from genppl.gallery import (
-    GalleryEntry,
-    RunConfig,
-    RunReport,
-    engine_options,
-    figure,
-    render_graph,
-)
+from genppl.gallery import GalleryEntry, Report, engine_options
 from genppl.hmm import categorical_hmm
 
 FAIR, LOADED = 0, 1
@@ -78,46 +70,36 @@ def data() -> dict[str, torch.Tensor]:
     return {"roll": simulate()[0]}
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    model = build().to(config.device, config.dtype)
+def experiment(report: Report) -> None:
+    engine = report.engine
     # The work of exact decoding grows with the sequence, so ``steps`` sets the number of rolls.
-    rolls, dice = simulate(config.steps or NUM_ROLLS)
-    posterior = genppl.infer(model, {"roll": rolls}, engine=engine,
-                             **engine_options(engine, config))
+    rolls, dice = simulate(report.config.steps or NUM_ROLLS)
+    posterior = genppl.infer(report.build(), {"roll": rolls}, engine=engine,
+                             **engine_options(engine, report.config))
     probs = posterior.probs("die", 2).cpu()
     p_loaded = probs[:, LOADED]
     decoded = probs.argmax(-1)
-    accuracy = float((decoded == dice).double().mean())
     sixes = float((rolls == 5).double().mean())
-    rows = [f"{len(rolls)} rolls, {int(dice.sum())} with the loaded die (seed {SEED}); "
-            f"sixes: {sixes:.1%}",
-            *([f"log p(rolls)                          {posterior.log_evidence:.4f}"]
-              if posterior.log_evidence is not None else []),
-            f"posterior decoding accuracy           {accuracy:.1%}",
-            f"always guessing 'fair' would score    {float((dice == FAIR).double().mean()):.1%}",
-            "rolls   " + "".join(str(int(r) + 1) for r in rolls[:60]),
-            "die     " + "".join("L" if d else "F" for d in dice[:60]),
-            "decoded " + "".join("L" if d else "F" for d in decoded[:60])]
-    files = []
-    graph = render_graph(model, config, "casino_hmm_graph.svg")
-    if graph is not None:
-        files += [str(graph), _plot(config, engine, p_loaded, dice)]
-    return RunReport(
-        "casino_hmm", engine, "\n".join(rows),
-        metrics={"accuracy": accuracy, "log_likelihood": posterior.log_evidence,
-                 "p_loaded": p_loaded.tolist()},
-        files=files, seconds=time.perf_counter() - start)
-
-
-def _plot(config: RunConfig, engine: str, p_loaded: torch.Tensor, dice: torch.Tensor) -> str:
-    """P(loaded) per roll drawn over the stretches where the loaded die was truly in use."""
-    written: list[str] = []
-    steps = list(range(len(dice)))  # plain lists: matplotlib and torch tensors mix poorly
-    with figure(config, "casino_hmm_posterior.png", written, figsize=(9, 3)) as (_, ax):
-        _draw_posterior(ax, engine, steps, p_loaded, dice)
-    return written[0]
+    report.line(f"{len(rolls)} rolls, {int(dice.sum())} with the loaded die (seed {SEED}); "
+                f"sixes: {sixes:.1%}")
+    report.label_width = 37
+    if posterior.log_evidence is not None:
+        report.number("log p(rolls)", posterior.log_evidence, ".4f", key="log_likelihood")
+    else:
+        report.metric("log_likelihood", None)
+    report.number("posterior decoding accuracy", float((decoded == dice).double().mean()),
+                  ".1%", key="accuracy")
+    report.line(f"always guessing 'fair' would score    "
+                f"{float((dice == FAIR).double().mean()):.1%}")
+    report.line("rolls   " + "".join(str(int(r) + 1) for r in rolls[:60]))
+    report.line("die     " + "".join("L" if d else "F" for d in dice[:60]))
+    report.line("decoded " + "".join("L" if d else "F" for d in decoded[:60]))
+    report.metric("p_loaded", p_loaded.tolist())
+    if report.config.out is not None:
+        # P(loaded) per roll drawn over the stretches where the loaded die was truly in use
+        steps = list(range(len(dice)))  # plain lists: matplotlib and torch tensors mix poorly
+        with report.figure("casino_hmm_posterior.png", figsize=(9, 3)) as (_, ax):
+            _draw_posterior(ax, engine, steps, p_loaded, dice)
 
 
 def _draw_posterior(ax: Any, engine: str, steps: list[int], p_loaded: torch.Tensor,
@@ -139,5 +121,5 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("exact", "enum", "gibbs"),
-    run=run,
+    experiment=experiment,
 )

@@ -36,7 +36,6 @@ joint in float64.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -47,7 +46,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report
 
 #: Dimension of a data point.
 DIM = 2
@@ -293,14 +292,13 @@ def mode_coverage(points: torch.Tensor) -> tuple[float, int]:
 
 
 # --------------------------------------------------------------------------- run
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config = report.config
     steps = config.steps or 3000
     schedule = NoiseSchedule.linear(NUM_STEPS)
     train = eight_gaussians(NUM_TRAIN, seed=0, dtype=DTYPE)
     test = eight_gaussians(NUM_TEST, seed=1, dtype=DTYPE)
-    model = build(schedule, seed=config.seed).to(config.device, DTYPE)
+    model = report.build(schedule, seed=config.seed)
     guide = build_guide(model, schedule)
     torch.manual_seed(config.seed)
     bound_start = bound_per_point(model, schedule, test)
@@ -314,52 +312,40 @@ def run(config: RunConfig) -> RunReport:
     bound_end = bound_per_point(model, schedule, test)
     train_end = bound_per_point(model, schedule, train[:NUM_TEST])  # same size as test
     samples = sample(model, schedule, NUM_TEST, seed=config.seed)
-    near, modes = mode_coverage(samples)
     data_near, _ = mode_coverage(test)
+    for key, value in {"num_steps": schedule.num_steps, "svi_steps": steps, "dtype": str(DTYPE),
+                       "first_loss": result.losses[0], "last_loss": result.losses[-1]}.items():
+        report.metric(key, value)
+    fit_seconds = report.metric("fit_seconds", result.seconds)
+    report.line(f"DDPM, T = {schedule.num_steps} steps, linear betas "
+                f"{schedule.beta(1):.4g}..{schedule.beta(schedule.num_steps):.4g}, "
+                f"{steps} SVI steps of {BATCH} points ({fit_seconds:.1f} s)")
+    report.line("held-out bound -ELBO      nats/point   bits/dim")
+    report.row("  at initialisation       {bound_start_nats:9.3f}   "
+               "{bound_start_bits_per_dim:8.3f}", bound_start_nats=bound_start,
+               bound_start_bits_per_dim=bits_per_dim(bound_start))
+    report.row("  after training          {bound_end_nats:9.3f}   {bound_end_bits_per_dim:8.3f}",
+               bound_end_nats=bound_end, bound_end_bits_per_dim=bits_per_dim(bound_end))
+    report.row(f"  ({NUM_TEST} training points)  " "{bound_train_end_nats:9.3f}   "
+               f"{bits_per_dim(train_end):8.3f}", bound_train_end_nats=train_end)
     reference = -float(true_log_density(test.double()).mean())
-    fit_seconds = result.seconds
-    rows = [
-        f"DDPM, T = {schedule.num_steps} steps, linear betas "
-        f"{schedule.beta(1):.4g}..{schedule.beta(schedule.num_steps):.4g}, "
-        f"{steps} SVI steps of {BATCH} points ({fit_seconds:.1f} s)",
-        "held-out bound -ELBO      nats/point   bits/dim",
-        f"  at initialisation       {bound_start:9.3f}   {bits_per_dim(bound_start):8.3f}",
-        f"  after training          {bound_end:9.3f}   {bits_per_dim(bound_end):8.3f}",
-        f"  ({NUM_TEST} training points)  {train_end:9.3f}   {bits_per_dim(train_end):8.3f}",
-        f"  true density -log q(x)  {reference:9.3f}   {bits_per_dim(reference):8.3f}",
-        f"samples within 3 sd of a mode: {near:.1%} (data {data_near:.1%}); "
-        f"modes hit: {modes} of {NUM_MODES}",
-    ]
-    files: list[str] = []
+    report.row("  true density -log q(x)  {true_nll_nats:9.3f}   "
+               f"{bits_per_dim(reference):8.3f}", true_nll_nats=reference)
+    near, modes = mode_coverage(samples)
+    report.row("samples within 3 sd of a mode: {near_mode_fraction:.1%} "
+               f"(data {data_near:.1%}); " "modes hit: {modes_hit} " f"of {NUM_MODES}",
+               near_mode_fraction=near, modes_hit=modes)
     if config.out is not None:
-        files = _pictures(config, model, test, samples)
-    metrics = {
-        "num_steps": schedule.num_steps, "svi_steps": steps, "dtype": str(DTYPE),
-        "bound_start_nats": bound_start, "bound_end_nats": bound_end,
-        "bound_train_end_nats": train_end,
-        "bound_start_bits_per_dim": bits_per_dim(bound_start),
-        "bound_end_bits_per_dim": bits_per_dim(bound_end),
-        "true_nll_nats": reference, "near_mode_fraction": near, "modes_hit": modes,
-        "fit_seconds": fit_seconds, "first_loss": result.losses[0], "last_loss": result.losses[-1],
-    }
-    return RunReport("ddpm_toy", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
-
-
-def _pictures(config: RunConfig, model: genppl.Model, points: torch.Tensor,
-              samples: torch.Tensor) -> list[str]:
-    written = [str(render_graph(model, config, "ddpm_toy_graph.svg"))]
-    with figure(config, "ddpm_toy_samples.png", written, ncols=2, figsize=(8, 4), sharex=True,
-                sharey=True) as (_, axes):
-        for ax, xy, title in ((axes[0], points, "data (held out)"),
-                              (axes[1], samples, "DDPM ancestral samples")):
-            xy = xy.detach().cpu().double().numpy()
-            ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
-            ax.set_title(title)
-            ax.set_aspect("equal")
-        axes[0].set_xlim(-2.5, 2.5)
-        axes[0].set_ylim(-2.5, 2.5)
-    return written
+        with report.figure("ddpm_toy_samples.png", ncols=2, figsize=(8, 4), sharex=True,
+                           sharey=True) as (_, axes):
+            for ax, xy, title in ((axes[0], test, "data (held out)"),
+                                  (axes[1], samples, "DDPM ancestral samples")):
+                xy = xy.detach().cpu().double().numpy()
+                ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
+                ax.set_title(title)
+                ax.set_aspect("equal")
+            axes[0].set_xlim(-2.5, 2.5)
+            axes[0].set_ylim(-2.5, 2.5)
 
 
 ENTRY = GalleryEntry(
@@ -368,6 +354,7 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("svi",),
-    run=run,
+    experiment=experiment,
+    dtype=DTYPE,
     checkpoints=("svi",),
 )

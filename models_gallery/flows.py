@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,7 @@ from torch.distributions import Distribution
 
 import genppl
 from genppl.data.toys import rings, two_moons
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report
 from genppl.variational import Evaluation, evaluate
 from models_gallery import _vae, vae_digits
 
@@ -281,52 +280,52 @@ def gmm_reference(train: torch.Tensor, seed: int) -> Any:
                            ).fit(train.double().cpu().numpy())
 
 
-def _density_part(name: str, config: RunConfig, steps: int, files: list[str]
-                  ) -> tuple[list[str], dict[str, Any]]:
+def _density_part(report: Report, name: str, steps: int) -> None:
+    """A flow fitted to the toy ``name``, beside a Gaussian and scikit-learn's mixture."""
+    config = report.config
     train = TOYS[name](NUM_TRAIN, config.seed, DTYPE)
     test = TOYS[name](NUM_TEST, config.seed + 1, DTYPE)
-    model = build(seed=config.seed).to(config.device, DTYPE)
+    model = report.build(seed=config.seed)
     result = fit_flow(model, train, steps, seed=config.seed, progress=config.progress)
     model.to(config.device, torch.float64)  # evaluate the trained weights in float64
     train64, test64 = train.double(), test.double()
-    flow = (float(log_density(model, train64).mean()), float(log_density(model, test64).mean()))
+    flow = (log_density(model, train64).mean(), log_density(model, test64).mean())
     gauss = gaussian_reference(train64)
-    gauss_ll = (float(gauss.log_prob(train64).mean()), float(gauss.log_prob(test64).mean()))
+    gauss_ll = (gauss.log_prob(train64).mean(), gauss.log_prob(test64).mean())
     gmm = gmm_reference(train64, config.seed)
-    gmm_ll = (float(gmm.score(train64.numpy())), float(gmm.score(test64.numpy())))
+    gmm_ll = (gmm.score(train64.numpy()), gmm.score(test64.numpy()))
     integral = integrate(model)
-    rows = [
-        f"{name}: {len(train)} train / {len(test)} test points; flow of {NUM_LAYERS} spline "
-        f"couplings, {steps} steps of {BATCH} ({result.seconds:.1f} s)",
-        "  log-likelihood per point (nats)      train      test",
-        f"    normalizing flow (exact)        {flow[0]:8.3f}  {flow[1]:8.3f}",
-        f"    one Gaussian, full covariance   {gauss_ll[0]:8.3f}  {gauss_ll[1]:8.3f}",
-        f"    scikit-learn GMM, {GMM_COMPONENTS} components  {gmm_ll[0]:8.3f}  {gmm_ll[1]:8.3f}",
-        f"  ∫ p(x) dx = {integral.value:.6f} ± {integral.error:.1e} (s.e.; "
-        f"{len(integral.estimates)} randomly shifted {integral.cells}² grids on "
-        f"[-{integral.half_width:g}, {integral.half_width:g}]², plus the exact "
-        f"{integral.outside:.1e} outside)",
-    ]
-    metrics = {"flow_train_ll": flow[0], "flow_test_ll": flow[1],
-               "gaussian_train_ll": gauss_ll[0], "gaussian_test_ll": gauss_ll[1],
-               "gmm_train_ll": gmm_ll[0], "gmm_test_ll": gmm_ll[1],
-               "integral": integral.value, "integral_error": integral.error,
-               "fit_seconds": result.seconds}
+    seconds = report.metric(f"{name}_fit_seconds", result.seconds)
+    report.line(f"{name}: {len(train)} train / {len(test)} test points; flow of {NUM_LAYERS} "
+                f"spline couplings, {steps} steps of {BATCH} ({seconds:.1f} s)")
+    report.line("  log-likelihood per point (nats)      train      test")
+    for label, kind, (train_ll, test_ll) in (
+            ("normalizing flow (exact)       ", "flow", flow),
+            ("one Gaussian, full covariance  ", "gaussian", gauss_ll),
+            (f"scikit-learn GMM, {GMM_COMPONENTS} components", "gmm", gmm_ll)):
+        train_ll = report.metric(f"{name}_{kind}_train_ll", float(train_ll))
+        test_ll = report.metric(f"{name}_{kind}_test_ll", float(test_ll))
+        report.line(f"    {label}  {train_ll:8.3f}  {test_ll:8.3f}")
+    value = report.metric(f"{name}_integral", integral.value)
+    error = report.metric(f"{name}_integral_error", integral.error)
+    report.line(f"  ∫ p(x) dx = {value:.6f} ± {error:.1e} (s.e.; "
+                f"{len(integral.estimates)} randomly shifted {integral.cells}² grids on "
+                f"[-{integral.half_width:g}, {integral.half_width:g}]², plus the exact "
+                f"{integral.outside:.1e} outside)")
     if config.out is not None:
-        _density_picture(name, model, test64, config, files)
-    return rows, metrics
+        _density_picture(report, name, model, test64)
 
 
-def _density_picture(name: str, model: genppl.Model, test: torch.Tensor, config: RunConfig,
-                     files: list[str]) -> None:
+def _density_picture(report: Report, name: str, model: genppl.Model, test: torch.Tensor
+                     ) -> None:
     """Test points, the learned density as a heat map, and samples drawn from the flow (the
     prior engine draws the observed node; the modules hold the trained weights)."""
     shown = 3.5
     points, _ = midpoint_grid(shown, 200, test)
     density = log_density(model, points).exp().reshape(200, 200).cpu().numpy()
     draws = genppl.infer(model, {}, engine="prior", sizes={"points": 2000}, num_samples=1,
-                         seed=config.seed, progress=False)["x"].reshape(-1, 2)
-    with figure(config, f"flows_{name}.png", files, ncols=3, figsize=(11, 3.7)) as (fig, axes):
+                         seed=report.config.seed, progress=False)["x"].reshape(-1, 2)
+    with report.figure(f"flows_{name}.png", ncols=3, figsize=(11, 3.7)) as (fig, axes):
         panels = (("test points", test), ("flow samples", draws.cpu()))
         for ax, (title, xy) in zip(axes[[0, 2]], panels, strict=True):
             ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
@@ -383,16 +382,19 @@ def build_iaf_guide(model: genppl.Model, *, encoder: nn.Module | None = None,
     return g.to(model.device, model.dtype)
 
 
-def _vae_part(config: RunConfig, steps: int) -> tuple[list[str], dict[str, Any]]:
+def _vae_part(report: Report, steps: int) -> None:
+    """The digits' VAE under a diagonal Gaussian guide and under one with IAF layers."""
+    config = report.config
     train, test = vae_digits.load_images(DTYPE)
-    rows = [f"VAE of 8x8 digits ({vae_digits.LATENT_DIM}-d z): two guides, {steps} SVI steps "
-            f"each from seed {config.seed}; per test image ({len(test)} images), nats:",
-            f"    guide                        ELBO ({EVAL_PARTICLES} particles)   "
-            f"IWAE-{IWAE_K}   IWAE - ELBO"]
-    metrics: dict[str, Any] = {"vae_steps": steps}
+    report.line(f"VAE of 8x8 digits ({vae_digits.LATENT_DIM}-d z): two guides, {steps} SVI "
+                f"steps each from seed {config.seed}; per test image ({len(test)} images), "
+                "nats:")
+    report.line(f"    guide                        ELBO ({EVAL_PARTICLES} particles)   "
+                f"IWAE-{IWAE_K}   IWAE - ELBO")
+    report.metric("vae_steps", steps)
     per_image = {}
     for kind in ("diagonal", "iaf"):
-        model = vae_digits.build(seed=config.seed).to(config.device, DTYPE)
+        model = report.place(vae_digits.build(seed=config.seed))
         if kind == "diagonal":
             guide = vae_digits.build_guide(model, seed=config.seed + 1)
         else:
@@ -403,20 +405,19 @@ def _vae_part(config: RunConfig, steps: int) -> tuple[list[str], dict[str, Any]]
         ev = held_out_bounds(model, result, test, seed=config.seed)
         per_image[kind] = ev.elbo_items
         n = len(test)
-        elbo, se, iwae = ev.elbo / n, ev.elbo_se / n, ev.iwae / n
+        elbo = report.metric(f"{kind}_test_elbo", ev.elbo / n)
+        se = report.metric(f"{kind}_test_elbo_se", ev.elbo_se / n)
+        iwae = report.metric(f"{kind}_test_iwae", ev.iwae / n)
+        report.metric(f"{kind}_test_iwae_se", ev.iwae_se / n)
+        seconds = report.metric(f"{kind}_fit_seconds", result.seconds)
         label = ("diagonal Gaussian" if kind == "diagonal"
                  else f"Gaussian + {NUM_IAF} IAF layers")
-        rows.append(f"    {label:28s} {elbo:9.3f} ± {se:.3f}       {iwae:9.3f}   "
-                    f"{iwae - elbo:6.3f}   ({result.seconds:.1f} s)")
-        metrics.update({f"{kind}_test_elbo": elbo, f"{kind}_test_elbo_se": se,
-                        f"{kind}_test_iwae": iwae, f"{kind}_test_iwae_se": ev.iwae_se / n,
-                        f"{kind}_fit_seconds": result.seconds})
+        report.line(f"    {label:28s} {elbo:9.3f} ± {se:.3f}       {iwae:9.3f}   "
+                    f"{iwae - elbo:6.3f}   ({seconds:.1f} s)")
     gain = (per_image["iaf"] - per_image["diagonal"]).double()
-    gain_se = float(gain.std() / math.sqrt(len(gain)))
-    rows.append(f"    ELBO, IAF - diagonal: {float(gain.mean()):+.3f} ± {gain_se:.3f} nats per "
-                "image (standard error over the test images; one training run each)")
-    metrics.update(iaf_gain=float(gain.mean()), iaf_gain_se=gain_se)
-    return rows, metrics
+    report.row("    ELBO, IAF - diagonal: {iaf_gain:+.3f} ± {iaf_gain_se:.3f} nats per image "
+               "(standard error over the test images; one training run each)",
+               iaf_gain=float(gain.mean()), iaf_gain_se=float(gain.std() / math.sqrt(len(gain))))
 
 
 def held_out_bounds(model: genppl.Model, fitted: genppl.FitResult, pixels: torch.Tensor, *,
@@ -431,25 +432,12 @@ def held_out_bounds(model: genppl.Model, fitted: genppl.FitResult, pixels: torch
 
 
 # --------------------------------------------------------------------------- run
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    steps = config.steps or VAE_STEPS
-    flow_steps = max(1, steps // 4)
-    rows: list[str] = []
-    metrics: dict[str, Any] = {"flow_steps": flow_steps}
-    files: list[str] = []
-    if config.out is not None:
-        files.append(str(render_graph(build(), config, "flows_graph.svg")))
+def experiment(report: Report) -> None:
+    steps = report.config.steps or VAE_STEPS
+    flow_steps = report.metric("flow_steps", max(1, steps // 4))
     for name in TOYS:
-        part_rows, part_metrics = _density_part(name, config, flow_steps, files)
-        rows += part_rows
-        metrics.update({f"{name}_{k}": v for k, v in part_metrics.items()})
-    part_rows, part_metrics = _vae_part(config, steps)
-    rows += part_rows
-    metrics.update(part_metrics)
-    return RunReport("flows", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        _density_part(report, name, flow_steps)
+    _vae_part(report, steps)
 
 
 ENTRY = GalleryEntry(
@@ -458,5 +446,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("svi",),
-    run=run,
+    experiment=experiment,
+    dtype=DTYPE,
 )

@@ -12,12 +12,11 @@ the single-spin probabilities (corner, edge and centre spins differ: more neighb
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, render_graph
+from genppl.gallery import GalleryEntry, Report
 
 SIZE = 3
 COUPLING = 0.4  # J > 0: ferromagnetic, neighbours prefer to align
@@ -75,31 +74,21 @@ def data() -> dict[str, torch.Tensor]:
     return {}
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    model = build().to(config.device, config.dtype)
-    posterior = genppl.infer(model, data(), engine=engine)
+def experiment(report: Report) -> None:
+    posterior = genppl.infer(report.build(), data(), engine=report.engine)
     assert posterior.log_evidence is not None
-    log_z = posterior.log_evidence
     p_up = [[float(posterior.marginals[spin_name(i, j)][1]) for j in range(SIZE)]
             for i in range(SIZE)]
-    magnetisation = sum(2 * p - 1 for row in p_up for p in row) / SIZE**2
-    rows = [f"J = {COUPLING}, h = {FIELD}; {2**(SIZE * SIZE)} configurations, "
-            f"{len(grid_edges())} bonds",
-            f"log Z                      {log_z:.6f}",
-            f"log Z if no coupling (J=0) {SIZE * SIZE * math.log(2 * math.cosh(FIELD)):.6f}",
-            f"mean magnetisation <s>     {magnetisation:.4f}   (J=0: {math.tanh(FIELD):.4f})",
-            "P(spin up) on the grid:"]
-    rows += ["    " + "  ".join(f"{p:.4f}" for p in row) for row in p_up]
-    files = []
-    graph = render_graph(model, config, "ising_3x3_graph.svg")
-    if graph is not None:
-        files.append(str(graph))
-    return RunReport(
-        "ising_3x3", engine, "\n".join(rows),
-        metrics={"log_z": log_z, "p_up": p_up, "magnetisation": magnetisation},
-        files=files, seconds=time.perf_counter() - start)
+    report.line(f"J = {COUPLING}, h = {FIELD}; {2**(SIZE * SIZE)} configurations, "
+                f"{len(grid_edges())} bonds")
+    report.label_width = 26
+    report.number("log Z", posterior.log_evidence, ".6f", key="log_z")
+    report.line(f"log Z if no coupling (J=0) {SIZE * SIZE * math.log(2 * math.cosh(FIELD)):.6f}")
+    report.number("mean magnetisation <s>", sum(2 * p - 1 for row in p_up for p in row) / SIZE**2,
+                  ".4f", key="magnetisation", unit=f"   (J=0: {math.tanh(FIELD):.4f})")
+    report.line("P(spin up) on the grid:")
+    for row in report.metric("p_up", p_up):
+        report.line("    " + "  ".join(f"{p:.4f}" for p in row))
 
 
 ENTRY = GalleryEntry(
@@ -108,5 +97,5 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("exact", "enum"),
-    run=run,
+    experiment=experiment,
 )

@@ -16,12 +16,11 @@ the exact engine on a 4 x 4 grid.
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure
+from genppl.gallery import GalleryEntry, Report
 from models_gallery.ising_3x3 import grid_edges, ising_grid, spin, spin_name
 
 COUPLING = 0.8  # J: the prior's pull towards equal neighbours
@@ -77,47 +76,34 @@ def posterior_mean(post: genppl.results.Posterior, rows: int, cols: int) -> torc
                          for i in range(rows)], dtype=torch.float64)
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config = report.config
     clean = clean_image()
     seen = noisy(clean, seed=config.seed)
     rows, cols = clean.shape
-    model = build_posterior(seen).to(config.device, config.dtype)
-    sweeps = config.steps or SWEEPS
-    post = genppl.infer(model, {}, engine=engine, num_samples=sweeps, seed=config.seed,
-                        progress=config.progress)
+    sweeps = report.metric("sweeps", config.steps or SWEEPS)
+    post = genppl.infer(report.place(build_posterior(seen)), {}, engine=report.engine,
+                        num_samples=sweeps, seed=config.seed, progress=config.progress)
     mean = posterior_mean(post, rows, cols)
     denoised = torch.where(mean >= 0, 1.0, -1.0)
-    before = float((seen != clean).to(torch.float64).mean())
-    after = float((denoised != clean).to(torch.float64).mean())
-    table = "\n".join([
-        f"horse {rows} x {cols}, {rows * cols} spins, {len(grid_edges(rows, cols))} bonds; "
-        f"J = {COUPLING}, flip probability {FLIP}",
-        f"checkerboard Gibbs: {sweeps} sweeps after {sweeps // 2} warm-up, "
-        f"{post.info['colours']} colours",
-        f"pixel error of the noisy image     {before:.4f}",
-        f"pixel error after denoising        {after:.4f}"])
-    files = []
+    report.row(f"horse {rows} x {cols}, " "{pixels} spins, "
+               f"{len(grid_edges(rows, cols))} bonds; J = {COUPLING}, flip probability {FLIP}",
+               pixels=rows * cols)
+    report.line(f"checkerboard Gibbs: {sweeps} sweeps after {sweeps // 2} warm-up, "
+                f"{post.info['colours']} colours")
+    report.label_width = 34
+    report.number("pixel error of the noisy image", float((seen != clean).to(torch.float64).mean()),
+                  ".4f", key="error_noisy")
+    report.number("pixel error after denoising",
+                  float((denoised != clean).to(torch.float64).mean()), ".4f", key="error_denoised")
     if config.out is not None:
-        files.append(_picture(clean, seen, mean, config))
-    return RunReport("ising_denoise", engine, table,
-                     metrics={"error_noisy": before, "error_denoised": after,
-                              "sweeps": sweeps, "pixels": rows * cols},
-                     files=files, seconds=time.perf_counter() - start)
-
-
-def _picture(clean: torch.Tensor, seen: torch.Tensor, mean: torch.Tensor, config: RunConfig
-             ) -> str:
-    written: list[str] = []
-    with figure(config, "ising_denoise.png", written, ncols=3, figsize=(9, 3)) as (_, axes):
-        for ax, image, title in zip(axes, (clean, seen, mean),
-                                    ("clean", f"noisy ({FLIP:.0%} flipped)", "posterior mean"),
-                                    strict=True):
-            ax.imshow(image.numpy(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_title(title)
-            ax.axis("off")
-    return written[0]
+        with report.figure("ising_denoise.png", ncols=3, figsize=(9, 3)) as (_, axes):
+            for ax, image, title in zip(axes, (clean, seen, mean),
+                                        ("clean", f"noisy ({FLIP:.0%} flipped)", "posterior mean"),
+                                        strict=True):
+                ax.imshow(image.numpy(), cmap="gray", vmin=-1, vmax=1)
+                ax.set_title(title)
+                ax.axis("off")
 
 
 ENTRY = GalleryEntry(
@@ -126,5 +112,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("gibbs",),
-    run=run,
+    experiment=experiment,
+    graph=None,
 )

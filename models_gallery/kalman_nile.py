@@ -22,7 +22,6 @@ after 1905 (the first Aswan dam was begun in 1899).
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import pyro.distributions as dist
@@ -31,14 +30,7 @@ from torch.distributions import constraints
 
 import genppl
 from genppl.exact.gaussian import kalman_filter
-from genppl.gallery import (
-    GalleryEntry,
-    RunConfig,
-    RunReport,
-    engine_options,
-    figure,
-    render_graph,
-)
+from genppl.gallery import GalleryEntry, Report, engine_options
 from genppl.tabulation.gaussian_chains import state_space
 
 #: statsmodels' approximate-diffuse start: mean 0, variance 10^6.
@@ -131,11 +123,10 @@ def statsmodels_reference(volume: torch.Tensor, variances: dict[str, float]
             "mle_se": {"sigma2_obs": float(fitted.bse[0]), "sigma2_level": float(fitted.bse[1])}}
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config, engine = report.config, report.engine
     years, volume = load()
-    model = build().to(config.device, config.dtype)
+    model = report.build()
     variances = fit_variances(model, volume)
     fitted = {"sigma_level": math.sqrt(variances["sigma2_level"]),
               "sigma_obs": math.sqrt(variances["sigma2_obs"])}
@@ -144,42 +135,40 @@ def run(config: RunConfig) -> RunReport:
     smoothed_sd = exact.info["smoothed_var"]["level"].cpu().sqrt()
     ref = statsmodels_reference(volume, variances)
     log_lik = float(exact.log_evidence)  # type: ignore[arg-type]
-    rows = [f"Nile, {years[0]}-{years[-1]} ({len(volume)} years), local level; "
-            f"engine {engine}",
-            f"log p(volume) at the MLE   genppl {log_lik:.10f}   statsmodels "
-            f"{ref['log_likelihood']:.10f}   difference {log_lik - ref['log_likelihood']:.1e}",
-            "MLE            genppl       statsmodels  (se)       difference / se"]
+    report.line(f"Nile, {years[0]}-{years[-1]} ({len(volume)} years), local level; "
+                f"engine {engine}")
+    report.row("log p(volume) at the MLE   genppl {log_likelihood:.10f}   statsmodels "
+               "{statsmodels_log_likelihood:.10f}   "
+               f"difference {log_lik - ref['log_likelihood']:.1e}",
+               log_likelihood=log_lik, statsmodels_log_likelihood=ref["log_likelihood"])
+    report.line("MLE            genppl       statsmodels  (se)       difference / se")
     for key in ("sigma2_level", "sigma2_obs"):
         ours, theirs, se = variances[key], ref["mle"][key], ref["mle_se"][key]
-        rows.append(f"  {key:<12} {ours:10.1f}   {theirs:10.1f}  ({se:6.1f})   "
+        report.line(f"  {key:<12} {ours:10.1f}   {theirs:10.1f}  ({se:6.1f})   "
                     f"{(ours - theirs) / se:+.4f}")
-    metrics: dict[str, Any] = {
-        "log_likelihood": log_lik, "statsmodels_log_likelihood": ref["log_likelihood"],
-        "mle": variances, "statsmodels_mle": ref["mle"], "statsmodels_mle_se": ref["mle_se"],
-        "smoothed_level": smoothed_mean.tolist(), "smoothed_level_sd": smoothed_sd.tolist()}
+    for key, value in {"mle": variances, "statsmodels_mle": ref["mle"],
+                       "statsmodels_mle_se": ref["mle_se"],
+                       "smoothed_level": smoothed_mean.tolist(),
+                       "smoothed_level_sd": smoothed_sd.tolist()}.items():
+        report.metric(key, value)
     band = (smoothed_mean - 1.645 * smoothed_sd, smoothed_mean + 1.645 * smoothed_sd)
     if engine == "nuts":
         draws = config.steps or DRAWS
-        posterior = genppl.infer(build(priors=True).to(config.device, config.dtype),
-                                 {"volume": volume}, engine="nuts", warmup_steps=draws,
-                                 checkpoint=config.checkpoint,
+        posterior = genppl.infer(report.build(priors=True), {"volume": volume}, engine="nuts",
+                                 warmup_steps=draws, checkpoint=config.checkpoint,
                                  **engine_options(engine, config, draws))
         level = posterior["level"].cpu()
         quantiles = torch.tensor([0.05, 0.95], dtype=level.dtype)
         band = tuple(torch.quantile(level, quantiles, dim=0))  # type: ignore[assignment]
-        metrics["posterior"] = {name: _describe(posterior[name].cpu()) for name in SCALES}
-        metrics["posterior_level_mean"] = level.mean(0).tolist()
-        rows.append("posterior (nuts, the level summed out by the Kalman filter)")
-        rows += [f"  {name:<12} mean {p['mean']:7.2f}  sd {p['sd']:6.2f}  90% "
-                 f"[{p['q05']:.2f}, {p['q95']:.2f}]   MLE {fitted[name]:.2f}"
-                 for name, p in metrics["posterior"].items()]
-        rows.append(posterior.summary(max_rows=2))
-    files = []
-    graph = render_graph(model, config, "kalman_nile_graph.svg")
-    if graph is not None:
-        files += [str(graph), _plot(config, years, volume, smoothed_mean, band, engine)]
-    return RunReport("kalman_nile", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        report.metric("posterior_level_mean", level.mean(0).tolist())
+        report.line("posterior (nuts, the level summed out by the Kalman filter)")
+        for name in SCALES:
+            p = report.metric(("posterior", name), _describe(posterior[name].cpu()))
+            report.line(f"  {name:<12} mean {p['mean']:7.2f}  sd {p['sd']:6.2f}  90% "
+                        f"[{p['q05']:.2f}, {p['q95']:.2f}]   MLE {fitted[name]:.2f}")
+        report.line(posterior.summary(max_rows=2))
+    if config.out is not None:
+        _plot(report, years, volume, smoothed_mean, band)
 
 
 def _describe(draws: torch.Tensor) -> dict[str, float]:
@@ -188,23 +177,21 @@ def _describe(draws: torch.Tensor) -> dict[str, float]:
             "q95": float(q[1])}
 
 
-def _plot(config: RunConfig, years: torch.Tensor, volume: torch.Tensor,
-          smoothed: torch.Tensor, band: tuple[torch.Tensor, torch.Tensor], engine: str) -> str:
+def _plot(report: Report, years: torch.Tensor, volume: torch.Tensor,
+          smoothed: torch.Tensor, band: tuple[torch.Tensor, torch.Tensor]) -> None:
     """The flow, the smoothed level at the MLE, and a 90% band: the smoothed level's own
     (exact) or the posterior draws' of the level (nuts, noise scales uncertain too)."""
-    written: list[str] = []
     x = years.tolist()
-    with figure(config, "kalman_nile.png", written, figsize=(8, 4)) as (_, ax):
+    with report.figure("kalman_nile.png", figsize=(8, 4)) as (_, ax):
         ax.plot(x, volume.tolist(), "o", ms=3, color="0.4", label="annual flow")
         ax.plot(x, smoothed.tolist(), color="C0", label="smoothed level (MLE)")
-        label = "90% band, smoothed" if engine == "exact" else "90% band, posterior draws"
+        label = "90% band, smoothed" if report.engine == "exact" else "90% band, posterior draws"
         ax.fill_between(x, band[0].tolist(), band[1].tolist(), color="C0", alpha=0.25,
                         label=label)
         ax.set_xlabel("year")
         ax.set_ylabel("volume (10^8 m^3)")
         ax.set_title("Nile at Aswan: local-level model, Kalman smoother")
         ax.legend(fontsize=8)
-    return written[0]
 
 
 ENTRY = GalleryEntry(
@@ -214,6 +201,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("exact", "nuts"),
-    run=run,
+    experiment=experiment,
     checkpoints=("nuts",),
 )

@@ -46,17 +46,15 @@ import pyro.distributions as dist
 import torch
 
 import genppl
-from genppl.data import bbc, text
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.data import text
+from genppl.gallery import GalleryEntry, Report, RunConfig
+from models_gallery import _prodlda
+from models_gallery._bbc_corpus import NUM_TOPICS, Corpus, load
 
-NUM_TOPICS = 10
 #: Symmetric Dirichlet priors of the document mixtures and of the topics (scikit-learn's
 #: defaults would be 1 / NUM_TOPICS for both; these are the same for the two programs).
 ALPHA = 0.1
 ETA = 0.05
-TEST_FRACTION = 0.2
-SPLIT_SEED = 0
-MIN_DF, MAX_DF = 5, 0.5
 TOP_WORDS = 10
 #: scikit-learn's batch iterations in the entry's comparison (fewer when ``steps`` is smaller).
 SKLEARN_ITERATIONS = 30
@@ -68,50 +66,6 @@ LOCAL_STEPS = 4
 #: ``1 / KEPT_FRACTION`` of them are kept as draws.
 GIBBS_SWEEPS = 200
 KEPT_FRACTION = 5
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """Token-level data of one side of the split: each token's document and word."""
-
-    doc: torch.Tensor
-    word: torch.Tensor
-    counts: text.TokenCounts
-
-    @property
-    def num_documents(self) -> int:
-        return self.counts.shape[0]
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.word)
-
-    def data(self) -> dict[str, torch.Tensor]:
-        """The tokens in the model's layout: words document after document (as they are
-        stored), and each document's number of tokens."""
-        return {"length": torch.bincount(self.doc, minlength=self.num_documents),
-                "w": self.word}
-
-
-def _tokens(counts: text.TokenCounts) -> Corpus:
-    """One token per occurrence (a word counted ``c`` times in a document is ``c`` tokens)."""
-    return Corpus(counts.doc.repeat_interleave(counts.count),
-                  counts.word.repeat_interleave(counts.count), counts)
-
-
-def load(max_documents: int | None = None) -> tuple[Corpus, Corpus, text.Vocabulary]:
-    """(train, test, vocabulary); ``max_documents`` keeps the first documents of each side
-    (for quick runs)."""
-    corpus = bbc.load()
-    train, test = text.split(len(corpus.documents), TEST_FRACTION, SPLIT_SEED,
-                             labels=corpus.labels)
-    if max_documents is not None:
-        train, test = train[:max_documents], test[:max(1, max_documents // 4)]
-    train_docs = [corpus.documents[i] for i in train]
-    vocabulary = text.Vocabulary.build(train_docs, min_df=MIN_DF, max_df=MAX_DF)
-    test_docs = [corpus.documents[i] for i in test]
-    return (_tokens(text.token_counts(train_docs, vocabulary)),
-            _tokens(text.token_counts(test_docs, vocabulary)), vocabulary)
 
 
 def build(num_topics: int = NUM_TOPICS, num_documents: int = 1781,
@@ -277,8 +231,6 @@ def _fit_gibbs(config: RunConfig, train: Corpus, test: Corpus, vocabulary_size: 
 
 def _fit_prodlda(config: RunConfig, train: Corpus, test: Corpus,
                  vocabulary_size: int) -> Fitted:
-    from models_gallery import _prodlda  # it reads this module's data: imported on use
-
     steps = config.steps or _prodlda.STEPS
     result = _prodlda.fit(train, vocabulary_size, steps=steps, seed=config.seed,
                           device=config.device, progress=config.progress)
@@ -291,9 +243,8 @@ def _fit_prodlda(config: RunConfig, train: Corpus, test: Corpus,
                   {"svi_steps": steps, "fit_seconds": result.seconds})
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config, engine = report.config, report.engine
     train, test, vocabulary = load()
     fit = {"cavi": _fit_lda, "gibbs": _fit_gibbs, "svi": _fit_prodlda}[engine]
     fitted = fit(config, train, test, len(vocabulary))
@@ -304,38 +255,36 @@ def run(config: RunConfig) -> RunReport:
     sk_seconds = time.perf_counter() - sk_start
     sk_topics = torch.distributions.Dirichlet(torch.as_tensor(lda.components_,
                                                               dtype=torch.float64))
-    sk_documents = held_out_perplexity(sk_topics, test).documents
-    sk_perplexity = float(lda.perplexity(test.counts.dense().numpy()))
-    ours = "" if fitted.sklearn is None else f", scikit-learn's definition {fitted.sklearn:.1f}"
-    rows = [f"{fitted.topics.shape[0]} topics, {len(vocabulary)} words; "
-            f"{train.num_documents} training documents ({train.num_tokens} tokens), "
-            f"{test.num_documents} held out ({test.num_tokens} tokens)",
-            f"{fitted.line}; held-out perplexity {fitted.documents:.1f}{ours}",
-            f"scikit-learn LatentDirichletAllocation (batch, {lda.n_iter_} iterations, "
-            f"{sk_seconds:.1f} s): held-out perplexity {sk_documents:.1f}, its own "
-            f"definition {sk_perplexity:.1f}",
-            "  (held-out perplexity: the test documents' own bound; scikit-learn's definition "
-            "also charges the topics' KL term to them)",
-            f"top words per topic (genppl {engine}):"]
-    rows += [f"  {j:2d}: {' '.join(words)}"
-             for j, words in enumerate(top_words(fitted.topics, vocabulary))]
-    files: list[str] = []
+    report.row(f"{fitted.topics.shape[0]} topics, " "{vocabulary} words; "
+               f"{train.num_documents} training documents " "({train_tokens} tokens), "
+               f"{test.num_documents} held out ({test.num_tokens} tokens)",
+               vocabulary=len(vocabulary), train_tokens=train.num_tokens)
+    ours = report.metric("held_out_perplexity_sklearn_definition", fitted.sklearn)
+    report.row(f"{fitted.line}; " "held-out perplexity {held_out_perplexity:.1f}"
+               + ("" if ours is None else f", scikit-learn's definition {ours:.1f}"),
+               held_out_perplexity=fitted.documents)
+    report.row(f"scikit-learn LatentDirichletAllocation (batch, {lda.n_iter_} iterations, "
+               "{sklearn_seconds:.1f} s): held-out perplexity "
+               "{sklearn_held_out_perplexity:.1f}, its own definition "
+               "{sklearn_perplexity_own_definition:.1f}",
+               sklearn_seconds=sk_seconds,
+               sklearn_held_out_perplexity=held_out_perplexity(sk_topics, test).documents,
+               sklearn_perplexity_own_definition=float(
+                   lda.perplexity(test.counts.dense().numpy())))
+    report.line("  (held-out perplexity: the test documents' own bound; scikit-learn's "
+                "definition also charges the topics' KL term to them)")
+    report.line(f"top words per topic (genppl {engine}):")
+    for j, words in enumerate(top_words(fitted.topics, vocabulary)):
+        report.line(f"  {j:2d}: {' '.join(words)}")
+    for key, value in fitted.metrics.items():
+        report.metric(key, value)
     if config.out is not None:
-        files = _pictures(config, engine, fitted, vocabulary)
-    metrics = {"held_out_perplexity": fitted.documents,
-               "held_out_perplexity_sklearn_definition": fitted.sklearn,
-               "sklearn_held_out_perplexity": sk_documents,
-               "sklearn_perplexity_own_definition": sk_perplexity,
-               "sklearn_seconds": sk_seconds, "vocabulary": len(vocabulary),
-               "train_tokens": train.num_tokens, **fitted.metrics}
-    return RunReport("lda_bbc", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        _pictures(report, fitted, vocabulary)
 
 
-def _pictures(config: RunConfig, engine: str, fitted: Fitted,
-              vocabulary: text.Vocabulary) -> list[str]:
-    written = [str(render_graph(build(), config, "lda_bbc_graph.svg"))]
-    with figure(config, f"lda_bbc_{engine}_training.png", written, figsize=(5, 3.5)) as (_, ax):
+def _pictures(report: Report, fitted: Fitted, vocabulary: text.Vocabulary) -> None:
+    engine = report.engine
+    with report.figure(f"lda_bbc_{engine}_training.png", figsize=(5, 3.5)) as (_, ax):
         ax.plot(range(1, len(fitted.curve) + 1), fitted.curve)
         ax.set_xlabel({"cavi": "CAVI iteration", "gibbs": "kept sweep"}.get(engine,
                                                                              "SVI step"))
@@ -345,8 +294,8 @@ def _pictures(config: RunConfig, engine: str, fitted: Fitted,
                           engine, "ProdLDA on BBC news: SVI"))
     topics = fitted.topics
     k = topics.shape[0]
-    with figure(config, f"lda_bbc_{engine}_topics.png", written, nrows=2, ncols=(k + 1) // 2,
-                figsize=(2.4 * ((k + 1) // 2), 6)) as (_, axes):
+    with report.figure(f"lda_bbc_{engine}_topics.png", nrows=2, ncols=(k + 1) // 2,
+                       figsize=(2.4 * ((k + 1) // 2), 6)) as (_, axes):
         for j, ax in enumerate(axes.flat):
             if j >= k:
                 ax.axis("off")
@@ -357,7 +306,6 @@ def _pictures(config: RunConfig, engine: str, fitted: Fitted,
             ax.set_yticklabels([vocabulary.words[int(i)] for i in index.flip(0)], fontsize=7)
             ax.set_title(f"topic {j}", fontsize=9)
             ax.tick_params(axis="x", labelsize=6)
-    return written
 
 
 ENTRY = GalleryEntry(
@@ -366,5 +314,5 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("cavi", "gibbs", "svi"),
-    run=run,
+    experiment=experiment,
 )

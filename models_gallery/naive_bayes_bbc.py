@@ -23,7 +23,6 @@ least 2 and at most half of them. The held-out split is stratified, 20% of each 
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ import torch
 import genppl
 from genppl.data import bbc, text
 from genppl.distributions import WordCounts
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report, RunConfig
 
 ALPHA = 1.0  # additive smoothing: the words' Dirichlet(1 + ALPHA) prior
 NUM_CLASSES = 5
@@ -133,22 +132,21 @@ def classify(model: genppl.Model, params: dict[str, torch.Tensor], counts: torch
     return posterior.marginals["c"]
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config, engine = report.config, report.engine
     split = load_split()
-    model = build(len(split.vocabulary), len(split.classes)).to(config.device, config.dtype)
+    model = report.build(len(split.vocabulary), len(split.classes))
     truth = split.test_labels
-    rows = [f"BBC news: {len(split.train_labels)} training and {len(truth)} test articles, "
-            f"{len(split.classes)} classes, {len(split.vocabulary)} words; engine {engine}",
-            f"{'classifier':<58}accuracy"]
-    metrics: dict[str, Any] = {"vocabulary_size": len(split.vocabulary),
-                               "train_size": len(split.train_labels), "test_size": len(truth)}
+    report.row("BBC news: {train_size} training and {test_size} test articles, "
+               f"{len(split.classes)} classes, " "{vocabulary_size} words; " f"engine {engine}",
+               train_size=len(split.train_labels), test_size=len(truth),
+               vocabulary_size=len(split.vocabulary))
+    report.line(f"{'classifier':<58}accuracy")
+    report.label_width = 57
 
     def score(name: str, key: str, probs: torch.Tensor) -> torch.Tensor:
-        accuracy = float((probs.argmax(-1).cpu() == truth).double().mean())
-        metrics[key] = accuracy
-        rows.append(f"{name:<58}{accuracy:.2%}")
+        report.number(name, float((probs.argmax(-1).cpu() == truth).double().mean()), ".2%",
+                      key=key)
         return probs
 
     params = fit_em(model, split.train_counts, split.train_labels, config).params
@@ -159,32 +157,32 @@ def run(config: RunConfig) -> RunReport:
     probs = score(f"genppl: {fitter} MAP fit, exact class posterior", "accuracy",
                   classify(model, params, split.test_counts, config))
     if engine == "svi":
-        gap = float((params["words"].log() - closed_form["words"].log()).abs().max())
-        metrics["max_log_word_gap_to_closed_form"] = gap
-        rows.append(f"  largest |log P(word | class) - em's closed form|: {gap:.1e}")
+        report.row("  largest |log P(word | class) - em's closed form|: "
+                   "{max_log_word_gap_to_closed_form:.1e}",
+                   max_log_word_gap_to_closed_form=float(
+                       (params["words"].log() - closed_form["words"].log()).abs().max()))
     sk = _sklearn(split.train_counts, split.train_labels)
     if sk is not None:
         sk_probs = torch.as_tensor(sk.predict_proba(split.test_counts.numpy()))
         score("scikit-learn MultinomialNB(alpha=1)", "sklearn_accuracy", sk_probs)
-        gap = float((probs.cpu().double() - sk_probs).abs().max())
-        metrics["max_probability_gap_to_sklearn"] = gap
-        rows.append(f"  largest |P(class) - scikit-learn's| over test articles: {gap:.1e}")
+        report.row("  largest |P(class) - scikit-learn's| over test articles: "
+                   "{max_probability_gap_to_sklearn:.1e}",
+                   max_probability_gap_to_sklearn=float(
+                       (probs.cpu().double() - sk_probs).abs().max()))
     if engine == "em":
-        _semi_supervised(model, split, config, rows, metrics, score)
-    files: list[str] = []
+        _semi_supervised(report, model, split, score)
     if config.out is not None:
-        files = _pictures(config, model, split, probs.argmax(-1).cpu())
-    return RunReport("naive_bayes_bbc", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        _confusion(report, split, probs.argmax(-1).cpu())
 
 
-def _semi_supervised(model: genppl.Model, split: Split, config: RunConfig, rows: list[str],
-                     metrics: dict[str, Any], score: Any) -> None:
+def _semi_supervised(report: Report, model: genppl.Model, split: Split, score: Any) -> None:
     """Nigam et al.'s experiment: keep a few labels, fit on them alone, then run EM over the
     hidden labels of every other training article from that fit."""
+    config = report.config
     kept = split.labelled
     labelled = fit_em(model, split.train_counts[kept], split.train_labels[kept], config)
-    rows.append(f"-- {len(kept)} training labels kept ({LABELLED_FRACTION:.0%}, stratified) --")
+    report.row("-- {labelled} training labels kept " f"({LABELLED_FRACTION:.0%}, stratified) --",
+               labelled=len(kept))
     score("  labelled articles only (genppl em)", "labelled_only_accuracy",
           classify(model, labelled.params, split.test_counts, config))
     hidden = torch.full_like(split.train_labels, float("nan"), dtype=torch.float64)
@@ -193,11 +191,11 @@ def _semi_supervised(model: genppl.Model, split: Split, config: RunConfig, rows:
                   init=labelled.params)
     score(f"  + EM over the {len(hidden) - len(kept)} unlabelled articles",
           "semi_supervised_accuracy", classify(model, semi.params, split.test_counts, config))
-    objective = [-loss for loss in semi.losses]
-    metrics.update(labelled=len(kept), em_iterations=semi.info["iterations"],
-                   em_converged=semi.info["converged"], em_objective=objective)
-    rows.append(f"  EM: {semi.info['iterations']} iterations, log p(data) + log prior "
-                f"{objective[0]:.1f} -> {objective[-1]:.1f}")
+    objective = report.metric("em_objective", [-loss for loss in semi.losses])
+    report.metric("em_converged", semi.info["converged"])
+    report.row("  EM: {em_iterations} iterations, log p(data) + log prior "
+               f"{objective[0]:.1f} -> {objective[-1]:.1f}",
+               em_iterations=semi.info["iterations"])
 
 
 def _sklearn(counts: torch.Tensor, labels: torch.Tensor) -> Any:
@@ -210,15 +208,12 @@ def _sklearn(counts: torch.Tensor, labels: torch.Tensor) -> Any:
     return MultinomialNB(alpha=ALPHA).fit(counts.numpy(), labels.numpy())
 
 
-def _pictures(config: RunConfig, model: genppl.Model, split: Split,
-              predicted: torch.Tensor) -> list[str]:
-    written = [str(render_graph(model, config, "naive_bayes_bbc_graph.svg"))]
+def _confusion(report: Report, split: Split, predicted: torch.Tensor) -> None:
     k = len(split.classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((split.test_labels, predicted), torch.ones_like(predicted),
                          accumulate=True)
-    with figure(config, "naive_bayes_bbc_confusion.png", written, figsize=(5.5, 4.5)) as (
-            fig, ax):
+    with report.figure("naive_bayes_bbc_confusion.png", figsize=(5.5, 4.5)) as (fig, ax):
         image = ax.imshow(confusion.numpy(), cmap="Blues")
         for i in range(k):
             for j in range(k):
@@ -230,7 +225,6 @@ def _pictures(config: RunConfig, model: genppl.Model, split: Split,
         ax.set_ylabel("true class")
         ax.set_title("Naive Bayes on held-out BBC articles")
         fig.colorbar(image, ax=ax)
-    return written
 
 
 ENTRY = GalleryEntry(
@@ -240,6 +234,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("em", "exact", "svi"),
-    run=run,
+    experiment=experiment,
     checkpoints=("svi",),
 )

@@ -15,7 +15,6 @@ their means; its table shows the means of ``q`` (spreads at the mean precision).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pyro.distributions as dist
@@ -23,7 +22,7 @@ import torch
 
 import genppl
 from genppl.data import crabs
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report, RunConfig
 
 #: Conjugate priors for ``cavi``: means ~ Normal(PRIOR_LOC, PRIOR_SD), precisions ~
 #: Gamma(PRECISION_SHAPE, PRECISION_SHAPE * PRIOR_SPREAD ** 2) (prior mean 1 / PRIOR_SPREAD**2).
@@ -138,40 +137,29 @@ def checkpointing(config: RunConfig, engine: str, steps: int) -> dict[str, Any]:
     return {"checkpoint": config.checkpoint, "checkpoint_every": max(1, min(most, steps // 10))}
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    params, posterior = fit_params(config)
-    x = crabs.ratios(config.dtype)
+def experiment(report: Report) -> None:
+    params, posterior = fit_params(report.config)
+    x = crabs.ratios(report.config.dtype)
     loglik = mixture_log_likelihood(x, *(params[k].to(x) for k in ("weights", "locs", "scales")))
     pearson = {k: torch.tensor(v, dtype=x.dtype) for k, v in crabs.PEARSON_1894.items()}
-    rows = ["component   weight    mean      sd      | Pearson 1894: weight  mean     sd"]
+    for k, v in params.items():
+        report.metric(k, v.tolist())
+    report.line("component   weight    mean      sd      | Pearson 1894: weight  mean     sd")
     for j in range(2):
-        rows.append(f"    {j + 1}       {float(params['weights'][j]):.4f}   "
+        report.line(f"    {j + 1}       {float(params['weights'][j]):.4f}   "
                     f"{float(params['locs'][j]):.5f}  {float(params['scales'][j]):.5f} |"
                     f"               {float(pearson['weights'][j]):.4f}  "
                     f"{float(pearson['locs'][j]):.5f}  {float(pearson['scales'][j]):.5f}")
-    pearson_ll = mixture_log_likelihood(x, pearson["weights"], pearson["locs"],
-                                        pearson["scales"])
-    rows.append(f"log-likelihood: genppl {engine} {loglik:.3f}   "
-                f"Pearson's moments {pearson_ll:.3f}")
-    files = []
-    if config.out is not None:
-        files = _pictures(config, build(), x, params, pearson)
+    report.row(f"log-likelihood: genppl {report.engine} "
+               "{log_likelihood:.3f}   Pearson's moments {pearson_log_likelihood:.3f}",
+               log_likelihood=loglik,
+               pearson_log_likelihood=mixture_log_likelihood(x, pearson["weights"],
+                                                             pearson["locs"], pearson["scales"]))
+    if report.config.out is not None:
+        with report.figure("pearson_crabs_fit.png", figsize=(7, 4)) as (_, ax):
+            _draw_fit(ax, x, params, pearson)
     if posterior is not None:
-        rows.append(posterior.summary(max_rows=2))
-    return RunReport("pearson_crabs", engine, "\n".join(rows),
-                     metrics={k: v.tolist() for k, v in params.items()} | {
-                         "log_likelihood": loglik, "pearson_log_likelihood": pearson_ll},
-                     files=files, seconds=time.perf_counter() - start)
-
-
-def _pictures(config: RunConfig, model: genppl.Model, x: torch.Tensor,
-              params: dict[str, torch.Tensor], pearson: dict[str, torch.Tensor]) -> list[str]:
-    written = [str(render_graph(model, config, "pearson_crabs_graph.svg"))]
-    with figure(config, "pearson_crabs_fit.png", written, figsize=(7, 4)) as (_, ax):
-        _draw_fit(ax, x, params, pearson)
-    return written
+        report.line(posterior.summary(max_rows=2))
 
 
 def _draw_fit(ax: Any, x: torch.Tensor, params: dict[str, torch.Tensor],
@@ -201,6 +189,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("em", "svi", "nuts", "hmc_gibbs", "cavi"),
-    run=run,
+    experiment=experiment,
     checkpoints=("em", "svi", "nuts", "hmc_gibbs"),
 )

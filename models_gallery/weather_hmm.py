@@ -17,13 +17,12 @@ almost alone. An HMM is a fair detector of such a change point.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
 import genppl
-from genppl.gallery import GalleryEntry, RunConfig, RunReport, figure, render_graph
+from genppl.gallery import GalleryEntry, Report
 from genppl.hmm import HMM, categorical_hmm
 
 SYMBOLS = ("sun", "fog", "drizzle", "rain", "snow")
@@ -58,13 +57,11 @@ def data() -> dict[str, Any]:
     return {"x": labels.reshape(-1, 1), "valid": torch.ones(len(labels), 1, dtype=torch.bool)}
 
 
-def run(config: RunConfig) -> RunReport:
-    start = time.perf_counter()
-    engine = ENTRY.check(config)
+def experiment(report: Report) -> None:
+    config = report.config
     labels, months, years = load()
     x = labels.reshape(-1, 1)
-    hmm = HMM(build(config.seed).to(config.device, config.dtype), states=STATES,
-              symbols=len(SYMBOLS))
+    hmm = HMM(report.build(config.seed), states=STATES, symbols=len(SYMBOLS))
     fitted = hmm.fit(x, steps=config.steps or STEPS, tol=TOL, progress=config.progress)
     order = _state_order(hmm.tables()["emit"])
     tables = {k: v.cpu() for k, v in hmm.tables().items()}
@@ -81,38 +78,39 @@ def run(config: RunConfig) -> RunReport:
     baseline = float((frequencies * (frequencies / len(labels)).log().nan_to_num(0.0)).sum())
     days = len(labels)
 
-    rows = [f"{days} days, {STATES}-state HMM fitted by Baum-Welch (engine {engine}, seed "
-            f"{config.seed}): {len(fitted.log_likelihood)} iterations"
-            + (", converged" if fitted.converged else ", stopped at the step limit"),
-            f"log p(labels)           HMM {log_lik:10.2f}   memoryless {baseline:10.2f}   "
-            f"gain {(log_lik - baseline) / days:.3f} nats/day",
-            "emission P(label | state)   " + " ".join(f"{s:>8}" for s in SYMBOLS)]
-    rows += [f"  {i} {names[i]:<24} " + " ".join(f"{p:8.3f}" for p in emit[i].tolist())
-             for i in range(STATES)]
-    rows.append("transition P(next | state)  " + " ".join(f"{i:>8}" for i in range(STATES))
+    report.line(f"{days} days, {STATES}-state HMM fitted by Baum-Welch (engine {report.engine}, "
+                f"seed {config.seed}): {len(fitted.log_likelihood)} iterations"
+                + (", converged" if fitted.converged else ", stopped at the step limit"))
+    report.row("log p(labels)           HMM {log_likelihood:10.2f}   memoryless "
+               "{memoryless_log_likelihood:10.2f}   "
+               f"gain {(log_lik - baseline) / days:.3f} nats/day",
+               log_likelihood=log_lik, memoryless_log_likelihood=baseline)
+    report.line("emission P(label | state)   " + " ".join(f"{s:>8}" for s in SYMBOLS))
+    for i in range(STATES):
+        report.line(f"  {i} {names[i]:<24} " + " ".join(f"{p:8.3f}" for p in emit[i].tolist()))
+    report.line("transition P(next | state)  " + " ".join(f"{i:>8}" for i in range(STATES))
                 + "   mean stay (days)")
-    rows += [f"  {i} {names[i]:<24} " + " ".join(f"{p:8.3f}" for p in trans[i].tolist())
-             + f"   {1 / max(1 - float(trans[i, i]), 1e-12):8.1f}" for i in range(STATES)]
-    rows.append("Viterbi share of days     " + " ".join(f"{m:>5}" for m in MONTHS))
-    rows += [f"  {i} {names[i]:<22} " + " ".join(f"{p:5.2f}" for p in share[:, i].tolist())
-             for i in range(STATES)]
-    rows.append("Viterbi share of days     " + " ".join(
+    for i in range(STATES):
+        report.line(f"  {i} {names[i]:<24} " + " ".join(f"{p:8.3f}" for p in trans[i].tolist())
+                    + f"   {1 / max(1 - float(trans[i, i]), 1e-12):8.1f}")
+    report.line("Viterbi share of days     " + " ".join(f"{m:>5}" for m in MONTHS))
+    for i in range(STATES):
+        report.line(f"  {i} {names[i]:<22} "
+                    + " ".join(f"{p:5.2f}" for p in share[:, i].tolist()))
+    report.line("Viterbi share of days     " + " ".join(
         f"{first + y:>5}" for y in range(len(by_year))))
-    rows += [f"  {i} {names[i]:<22} " + " ".join(f"{p:5.2f}" for p in by_year[:, i].tolist())
-             for i in range(STATES)]
-    files = []
-    graph = render_graph(hmm.model, config, "weather_hmm_graph.svg")
-    if graph is not None:
-        files += [str(graph), _plot(config, fitted.log_likelihood, share, emit, names)]
-    return RunReport(
-        "weather_hmm", engine, "\n".join(rows),
-        metrics={"log_likelihood": log_lik, "memoryless_log_likelihood": baseline,
-                 "trajectory": fitted.log_likelihood, "converged": fitted.converged,
-                 "start": tables["start"][order].tolist(), "trans": trans.tolist(),
-                 "emit": emit.tolist(), "state_names": names,
-                 "viterbi_share_by_month": share.tolist(),
-                 "viterbi_share_by_year": by_year.tolist(), "viterbi_path": path.tolist()},
-        files=files, seconds=time.perf_counter() - start)
+    for i in range(STATES):
+        report.line(f"  {i} {names[i]:<22} "
+                    + " ".join(f"{p:5.2f}" for p in by_year[:, i].tolist()))
+    for key, value in {"trajectory": fitted.log_likelihood, "converged": fitted.converged,
+                       "start": tables["start"][order].tolist(), "trans": trans.tolist(),
+                       "emit": emit.tolist(), "state_names": names,
+                       "viterbi_share_by_month": share.tolist(),
+                       "viterbi_share_by_year": by_year.tolist(),
+                       "viterbi_path": path.tolist()}.items():
+        report.metric(key, value)
+    if config.out is not None:
+        _plot(report, fitted.log_likelihood, share, emit, names)
 
 
 def _state_order(emit: torch.Tensor) -> list[int]:
@@ -136,11 +134,10 @@ def _share_by(path: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Ten
     return counts / counts.sum(-1, keepdim=True)
 
 
-def _plot(config: RunConfig, trajectory: list[float], share: torch.Tensor,
-          emit: torch.Tensor, names: list[str]) -> str:
+def _plot(report: Report, trajectory: list[float], share: torch.Tensor,
+          emit: torch.Tensor, names: list[str]) -> None:
     """Regime share by month (stacked bars), the emission table, and the EM trajectory."""
-    written: list[str] = []
-    with figure(config, "weather_hmm.png", written, ncols=3, figsize=(13, 3.6)) as (_, axes):
+    with report.figure("weather_hmm.png", ncols=3, figsize=(13, 3.6)) as (_, axes):
         bottom = [0.0] * 12
         for k in range(STATES):
             heights = share[:, k].tolist()
@@ -160,7 +157,6 @@ def _plot(config: RunConfig, trajectory: list[float], share: torch.Tensor,
         axes[2].set_xlabel("Baum-Welch iteration")
         axes[2].set_ylabel("log p(labels)")
         axes[2].set_title("Baum-Welch trajectory")
-    return written[0]
 
 
 ENTRY = GalleryEntry(
@@ -169,5 +165,5 @@ ENTRY = GalleryEntry(
     build=build,
     data=data,
     engines=("em",),
-    run=run,
+    experiment=experiment,
 )

@@ -1,5 +1,7 @@
 """Text as counts: the tokenizer, stop words, vocabulary and bag-of-words tensors that the
-text models (naive Bayes, LDA) share, so that two entries on one corpus see the same words.
+text models (naive Bayes, LDA) share, so that two entries on one corpus see the same words;
+and text as characters of a small alphabet (``normalise``, ``encode``, ``decode``), the
+symbols of the character models (``genppl.ngram``).
 
 Kept free of scikit-learn (not a core dependency); its ``CountVectorizer`` is the oracle in
 the tests, which hold this module's vocabulary and counts equal to it given the same
@@ -268,3 +270,33 @@ def split(n: int, test_fraction: float, seed: int, *,
     mask = torch.zeros(n, dtype=torch.bool)
     mask[test] = True
     return torch.nonzero(~mask).squeeze(1), torch.nonzero(mask).squeeze(1)
+
+
+# --------------------------------------------------------------------------- characters
+def normalise(text: str, alphabet: str) -> str:
+    """``text`` in ``alphabet``: lower-cased, ``ё`` read without its diaeresis, and every run
+    of other characters (punctuation, digits, line breaks) one space, as in Shannon's 27
+    symbols."""
+    known = set(alphabet) - {" "}
+    out: list[str] = []
+    for c in text.lower().replace("ё", "\N{CYRILLIC SMALL LETTER IE}"):
+        if c in known:
+            out.append(c)
+        elif out and out[-1] != " ":
+            out.append(" ")
+    return "".join(out).strip()
+
+
+def encode(text: str, alphabet: str) -> torch.Tensor:
+    """Character codes (indices into ``alphabet``) of an already normalised text."""
+    index = {c: i for i, c in enumerate(alphabet)}
+    bad = sorted({c for c in text if c not in index})
+    if bad:
+        raise ModelError(f"encode: {bad[:5]} are not in the alphabet {alphabet!r}; pass the "
+                         "text through normalise(text, alphabet) first.")
+    return torch.tensor([index[c] for c in text], dtype=torch.long)
+
+
+def decode(codes: torch.Tensor, alphabet: str) -> str:
+    """The text of character codes (indices into ``alphabet``)."""
+    return "".join(alphabet[int(i)] for i in codes)

@@ -1,5 +1,6 @@
-"""Every model file in ``models_gallery/`` is registered, loads, and declares a model whose
-graph can be drawn (the gallery's coverage test, after Pyro's ``test_examples``)."""
+"""Every model file in ``models_gallery/`` is registered, loads through the ``genppl.gallery``
+entry point, and declares a model whose graph can be drawn (the gallery's coverage test,
+after Pyro's ``test_examples``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import models_gallery
-from genppl.gallery import load_gallery
+from genppl.gallery import gallery_packages, load_gallery
 from genppl.graph.spec import render_spec
 
 pytestmark = pytest.mark.gallery
@@ -22,6 +23,11 @@ def test_every_gallery_file_is_registered() -> None:
     assert not unregistered, f"add {unregistered} to models_gallery.ENTRIES"
     missing = sorted(set(models_gallery.ENTRIES) - set(FILES))
     assert not missing, f"models_gallery.ENTRIES lists {missing}, which have no file"
+
+
+def test_the_library_finds_models_gallery_by_its_entry_point() -> None:
+    packages, broken = gallery_packages()
+    assert models_gallery in packages and broken == {}
 
 
 def test_every_registered_entry_loads_under_its_module_name() -> None:

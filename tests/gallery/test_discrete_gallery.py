@@ -308,15 +308,15 @@ def test_sprinkler_and_casino_under_gibbs_agree_with_exact() -> None:
     standard errors of the exact one, taking the effective sample size as an eighth of
     the draws (measured: about a sixth for these chains)."""
     config = RunConfig(engine="gibbs", steps=4000, progress=False)
-    exact = sprinkler.run(RunConfig(engine="exact", progress=False)).metrics
-    sampled = sprinkler.run(config).metrics
+    exact = sprinkler.ENTRY.run(RunConfig(engine="exact", progress=False)).metrics
+    sampled = sprinkler.ENTRY.run(config).metrics
     for key in ("p_rain_given_wet", "p_sprinkler_given_wet", "p_cloudy_given_wet",
                 "p_sprinkler_given_wet_rain"):
         p = exact[key]
         assert abs(sampled[key] - p) <= 5 * math.sqrt(p * (1 - p) / (4000 / 8)), key
     assert sampled["log_evidence"] is None  # Gibbs gives no evidence
-    exact_hmm = casino_hmm.run(RunConfig(engine="exact", progress=False)).metrics
-    gibbs_hmm = casino_hmm.run(RunConfig(engine="gibbs", progress=False)).metrics
+    exact_hmm = casino_hmm.ENTRY.run(RunConfig(engine="exact", progress=False)).metrics
+    gibbs_hmm = casino_hmm.ENTRY.run(RunConfig(engine="gibbs", progress=False)).metrics
     exact_p, gibbs_p = np.array(exact_hmm["p_loaded"]), np.array(gibbs_hmm["p_loaded"])
     # Single-site Gibbs mixes slowly along a sticky chain: the die's ESS per roll is 50 to
     # 400 of the 2,000 draws (measured), a standard error up to 0.07, about 0.03 typically.

@@ -214,7 +214,7 @@ def test_iaf_guide_trains_in_float32_and_is_evaluated_per_image() -> None:
 
 
 def test_run_reports_both_parts_and_writes_pictures(tmp_path: Path) -> None:
-    report = flows.run(RunConfig(steps=20, out=tmp_path, progress=False))
+    report = flows.ENTRY.run(RunConfig(steps=20, out=tmp_path, progress=False))
     assert report.entry == "flows" and report.engine == "svi"
     for key in ("two_moons_flow_test_ll", "rings_gaussian_test_ll", "rings_gmm_test_ll",
                 "two_moons_integral", "diagonal_test_elbo", "iaf_test_elbo", "iaf_test_iwae",

@@ -56,7 +56,7 @@ def test_a_4x4_grid_by_gibbs_exact_and_brute_force() -> None:
 
 
 def test_denoising_the_horse_removes_most_of_the_noise() -> None:
-    report = ising_denoise.run(RunConfig(steps=60, progress=False))
+    report = ising_denoise.ENTRY.run(RunConfig(steps=60, progress=False))
     assert report.metrics["pixels"] == 82 * 100
     assert report.metrics["error_noisy"] == pytest.approx(ising_denoise.FLIP, abs=0.015)
     assert report.metrics["error_denoised"] < report.metrics["error_noisy"] / 4

@@ -99,7 +99,7 @@ def test_collapsed_log_likelihood_is_the_dirichlet_multinomial_closed_form() -> 
 
 @pytest.mark.parametrize("engine", ["cavi", "gibbs", "svi"])
 def test_entry_runs_and_reports_beside_scikit_learn(engine: str, tmp_path) -> None:
-    report = lda_bbc.run(RunConfig(engine=engine, steps=3, progress=False, out=tmp_path))
+    report = lda_bbc.ENTRY.run(RunConfig(engine=engine, steps=3, progress=False, out=tmp_path))
     m = report.metrics
     assert m["vocabulary"] > 5000 and len(report.files) == 3
     assert 1 < m["held_out_perplexity"] < m["vocabulary"] * 10

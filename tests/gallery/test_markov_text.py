@@ -1,6 +1,6 @@
-"""Markov's vowel chain and Shannon's n-grams: the em fit against direct counts, the smoothed
-tables against a dictionary implementation, the DSL chain's log-probability against the
-tables, and the prior engine's draws against the tables by a Monte Carlo z-test."""
+"""Markov's vowel chain and Shannon's n-grams on the entry's corpora: the em fit against
+direct counts, held-out bits per character falling with the order, and the entry's run (the
+n-gram machinery itself is tested in tests/unit/test_ngram.py)."""
 
 # ruff: noqa: RUF001 -- the Russian test texts are Cyrillic on purpose
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from pyro import poutine
 
 from genppl.data import fortunes
 from genppl.errors import ModelError
 from genppl.gallery import RunConfig
+from genppl.ngram import fit_ngram
 from models_gallery import markov_text as mt
 
 pytestmark = pytest.mark.gallery
@@ -82,105 +82,15 @@ def test_vowel_statistics_of_a_text_equal_a_brute_force_count(signs: str) -> Non
     assert stats.stationary_vowel_fraction == pytest.approx(ref["stationary"], abs=1e-12)
 
 
-def witten_bell(train: str, alphabet: str, k: int, history: str, c: str) -> float:
-    """P(c | history) by the definition, with dictionaries: back off to the longest suffix of
-    at most k characters seen as a context, then interpolate down to add-one order 0."""
-    def counts(j: int) -> Counter[tuple[str, str]]:
-        return Counter((train[i - j:i], train[i]) for i in range(j, len(train)))
-
-    def prob(h: str) -> float:
-        table = counts(len(h))
-        n_hc = table[h, c]
-        row = {d: n for (g, d), n in table.items() if g == h}
-        if not h:
-            return (n_hc + 1) / (sum(row.values()) + len(alphabet))
-        return (n_hc + len(row) * prob(h[1:])) / (sum(row.values()) + len(row))
-
-    seen = {h for j in range(k + 1) for (h, _) in counts(j)}
-    h = next(history[len(history) - j:] for j in range(min(k, len(history)), -1, -1)
-             if history[len(history) - j:] in seen)
-    return prob(h)
-
-
-@pytest.mark.parametrize("order", [0, 1, 2, 3])
-def test_ngram_tables_equal_the_witten_bell_definition(order: int) -> None:
-    train = mt.normalise(ENGLISH_TEXT, mt.ENGLISH)
-    test = mt.normalise("It was the zeal of the quiet age; wisdom was worst.", mt.ENGLISH)
-    ngram = mt.fit_ngram(mt.encode(train, mt.ENGLISH), order, mt.ENGLISH)
-    torch.testing.assert_close(ngram.probs.sum(-1), torch.ones(ngram.states,
-                                                               dtype=torch.float64),
-                               rtol=0, atol=1e-12)
-    assert bool((ngram.probs > 0).all())
-    got = ngram.log_probs(mt.encode(test, mt.ENGLISH))
-    want = torch.tensor([math.log(witten_bell(train, mt.ENGLISH, order, test[:t], test[t]))
-                         for t in range(len(test))], dtype=torch.float64)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    # The automaton walked step by step reaches the states found by suffix lookup.
-    codes = mt.encode(test, mt.ENGLISH)
-    state, walked = 0, []
-    for c in codes.tolist():
-        walked.append(state)
-        state = int(ngram.successor[state, c])
-    assert ngram.states_before(codes).tolist() == walked
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_dsl_chain_log_probability_equals_the_tables(dtype: torch.dtype) -> None:
-    codes = mt.encode(mt.normalise(ENGLISH_TEXT, mt.ENGLISH), mt.ENGLISH)
-    ngram = mt.fit_ngram(codes[:150], 2, mt.ENGLISH)
-    model = mt.build_ngram_chain(ngram).to("cpu", dtype)
-    test = codes[150:]
-    trace = poutine.trace(model.pyro_model).get_trace(char=test)
-    states = [int(trace.nodes[f"state[{t}]"]["value"]) for t in range(len(test))]
-    assert [0, *states[:-1]] == ngram.states_before(test).tolist()
-    tol = 1e-10 if dtype == torch.float64 else 1e-3
-    assert float(trace.log_prob_sum()) == pytest.approx(float(ngram.log_probs(test).sum()),
-                                                        abs=tol)
-
-
 @needs_bbc
 def test_held_out_bits_per_char_fall_from_order_0_to_2() -> None:
     from genppl.data import bbc
 
     split = mt.split_documents("English", bbc.load().documents[:120], mt.ENGLISH)
-    bits = [mt.fit_ngram(split.train, k, mt.ENGLISH).bits_per_char(split.test)
+    bits = [fit_ngram(split.train, k, mt.ENGLISH).bits_per_char(split.test)
             for k in (0, 1, 2)]
     assert bits[0] > bits[1] > bits[2]
     assert bits[0] < math.log2(len(mt.ENGLISH))  # letter frequencies beat a uniform guess
-
-
-def test_samples_have_the_length_and_alphabet_asked_for_and_follow_the_seed() -> None:
-    codes = mt.encode(mt.normalise(ENGLISH_TEXT, mt.ENGLISH), mt.ENGLISH)
-    ngram = mt.fit_ngram(codes, 3, mt.ENGLISH)
-    a = mt.sample_text(ngram, 57, seed=3)
-    assert len(a) == 57 and set(a) <= set(mt.ENGLISH)
-    assert mt.sample_text(ngram, 57, seed=3) == a
-    assert mt.sample_text(ngram, 57, seed=4) != a
-    b = mt.sample_text(ngram, 20, seed=3, dtype=torch.float32)
-    assert len(b) == 20 and set(b) <= set(mt.ENGLISH)
-    with pytest.raises(ModelError, match="positive int"):
-        mt.sample_text(ngram, 0)
-
-
-def test_prior_draws_follow_the_transition_table() -> None:
-    """Bigram frequencies of one long draw against the order-1 table: each row's count of
-    the row's most likely successor is Binomial(n, p), so |z| < 5 fails by chance with
-    probability under 1e-5 per row."""
-    codes = mt.encode(mt.normalise(ENGLISH_TEXT, mt.ENGLISH), mt.ENGLISH)
-    ngram = mt.fit_ngram(codes, 1, mt.ENGLISH)
-    drawn = mt.encode(mt.sample_text(ngram, 3000, seed=11), mt.ENGLISH)
-    states = ngram.states_before(drawn)
-    checked = 0
-    for s in range(ngram.states):
-        nexts = drawn[states == s]
-        if len(nexts) < 200:
-            continue
-        c = int(ngram.probs[s].argmax())
-        p = float(ngram.probs[s, c])
-        z = (float((nexts == c).sum()) - len(nexts) * p) / math.sqrt(len(nexts) * p * (1 - p))
-        assert abs(z) < 5, (s, z)
-        checked += 1
-    assert checked >= 3
 
 
 def test_strfile_parsing() -> None:

@@ -81,7 +81,7 @@ def test_semi_supervised_em_never_lowers_its_objective(split: nb.Split) -> None:
 
 
 def test_gallery_run_reports_beside_scikit_learn(tmp_path: Path) -> None:
-    report = nb.run(RunConfig("em", steps=1, progress=False, out=tmp_path))
+    report = nb.ENTRY.run(RunConfig("em", steps=1, progress=False, out=tmp_path))
     m = report.metrics
     assert m["accuracy"] == m["sklearn_accuracy"] > 0.9
     assert m["max_probability_gap_to_sklearn"] < 1e-8
@@ -94,7 +94,7 @@ def test_gallery_run_reports_beside_scikit_learn(tmp_path: Path) -> None:
 
 
 def test_svi_run_in_float32() -> None:
-    report = nb.run(RunConfig("svi", steps=2, progress=False, dtype=torch.float32))
+    report = nb.ENTRY.run(RunConfig("svi", steps=2, progress=False, dtype=torch.float32))
     assert report.engine == "svi"
     assert {"accuracy", "sklearn_accuracy", "max_log_word_gap_to_closed_form"} <= set(
         report.metrics)

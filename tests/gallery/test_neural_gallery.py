@@ -93,7 +93,7 @@ def test_vae_log_joint_equals_plain_pyro() -> None:
 
 
 def test_vae_run_reports_and_writes_pictures(tmp_path: Path) -> None:
-    report = vae_digits.run(RunConfig(steps=60, out=tmp_path, progress=False))
+    report = vae_digits.ENTRY.run(RunConfig(steps=60, out=tmp_path, progress=False))
     assert isinstance(report, RunReport) and report.entry == "vae_digits"
     assert math.isfinite(report.metrics["test_elbo_nats"])
     assert len(report.files) == 3
@@ -193,7 +193,7 @@ def test_ddpm_prior_engine_needs_a_plate_size_without_data() -> None:
 
 
 def test_ddpm_run_reports_and_writes_pictures(tmp_path: Path) -> None:
-    report = ddpm_toy.run(RunConfig(steps=20, out=tmp_path, progress=False))
+    report = ddpm_toy.ENTRY.run(RunConfig(steps=20, out=tmp_path, progress=False))
     assert isinstance(report, RunReport) and report.entry == "ddpm_toy"
     for key in ("bound_start_nats", "bound_end_nats", "bound_end_bits_per_dim"):
         assert math.isfinite(report.metrics[key])

@@ -125,7 +125,7 @@ def test_posterior_surrounds_the_mle_and_recovers_assignments(x: torch.Tensor,
 
 
 def test_run_reports_fit_beside_pearson_and_writes_pictures(tmp_path) -> None:
-    report = pearson_crabs.run(RunConfig("svi", steps=300, out=tmp_path, progress=False))
+    report = pearson_crabs.ENTRY.run(RunConfig("svi", steps=300, out=tmp_path, progress=False))
     assert "Pearson 1894" in report.table
     assert len(report.files) == 2
     for f in report.files:

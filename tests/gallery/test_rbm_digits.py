@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gallery
 
 
 def test_a_short_run_raises_the_tiny_rbms_exact_log_likelihood(tmp_path: Path) -> None:
-    report = rbm_digits.run(RunConfig(steps=40, progress=False, out=tmp_path))
+    report = rbm_digits.ENTRY.run(RunConfig(steps=40, progress=False, out=tmp_path))
     m = report.metrics
     curve = [ll for _, ll in m["tiny_curve"]]
     assert [s for s, _ in m["tiny_curve"]] == [1, 10, 20, 30, 40]

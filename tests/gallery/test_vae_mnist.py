@@ -183,7 +183,7 @@ def test_quantiser_picks_the_nearest_code_and_passes_gradients_straight_through(
 
 
 def test_tiny_run_reports_finite_bounds_and_writes_pictures(tmp_path: Path) -> None:
-    report = vae_mnist.run(RunConfig(steps=20, out=tmp_path, progress=False))
+    report = vae_mnist.ENTRY.run(RunConfig(steps=20, out=tmp_path, progress=False))
     assert report.entry == "vae_mnist" and report.metrics["dtype"] == "torch.float32"
     for variant in vae_mnist.VARIANTS:
         m = report.metrics[variant]

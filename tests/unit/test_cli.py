@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,21 +22,21 @@ import torch
 import models_gallery
 from genppl import Model, ModelError
 from genppl.cli import main
-from genppl.gallery import GalleryEntry, RunConfig, RunReport
+from genppl.gallery import GalleryEntry, Report, RunConfig
 
 pytestmark = pytest.mark.unit
 
-Runner = Callable[[RunConfig], RunReport]
+Experiment = Callable[[Report], None]
 FakeGallery = Callable[[dict[str, object]], None]
 
 
-def _fake_entry(name: str, run: Runner, engines: tuple[str, ...] = ("svi", "nuts")
+def _fake_entry(name: str, experiment: Experiment, engines: tuple[str, ...] = ("svi", "nuts")
                 ) -> GalleryEntry:
     def build() -> Model:
         raise AssertionError("a fake entry's model is never built")
 
     return GalleryEntry(name=name, title=f"fake {name}", build=build, data=dict,
-                        engines=engines, run=run, checkpoints=engines)
+                        engines=engines, experiment=experiment, checkpoints=engines, graph=None)
 
 
 @pytest.fixture
@@ -57,13 +58,15 @@ def fake_gallery(monkeypatch: pytest.MonkeyPatch) -> FakeGallery:
     return install
 
 
-def _recording_run(calls: list[RunConfig], metrics: dict[str, Any] | None = None) -> Runner:
-    def run(config: RunConfig) -> RunReport:
-        calls.append(config)
-        return RunReport("fake", config.engine or "svi", "the table", metrics=metrics or {},
-                         seconds=0.5)
+def _recording_run(calls: list[RunConfig], metrics: dict[str, Any] | None = None
+                   ) -> Experiment:
+    def experiment(report: Report) -> None:
+        calls.append(report.config)
+        report.line("the table")
+        for key, value in (metrics or {}).items():
+            report.metric(key, value)
 
-    return run
+    return experiment
 
 
 # --------------------------------------------------------------------------- gallery list
@@ -162,7 +165,7 @@ def test_broken_entry_is_a_clear_failure(fake_gallery: FakeGallery,
 
 def test_model_error_while_running_exits_1_without_traceback(
         fake_gallery: FakeGallery, capsys: pytest.CaptureFixture[str]) -> None:
-    def run(config: RunConfig) -> RunReport:
+    def run(report: Report) -> None:
         raise ModelError("node 'x' has no data")
 
     fake_gallery({"fails": _fake_entry("fails", run)})
@@ -183,7 +186,7 @@ def test_run_passes_options_through(fake_gallery: FakeGallery, tmp_path: Path,
         "nuts", 7, torch.float32, 3, tmp_path)
     assert config.progress is False  # stderr is captured, not a terminal
     out = capsys.readouterr().out
-    assert "the table" in out and "(fake, engine nuts, 0.5s)" in out
+    assert "the table" in out and re.search(r"\(fake, engine nuts, \d+\.\ds\)", out)
 
     main(["run", "fake"])
     assert calls[-1].out is None and calls[-1].dtype == torch.float64  # no pictures by default
@@ -246,9 +249,9 @@ def test_run_refuses_an_unusable_directory_before_running(
 def test_run_makes_its_directories_first(fake_gallery: FakeGallery, tmp_path: Path) -> None:
     made: list[bool] = []
 
-    def run(config: RunConfig) -> RunReport:
+    def run(report: Report) -> None:
+        config = report.config
         made.append(config.out.is_dir() and config.checkpoint.is_dir())  # type: ignore[union-attr]
-        return _recording_run([])(config)
 
     fake_gallery({"fake": _fake_entry("fake", run)})
     assert main(["run", "fake", "--out", str(tmp_path / "a" / "b"),
@@ -278,7 +281,7 @@ def test_run_refuses_a_directory_it_may_not_write(fake_gallery: FakeGallery, tmp
 
 def test_a_write_failing_during_the_run_is_one_line(fake_gallery: FakeGallery, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    def run(config: RunConfig) -> RunReport:
+    def run(report: Report) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "fit.png"))
 
     fake_gallery({"fake": _fake_entry("fake", run)})

@@ -1,6 +1,7 @@
 """The text pipeline: tokenizer rules, vocabulary filters equal to scikit-learn's
 ``CountVectorizer`` given the same tokenizer and stop words (words and counts exactly, on
-BBC articles), count tensors in the asked dtype and device, splits, and the errors."""
+BBC articles), count tensors in the asked dtype and device, splits, the errors, and text as
+characters of an alphabet (normalise, encode, decode)."""
 
 from __future__ import annotations
 
@@ -158,3 +159,23 @@ def test_empty_inputs_are_errors() -> None:
         text.split(10, 0.01, seed=0)
     with pytest.raises(ModelError, match="one label per item"):
         text.split(10, 0.5, seed=0, labels=[0, 1])
+
+
+# --------------------------------------------------------------------------- characters
+@pytest.mark.parametrize(("raw", "alphabet", "clean"), [
+    ("It's 3 o'clock -- TEA!\n", " abcdefghijklmnopqrstuvwxyz", "it s o clock tea"),
+    ("Ёлка, ёж; OK 1825.", " абвгдежзийклмнопрстуфхцчшщъыьэюя", "елка еж"),
+    ("...", " ab", ""),
+])
+def test_normalise_keeps_the_alphabet_and_one_space_per_break(raw: str, alphabet: str,
+                                                              clean: str) -> None:
+    assert text.normalise(raw, alphabet) == clean
+
+
+def test_encode_and_decode_are_inverse_over_the_alphabet() -> None:
+    alphabet = " abc"
+    codes = text.encode("cab ba", alphabet)
+    assert codes.dtype == torch.long and codes.tolist() == [3, 1, 2, 0, 2, 1]
+    assert text.decode(codes, alphabet) == "cab ba"
+    with pytest.raises(ModelError, match=r"\['d'\] are not in the alphabet"):
+        text.encode("abd", alphabet)
