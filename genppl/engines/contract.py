@@ -84,13 +84,17 @@ class Engine:
         return features in self.accepts and (not self.needs or bool(features & self.needs))
 
     def check(self, model: Model, features: Feature) -> None:
-        """Refuse a model holding what this engine cannot run, naming one that can."""
+        """Refuse a model holding what this engine cannot run, naming one that can. Continuous
+        chains that are not linear-Gaussian are left to an engine that runs linear-Gaussian
+        ones: it says which step of the chain is not."""
         extra = features & ~self.accepts
-        if extra:
-            instead = default_engine_for(features)
-            raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
-                             f"({_example(model, extra)}), which engine {self.name!r} does "
-                             f"not run; use engine {instead!r}.")
+        if not extra or (extra == Feature.CONTINUOUS and Feature.GAUSSIAN_CHAINS in self.accepts
+                         and _continuous_chains(model)):
+            return
+        raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
+                         f"({_example(model, extra)}), which engine {self.name!r} does not run "
+                         f"(it runs {', '.join(self.accepts.names())}); use engine "
+                         f"{default_engine_for(features)!r}.")
 
     def call(self, driver: Callable[..., Any], model: Model, data: dict[str, Any] | None,
              options: Any) -> Any:
@@ -183,6 +187,11 @@ def model_features(model: Model, data: Mapping[str, Any] | None) -> Feature:
         features |= Feature.CONTINUOUS if prep.continuous else Feature.NONE
         features |= Feature.GAUSSIAN_CHAINS if prep.gaussian is not None else Feature.NONE
     return features
+
+
+def _continuous_chains(model: Model) -> bool:
+    return any(attrs["kind"] == "latent" and attrs["chain"] is not None
+               and attrs["support"] != "finite" for _, attrs in model.graph.nodes(data=True))
 
 
 def _example(model: Model, features: Feature) -> str:

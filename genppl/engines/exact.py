@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pyro import poutine
@@ -51,8 +51,8 @@ class ExactOptions(FixedParams):
                               "sampling), as state values", role=Role.DRAWS)
     seed: int | None = option(None, "seed of the draws (None: torch's global stream)",
                               role=Role.SEED)
-    chain_method: str = option("auto", "chains eliminated 'sequential', 'parallel' or 'auto' "
-                               "(genppl.exact.scan)")
+    chain_method: Literal["auto", "sequential", "parallel"] = option(
+        "auto", "how chains are eliminated (genppl.exact.scan)")
     evidence_per: str | None = option(None, "a plate: log p of each of its entries too "
                                       "(info['log_evidence_per'])")
 
