@@ -3,7 +3,8 @@
 Both read only the engines' contracts (``genppl.engines.contract``): the options a call
 gives are built into the engine's options dataclass (an unknown name or a value of the
 wrong type is refused, naming the engine), the model is checked against what the engine
-runs, and the default engine is the first of ``PREFERENCE`` that runs the model."""
+runs (from its static graph: the check costs nothing), and the default engine is the first
+of ``PREFERENCE`` that runs the model."""
 
 from __future__ import annotations
 
@@ -29,13 +30,12 @@ def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None =
 
     ``budget_bytes`` caps the largest table any engine allocates (default: the budget in
     force, ``genppl.memory_limit``); work that needs more is refused before it allocates."""
-    features = None if engine is not None else model_features(model, data)
-    chosen = get_engine(engine or default_engine_for(features))  # type: ignore[arg-type]
+    chosen = get_engine(engine or default_engine(model, data))
     if chosen.infer is None:
         raise ModelError(f"engine {chosen.name!r} fits params but gives no posterior; use "
                          f"genppl.fit(model, data, engine={chosen.name!r}).")
     built = chosen.build(options)
-    chosen.check(model, features or model_features(model, data))
+    chosen.check(model, model_features(model, data, precise=False))
     with memory_limit(budget_bytes):
         posterior = chosen.call(chosen.infer, model, data, built)
     posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
@@ -52,6 +52,6 @@ def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
         raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
                          f"genppl.infer(model, data, engine={engine!r}).")
     built = chosen.build(options)
-    chosen.check(model, model_features(model, data))
+    chosen.check(model, model_features(model, data, precise=False))
     with memory_limit(budget_bytes):
         return chosen.call(chosen.fit, model, data, built)

@@ -84,17 +84,13 @@ class Engine:
         return features in self.accepts and (not self.needs or bool(features & self.needs))
 
     def check(self, model: Model, features: Feature) -> None:
-        """Refuse a model holding what this engine cannot run, naming one that can. Continuous
-        chains that are not linear-Gaussian are left to an engine that runs linear-Gaussian
-        ones: it says which step of the chain is not."""
+        """Refuse a model holding what this engine cannot run, naming one that can."""
         extra = features & ~self.accepts
-        if not extra or (extra == Feature.CONTINUOUS and Feature.GAUSSIAN_CHAINS in self.accepts
-                         and _continuous_chains(model)):
-            return
-        raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
-                         f"({_example(model, extra)}), which engine {self.name!r} does not run "
-                         f"(it runs {', '.join(self.accepts.names())}); use engine "
-                         f"{default_engine_for(features)!r}.")
+        if extra:
+            raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
+                             f"({_example(model, extra)}), which engine {self.name!r} does not "
+                             f"run (it runs {', '.join(self.accepts.names())}); use engine "
+                             f"{default_engine_for(features)!r}.")
 
     def call(self, driver: Callable[..., Any], model: Model, data: dict[str, Any] | None,
              options: Any) -> Any:
@@ -158,40 +154,36 @@ def default_engine_for(features: Feature) -> str:
     return PREFERENCE[-1]
 
 
-def model_features(model: Model, data: Mapping[str, Any] | None) -> Feature:
-    """What ``model`` holds given ``data`` (a latent given a value counts as data). Read from
-    the static graph; only continuous latents on chains (linear-Gaussian or not), or latents
-    whose family the graph could not see without data, take a look at the compiled model."""
+def model_features(model: Model, data: Mapping[str, Any] | None, *,
+                   precise: bool = True) -> Feature:
+    """What ``model`` holds given ``data`` (a latent given a value counts as data), read from
+    the static graph. Continuous latents on chains (linear-Gaussian or not) and latents whose
+    family the graph could not see without data need a look at the compiled model with its
+    data (a trace of it: a pass over the data); ``precise=False`` leaves them out instead, for
+    a check that must cost nothing (the engine that runs the model says what is wrong with
+    them)."""
     given = {k for k, v in (data or {}).items() if v is not None}
-    graph = model.graph
     features = Feature.NONE
     unknown = False
-    for name, attrs in graph.nodes(data=True):
-        kind = attrs["kind"]
+    for name, attrs in model.graph.nodes(data=True):
+        kind, support = attrs["kind"], attrs["support"]
         if kind == "factor":
             features |= Feature.FACTORS
         elif kind == "module":
             features |= Feature.NEURAL
         elif kind == "latent" and name not in given:
-            if attrs["support"] is None or (attrs["chain"] is not None
-                                            and attrs["support"] != "finite"):
+            if support is None or (attrs["chain"] is not None and support != "finite"):
                 unknown = True
-            elif attrs["support"] == "finite" and model.nodes[name].enumerate:
+            elif support == "finite" and model.nodes[name].enumerate:
                 features |= Feature.FINITE
             else:
                 features |= Feature.CONTINUOUS
-    if unknown:
+    if unknown and precise:
         prep = prepare(model, data, collapse=True)
-        features &= ~(Feature.FINITE | Feature.CONTINUOUS)
         features |= Feature.FINITE if prep.enumerated else Feature.NONE
         features |= Feature.CONTINUOUS if prep.continuous else Feature.NONE
         features |= Feature.GAUSSIAN_CHAINS if prep.gaussian is not None else Feature.NONE
     return features
-
-
-def _continuous_chains(model: Model) -> bool:
-    return any(attrs["kind"] == "latent" and attrs["chain"] is not None
-               and attrs["support"] != "finite" for _, attrs in model.graph.nodes(data=True))
 
 
 def _example(model: Model, features: Feature) -> str:
