@@ -35,7 +35,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None =
         raise ModelError(f"engine {chosen.name!r} fits params but gives no posterior; use "
                          f"genppl.fit(model, data, engine={chosen.name!r}).")
     built = chosen.build(options)
-    chosen.check(model, model_features(model, data, precise=False))
+    chosen.check(model, data)
     with memory_limit(budget_bytes):
         posterior = chosen.call(chosen.infer, model, data, built)
     posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
@@ -52,6 +52,6 @@ def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
         raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
                          f"genppl.infer(model, data, engine={engine!r}).")
     built = chosen.build(options)
-    chosen.check(model, model_features(model, data, precise=False))
+    chosen.check(model, data)
     with memory_limit(budget_bytes):
         return chosen.call(chosen.fit, model, data, built)

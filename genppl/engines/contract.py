@@ -83,14 +83,16 @@ class Engine:
         """Whether this engine runs a model with ``features`` and has something to do in it."""
         return features in self.accepts and (not self.needs or bool(features & self.needs))
 
-    def check(self, model: Model, features: Feature) -> None:
-        """Refuse a model holding what this engine cannot run, naming one that can."""
+    def check(self, model: Model, data: Mapping[str, Any] | None) -> None:
+        """Refuse a model holding what this engine cannot run, naming one that can. From the
+        static graph alone, so it costs nothing (see ``model_features``)."""
+        features = model_features(model, data, precise=False)
         extra = features & ~self.accepts
         if extra:
             raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
-                             f"({_example(model, extra)}), which engine {self.name!r} does not "
-                             f"run (it runs {', '.join(self.accepts.names())}); use engine "
-                             f"{default_engine_for(features)!r}.")
+                             f"({_example(model, data, extra)}), which engine {self.name!r} "
+                             f"does not run (it runs {', '.join(self.accepts.names())}); use "
+                             f"engine {default_engine_for(features)!r}.")
 
     def call(self, driver: Callable[..., Any], model: Model, data: dict[str, Any] | None,
              options: Any) -> Any:
@@ -186,13 +188,14 @@ def model_features(model: Model, data: Mapping[str, Any] | None, *,
     return features
 
 
-def _example(model: Model, features: Feature) -> str:
+def _example(model: Model, data: Mapping[str, Any] | None, features: Feature) -> str:
     """A node that gives ``model`` one of ``features``, for an error message."""
-    graph = model.graph
-    for name, attrs in graph.nodes(data=True):
+    given = {k for k, v in (data or {}).items() if v is not None}
+    for name, attrs in model.graph.nodes(data=True):
         kind, support = attrs["kind"], attrs["support"]
         if ((Feature.FACTORS in features and kind == "factor")
                 or (Feature.NEURAL in features and kind == "module")
-                or (kind == "latent" and (Feature.FINITE in features) == (support == "finite"))):
+                or (kind == "latent" and name not in given
+                    and (Feature.FINITE in features) == (support == "finite"))):
             return f"{kind} {name!r}"
     return "see its graph"
