@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import numbers
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +54,7 @@ def build_options(options: type[T], engine: str, given: Mapping[str, Any]) -> T:
     of its declared type; otherwise a ``ModelError`` naming the engine, the option and (for
     an unknown name) the valid ones."""
     valid = [f.name for f in fields(options)]
-    hints = get_type_hints(options)
+    hints = _hints(options)
     for name, value in given.items():
         if name not in valid:
             raise ModelError(f"engine {engine!r} has no option {name!r}." + suggest(name, valid))
@@ -61,6 +62,12 @@ def build_options(options: type[T], engine: str, given: Mapping[str, Any]) -> T:
             raise ModelError(f"engine {engine!r}: option {name}= must be {describe(hints[name])}, "
                              f"got {value!r}.")
     return options(**given)
+
+
+@functools.cache
+def _hints(options: type[Any]) -> dict[str, Any]:
+    """The options' types, resolved once per class (their annotations are strings)."""
+    return get_type_hints(options)
 
 
 def conforms(value: Any, hint: Any) -> bool:
