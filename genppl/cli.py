@@ -182,18 +182,54 @@ def cmd_gallery_list(args: argparse.Namespace) -> int:
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
-    from genppl.engines import ENGINES
+    from genppl.engines.contract import listing
 
-    rows = [{"name": e.name, "description": e.description,
-             "provides": [k for k in ("infer", "fit") if getattr(e, k) is not None]}
-            for e in ENGINES.values()]
+    rows = listing()
     if args.json:
         _print_json({"engines": rows})
+    elif args.markdown:
+        print(engines_markdown(rows), end="")
     else:
         width = max((len(r["name"]) for r in rows), default=4)
         for r in rows:
             print(f"{r['name']:<{width}}  {'/'.join(r['provides']):<9}  {r['description']}")
+            print(f"{'':<{width}}  returns {', '.join(r['returns'])}; accepts "
+                  f"{', '.join(r['accepts'])}")
+            options = ", ".join(f"{o['name']}={o['default']}" for o in r["options"])
+            print(f"{'':<{width}}  options: {options or '(none)'}")
     return EXIT_OK
+
+
+def _cell(text: str) -> str:
+    """``text`` inside a Markdown table cell (a bar would end the cell)."""
+    return text.replace("|", "\\|")
+
+
+def engines_markdown(rows: list[dict[str, Any]]) -> str:
+    """``docs/engines.md``: the engines' contracts as tables (``genppl engines --markdown``;
+    a test fails when the file in docs/ is not what this gives)."""
+    from genppl.engines.contract import PREFERENCE
+
+    lines = ["# Engines", "",
+             "Generated from the engines' contracts (`genppl.engines.contract`) by",
+             "`python -m genppl engines --markdown > docs/engines.md`; do not edit by hand.",
+             "`genppl.infer` without `engine=` runs the first engine of "
+             f"{', '.join(PREFERENCE)} that accepts the model and finds something to do in it.",
+             "", "| engine | call | returns | accepts | needs one of | what it does |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r['name']}` | {', '.join(r['provides'])} | "
+                     f"{', '.join(r['returns'])} | {', '.join(r['accepts'])} | "
+                     f"{', '.join(r['needs']) or '-'} | {r['description']} |")
+    for r in rows:
+        lines += ["", f"## `{r['name']}` options", ""]
+        if not r["options"]:
+            lines.append("None.")
+            continue
+        lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{o['name']}` | `{_cell(o['type'])}` | `{_cell(o['default'])}` | "
+                  f"{_cell(o['doc'])} |" for o in r["options"]]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -302,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     engines = sub.add_parser("engines", help="list the registered inference engines")
     engines.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    engines.add_argument("--markdown", action="store_true",
+                         help="the tables of docs/engines.md on stdout")
     engines.set_defaults(func=cmd_engines)
 
     run = sub.add_parser("run", help="run a gallery entry and print its report")

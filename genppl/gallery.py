@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 import torch
 
 from genppl.dsl.model import Model
+from genppl.engines import get_engine, samplers
 from genppl.errors import ModelError, UnknownName, suggest
+from genppl.runtime.options import Role
 
 #: The entry-point group under which gallery packages register (``name = "package"``).
 GALLERY_GROUP = "genppl.gallery"
@@ -347,11 +349,15 @@ def get_entry(name: str) -> GalleryEntry:
 
 def engine_options(engine: str, config: RunConfig, draws: int = 2000) -> dict[str, Any]:
     """What a sampling engine needs from a run: ``draws`` draws (``config.steps`` when it
-    counts draws), the run's seed and progress bar; nothing for exact engines."""
+    counts draws), the run's seed and progress bar; nothing for exact engines. Which of its
+    options count draws, seed the run and draw the bar is the engine's contract's to say."""
     if engine not in SAMPLERS:
         return {}
-    return {"num_samples": draws, "seed": config.seed, "progress": config.progress}
+    chosen = get_engine(engine)
+    given = {Role.DRAWS: draws, Role.SEED: config.seed, Role.PROGRESS: config.progress}
+    return {name: value for role, value in given.items()
+            if (name := chosen.option_with(role)) is not None}
 
 
-#: Engines that answer with draws rather than exact marginals.
-SAMPLERS = ("gibbs", "nuts", "hmc", "prior")
+#: Engines that answer with draws rather than exact marginals (and fit nothing).
+SAMPLERS = samplers()

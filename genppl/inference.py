@@ -1,29 +1,30 @@
-"""``genppl.infer`` and ``genppl.fit``: one entry point for every engine."""
+"""``genppl.infer`` and ``genppl.fit``: one entry point for every engine.
+
+Both read only the engines' contracts (``genppl.engines.contract``): the options a call
+gives are built into the engine's options dataclass (an unknown name or a value of the
+wrong type is refused, naming the engine), the model is checked against what the engine
+runs (from its static graph: the check costs nothing), and the default engine is the first
+of ``PREFERENCE`` that runs the model. Ragged plates are lowered first
+(``genppl.dsl.ragged``), so every engine sees the hand-flattened model."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 from genppl.budget import memory_limit
 from genppl.dsl.declaration import Declaration
 from genppl.dsl.model import Model
 from genppl.dsl.ragged import flatten
-from genppl.engines import get_engine
-from genppl.errors import ModelError, suggest
+from genppl.engines import default_engine_for, get_engine, model_features
+from genppl.errors import ModelError
 from genppl.results import FitResult, Posterior
-from genppl.tabulation.prepared import prepare
 
 
 def default_engine(model: Model, data: dict[str, Any] | None) -> str:
-    """Exact inference (``exact``) for fully finite models, NUTS when continuous latents
-    exist, SVI when there are no latents (only params to fit)."""
-    if not model.latent_names:
-        return "svi"
-    if prepare(model, data).continuous:
-        return "nuts"
-    return "exact"
+    """The engine ``infer`` runs when none is named: exact inference where the model's
+    latents allow it, else NUTS where there are continuous latents, else SVI (see
+    ``genppl.engines.contract.PREFERENCE``)."""
+    return default_engine_for(model_features(model, data))
 
 
 def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None = None,
@@ -33,13 +34,14 @@ def infer(model: Model, data: dict[str, Any] | None = None, engine: str | None =
     ``budget_bytes`` caps the largest table any engine allocates (default: the budget in
     force, ``genppl.memory_limit``); work that needs more is refused before it allocates."""
     run, data = _lowered(model, data, options)
-    name = engine or default_engine(run, data)
-    chosen = get_engine(name)
+    chosen = get_engine(engine or default_engine(run, data))
     if chosen.infer is None:
-        raise ModelError(f"engine {name!r} fits params but gives no posterior; use "
-                         f"genppl.fit(model, data, engine={name!r}).")
+        raise ModelError(f"engine {chosen.name!r} fits params but gives no posterior; use "
+                         f"genppl.fit(model, data, engine={chosen.name!r}).")
+    built = chosen.build(options)
+    chosen.check(run, data)
     with memory_limit(budget_bytes):
-        posterior = chosen.infer(run, data, **_checked(name, chosen.infer, options))
+        posterior = chosen.call(chosen.infer, run, data, built)
     posterior.cardinalities = {n: card for n, card in model.graph.nodes(data="cardinality")
                                if card is not None}
     return posterior
@@ -54,8 +56,10 @@ def fit(model: Model, data: dict[str, Any] | None = None, engine: str = "svi",
     if chosen.fit is None:
         raise ModelError(f"engine {engine!r} samples a posterior and fits nothing; use "
                          f"genppl.infer(model, data, engine={engine!r}).")
+    built = chosen.build(options)
+    chosen.check(run, data)
     with memory_limit(budget_bytes):
-        return chosen.fit(run, data, **_checked(engine, chosen.fit, options))
+        return chosen.call(chosen.fit, run, data, built)
 
 
 def _lowered(model: Model, data: dict[str, Any] | None, options: dict[str, Any]
@@ -66,15 +70,3 @@ def _lowered(model: Model, data: dict[str, Any] | None, options: dict[str, Any]
     if any(isinstance(v, Declaration) for v in options.values()):
         return model, data
     return flatten(model, data)
-
-
-def _checked(engine: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Reject options the engine does not take, naming the ones it does."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return options
-    valid = [n for n in params if n not in ("model", "data")]
-    for key in options:
-        if key not in valid:
-            raise ModelError(f"engine {engine!r} has no option {key!r}." + suggest(key, valid))
-    return options

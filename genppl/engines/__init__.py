@@ -1,7 +1,19 @@
-"""Inference engines, registered by name (see ``registry``)."""
+"""Inference engines, each declaring its ``Engine`` contract (see ``contract``)."""
 
 from genppl.engines import cavi, cd, em, enum, exact, gibbs, hmc_gibbs, mcmc, prior, svi
-from genppl.engines.registry import ENGINES, Engine, get_engine, register
+from genppl.engines.contract import (
+    ENGINES,
+    PREFERENCE,
+    Engine,
+    Feature,
+    Returns,
+    default_engine_for,
+    get_engine,
+    model_features,
+    register,
+    samplers,
+)
 
-__all__ = ["ENGINES", "Engine", "cavi", "cd", "em", "enum", "exact", "get_engine", "gibbs",
-           "hmc_gibbs", "mcmc", "prior", "register", "svi"]
+__all__ = ["ENGINES", "PREFERENCE", "Engine", "Feature", "Returns", "cavi", "cd",
+           "default_engine_for", "em", "enum", "exact", "get_engine", "gibbs", "hmc_gibbs",
+           "mcmc", "model_features", "prior", "register", "samplers", "svi"]

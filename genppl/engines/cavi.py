@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -46,11 +47,12 @@ from genppl.conjugacy.likelihoods import (
     find_readings,
 )
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
 from genppl.exact.posterior import data_layout, latent_leaves
 from genppl.exact.sum_product import contract
 from genppl.results import FitResult, Posterior
+from genppl.runtime.options import Role, option
 from genppl.runtime.progress import progress_bar
 from genppl.tabulation.from_model import Tabulation, Use
 
@@ -142,12 +144,31 @@ def _local_step(tab: Tabulation, readings: _Readings, point: Mapping[str, torch.
     return _Local(float(log_z.detach().sum()), weights, found), fm.uses
 
 
-def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
-        tol: float = 1e-9, init: str | Mapping[str, Any] = "random", seed: int = 0,
-        hold: Mapping[str, Any] | None = None, local: Sequence[str] = (),
-        local_steps: int = 4, local_tol: float = 1e-3,
-        callback: Callable[[int, float, dict[str, Any]], bool | None] | None = None,
-        progress: bool = True) -> FitResult:
+@dataclass(frozen=True, kw_only=True)
+class CAVIOptions:
+    """Options of engine ``cavi``."""
+
+    steps: int = option(500, "most CAVI iterations", role=Role.STEPS)
+    tol: float = option(1e-9, "stop when the ELBO improves by less than this, relative")
+    init: str | Mapping[str, Any] = option(
+        "random", "'random' (global update after random cell weights), 'prior', or starting "
+        "factors by latent")
+    seed: int = option(0, "seed of init='random'", role=Role.SEED)
+    hold: Mapping[str, Any] | None = option(None, "variational factors kept as given, by "
+                                            "latent (held-out evaluation)")
+    local: Sequence[str] = option((), "per-item latents updated with the finite latents in an "
+                                  "inner loop")
+    local_steps: int = option(4, "most inner-loop steps per iteration")
+    local_tol: float = option(1e-3, "inner loop stops when local parameters change by less "
+                              "than this on average")
+    callback: Callable[[int, float, dict[str, Any]], bool | None] | None = option(
+        None, "callback(iteration, elbo, q) after each iteration; True stops")
+    progress: bool = option(True, "a progress bar", role=Role.PROGRESS)
+    num_samples: int | None = option(None, "genppl.infer only: draws of each continuous "
+                                     "latent from its q (None: 1000)", role=Role.DRAWS)
+
+
+def fit(model: Model, data: dict[str, Any] | None, options: CAVIOptions) -> FitResult:
     """Run up to ``steps`` CAVI iterations; stop when the ELBO improves by less than ``tol``
     relative.
 
@@ -175,6 +196,11 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     ``q`` as a distribution) and a posterior with the finite latents' marginals and the
     ELBO.
     """
+    if options.num_samples is not None:
+        raise ModelError("engine 'cavi': num_samples= is genppl.infer's (draws from q); "
+                         "genppl.fit returns q itself, in info['q'].")
+    steps, tol, init, seed, hold = (options.steps, options.tol, options.init, options.seed,
+                                    options.hold)
     if steps < 1:
         raise ModelError(f"engine 'cavi': steps must be >= 1, got {steps}.")
     if isinstance(init, str) and init not in ("random", "prior"):
@@ -183,15 +209,15 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
     start = time.perf_counter()
     data = data or {}
     factors = _conjugate_latents(model)
-    for option, given in (("init", {} if isinstance(init, str) else init), ("hold", hold or {})):
+    for given_as, given in (("init", {} if isinstance(init, str) else init), ("hold", hold or {})):
         for name, q in given.items():
             if name not in factors:
-                raise ModelError(f"engine 'cavi': {option}= names {name!r}, which is not a "
+                raise ModelError(f"engine 'cavi': {given_as}= names {name!r}, which is not a "
                                  f"continuous latent of {model.name!r}." + suggest(name, factors))
             factors[name].assign(q)
     order = sorted((f for f in factors.values() if f.name not in (hold or {})),
                    key=lambda q: ORDER.index(type(q)))
-    inner = _local_factors(model, order, local, local_steps)
+    inner = _local_factors(model, order, options.local, options.local_steps)
     kept = [f for f in factors.values() if f.name in (hold or {})]
     readings = _Readings(factors)
     tab = Tabulation(model, data)
@@ -204,7 +230,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
         readings.noise = None
         _global_steps(order, readings, local, uses)
     readings.moments = {q.name: q.moments() for q in factors.values()}
-    bar = progress_bar(range(steps), total=steps, desc="cavi", enabled=progress)
+    bar = progress_bar(range(steps), total=steps, desc="cavi", enabled=options.progress)
     for _ in bar:
         local, uses = _local_step(tab, readings, _point(factors), marginals=False)
         elbo = local.log_z - sum(float(q.kl()) for q in (*order, *kept))
@@ -220,8 +246,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 500,
             converged = True
             break
         _global_steps(order, readings, local, uses)
-        _inner_loop(tab, readings, factors, inner, local_steps, local_tol)
-        if callback is not None and callback(len(elbos), elbo, {
+        _inner_loop(tab, readings, factors, inner, options.local_steps, options.local_tol)
+        if options.callback is not None and options.callback(len(elbos), elbo, {
                 name: f.distribution() for name, f in factors.items()}):
             break
     local, _ = _local_step(tab, readings, _point(factors), marginals=True)
@@ -293,11 +319,11 @@ def _check_monotone(elbos: list[float], elbo: float, dtype: torch.dtype) -> None
                          "with the model.")
 
 
-def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
-          **options: Any) -> Posterior:
+def infer(model: Model, data: dict[str, Any] | None, options: CAVIOptions) -> Posterior:
     """``fit``, then ``num_samples`` draws of each continuous latent from its ``q`` beside
     the finite latents' marginals."""
-    result = fit(model, data, **options)
+    num_samples = 1000 if options.num_samples is None else options.num_samples
+    result = fit(model, data, replace(options, num_samples=None))
     posterior = result.posterior
     assert posterior is not None
     posterior.samples = {name: q.sample((1, num_samples))
@@ -306,6 +332,10 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
     return posterior
 
 
-register("cavi", "coordinate-ascent mean-field VI for conjugate-exponential models "
-         "(Dirichlet, Beta, Normal, Gamma priors): closed-form updates derived from the "
-         "graph, finite latents exact; monotone ELBO", infer=infer, fit=fit)
+CAVI = register(Engine(
+    "cavi", "coordinate-ascent mean-field VI for conjugate-exponential models (Dirichlet, Beta, "
+    "Normal, Gamma priors): closed-form updates derived from the graph, finite latents exact; "
+    "monotone ELBO",
+    returns=Returns.FIT | Returns.MARGINALS | Returns.EVIDENCE_BOUND | Returns.DRAWS,
+    accepts=Feature.FINITE | Feature.CONTINUOUS, needs=Feature.CONTINUOUS,
+    options=CAVIOptions, infer=infer, fit=fit))

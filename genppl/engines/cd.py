@@ -35,18 +35,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import torch
 
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
 from genppl.gibbs.grounding import Block, FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, run_of, updates
 from genppl.pyro.program import bind_data
 from genppl.results import FitResult
+from genppl.runtime.options import Role, option
 from genppl.runtime.params import param_values
 from genppl.runtime.progress import progress_bar, seed_everything
 from genppl.tabulation.from_model import Tabulation
@@ -171,11 +173,25 @@ class Statistics:
                               minlength=rows * k ** arity).to(weights.dtype).reshape(rows, -1)
 
 
-def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
-        persistent: bool = False, steps: int = 1000, lr: float = 0.05, momentum: float = 0.0,
-        batch_size: int = 100, positive_sweeps: int = 1, learn: Sequence[str] | None = None,
-        init: dict[str, Any] | None = None, seed: int | None = None, progress: bool = True,
-        callback: Callback | None = None) -> FitResult:
+@dataclass(frozen=True, kw_only=True)
+class CDOptions:
+    """Options of engine ``cd``."""
+
+    k: int = option(1, "negative-phase sweeps per update (CD-k)")
+    persistent: bool = option(False, "keep batch_size negative chains across updates (PCD)")
+    steps: int = option(1000, "SGD updates", role=Role.STEPS)
+    lr: float = option(0.05, "SGD learning rate")
+    momentum: float = option(0.0, "SGD momentum, in [0, 1)")
+    batch_size: int = option(100, "cases per minibatch")
+    positive_sweeps: int = option(1, "positive-phase sweeps over the unclamped instances")
+    learn: Sequence[str] | None = option(None, "the params to fit (None: all)")
+    init: dict[str, Any] | None = option(None, "starting values of params by name")
+    seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
+    progress: bool = option(True, "a progress bar", role=Role.PROGRESS)
+    callback: Callback | None = option(None, "callback(step, params) after each update")
+
+
+def fit(model: Model, data: dict[str, Any] | None, options: CDOptions) -> FitResult:
     """``steps`` updates of SGD (``lr``, ``momentum``) on minibatches of ``batch_size``
     cases, drawn without replacement epoch by epoch.
 
@@ -189,6 +205,9 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
     back in ``FitResult.params``, the last negative states (the "fantasy particles") in
     ``info["negative"]``. ``losses`` are the surrogate ``-(E(positive) - E(negative))``
     per case, whose gradient is the CD estimate; it is not the log-likelihood."""
+    k, persistent, steps, lr, momentum = (options.k, options.persistent, options.steps,
+                                          options.lr, options.momentum)
+    batch_size, positive_sweeps = options.batch_size, options.positive_sweeps
     for name, value in (("k", k), ("steps", steps), ("batch_size", batch_size),
                         ("positive_sweeps", positive_sweeps)):
         if not isinstance(value, int) or value < 1:
@@ -198,12 +217,12 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                          f"momentum={momentum}.")
     start = time.perf_counter()
     _check_undirected(model)
-    seed_everything(seed)
-    with param_values(model, init):
+    seed_everything(options.seed)
+    with param_values(model, options.init):
         tabulate = Tabulation(model, {})  # per update: only the tables' new values
         one = ground(tabulate(grad=True))
         cases = _cases(model, one, data)
-        names = _learned(model, learn)
+        names = _learned(model, options.learn)
         count = next(iter(cases.values())).shape[0]
         batch = min(batch_size, count)
         colours, positive = _phases(one, cases)
@@ -219,7 +238,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
         losses: list[float] = []
         batches = _minibatches(count, batch, device)
         bar = progress_bar(range(steps), total=steps, desc=f"cd {model.name}",
-                           enabled=progress)
+                           enabled=options.progress)
         for step in bar:
             if step:  # new param values: new tables in the same structure
                 tables = list(group_tables(tabulate(grad=True), one))
@@ -245,8 +264,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, k: int = 1,
                 raise ModelError(f"engine 'cd': the surrogate became {losses[-1]} at step "
                                  f"{step}; a potential is -inf at a sampled state or lr={lr} "
                                  "is too large.")
-            if callback is not None:
-                callback(step, {n: pyro.param(n).detach() for n in names})
+            if options.callback is not None:
+                options.callback(step, {n: pyro.param(n).detach() for n in names})
         params = {n: pyro.param(n).detach().clone() for n in model.names("param")}
     negatives = {b.name: b.states[negative[:, b.offset:b.offset + b.size]].reshape(
         batch, *b.shape) for b in one.blocks.values()}
@@ -369,6 +388,9 @@ def _minibatches(count: int, size: int, device: torch.device) -> Iterator[torch.
             yield order[first:first + size]
 
 
-register("cd", "contrastive divergence (CD-k) and persistent CD for models built from "
-         "potentials over finite variables (RBMs, Boltzmann machines, MRFs): Gibbs positive "
-         "and negative phases on the grounded model, gradients by autograd", fit=fit)
+CD = register(Engine(
+    "cd", "contrastive divergence (CD-k) and persistent CD for models built from potentials "
+    "over finite variables (RBMs, Boltzmann machines, MRFs): Gibbs positive and negative "
+    "phases on the grounded model, gradients by autograd", returns=Returns.FIT,
+    accepts=Feature.FINITE | Feature.FACTORS, needs=Feature.FACTORS, options=CDOptions,
+    fit=fit))

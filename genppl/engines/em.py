@@ -42,13 +42,14 @@ from pyro.distributions.torch_distribution import MaskedDistribution
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
 from genppl.exact.scan import compact, sum_to_shape
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
 from genppl.runtime.checkpoint import RunCheckpoint, check_checkpoint, digest
+from genppl.runtime.options import Role, option
 from genppl.runtime.params import param_values
 from genppl.runtime.progress import progress_bar
 from genppl.tabulation.from_model import FactorModel, Use, model_factors
@@ -74,10 +75,27 @@ class _Role:
     use: int
 
 
-def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
-        tol: float = 1e-8, pseudo_counts: float = 0.0, learn: Sequence[str] | None = None,
-        init: dict[str, Any] | None = None, seed: int = 0, progress: bool = True,
-        checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> FitResult:
+@dataclass(frozen=True, kw_only=True)
+class EMOptions:
+    """Options of engine ``em``."""
+
+    steps: int = option(100, "most EM iterations", role=Role.STEPS)
+    tol: float = option(1e-8, "stop when the objective improves by less than this, relative")
+    pseudo_counts: float = option(0.0, "counts added to every category (a Dirichlet(1 + "
+                                  "pseudo_counts) prior's MAP)")
+    learn: Sequence[str] | None = option(None, "what to re-estimate: params, CPT nodes, global "
+                                         "continuous latents (None: see fit)")
+    init: dict[str, Any] | None = option(None, "starting values of params and point-estimated "
+                                         "latents by name")
+    seed: int = option(0, "seed of the prior draws that start point-estimated latents",
+                       role=Role.SEED)
+    progress: bool = option(True, "a progress bar", role=Role.PROGRESS)
+    checkpoint: str | Path | None = option(None, "a directory: the run saves em.pt there and "
+                                           "a repeated call resumes it")
+    checkpoint_every: int = option(100, "iterations between two checkpoint saves")
+
+
+def fit(model: Model, data: dict[str, Any] | None, options: EMOptions) -> FitResult:
     """Run up to ``steps`` EM iterations; stop early when the objective improves by less
     than ``tol`` relative.
 
@@ -100,17 +118,20 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
     an uninterrupted run, bit for bit; a finished run answers from its checkpoint. Another
     run's checkpoint (model, data sizes, options, init) is refused. Each E-step's elimination
     is checked against the memory budget (``genppl.budget``)."""
+    steps, tol, pseudo_counts, seed = (options.steps, options.tol, options.pseudo_counts,
+                                       options.seed)
+    checkpoint, checkpoint_every = options.checkpoint, options.checkpoint_every
     check_checkpoint("engine 'em'", checkpoint, seed, checkpoint_every)
     if steps < 1:
         raise ModelError(f"engine 'em': steps must be >= 1, got {steps}.")
     if pseudo_counts < 0:
         raise ModelError(f"engine 'em': pseudo_counts must be >= 0, got {pseudo_counts}.")
     start = time.perf_counter()
-    init = dict(init or {})
+    init = dict(options.init or {})
     params = model.names("param")
     data = data or {}
     with param_values(model, {n: v for n, v in init.items() if n in params}):
-        targets = _Targets(model, learn, init, seed)
+        targets = _Targets(model, options.learn, init, seed)
         store = None
         if checkpoint is not None:
             store = RunCheckpoint(checkpoint, "em", {
@@ -118,7 +139,7 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, steps: int = 100,
                 "data": digest({k: v for k, v in data.items() if v is not None}),
                 "steps": steps, "tol": tol, "pseudo_counts": pseudo_counts,
                 "learn": targets.names, "seed": seed, "init": digest(init)})
-        return _fit(model, data, steps, tol, pseudo_counts, targets, progress, start,
+        return _fit(model, data, steps, tol, pseudo_counts, targets, options.progress, start,
                     store, checkpoint_every)
 
 
@@ -484,6 +505,8 @@ def _pseudo_prior(targets: _Targets, fm: FactorModel, roles: list[_Role],
     return total
 
 
-register("em", "expectation-maximisation with exact E-steps (Baum-Welch for HMMs, EM for "
-         "mixtures and Bayesian networks): closed-form M-steps, optional pseudo-counts",
-         fit=fit)
+EM = register(Engine(
+    "em", "expectation-maximisation with exact E-steps (Baum-Welch for HMMs, EM for mixtures "
+    "and Bayesian networks): closed-form M-steps, optional pseudo-counts",
+    returns=Returns.FIT, accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.FACTORS
+    | Feature.NEURAL, needs=Feature.NONE, options=EMOptions, fit=fit))

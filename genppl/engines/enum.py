@@ -7,6 +7,7 @@ latent and log p(data), within Pyro's limits on the number of enumerated variabl
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyro.distributions as dist
@@ -14,11 +15,11 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError
 from genppl.pyro.values import by_node, from_pyro_layout, split_site
 from genppl.results import Posterior
-from genppl.runtime.params import with_params
+from genppl.runtime.params import FixedParams
 from genppl.tabulation.prepared import check_enumeration, prepare
 
 
@@ -38,8 +39,12 @@ def _state_probs(d: Any) -> torch.Tensor:
     return torch.softmax(d.logits, -1)
 
 
-@with_params
-def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
+@dataclass(frozen=True, kw_only=True)
+class EnumOptions(FixedParams):
+    """Options of engine ``enum``: only the params it runs at."""
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: EnumOptions) -> Posterior:
     """Exact marginals of every finite latent and log p(data). A model whose enumeration
     would need more than the memory budget (``genppl.budget``) is refused before Pyro
     allocates it."""
@@ -75,5 +80,8 @@ def infer(model: Model, data: dict[str, Any] | None = None) -> Posterior:
                      seconds=time.perf_counter() - start)
 
 
-register("enum", "Pyro's exact enumeration of finite latents (TraceEnum_ELBO): marginals and "
-         "log evidence; the baseline for 'exact'", infer=infer)
+ENUM = register(Engine(
+    "enum", "Pyro's exact enumeration of finite latents (TraceEnum_ELBO): marginals and log "
+    "evidence; the baseline for 'exact'", returns=Returns.MARGINALS | Returns.EVIDENCE,
+    accepts=Feature.FINITE | Feature.FACTORS | Feature.NEURAL, needs=Feature.FINITE,
+    options=EnumOptions, infer=infer))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pyro import poutine
@@ -19,7 +20,7 @@ from pyro import poutine
 from genppl.budget import memory_budget
 from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError
 from genppl.exact.gaussian import kalman_filter, rts_smoother, sample_posterior
 from genppl.exact.posterior import (
@@ -31,17 +32,32 @@ from genppl.exact.posterior import (
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.pyro.values import split_site
 from genppl.results import Posterior
-from genppl.runtime.params import with_params
+from genppl.runtime.options import Role, option
+from genppl.runtime.params import FixedParams
 from genppl.tabulation.from_model import model_factors
 from genppl.tabulation.gaussian_chains import GaussianChains
 from genppl.tabulation.prepared import Prepared, prepare
 
 
-@with_params
-def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False,
-          marginals: bool = True, num_samples: int = 0, seed: int | None = None,
-          chain_method: str = "auto",
-          evidence_per: str | None = None) -> Posterior:
+@dataclass(frozen=True, kw_only=True)
+class ExactOptions(FixedParams):
+    """Options of engine ``exact``."""
+
+    map: bool = option(False, "also the most probable joint assignment (info['map']) and its "
+                       "log joint (info['map_log_joint'])")
+    marginals: bool = option(True, "the sum-product pass: marginals and log evidence (False: "
+                             "Viterbi alone)")
+    num_samples: int = option(0, "exact joint posterior draws (forward filtering, backward "
+                              "sampling), as state values", role=Role.DRAWS)
+    seed: int | None = option(None, "seed of the draws (None: torch's global stream)",
+                              role=Role.SEED)
+    chain_method: Literal["auto", "sequential", "parallel"] = option(
+        "auto", "how chains are eliminated (genppl.exact.scan)")
+    evidence_per: str | None = option(None, "a plate: log p of each of its entries too "
+                                      "(info['log_evidence_per'])")
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: ExactOptions) -> Posterior:
     """``map=True`` also returns the most probable joint assignment in ``info["map"]``
     (state indices, laid out like the marginals without their last axis; where several
     tie, one of them, each choice made given those already made) with its log joint in
@@ -60,6 +76,8 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     naive Bayes' class prior and word distributions, fitted by ``em``, to classify new
     documents exactly. Every table the elimination allocates is checked against the memory
     budget (``genppl.budget``) before it is made."""
+    num_samples, seed, chain_method = options.num_samples, options.seed, options.chain_method
+    evidence_per = options.evidence_per
     if num_samples < 0:
         raise ModelError(f"engine 'exact': num_samples must be >= 0, got {num_samples}.")
     budget_bytes = memory_budget()
@@ -80,7 +98,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
     info: dict[str, Any] = {}
     probs: dict[str, torch.Tensor] = {}
     evidence: float | torch.Tensor | None = None
-    if marginals:
+    if options.marginals:
         per_entry, probs = posterior_marginals(fm, chain_method=chain_method,
                                                budget_bytes=budget_bytes, per=evidence_per)
         log_z = per_entry.sum(0) if evidence_per is not None else per_entry
@@ -90,7 +108,7 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, map: bool = False
         if evidence_per is not None:
             info["log_evidence_per"] = per_entry
         evidence = float(log_z) if log_z.dim() == 0 else log_z
-    if map:
+    if options.map:
         value, indicators = leaf_gradients(fm, semiring="max", chain_method=chain_method,
                                             budget_bytes=budget_bytes, per=evidence_per)
         if not bool(torch.isfinite(value).all()):
@@ -176,6 +194,10 @@ def _linear_gaussian(prep: Prepared, num_samples: int, seed: int | None, start: 
                      seconds=time.perf_counter() - start, info=info)
 
 
-register("exact", "exact inference for discrete models (variable elimination; plates as "
-         "products, chains as scans): every marginal, log evidence and MAP in one pass, "
-         "batched evidence", infer=infer)
+EXACT = register(Engine(
+    "exact", "exact inference for discrete models (variable elimination; plates as products, "
+    "chains as scans): every marginal, log evidence and MAP in one pass, batched evidence; "
+    "Kalman filtering and smoothing for linear-Gaussian chains",
+    returns=Returns.MARGINALS | Returns.EVIDENCE | Returns.MAP | Returns.EXACT_DRAWS,
+    accepts=Feature.FINITE | Feature.GAUSSIAN_CHAINS | Feature.FACTORS | Feature.NEURAL,
+    needs=Feature.FINITE | Feature.GAUSSIAN_CHAINS, options=ExactOptions, infer=infer))

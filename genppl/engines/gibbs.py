@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from genppl.budget import memory_budget, refuse_over
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError
 from genppl.exact.posterior import posterior_draws
 from genppl.gibbs.collapsed import Collapsed, SequentialSweep, collapse, collapsible_latents
@@ -28,42 +28,41 @@ from genppl.gibbs.grounding import FactorGraph, ground
 from genppl.gibbs.kernel import GibbsKernel, colouring, draw, starting_state, sweep
 from genppl.pyro.program import as_data
 from genppl.results import Posterior
-from genppl.runtime.chains import Advance, run_chains, stack_chains
-from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
-from genppl.runtime.driver import drive
-from genppl.runtime.params import with_params
-from genppl.runtime.progress import seed_everything
+from genppl.runtime.checkpoint import digest
+from genppl.runtime.mcmc_runner import ChainOptions, ChainStart, run_mcmc
+from genppl.runtime.options import Role, option
 from genppl.tabulation.from_model import model_factors
 
 
-@with_params
-def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 1000,
-          warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
-          schedule: str = "chromatic", blocks: Sequence[Sequence[str]] | str = "auto",
-          init: dict[str, Any] | None = None,
-          executor: str = "auto", checkpoint: str | Path | None = None,
-          checkpoint_every: int = 200, progress: bool = True) -> Posterior:
-    """``num_samples`` sweeps per chain after ``warmup_steps`` (default: as many as
-    ``num_samples // 2``); chain c is seeded with ``seed + c`` and chains run in worker
-    processes or one after another (``executor``, see ``genppl.runtime.chains``), with the
-    same draws either way, or (``executor="vectorized"``) as one state with a chain axis,
-    every colour drawn for all chains at once -- the fast way on one device, a GPU
-    especially, but one random stream for all chains (seeded ``seed``), so not the draws
-    of the other executors; ``schedule`` is ``"chromatic"`` (default) or ``"sequential"``
-    (one instance at a time); each of ``blocks`` (lists of latents) is drawn jointly, after
-    the colours, from its exact conditional given everything else (the exact engine's
-    sampling pass: forward filtering backward sampling for a chain), which mixes where
-    single-site updates crawl; ``blocks="auto"`` (default) makes a block of each chain's
-    latents whose joint states per step are few enough (see ``chain_blocks``), ``()`` none;
-    ``init`` gives starting values of latents by name (the rest
-    are drawn). With ``checkpoint`` (a directory), each chain saves its progress every
-    ``checkpoint_every`` sweeps and a run started again with the same arguments resumes
-    where it stopped, with the draws an uninterrupted run gives (``seed`` is then
-    required). The grounded factor graph and the kept draws are checked against the memory
-    budget (``genppl.budget``): a run that needs more is refused before it allocates."""
-    for name, value in (("num_samples", num_samples), ("num_chains", num_chains)):
-        if value < 1:
-            raise ModelError(f"engine 'gibbs': {name} must be >= 1, got {value}.")
+@dataclass(frozen=True, kw_only=True)
+class GibbsOptions(ChainOptions):
+    """Options of engine ``gibbs``."""
+
+    num_samples: int = option(1000, "sweeps kept per chain, after warm-up", role=Role.DRAWS)
+    warmup_steps: int | None = option(None, "warm-up sweeps per chain (None: num_samples // 2)")
+    executor: str = option(
+        "auto", "where chains run: 'auto', 'serial', 'process', 'ray' (genppl.runtime.chains), "
+        "or 'vectorized': every chain as one state, each colour drawn for all chains at once "
+        "(fast on one device; one random stream for all chains, so other draws)")
+    checkpoint_every: int = option(200, "sweeps between two checkpoint saves")
+    schedule: str = option("chromatic", "'chromatic' (every colour of conditionally "
+                           "independent instances at once) or 'sequential' (one at a time)")
+    blocks: Sequence[Sequence[str]] | str = option(
+        "auto", "lists of latents each drawn jointly from its exact conditional after the "
+        "colours; 'auto': one per chain with few joint states per step (chain_blocks); () none")
+    init: dict[str, Any] | None = option(
+        None, "starting values of finite latents by name (the rest are drawn)")
+
+    def warmup(self) -> int:
+        return self.num_samples // 2 if self.warmup_steps is None else self.warmup_steps
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: GibbsOptions) -> Posterior:
+    """Chains of sweeps (``genppl.runtime.mcmc_runner``); with ``executor="vectorized"``,
+    every chain as one state with a chain axis. The grounded factor graph and the kept draws
+    are checked against the memory budget (``genppl.budget``): a run that needs more is
+    refused before it allocates."""
+    num_samples, num_chains, blocks = options.num_samples, options.num_chains, options.blocks
     start = time.perf_counter()
     collapsible = collapsible_latents(model)
     collapsed = collapse(model, data or {}, collapsible) if collapsible else None
@@ -86,47 +85,36 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
         raise ModelError(f"engine 'gibbs': blocks are drawn by the exact engine, which cannot "
                          f"integrate out {sorted(collapsible)}; leave blocks out (the latents "
                          "that read them are drawn one at a time from exact conditionals).")
-    step = _Step(model, data or {}, graph, colouring(graph, schedule), blocks, collapsed)
-    warmup = num_samples // 2 if warmup_steps is None else warmup_steps
-    check_checkpoint("engine 'gibbs'", checkpoint, seed, checkpoint_every)
-    base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
-    vectorized = executor == "vectorized"
-    # what a checkpoint must match (digests of the data and starting values: made only
-    # for a checkpointed run, as hashing the data is a pass over it)
-    run = None if checkpoint is None else {
-        "engine": "gibbs", "model": model.name, "instances": graph.size,
-        "schedule": schedule, "blocks": [list(b) for b in blocks], "warmup": warmup,
-        "num_samples": num_samples, "seed": base, "vectorized": vectorized,
-        "data": digest(_given(data)), "init": digest(_given(init))}
+    step = _Step(model, data or {}, graph, colouring(graph, options.schedule), blocks, collapsed)
+    vectorized = options.executor == "vectorized"
 
-    def chain(index: int, advance: Advance) -> dict[str, torch.Tensor]:
+    def chain(index: int) -> ChainStart:
         """Chain ``index``, or with ``vectorized`` every chain as one (chains, V) state."""
-        seed_everything(base + index)
-        store = None if run is None else ChainCheckpoint(checkpoint, index, run)
-        starts = [_initial_state(model, graph, step, init)
+        starts = [_initial_state(model, graph, step, options.init)
                   for _ in range(num_chains if vectorized else 1)]
         kernel = GibbsKernel(step, torch.stack(starts) if vectorized else starts[0])
-        states = drive(kernel, warmup=warmup, num_samples=num_samples, advance=advance,
-                       device=graph.padding.device, store=store, every=checkpoint_every)
-        drawn = states["state"].transpose(0, 1) if vectorized else states["state"]
-        out = graph.compact(drawn)
-        if collapsed is not None:
-            out.update(collapsed.uncollapse(drawn))
-        return out
 
-    if vectorized:
-        samples = run_chains(chain, 1, executor="serial", device=model.device,
-                             steps=warmup + num_samples, progress=progress,
-                             desc=f"gibbs, {num_chains} chains")[0]
-    else:
-        samples = stack_chains(run_chains(chain, num_chains, executor=executor,
-                                          device=model.device, steps=warmup + num_samples,
-                                          progress=progress, desc="gibbs"))
-    return Posterior(model.name, "gibbs", samples=samples,
-                     seconds=time.perf_counter() - start,
-                     info={"num_chains": num_chains, "colours": len(step.colours),
-                           "instances": graph.size, "blocks": step.blocks,
-                           "collapsed": sorted(collapsible)})
+        def finish(states: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                              dict[str, Any]]:
+            drawn = states["state"].transpose(0, 1) if vectorized else states["state"]
+            out = graph.compact(drawn)
+            if collapsed is not None:
+                out.update(collapsed.uncollapse(drawn))
+            return out, {}
+
+        return ChainStart(kernel, graph.padding.device, finish=finish)
+
+    # what a checkpoint must match (digests of the data and starting values: made only
+    # for a checkpointed run, as hashing the data is a pass over it)
+    def describe() -> dict[str, Any]:
+        return {"instances": graph.size, "schedule": options.schedule,
+                "blocks": [list(b) for b in blocks], "vectorized": vectorized,
+                "data": digest(_given(data)), "init": digest(_given(options.init))}
+
+    return run_mcmc("gibbs", model, options, start=chain, describe=describe, started=start,
+                    vectorized=vectorized,
+                    info={"colours": len(step.colours), "instances": graph.size,
+                          "blocks": step.blocks, "collapsed": sorted(collapsible)})
 
 
 #: A chain is drawn as a block when its latents have at most this many joint states per
@@ -233,6 +221,9 @@ def _given(values: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (values or {}).items() if v is not None}
 
 
-register("gibbs", "Gibbs sampling of finite latents: full conditionals from each instance's "
-         "Markov blanket, a colour of conditionally independent instances per update "
-         "(checkerboard on grids), under Pyro's MCMC driver", infer=infer)
+GIBBS = register(Engine(
+    "gibbs", "Gibbs sampling of finite latents: full conditionals from each instance's Markov "
+    "blanket, a colour of conditionally independent instances per update (checkerboard on "
+    "grids); conjugate continuous latents integrated out", returns=Returns.DRAWS,
+    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.FACTORS | Feature.NEURAL,
+    needs=Feature.FINITE, options=GibbsOptions, infer=infer))

@@ -16,7 +16,7 @@ energy is dropped after each update, so every transition targets the current con
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError
 from genppl.exact.posterior import posterior_draws
 from genppl.gibbs.grounding import FactorGraph, ground, group_tables
@@ -33,34 +33,32 @@ from genppl.gibbs.kernel import colouring, sweep
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
 from genppl.results import Posterior
-from genppl.runtime.chains import Advance, run_chains, stack_chains
-from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
-from genppl.runtime.driver import drive
-from genppl.runtime.hamiltonian import kernel_factory, recorded
+from genppl.runtime.checkpoint import digest
+from genppl.runtime.hamiltonian import HamiltonianOptions, kernel_factory, recorded
 from genppl.runtime.kernel_state import kernel_state, load_kernel_state
-from genppl.runtime.params import with_params
-from genppl.runtime.progress import seed_everything
+from genppl.runtime.mcmc_runner import ChainOptions, ChainStart, run_mcmc
+from genppl.runtime.options import option
 from genppl.tabulation.from_model import Tabulation
 from genppl.tabulation.prepared import Prepared, init_values, prepare
 
 
-@with_params
-def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 500,
-          warmup_steps: int | None = None, num_chains: int = 1, seed: int | None = None,
-          kernel: str = "nuts", target_accept_prob: float = 0.8, step_size: float = 1.0,
-          adapt_step_size: bool = True, max_tree_depth: int | None = None,
-          num_steps: int | None = None,
-          init: dict[str, Any] | None = None, discrete: str = "gibbs",
-          executor: str = "auto", progress: bool = True,
-          checkpoint: str | Path | None = None, checkpoint_every: int = 100) -> Posterior:
+@dataclass(frozen=True, kw_only=True)
+class HmcGibbsOptions(ChainOptions, HamiltonianOptions):
+    """Options of engine ``hmc_gibbs``: the kernel options are engine ``nuts``'s
+    (``max_tree_depth`` for NUTS, ``num_steps`` for HMC; one given to the other kernel is
+    refused)."""
+
+    kernel: str = option("nuts", "the kernel of the continuous latents: 'nuts' or 'hmc'")
+    discrete: str = option("gibbs", "the update of the finite latents: 'gibbs' (one sweep) or "
+                           "'exact' (one exact joint draw from their conditional)")
+    init: dict[str, Any] | None = option(None, "starting values of continuous latents by name")
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: HmcGibbsOptions) -> Posterior:
     """``num_samples`` iterations per chain after ``warmup_steps`` (default as many, during
-    which NUTS adapts its step size and mass matrix); chain c is seeded ``seed + c``
-    (``executor``: see ``genppl.runtime.chains``); ``init`` gives starting values of
-    continuous latents by name; ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above).
-    The kernel options are engine ``nuts``'s (``max_tree_depth`` for NUTS, ``num_steps``
-    for HMC; one given to the other kernel is refused).
-    With ``checkpoint`` (a directory; ``seed`` required), each chain saves its progress
-    every ``checkpoint_every`` iterations and the same call later resumes it exactly."""
+    which NUTS adapts its step size and mass matrix), run by ``genppl.runtime.mcmc_runner``;
+    ``discrete`` is ``"gibbs"`` or ``"exact"`` (see above)."""
+    kernel, discrete = options.kernel, options.discrete
     if kernel not in ("nuts", "hmc"):
         raise ModelError(f"engine 'hmc_gibbs': kernel must be 'nuts' or 'hmc', got {kernel!r}.")
     if discrete not in ("gibbs", "exact"):
@@ -73,37 +71,26 @@ def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int 
                          "'gibbs' (or 'exact').")
     if not prep.enumerated:
         raise ModelError(f"model {model.name!r} has no finite latents; use engine 'nuts'.")
-    warmup = num_samples if warmup_steps is None else warmup_steps
-    check_checkpoint("engine 'hmc_gibbs'", checkpoint, seed, checkpoint_every)
-    base = int(torch.randint(2**31 - num_chains, ())) if seed is None else seed
-    make = kernel_factory(kernel, step_size=step_size, adapt_step_size=adapt_step_size,
-                          target_accept_prob=target_accept_prob,
-                          max_tree_depth=max_tree_depth, num_steps=num_steps)
+    make = kernel_factory(kernel, options)
+
+    def chain(index: int) -> ChainStart:
+        sampler = HmcGibbsKernel(prep, data or {}, options.init, make, discrete)
+
+        def finish(draws: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                             dict[str, Any]]:
+            return draws, {"step_size": float(sampler.kernel.step_size)}
+
+        return ChainStart(sampler, model.device, keep=sampler.current, finish=finish)
+
     # what a checkpoint must match (digests of the data and starting values: made only
     # for a checkpointed run, as hashing the data is a pass over it)
-    run = None if checkpoint is None else {
-        "engine": "hmc_gibbs", "model": model.name, "warmup": warmup,
-        "num_samples": num_samples, "seed": base, "kernel": kernel, "discrete": discrete,
-        "sites": sorted(prep.continuous),
-        "data": digest(prep.data),
-        "options": recorded(make),
-        "init": digest(init or {})}
+    def describe() -> dict[str, Any]:
+        return {"kernel": kernel, "discrete": discrete, "sites": sorted(prep.continuous),
+                "data": digest(prep.data), "options": recorded(make),
+                "init": digest(options.init or {})}
 
-    def chain(index: int, advance: Advance) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        seed_everything(base + index)
-        sampler = HmcGibbsKernel(prep, data or {}, init, make, discrete)
-        store = None if run is None else ChainCheckpoint(checkpoint, index, run)
-        draws = drive(sampler, warmup=warmup, num_samples=num_samples, advance=advance,
-                      device=model.device, store=store, every=checkpoint_every,
-                      keep=sampler.current)
-        return draws, {"step_size": float(sampler.kernel.step_size)}
-
-    chains = run_chains(chain, num_chains, executor=executor, device=model.device,
-                        steps=warmup + num_samples, progress=progress, desc="hmc_gibbs")
-    return Posterior(model.name, "hmc_gibbs", samples=stack_chains([d for d, _ in chains]),
-                     seconds=time.perf_counter() - start,
-                     info={"num_chains": num_chains, "kernel": kernel, "discrete": discrete,
-                           "diagnostics": [info for _, info in chains]})
+    return run_mcmc("hmc_gibbs", model, options, start=chain, describe=describe,
+                    started=start, info={"kernel": kernel, "discrete": discrete})
 
 
 class HmcGibbsKernel(MCMCKernel):
@@ -217,5 +204,8 @@ class HmcGibbsKernel(MCMCKernel):
         return out
 
 
-register("hmc_gibbs", "NUTS on the continuous latents alternating with Gibbs sweeps of the "
-         "finite ones (for discrete parts too large to sum out)", infer=infer)
+HMC_GIBBS = register(Engine(
+    "hmc_gibbs", "NUTS on the continuous latents alternating with Gibbs sweeps of the finite "
+    "ones (for discrete parts too large to sum out)", returns=Returns.DRAWS,
+    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.FACTORS | Feature.NEURAL,
+    needs=Feature.FINITE, options=HmcGibbsOptions, infer=infer))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from pyro.optim import PyroOptim
 
 from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
-from genppl.engines.registry import register
+from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.values import split_site, stack_draws
 from genppl.results import FitResult, Posterior
 from genppl.runtime.checkpoint import RunCheckpoint, check_checkpoint, digest
+from genppl.runtime.options import Role, option
 from genppl.runtime.progress import check_finite, progress_bar, seed_everything
 from genppl.tabulation.prepared import (
     Prepared,
@@ -103,18 +105,47 @@ def _elbo(prep: Prepared, kind: str | None, num_particles: int) -> Any:
                        vectorize_particles=num_particles > 1)
 
 
-def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide | None = None,
-        steps: int = 1000, lr: float = 0.01, clip_norm: float | None = 10.0, lrd: float = 1.0,
-        optimizer: str | PyroOptim = "clipped_adam", schedule: str | None = None,
-        schedule_options: dict[str, Any] | None = None,
-        elbo: str | None = None, num_particles: int = 1,
-        batch_size: int | dict[str, int] | None = None,
-        validation: dict[str, Any] | None = None, eval_every: int = 100,
-        eval_particles: int = 32, patience: int | None = None,
-        checkpoint: str | Path | None = None, checkpoint_every: int = 100,
-        seed: int | None = None, num_samples: int = 0, init: dict[str, Any] | None = None,
-        progress: bool = True, clear_params: bool = True,
-        validate: bool | None = None) -> FitResult:
+@dataclass(frozen=True, kw_only=True)
+class SVIOptions:
+    """Options of engine ``svi``."""
+
+    guide: str | Guide | None = option(
+        None, "a DSL guide, or an autoguide by name: 'delta', 'normal', 'mvn', 'lowrank' "
+        "(None: 'normal' where there are continuous latents)")
+    steps: int = option(1000, "optimisation steps", role=Role.STEPS)
+    lr: float = option(0.01, "learning rate")
+    clip_norm: float | None = option(10.0, "gradient clipping per parameter (None: unclipped)")
+    lrd: float = option(1.0, "per-step learning-rate decay (an exponential schedule)")
+    optimizer: str | PyroOptim = option(
+        "clipped_adam", "'clipped_adam', 'adam', 'sgd', 'adagrad', 'rmsprop', or a pyro.optim "
+        "object")
+    schedule: str | None = option(None, "learning-rate schedule: 'exponential', 'step', "
+                                  "'cosine' or 'plateau'")
+    schedule_options: dict[str, Any] | None = option(None, "options of the torch scheduler")
+    elbo: str | None = option(None, "the ELBO: 'trace', 'meanfield' or 'enum' (None: chosen "
+                              "from the model)")
+    num_particles: int = option(1, "Monte Carlo particles per ELBO estimate")
+    batch_size: int | dict[str, int] | None = option(
+        None, "minibatches: every data plate (an int) or the named plates (a dict)")
+    validation: dict[str, Any] | None = option(None, "held-out data, scored every eval_every "
+                                               "steps")
+    eval_every: int = option(100, "steps between two evaluations")
+    eval_particles: int = option(32, "particles of a held-out ELBO")
+    patience: int | None = option(None, "stop after this many evaluations without improvement")
+    checkpoint: str | Path | None = option(None, "a directory: the run saves svi.pt there and "
+                                           "a repeated call resumes it (needs seed)")
+    checkpoint_every: int = option(100, "steps between two checkpoint saves")
+    seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
+    num_samples: int | None = option(None, "draws from the fitted guide (None: 500 for "
+                                     "genppl.infer, none for genppl.fit)", role=Role.DRAWS)
+    init: dict[str, Any] | None = option(None, "starting values of latents by name")
+    progress: bool = option(True, "a progress bar", role=Role.PROGRESS)
+    clear_params: bool = option(True, "clear Pyro's param store before fitting")
+    validate: bool | None = option(None, "Pyro's validation during the run (None: Pyro's "
+                                   "global setting)")
+
+
+def fit(model: Model, data: dict[str, Any] | None, options: SVIOptions) -> FitResult:
     """Optimise the ELBO for ``steps`` steps.
 
     Optimiser (``genppl.variational.optim``): ``optimizer`` by name ("clipped_adam", the
@@ -153,25 +184,27 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
 
     ``num_samples > 0`` also draws that many posterior samples from the fitted guide.
     """
-    check_checkpoint("svi", checkpoint, seed, checkpoint_every)
-    if eval_every < 1:
-        raise ModelError(f"svi: eval_every must be >= 1, got {eval_every}.")
-    seed_everything(seed)
-    if clear_params:
+    check_checkpoint("svi", options.checkpoint, options.seed, options.checkpoint_every)
+    if options.eval_every < 1:
+        raise ModelError(f"svi: eval_every must be >= 1, got {options.eval_every}.")
+    seed_everything(options.seed)
+    if options.clear_params:
         pyro.clear_param_store()
     start = time.perf_counter()
-    with _checks(validate):  # (validate=False: no check of data against supports either)
+    with _checks(options.validate):  # (validate=False: no check of data against supports)
         prep = prepare(model, data)
-    pyro_guide = build_guide(prep, guide, init)
-    loss_fn = _elbo(prep, elbo, num_particles)
-    options = {"lr": lr, "clip_norm": clip_norm, "lrd": lrd, "schedule": schedule,
-               "schedule_options": schedule_options, "steps": steps}
-    optimiser: Any = (make_optimiser(optimizer, **options) if isinstance(optimizer, PyroOptim)
-                      else JointOptimiser(recipe(optimizer, **options)))
-    batches = plate_batches(prep, batch_size)
+    pyro_guide = build_guide(prep, options.guide, options.init)
+    loss_fn = _elbo(prep, options.elbo, options.num_particles)
+    recipe_options = {"lr": options.lr, "clip_norm": options.clip_norm, "lrd": options.lrd,
+                      "schedule": options.schedule, "schedule_options": options.schedule_options,
+                      "steps": options.steps}
+    optimiser: Any = (make_optimiser(options.optimizer, **recipe_options)
+                      if isinstance(options.optimizer, PyroOptim)
+                      else JointOptimiser(recipe(options.optimizer, **recipe_options)))
+    batches = plate_batches(prep, options.batch_size)
     minibatched = {*batches, *(p for p, spec in model.plates.items()
                                if spec.subsample_size is not None)}
-    if minibatched and num_samples and not isinstance(guide, Guide):
+    if minibatched and options.num_samples and not isinstance(options.guide, Guide):
         local = [s for s in prep.continuous
                  if set(model[split_site(s)[0]].plates) & minibatched]
         if local:  # the autoguide's plates keep the batch size it was built with
@@ -189,26 +222,28 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         model_fn, guide_fn = on_indices(prep.program, indices), on_indices(pyro_guide, indices)
     svi = SVIStep(model_fn, guide_fn, loss_fn, optimiser)
     val = None
-    if validation is not None:
+    if options.validation is not None:
         with torch.random.fork_rng(devices=[]):  # tracing draws: leave the training stream
-            val = prepare(model, validation)
-    monitoring = val is not None or patience is not None or optimiser.plateau
-    stopping = EarlyStopping(patience)
-    eval_seed = seed if seed is not None else 0
+            val = prepare(model, options.validation)
+    monitoring = val is not None or options.patience is not None or optimiser.plateau
+    stopping = EarlyStopping(options.patience)
+    eval_seed = options.seed if options.seed is not None else 0
     store = None
-    if checkpoint is not None:
-        store = SVICheckpoint(checkpoint, _fingerprint(
-            model, prep, guide, steps=steps, lr=lr, clip_norm=clip_norm, lrd=lrd,
-            optimizer=optimiser.name, schedule=schedule, schedule_options=schedule_options,
-            elbo=type(loss_fn).__name__, num_particles=num_particles, batches=batches,
-            validation=val, eval_every=eval_every, eval_particles=eval_particles,
-            patience=patience, seed=seed, optimiser_state=type(optimiser).__name__,
-            init=digest(init or {})))
+    if options.checkpoint is not None:
+        store = SVICheckpoint(options.checkpoint, _fingerprint(
+            model, prep, options.guide, steps=options.steps, lr=options.lr,
+            clip_norm=options.clip_norm, lrd=options.lrd, optimizer=optimiser.name,
+            schedule=options.schedule, schedule_options=options.schedule_options,
+            elbo=type(loss_fn).__name__, num_particles=options.num_particles, batches=batches,
+            validation=val, eval_every=options.eval_every,
+            eval_particles=options.eval_particles, patience=options.patience,
+            seed=options.seed, optimiser_state=type(optimiser).__name__,
+            init=digest(options.init or {})))
 
     def step_once() -> float:
         if loader is not None:
             indices.update(loader.next())
-        with subsampled(model, batches), _checks(validate):
+        with subsampled(model, batches), _checks(options.validate):
             return svi(**prep.data)
 
     losses: list[float] = []
@@ -227,8 +262,8 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         losses, done = [float(v) for v in saved["losses"]], int(saved["done"])
         SVICheckpoint.restore_generators(saved)
     held_out: float | None = None
-    bar = progress_bar(range(done, steps), total=steps - done, desc=f"svi {model.name}",
-                       enabled=progress)
+    bar = progress_bar(range(done, options.steps), total=options.steps - done,
+                       desc=f"svi {model.name}", enabled=options.progress)
     for step in bar:
         if stopping.stopped:
             break
@@ -237,23 +272,25 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         losses.append(loss)
         done = step + 1
         optimiser.after_step()
-        if monitoring and done % eval_every == 0:
+        if monitoring and done % options.eval_every == 0:
             if val is not None:
-                with _checks(validate):
-                    held_out = _held_out_elbo(val, pyro_guide, loss_fn, eval_particles,
+                with _checks(options.validate):
+                    held_out = _held_out_elbo(val, pyro_guide, loss_fn,
+                                              options.eval_particles,
                                               eval_seed)
                 score = held_out
             else:
-                score = -sum(losses[-eval_every:]) / len(losses[-eval_every:])
+                score = -sum(losses[-options.eval_every:]) / len(losses[-options.eval_every:])
             check_finite(score, "the monitored ELBO", step)
             stopping.update(done, score)
             optimiser.after_evaluation(-score)
-        if hasattr(bar, "set_postfix") and (step % 50 == 0 or done % eval_every == 0):
+        if hasattr(bar, "set_postfix") and (step % 50 == 0 or done % options.eval_every == 0):
             shown = {"elbo": f"{-loss:.4g}"}
             if held_out is not None:
                 shown["held_out"] = f"{held_out:.4g}"
             bar.set_postfix(**shown)
-        if store is not None and (done % checkpoint_every == 0 or done == steps
+        if store is not None and (done % options.checkpoint_every == 0
+                                  or done == options.steps
                                   or stopping.stopped):
             record: dict[str, Any] = {
                 "done": done, "losses": torch.tensor(losses, dtype=torch.float64),
@@ -266,8 +303,9 @@ def fit(model: Model, data: dict[str, Any] | None = None, *, guide: str | Guide 
         restore(stopping.best_params)
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
     posterior = None
-    if num_samples:
-        posterior = _posterior(prep, pyro_guide, num_samples, -losses[-1] if losses else None)
+    if options.num_samples:
+        posterior = _posterior(prep, pyro_guide, options.num_samples,
+                               -losses[-1] if losses else None)
     seconds = time.perf_counter() - start
     if posterior is not None:
         posterior.seconds = seconds
@@ -337,16 +375,14 @@ def _posterior(prep: Prepared, guide: Callable[..., Any], num_samples: int,
     return Posterior(prep.model.name, "svi", samples=stack_draws(draws), elbo=elbo)
 
 
-def infer(model: Model, data: dict[str, Any] | None = None, *, num_samples: int = 500,
-          **options: Any) -> Posterior:
-    """Fit (see ``fit``) and return draws from the fitted guide."""
-    result = fit(model, data, num_samples=num_samples, **options)
+def infer(model: Model, data: dict[str, Any] | None, options: SVIOptions) -> Posterior:
+    """Fit (see ``fit``) and return draws from the fitted guide (500 unless ``num_samples``
+    says otherwise)."""
+    result = fit(model, data, replace(
+        options, num_samples=500 if options.num_samples is None else options.num_samples))
     assert result.posterior is not None
     result.posterior.info.update(params=result.params, losses=result.losses)
     return result.posterior
-
-
-infer.__wrapped__ = fit  # type: ignore[attr-defined]  # options are fit's: let infer check them
 
 
 #: The layout of SVI checkpoint records; a file of another layout is refused like another run's.
@@ -368,5 +404,10 @@ class SVICheckpoint(RunCheckpoint):
         super().__init__(directory, "svi", {**run, "format": SVI_FORMAT})
 
 
-register("svi", "stochastic variational inference: DSL guide or autoguide "
-         "(delta/normal/mvn/lowrank); finite latents summed out", infer=infer, fit=fit)
+SVI = register(Engine(
+    "svi", "stochastic variational inference: DSL guide or autoguide (delta/normal/mvn/"
+    "lowrank); finite latents summed out",
+    returns=Returns.FIT | Returns.DRAWS | Returns.EVIDENCE_BOUND,
+    accepts=(Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.FACTORS
+             | Feature.NEURAL),
+    needs=Feature.NONE, options=SVIOptions, infer=infer, fit=fit))

@@ -3,19 +3,27 @@ values the caller gives (e.g. ``FitResult.params``) and to their initial values 
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import pyro
 
 from genppl.dsl.model import Model
 from genppl.errors import ModelError, suggest
 from genppl.pyro.program import as_data
+from genppl.runtime.options import option
 
-T = TypeVar("T")
+
+@dataclass(frozen=True, kw_only=True)
+class FixedParams:
+    """The option of an engine that fits nothing: where the model's params stand (the engine
+    contract runs the engine within ``param_values(model, params)``)."""
+
+    params: Mapping[str, Any] | None = option(
+        None, "values of the model's params by name (e.g. a FitResult's params); the others "
+        "at their initial values, in a param store of the run's own")
 
 
 @contextmanager
@@ -33,19 +41,3 @@ def param_values(model: Model, params: Mapping[str, Any] | None) -> Iterator[Non
             pyro.param(name, as_data(model, name, value).detach().clone(),
                        constraint=model[name].constraint)
         yield
-
-
-def with_params(engine: Callable[..., T]) -> Callable[..., T]:
-    """Give an engine that fits nothing a ``params=`` option (see ``param_values``)."""
-
-    @functools.wraps(engine)
-    def run(model: Model, data: Mapping[str, Any] | None = None, *,
-            params: Mapping[str, Any] | None = None, **options: Any) -> T:
-        with param_values(model, params):
-            return engine(model, data, **options)
-
-    sig = inspect.signature(engine)
-    extra = inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY, default=None)
-    run.__signature__ = sig.replace(  # type: ignore[attr-defined]
-        parameters=[*sig.parameters.values(), extra])
-    return run
