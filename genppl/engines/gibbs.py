@@ -1,6 +1,6 @@
 """``engine="gibbs"``: Gibbs sampling of a model whose latents are all finite.
 
-The model is tabulated as the exact engine does (``genppl.tabulation.from_model``), grounded into
+The model is tabulated as the exact engine does (``genppl.tabulation``), grounded into
 variable and factor instances (``genppl.gibbs.grounding``), and sampled by
 ``genppl.gibbs.kernel.GibbsKernel`` under Pyro's ``MCMC`` driver: each full conditional
 reads only its instance's factors (its Markov blanket), every colour of a proper colouring
@@ -33,7 +33,7 @@ from genppl.runtime.checkpoint import ChainCheckpoint, check_checkpoint, digest
 from genppl.runtime.driver import drive
 from genppl.runtime.params import with_params
 from genppl.runtime.progress import seed_everything
-from genppl.tabulation.from_model import model_factors
+from genppl.tabulation.tabulation import model_factors
 
 
 @with_params

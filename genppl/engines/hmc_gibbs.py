@@ -40,8 +40,8 @@ from genppl.runtime.hamiltonian import kernel_factory, recorded
 from genppl.runtime.kernel_state import kernel_state, load_kernel_state
 from genppl.runtime.params import with_params
 from genppl.runtime.progress import seed_everything
-from genppl.tabulation.from_model import Tabulation
 from genppl.tabulation.prepared import Prepared, init_values, prepare
+from genppl.tabulation.tabulation import Tabulation
 
 
 @with_params
