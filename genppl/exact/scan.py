@@ -18,7 +18,7 @@ Both sum-product schedules work on exponentials of shifted log weights, which un
 where a zero in a table (a forbidden transition) leaves one route whose weight is far below
 the others' -- in float32 this takes only a Gaussian HMM with well separated means. Each
 therefore checks where underflow can have cost precision and recomputes exactly there (see
-``LogMatMulExp`` in ``log_ops`` and ``_ScaledChain``), so the answer is exact to float precision
+``log_ops.LogMatMulExp`` and ``_ScaledChain``), so the answer is exact to float precision
 whenever it is representable in log space.
 """
 
@@ -135,10 +135,11 @@ def _log_space_chain(alpha: torch.Tensor, pair: torch.Tensor, unary: torch.Tenso
     pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
     masks = _per_step(mask, steps) if mask is not None else (None,) * steps
     centres: list[torch.Tensor] = []
+    matmul, reduce = ring.matmul, ring.reducer(True)
     for p, u, m in zip(pairs, unaries, masks, strict=True):
-        moved = ring.matmul(alpha.unsqueeze(-2), p).squeeze(-2)
-        if m is not None:
-            moved = torch.where(m.unsqueeze(-1), moved, _reduce(alpha, ring))
+        moved = matmul(alpha.unsqueeze(-2), p).squeeze(-2)
+        if m is not None:  # a masked step: stay anywhere, from all of alpha
+            moved = torch.where(m.unsqueeze(-1), moved, reduce(alpha.unsqueeze(-1), -2))
         alpha = moved + u
         if centred:
             centres.append(alpha.detach().amax(-1, keepdim=True)

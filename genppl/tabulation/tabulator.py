@@ -299,7 +299,7 @@ class Tabulator:
 
     def _arg_plan(self, node: Node, parents: tuple[Parent, ...], scope: tuple[str, ...],
                   steps: tuple[torch.Tensor, torch.Tensor | None] | None) -> Args:
-        """Where each argument of a factory comes from (see ``_evaluate``): the grids of
+        """Where each argument of a factory comes from (see ``evaluate``): the grids of
         latent states, data and chain steps are fixed tensors; params, modules and point
         values are read by name; deterministic parents are called on the same grid."""
         args: list[tuple[str, Any]] = []
