@@ -242,11 +242,6 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
             for i in program.leftover]
 
 
-# --------------------------------------------------------------------------- internals
-def _batch_shape(factors: Sequence[Factor]) -> torch.Size:
-    return _shapes(_scopes(factors), _table_shapes(factors))[1]
-
-
 def aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     """The table viewed over ``scope`` (singleton axes for variables it does not have)."""
     t = f.log_table
@@ -257,6 +252,11 @@ def aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     shape = list(t.shape[:batch_dims]) + [t.shape[batch_dims + present.index(v)] if v in
                                           position else 1 for v in scope]
     return t.reshape(shape)
+
+
+# --------------------------------------------------------------------------- internals
+def _batch_shape(factors: Sequence[Factor]) -> torch.Size:
+    return _shapes(_scopes(factors), _table_shapes(factors))[1]
 
 
 @dataclass(frozen=True)
