@@ -13,5 +13,9 @@ import torch
 
 def version(t: torch.Tensor) -> int:
     """``t``'s version counter; -1 for an inference tensor, which has none (it cannot be
-    edited outside inference mode)."""
-    return -1 if t.is_inference() else t._version
+    edited outside inference mode). Read on every query of a network, once per table: the
+    common case pays one attribute read."""
+    try:
+        return t._version
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return -1
