@@ -108,7 +108,7 @@ def checkerboard_sweeper(observed: torch.Tensor, coupling: float, eta: float, se
                          device: str) -> Sweeper:
     from genppl.gibbs.grounding import ground
     from genppl.gibbs.kernel import colouring, sweep
-    from genppl.tabulation.from_model import model_factors
+    from genppl.tabulation.tabulation import model_factors
 
     flip = 1.0 / (1.0 + math.exp(2.0 * eta))  # eta = log((1 - flip) / flip) / 2
     model = ising_denoise.build_posterior(observed, coupling, flip).to(device, torch.float64)

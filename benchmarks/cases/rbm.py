@@ -218,7 +218,7 @@ def _sampling(config: BenchConfig, weights: Weights, chains: int, sweeps: int
     from genppl.gibbs.grounding import ground
     from genppl.gibbs.kernel import colouring, sweep
     from genppl.runtime.params import param_values
-    from genppl.tabulation.from_model import model_factors
+    from genppl.tabulation.tabulation import model_factors
 
     visible, hidden = weights[0].shape
     device = torch.device(config.device)

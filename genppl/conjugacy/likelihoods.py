@@ -1,6 +1,6 @@
 """Children of conjugate latents: expected log-likelihood tables and sufficient statistics.
 
-A tabulated node (one ``Use`` of ``genppl.tabulation.from_model``) whose distribution reads a
+A tabulated node (one ``Use`` of ``genppl.tabulation.uses``) whose distribution reads a
 conjugate latent gets, from CAVI, its *expected* log table ``E_q[log p(value | parents)]``
 in place of the factory's, and after the exact local step sends that latent the
 expected sufficient statistics weighted by its cells' posterior probabilities. Both are
@@ -31,7 +31,7 @@ from genppl.conjugacy.families import (
 )
 from genppl.distributions import COUNT_VECTORS, WordCounts
 from genppl.errors import ModelError
-from genppl.tabulation.from_model import Use
+from genppl.tabulation.uses import Use
 
 #: (child distribution, attribute) -> the conjugate family that attribute may read.
 READS: dict[tuple[type, str], type[ConjugateFactor]] = {

@@ -54,7 +54,8 @@ from genppl.exact.sum_product import contract
 from genppl.results import FitResult, Posterior
 from genppl.runtime.options import Role, option
 from genppl.runtime.progress import progress_bar
-from genppl.tabulation.from_model import Tabulation, Use
+from genppl.tabulation.tabulation import Tabulation
+from genppl.tabulation.uses import Use
 
 #: Update order: a Normal child's precision update uses its mean's new moments.
 ORDER = (DirichletFactor, BetaFactor, NormalFactor, GammaFactor)

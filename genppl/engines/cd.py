@@ -51,7 +51,7 @@ from genppl.results import FitResult
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import param_values
 from genppl.runtime.progress import progress_bar, seed_everything
-from genppl.tabulation.from_model import Tabulation
+from genppl.tabulation.tabulation import Tabulation
 
 #: ``callback(step, params)`` after each update, with the current (constrained) params.
 Callback = Callable[[int, dict[str, torch.Tensor]], None]

@@ -44,7 +44,7 @@ from genppl.dsl.model import Model
 from genppl.dsl.tables import CPT
 from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
-from genppl.exact.scan import compact, sum_to_shape
+from genppl.exact.broadcasting import compact, sum_to_shape
 from genppl.exact.sum_product import contract
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.results import FitResult
@@ -52,7 +52,8 @@ from genppl.runtime.checkpoint import RunCheckpoint, check_checkpoint, digest
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import param_values
 from genppl.runtime.progress import progress_bar
-from genppl.tabulation.from_model import FactorModel, Use, model_factors
+from genppl.tabulation.tabulation import model_factors
+from genppl.tabulation.uses import TabulatedModel, Use
 from genppl.variational.params import snapshot
 
 #: Attributes with a closed-form M-step, by distribution type.
@@ -330,7 +331,7 @@ def _base(d: Any) -> Any:
     return d.base_dist if isinstance(d, MaskedDistribution) else d
 
 
-def _identify(fm: FactorModel, targets: _Targets) -> list[_Role]:
+def _identify(fm: TabulatedModel, targets: _Targets) -> list[_Role]:
     """Which use reads which target as which attribute, by probing with random values."""
     roles: list[_Role] = []
     for i, use in enumerate(fm.uses):
@@ -382,7 +383,7 @@ def _probe(use: Use, arg: str, constraint: Any) -> str | None:
     return None
 
 
-def _expected_statistics(fm: FactorModel) -> tuple[float, list[torch.Tensor]]:
+def _expected_statistics(fm: TabulatedModel) -> tuple[float, list[torch.Tensor]]:
     """log p(data) and, per use, the gradient of log p(data) with respect to its table."""
     tables = [u.table for u in fm.uses]
     with torch.enable_grad():
@@ -405,7 +406,7 @@ def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
     return onehot * weight.unsqueeze(-1)
 
 
-def _maximise(targets: _Targets, fm: FactorModel, roles: list[_Role], grads: list[torch.Tensor],
+def _maximise(targets: _Targets, fm: TabulatedModel, roles: list[_Role], grads: list[torch.Tensor],
               pseudo_counts: float) -> None:
     by_target: dict[str, list[_Role]] = defaultdict(list)
     for r in roles:
@@ -427,7 +428,7 @@ def _maximise(targets: _Targets, fm: FactorModel, roles: list[_Role], grads: lis
         targets.assign(target, value)
 
 
-def _probabilities(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
+def _probabilities(targets: _Targets, fm: TabulatedModel, target: str, group: list[_Role],
                    grads: list[torch.Tensor], pseudo_counts: float) -> torch.Tensor:
     old = targets.current(target)
     bernoulli = _is_bernoulli(fm, group)
@@ -443,11 +444,11 @@ def _probabilities(targets: _Targets, fm: FactorModel, target: str, group: list[
     return torch.where(total > 0, probs, old)  # a row never used keeps its values
 
 
-def _is_bernoulli(fm: FactorModel, group: list[_Role]) -> bool:
+def _is_bernoulli(fm: TabulatedModel, group: list[_Role]) -> bool:
     return isinstance(_base(fm.uses[group[0].use].distribution), dist.Bernoulli)
 
 
-def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
+def _moments(fm: TabulatedModel, group: list[_Role], grads: list[torch.Tensor],
              shape: torch.Size, term: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed posterior weights and weighted ``term(use)`` over the group's uses, summed
     down to the param's ``shape``."""
@@ -468,14 +469,14 @@ def _moments(fm: FactorModel, group: list[_Role], grads: list[torch.Tensor],
     return s0, s1
 
 
-def _weighted_mean(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
+def _weighted_mean(targets: _Targets, fm: TabulatedModel, target: str, group: list[_Role],
                    grads: list[torch.Tensor]) -> torch.Tensor:
     old = targets.current(target)
     s0, s1 = _moments(fm, group, grads, old.shape, lambda use: use.value)
     return torch.where(s0 > 0, s1 / s0.clamp(min=torch.finfo(s0.dtype).tiny), old)
 
 
-def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list[_Role],
+def _weighted_scale(targets: _Targets, fm: TabulatedModel, target: str, group: list[_Role],
                     grads: list[torch.Tensor], new: dict[str, torch.Tensor]) -> torch.Tensor:
     """Root mean squared deviation from each cell's *new* mean (the joint M-step of a
     Gaussian's mean and variance): the factory is re-run with the new params to get it."""
@@ -491,7 +492,7 @@ def _weighted_scale(targets: _Targets, fm: FactorModel, target: str, group: list
     return variance.clamp(min=torch.finfo(variance.dtype).tiny).sqrt()
 
 
-def _pseudo_prior(targets: _Targets, fm: FactorModel, roles: list[_Role],
+def _pseudo_prior(targets: _Targets, fm: TabulatedModel, roles: list[_Role],
                   pseudo_counts: float) -> float:
     """log density (up to a constant) of the Dirichlet/Beta prior the pseudo-counts add."""
     if not pseudo_counts:

@@ -29,14 +29,15 @@ from genppl.exact.posterior import (
     posterior_draws,
     posterior_marginals,
 )
+from genppl.exact.rings import MAX
 from genppl.pyro.program import as_data, default_tensor_context
 from genppl.pyro.values import split_site
 from genppl.results import Posterior
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import FixedParams
-from genppl.tabulation.from_model import model_factors
 from genppl.tabulation.gaussian_chains import GaussianChains
 from genppl.tabulation.prepared import Prepared, prepare
+from genppl.tabulation.tabulation import model_factors
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +110,7 @@ def infer(model: Model, data: dict[str, Any] | None, options: ExactOptions) -> P
             info["log_evidence_per"] = per_entry
         evidence = float(log_z) if log_z.dim() == 0 else log_z
     if options.map:
-        value, indicators = leaf_gradients(fm, semiring="max", chain_method=chain_method,
+        value, indicators = leaf_gradients(fm, ring=MAX, chain_method=chain_method,
                                             budget_bytes=budget_bytes, per=evidence_per)
         if not bool(torch.isfinite(value).all()):
             raise ModelError(f"the data has probability zero under {model.name!r}; no "

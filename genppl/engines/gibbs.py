@@ -1,6 +1,6 @@
 """``engine="gibbs"``: Gibbs sampling of a model whose latents are all finite.
 
-The model is tabulated as the exact engine does (``genppl.tabulation.from_model``), grounded into
+The model is tabulated as the exact engine does (``genppl.tabulation``), grounded into
 variable and factor instances (``genppl.gibbs.grounding``), and sampled by
 ``genppl.gibbs.kernel.GibbsKernel`` under Pyro's ``MCMC`` driver: each full conditional
 reads only its instance's factors (its Markov blanket), every colour of a proper colouring
@@ -31,7 +31,7 @@ from genppl.results import Posterior
 from genppl.runtime.checkpoint import digest
 from genppl.runtime.mcmc_runner import ChainOptions, ChainStart, run_mcmc
 from genppl.runtime.options import Role, option
-from genppl.tabulation.from_model import model_factors
+from genppl.tabulation.tabulation import model_factors
 
 
 @dataclass(frozen=True, kw_only=True)

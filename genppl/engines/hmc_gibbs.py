@@ -38,8 +38,8 @@ from genppl.runtime.hamiltonian import HamiltonianOptions, kernel_factory, recor
 from genppl.runtime.kernel_state import kernel_state, load_kernel_state
 from genppl.runtime.mcmc_runner import ChainOptions, ChainStart, run_mcmc
 from genppl.runtime.options import option
-from genppl.tabulation.from_model import Tabulation
 from genppl.tabulation.prepared import Prepared, init_values, prepare
+from genppl.tabulation.tabulation import Tabulation
 
 
 @dataclass(frozen=True, kw_only=True)

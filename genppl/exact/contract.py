@@ -13,18 +13,16 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import networkx as nx
 import torch
 
 from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
+from genppl.exact.rings import SUM, Reduce, Ring
+from genppl.exact.tensor_versions import version
 from genppl.graph import analysis
-
-#: ``"sum"``: log-sum-exp (marginals); ``"max"``: max-product (MAP); ``"sample"``: log-sum-exp
-#: forward, sampling backward (exact posterior draws).
-Semiring = Literal["sum", "max", "sample"]
 
 
 @dataclass(frozen=True)
@@ -35,11 +33,18 @@ class Factor:
     ``child`` names the variable the table is a conditional distribution of, when it is one
     (its probabilities sum to 1 over ``child`` for every value of the others, as a CPT's
     do): summing a Bayesian network's unobserved leaves out then gives exactly 1, which
-    ``marginals`` skips instead of computing."""
+    ``marginals`` skips instead of computing.
+
+    ``derived`` keeps what the elimination worked out from the table (its scaled
+    probabilities, in each layout a program asked for), each with the table's version
+    counter: a network queried again and again presents the same tables, and an in-place
+    edit of one makes its entries stale."""
 
     vars: tuple[str, ...]
     log_table: torch.Tensor
     child: str | None = field(default=None, kw_only=True)
+    derived: dict[Any, tuple[int, Any]] = field(default_factory=dict, init=False, repr=False,
+                                                compare=False)
 
     def __post_init__(self) -> None:
         if len(set(self.vars)) != len(self.vars):
@@ -152,7 +157,8 @@ def log_partition(factors: Sequence[Factor], *, order: Sequence[str] | None = No
         raise ModelError("log_partition needs at least one factor.")
     order = order if order is not None else plan(factors, budget_bytes=budget_bytes).order
     program = _compile(_scopes(factors), tuple(order))
-    slots, _ = _forward(program, _inward(program, factors), _sum_reduce(factors))
+    slots, _ = _forward(program, _inward(program, factors),
+                        SUM.reducer(_differentiable(factors)))
     return _scalar(program, slots, torch.add, factors[0].log_table.new_zeros(()))
 
 
@@ -208,14 +214,15 @@ def marginals(factors: Sequence[Factor], *, order: Sequence[str] | None = None,
 
 
 def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
-              semiring: Semiring = "sum", heuristic: str | None = None) -> list[Factor]:
-    """Sum (or maximise) ``variables`` out of ``factors``, keeping every other variable.
+              ring: Ring = SUM, heuristic: str | None = None) -> list[Factor]:
+    """Reduce ``variables`` out of ``factors`` in ``ring`` (sum, max or sample; see
+    ``genppl.exact.rings``), keeping every other variable.
 
     The building block of structured contraction: a plate eliminates its local variables
     while the variables of enclosing plates stay as free axes. Differentiable, so the
     gradients of the result with respect to the input tables are family marginals
-    (``"sum"``), the indicator of the maximising assignment (``"max"``), or the indicator
-    of an exact posterior draw (``"sample"``: a sum whose backward pass samples, i.e.
+    (``SUM``), the indicator of the maximising assignment (``MAX``), or the indicator
+    of an exact posterior draw (``SAMPLE``: a sum whose backward pass samples, i.e.
     backward sampling through the elimination). A result's batch shape is the broadcast of
     the batch shapes of the tables it was made from.
     """
@@ -226,9 +233,8 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
     order = partial_plan(scopes, _shapes(scopes, _table_shapes(factors))[0], wanted,
                          heuristic).order
     program = _compile(scopes, order)
-    reduce = _max_values if semiring == "max" else _SampleLogSumExp.apply \
-        if semiring == "sample" else _sum_reduce(factors)
-    slots, _ = _forward(program, _inward(program, factors), reduce)
+    slots, _ = _forward(program, _inward(program, factors),
+                        ring.reducer(_differentiable(factors)))
     depth = [len(f.batch_shape) for f in factors] + [0] * (len(program.scopes) - len(factors))
     for step in program.steps:
         depth[step.out] = max(depth[i.slot] for i in step.inputs)
@@ -236,61 +242,7 @@ def eliminate(factors: Sequence[Factor], variables: Iterable[str], *,
             for i in program.leftover]
 
 
-# --------------------------------------------------------------------------- internals
-class _LogSumExp(torch.autograd.Function):
-    """``torch.logsumexp`` whose gradient is 0, not NaN, where every term is -inf.
-
-    Evidence makes whole slices impossible; their share of every marginal is exactly zero,
-    but the textbook gradient exp(x - logsumexp(x)) evaluates to exp(-inf + inf) there.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        out = torch.logsumexp(x, dim)
-        ctx.save_for_backward(x, out)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.unsqueeze(ctx.dim) * _term_weights(ctx), None
-
-
-def _term_weights(ctx: Any) -> torch.Tensor:
-    """exp(term - logsumexp): each term's share of its sum (0 where every term is -inf)."""
-    x, out = ctx.saved_tensors
-    out = out.unsqueeze(ctx.dim)
-    return torch.where(torch.isfinite(out), (x - out).exp(), torch.zeros_like(x))
-
-
-class _SampleLogSumExp(_LogSumExp):
-    """``logsumexp`` forward; backward routes each output's gradient to *one* term, drawn
-    with probability exp(term - output). Run backward from an indicator of a configuration
-    and every elimination step draws its variable given the variables it was eliminated
-    against: forward filtering, backward sampling, for any elimination order."""
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad.unsqueeze(ctx.dim) * draw_one_hot(_term_weights(ctx), ctx.dim), None
-
-
-def draw_one_hot(weights: torch.Tensor, dim: int) -> torch.Tensor:
-    """One index along ``dim`` per position, drawn proportionally to non-negative
-    ``weights`` (all-zero rows, which no draw can reach, pick index 0), as a one-hot."""
-    moved = weights.movedim(dim, -1)
-    flat = moved.reshape(-1, moved.shape[-1])
-    empty = flat.sum(-1, keepdim=True) <= 0
-    flat = torch.where(empty, torch.ones_like(flat), flat)
-    index = torch.multinomial(flat, 1)
-    one_hot = torch.zeros_like(flat).scatter_(1, index, 1.0)
-    return one_hot.reshape(moved.shape).movedim(-1, dim)
-
-
-def _batch_shape(factors: Sequence[Factor]) -> torch.Size:
-    return _shapes(_scopes(factors), _table_shapes(factors))[1]
-
-
-def _aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
+def aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     """The table viewed over ``scope`` (singleton axes for variables it does not have)."""
     t = f.log_table
     t = t.reshape((1,) * (batch_dims - len(f.batch_shape)) + tuple(t.shape))
@@ -300,6 +252,11 @@ def _aligned(f: Factor, scope: Sequence[str], batch_dims: int) -> torch.Tensor:
     shape = list(t.shape[:batch_dims]) + [t.shape[batch_dims + present.index(v)] if v in
                                           position else 1 for v in scope]
     return t.reshape(shape)
+
+
+# --------------------------------------------------------------------------- internals
+def _batch_shape(factors: Sequence[Factor]) -> torch.Size:
+    return _shapes(_scopes(factors), _table_shapes(factors))[1]
 
 
 @dataclass(frozen=True)
@@ -532,13 +489,12 @@ def _probabilities(f: Factor, layout: _Layout, nb: int
                    ) -> tuple[torch.Tensor, torch.Tensor | float]:
     """``(table, shift)``: ``_scaled(f)`` in a program's internal layout, kept on the factor
     like the scaling itself."""
-    memo = f.__dict__.setdefault("_layouts", {})  # a cache, not a dataclass field
-    version = f.log_table._version
-    hit = memo.get((layout, nb))
-    if hit is None or hit[0] != version:
+    now = version(f.log_table)
+    hit = f.derived.get((layout, nb))
+    if hit is None or hit[0] != now:
         table, shift = _scaled(f)
-        hit = memo[(layout, nb)] = (version, (_internal(table, len(f.vars), layout, nb),
-                                              shift))
+        hit = f.derived[(layout, nb)] = (now, (_internal(table, len(f.vars), layout, nb),
+                                               shift))
     return hit[1]
 
 
@@ -547,19 +503,23 @@ def _scaled(f: Factor) -> tuple[torch.Tensor, torch.Tensor | float]:
     none is finite; a float when one serves every case): probabilities that cannot
     overflow. Kept on the factor until its table changes, since a network queried again
     and again presents the same tables."""
-    version = f.log_table._version
-    hit = f.__dict__.get("_scaled")
-    if hit is None or hit[0] != version:
+    now = version(f.log_table)
+    hit = f.derived.get(_SCALED)
+    if hit is None or hit[0] != now:
         t, k = f.log_table.detach(), len(f.vars)
         if f.child is not None:  # at most 1 already, and a barren sum must stay exactly 1
-            hit = (version, (t.exp(), 0.0))
+            hit = (now, (t.exp(), 0.0))
         else:
             shift = t.amax(tuple(range(t.dim() - k, t.dim()))) if k else t
             shift = torch.where(torch.isfinite(shift), shift, shift.new_zeros(()))
             scaled = (t - shift.reshape(shift.shape + (1,) * k)).exp()
-            hit = (version, (scaled, float(shift) if shift.dim() == 0 else shift))
-        object.__setattr__(f, "_scaled", hit)  # a cache, not a dataclass field
+            hit = (now, (scaled, float(shift) if shift.dim() == 0 else shift))
+        f.derived[_SCALED] = hit
     return hit[1]
+
+
+#: The key of ``_scaled``'s entry in ``Factor.derived`` (layouts are keyed by layout).
+_SCALED = "scaled"
 
 
 def _outward(t: torch.Tensor, nvars: int, depth: int | None = None) -> torch.Tensor:
@@ -573,32 +533,13 @@ def _outward(t: torch.Tensor, nvars: int, depth: int | None = None) -> torch.Ten
     return t
 
 
-Reduce = Callable[[torch.Tensor, Any], Any]
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _sum_reduce(factors: Sequence[Factor]) -> Reduce:
-    """``torch.logsumexp`` unless a gradient is wanted, then its NaN-free ``_LogSumExp``."""
-    if torch.is_grad_enabled() and any(f.log_table.requires_grad for f in factors):
-        return _LogSumExp.apply
-    return torch.logsumexp
-
-
-def _max_values(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
-    """The max over ``dim`` (one axis, or several taken as one flattened axis) by
-    ``torch.max``, whose backward routes each output's gradient to the one maximiser it
-    returns, the first; ``amax``'s backward splits it evenly among ties. Routed to one
-    maximiser, the gradient of the max-product from an indicator of the best value is a
-    backtrack: each eliminated variable is chosen given the variables already chosen, so
-    every leaf's gradient is one-hot and the assignment it reads is a joint maximiser. Read
-    off gradients split among ties, each variable would pick among its own tied states
-    independently, mixing optima into assignments that need not even be possible. (Its
-    forward pass is slower than ``amax``'s, its backward faster, and it keeps only the
-    indices for it: forward and backward together, it costs less.)"""
-    if isinstance(dim, tuple):
-        x = x.movedim(dim, tuple(range(len(dim)))).flatten(0, len(dim) - 1)
-        dim = 0
-    return x.max(dim).values
+def _differentiable(factors: Sequence[Factor]) -> bool:
+    """Whether a gradient of the tables is wanted (the sum then takes its NaN-free
+    backward pass, ``LogSumExp``)."""
+    return torch.is_grad_enabled() and any(f.log_table.requires_grad for f in factors)
 
 
 def _sum_axis(x: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
@@ -746,5 +687,5 @@ def indicator_factor(var: str, one_hot: torch.Tensor, like: torch.Tensor) -> Fac
     so they are handed to the probability pass as they are rather than re-derived."""
     probs = one_hot.to(like.dtype)
     f = Factor((var,), probs.log())
-    object.__setattr__(f, "_scaled", (f.log_table._version, (probs, 0.0)))
+    f.derived[_SCALED] = (version(f.log_table), (probs, 0.0))
     return f

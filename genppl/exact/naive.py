@@ -14,8 +14,11 @@ import torch
 from genppl.exact.contract import Factor, cardinalities
 
 
-def _joint(factors: Sequence[Factor]) -> tuple[list[str], list[tuple[int, ...]], torch.Tensor]:
-    """Every joint state and its log weight, shape ``(*batch, num_states)``."""
+def naive_joint(factors: Sequence[Factor]
+                ) -> tuple[list[str], list[tuple[int, ...]], torch.Tensor]:
+    """``(variables, every joint state, its log weight)``, the weights of shape
+    ``(*batch, num_states)``: the reference of every ring (log-sum-exp, max, and the
+    distribution the sample ring draws from)."""
     cards = cardinalities(factors)
     names = sorted(cards)
     states = list(itertools.product(*(range(cards[v]) for v in names)))
@@ -27,12 +30,12 @@ def _joint(factors: Sequence[Factor]) -> tuple[list[str], list[tuple[int, ...]],
 
 
 def naive_log_partition(factors: Sequence[Factor]) -> torch.Tensor:
-    return torch.logsumexp(_joint(factors)[2], -1)
+    return torch.logsumexp(naive_joint(factors)[2], -1)
 
 
 def naive_marginals(factors: Sequence[Factor]) -> dict[str, torch.Tensor]:
     cards = cardinalities(factors)
-    names, states, logw = _joint(factors)
+    names, states, logw = naive_joint(factors)
     p = torch.softmax(logw, -1)
     out = {}
     for i, v in enumerate(names):
@@ -42,7 +45,7 @@ def naive_marginals(factors: Sequence[Factor]) -> dict[str, torch.Tensor]:
 
 
 def naive_map(factors: Sequence[Factor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    names, states, logw = _joint(factors)
+    names, states, logw = naive_joint(factors)
     value, best = logw.max(-1)
     table = torch.tensor(states, device=logw.device)  # (num_states, num_vars)
     chosen = table[best]

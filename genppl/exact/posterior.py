@@ -11,9 +11,9 @@ import torch
 
 from genppl.errors import ModelError
 from genppl.exact import contract
-from genppl.exact.contract import Semiring
+from genppl.exact.factors import FactorModel
+from genppl.exact.rings import SAMPLE, SUM, Ring
 from genppl.exact.sum_product import contract as contract_model
-from genppl.tabulation.from_model import FactorModel
 
 
 def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
@@ -28,7 +28,7 @@ def posterior_marginals(fm: FactorModel, *, chain_method: str = "auto",
         log_z, single, _ = contract.marginals([f for _, f in fm.factors],
                                               budget_bytes=budget_bytes, families=False)
         return log_z, {name: single[name] for name in fm.variables}
-    return leaf_gradients(fm, semiring="sum", chain_method=chain_method,
+    return leaf_gradients(fm, ring=SUM, chain_method=chain_method,
                            budget_bytes=budget_bytes, per=per)
 
 
@@ -41,7 +41,7 @@ def posterior_draws(fm: FactorModel, num_samples: int, chain_method: str = "auto
     leaves = latent_leaves(fm)
     draws: dict[str, list[torch.Tensor]] = {name: [] for name in leaves}
     with torch.enable_grad():
-        value = contract_model(fm, semiring="sample", leaves=leaves,
+        value = contract_model(fm, ring=SAMPLE, leaves=leaves,
                                chain_method=chain_method, budget_bytes=budget_bytes)
         for i in range(num_samples):
             for name, one_hot in _gradients(fm, value, leaves,
@@ -96,12 +96,15 @@ def _gradients(fm: FactorModel, value: torch.Tensor, leaves: dict[str, torch.Ten
             for (name, leaf), g in zip(leaves.items(), grads, strict=True)}
 
 
-def leaf_gradients(fm: FactorModel, *, semiring: Semiring, chain_method: str,
+def leaf_gradients(fm: FactorModel, *, ring: Ring, chain_method: str,
                     budget_bytes: int, per: str | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(value, {latent: gradient})``: the contraction in ``ring`` and its gradient at a
+    zero table over each latent, in the data's layout -- marginals for ``SUM``, the
+    indicator of one most probable assignment for ``MAX``."""
     leaves = latent_leaves(fm)
     with torch.enable_grad():
-        value = contract_model(fm, semiring=semiring, leaves=leaves, chain_method=chain_method,
+        value = contract_model(fm, ring=ring, leaves=leaves, chain_method=chain_method,
                                budget_bytes=budget_bytes, per=per)
         out = _gradients(fm, value, leaves)
     return value.detach(), out

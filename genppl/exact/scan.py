@@ -1,7 +1,8 @@
 """Products of many K x K matrices in log space: the time axis of a chain, eliminated.
 
-A chain's forward pass is ``alpha_T = alpha_0 (x) M_1 (x) ... (x) M_T`` where ``(x)`` is the
-log-semiring matrix product (sum-product: ``log(exp(a) @ exp(b))``; max-product: ``max(a + b)``).
+A chain's forward pass is ``alpha_T = alpha_0 (x) M_1 (x) ... (x) M_T`` where ``(x)`` is a
+ring's matrix product (``genppl.exact.rings``; sum-product: ``log(exp(a) @ exp(b))``;
+max-product: ``max(a + b)``).
 Two schedules compute it:
 
 - ``sequential``: T vector-matrix products, O(T K^2) work, T Python-level steps;
@@ -17,18 +18,20 @@ Both sum-product schedules work on exponentials of shifted log weights, which un
 where a zero in a table (a forbidden transition) leaves one route whose weight is far below
 the others' -- in float32 this takes only a Gaussian HMM with well separated means. Each
 therefore checks where underflow can have cost precision and recomputes exactly there (see
-``_LogMatMulExp`` and ``_ScaledChain``), so the answer is exact to float precision
+``log_ops.LogMatMulExp`` and ``_ScaledChain``), so the answer is exact to float precision
 whenever it is representable in log space.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from genppl.exact.contract import Semiring, _LogSumExp, _max_values, _SampleLogSumExp
+from genppl.exact.broadcasting import compact, sum_to_shape
+from genppl.exact.rings import MAX, SUM, Ring
 
 #: Rough costs on CPU: one small torch call, flops and bytes moved per second. They set the
 #: crossover between T small steps and log2(T) big ones (measured on HMMs, K = 4 .. 64).
@@ -36,17 +39,21 @@ _CALL_SECONDS = 2e-5
 _FLOPS_PER_SECOND = 2e9
 _BYTES_PER_SECOND = 5e9
 
+#: A sequential schedule: ``(init, pair, unary, pair_mask, steps) -> value`` per batch entry.
+Schedule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", int],
+                    torch.Tensor]
 
-def choose_method(length: int, states: int, batch: int, *, semiring: Semiring,
+
+def choose_method(length: int, states: int, batch: int, *, ring: Ring,
                   budget_entries: int = 2**27) -> str:
     """``"parallel"`` or ``"sequential"``, whichever a rough cost model says is faster."""
     if length <= 1:
         return "sequential"
     # max-product and sampling pairs materialise (K, K, K) per matrix pair.
-    pair_entries = batch * (length // 2) * states ** (2 if semiring == "sum" else 3)
+    pair_entries = batch * (length // 2) * states ** (3 if ring.materialises_products else 2)
     if pair_entries > budget_entries:
         return "sequential"
-    per_step_calls = 3 if semiring in ("sum", "max") else 8  # fused scans / autograd graph
+    per_step_calls = _sequential(ring)[1]
     sequential = length * (per_step_calls * _CALL_SECONDS
                            + 2 * batch * states**2 / _FLOPS_PER_SECOND)
     parallel = math.ceil(math.log2(length)) * 8 * _CALL_SECONDS + \
@@ -55,21 +62,11 @@ def choose_method(length: int, states: int, batch: int, *, semiring: Semiring,
     return "parallel" if parallel < sequential else "sequential"
 
 
-def log_matmul(x: torch.Tensor, y: torch.Tensor, *, semiring: Semiring = "sum"
-               ) -> torch.Tensor:
-    """``log(exp(x) @ exp(y))`` (or ``max_j x_ij + y_jk``), batched and broadcast; with
-    ``"sample"`` the backward pass draws the summed-out index (see ``_SampleLogSumExp``)."""
-    if semiring == "max":
-        return _max_values(x.unsqueeze(-1) + y.unsqueeze(-3), -2)
-    if semiring == "sample":
-        return _SampleLogSumExp.apply(x.unsqueeze(-1) + y.unsqueeze(-3), -2)
-    return _LogMatMulExp.apply(x, y)
-
-
 def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Tensor | None,
-                  steps: int, *, semiring: Semiring = "sum", method: str = "auto",
+                  steps: int, *, ring: Ring = SUM, method: str = "auto",
                   pair_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``alpha_{T}`` summed (or maximised) over the last state, with batch shape kept.
+    """``alpha_{T}`` reduced in ``ring`` (summed, maximised) over the last state, with batch
+    shape kept.
 
     ``init`` is ``(*batch, K)`` (step 0, evidence included); ``pair`` is
     ``(S | 1, *batch, K, K)`` and ``unary`` ``(S | 1, *batch, K)`` for the ``steps`` = S
@@ -85,50 +82,70 @@ def chain_product(init: torch.Tensor, pair: torch.Tensor | None, unary: torch.Te
         batch = math.prod(torch.broadcast_shapes(init.shape[:-1], pair.shape[1:-2],
                                                  unary.shape[1:-1]))
         if method == "auto":
-            method = choose_method(steps, init.shape[-1], batch, semiring=semiring)
+            method = choose_method(steps, init.shape[-1], batch, ring=ring)
         if method == "parallel":
             if pair_mask is not None:
                 pair = torch.where(pair_mask[..., None, None], pair, pair.new_zeros(()))
             matrices = pair + unary.unsqueeze(-2)
             matrices = matrices.expand(steps, *matrices.shape[1:])
-            total = _tree_product(matrices, semiring)
-            alpha = log_matmul(alpha.unsqueeze(-2), total, semiring=semiring).squeeze(-2)
-        elif method == "sequential" and semiring == "sum":
-            log_z, lost = _ScaledChain.apply(alpha, pair, unary, pair_mask, steps)
-            if bool(lost.any()):
-                log_z = _redo_in_log_space(log_z, lost, alpha, pair, unary, pair_mask, steps)
-            return log_z
-        elif method == "sequential" and semiring == "max":
-            return _ViterbiChain.apply(alpha, pair, unary, pair_mask, steps)
+            total = _tree_product(matrices, ring)
+            alpha = ring.matmul(alpha.unsqueeze(-2), total).squeeze(-2)
         elif method == "sequential":
-            return _log_space_chain(alpha, pair, unary, pair_mask, steps, semiring)
+            return _sequential(ring)[0](alpha, pair, unary, pair_mask, steps)
         else:
             raise ValueError(f"unknown chain method {method!r}; use 'auto', 'parallel' or "
                              "'sequential'.")
-    return _reduce(alpha, semiring).squeeze(-1)
+    return _reduce(alpha, ring).squeeze(-1)
+
+
+def _sequential(ring: Ring) -> tuple[Schedule, int]:
+    """A ring's sequential schedule and its torch calls per step (for the cost model): the
+    fused scans of the sum (Rabiner's scaled forward-backward) and of the max (Viterbi), or
+    log-space steps under autograd for any other ring (sampling)."""
+    if ring is SUM:
+        return _scaled_sum_chain, 3
+    if ring is MAX:
+        return _ViterbiChain.apply, 3
+
+    def log_space(init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+                  mask: torch.Tensor | None, steps: int) -> torch.Tensor:
+        return _log_space_chain(init, pair, unary, mask, steps, ring, centred=False)
+    return log_space, 8
+
+
+def _scaled_sum_chain(init: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
+                      mask: torch.Tensor | None, steps: int) -> torch.Tensor:
+    """The sum along a chain by the scaled scan, its underflowed entries redone in log
+    space (see ``_ScaledChain``)."""
+    log_z, lost = _ScaledChain.apply(init, pair, unary, mask, steps)
+    if bool(lost.any()):
+        log_z = _redo_in_log_space(log_z, lost, init, pair, unary, mask, steps)
+    return log_z
 
 
 def _log_space_chain(alpha: torch.Tensor, pair: torch.Tensor, unary: torch.Tensor,
-                     mask: torch.Tensor | None, steps: int, semiring: Semiring) -> torch.Tensor:
+                     mask: torch.Tensor | None, steps: int, ring: Ring, *, centred: bool
+                     ) -> torch.Tensor:
     """``chain_product``'s sequential schedule as T log-space steps under autograd: for
-    sampling, and for the sum where the scaled chain lost precision. The sum re-centres
-    each step on its best state (a shift taken as a constant, so gradients are unchanged):
-    log weights then stay within one step's range of 0 instead of growing with T, and
-    keep float32's digits; the shifts are added back in one reduction, not a running
+    sampling, and for the sum where the scaled chain lost precision. ``centred`` (the sum)
+    re-centres each step on its best state (a shift taken as a constant, so gradients are
+    unchanged): log weights then stay within one step's range of 0 instead of growing with
+    T, and keep float32's digits; the shifts are added back in one reduction, not a running
     total."""
     pairs, unaries = _per_step(pair, steps), _per_step(unary, steps)
     masks = _per_step(mask, steps) if mask is not None else (None,) * steps
     centres: list[torch.Tensor] = []
+    matmul, reduce = ring.matmul, ring.reducer(True)
     for p, u, m in zip(pairs, unaries, masks, strict=True):
-        moved = log_matmul(alpha.unsqueeze(-2), p, semiring=semiring).squeeze(-2)
-        if m is not None:
-            moved = torch.where(m.unsqueeze(-1), moved, _reduce(alpha, semiring))
+        moved = matmul(alpha.unsqueeze(-2), p).squeeze(-2)
+        if m is not None:  # a masked step: stay anywhere, from all of alpha
+            moved = torch.where(m.unsqueeze(-1), moved, reduce(alpha.unsqueeze(-1), -2))
         alpha = moved + u
-        if semiring == "sum":
+        if centred:
             centres.append(alpha.detach().amax(-1, keepdim=True)
                            .clamp(min=torch.finfo(alpha.dtype).min))
             alpha = alpha - centres[-1]
-    total = _reduce(alpha, semiring)
+    total = _reduce(alpha, ring)
     if centres:
         total = total + torch.cat(centres, -1).sum(-1, keepdim=True)
     return total.squeeze(-1)
@@ -153,31 +170,20 @@ def _redo_in_log_space(log_z: torch.Tensor, lost: torch.Tensor, init: torch.Tens
         return t.expand(*head, *lost.shape, *tail)[(slice(None),) * lead + index]
 
     exact = _log_space_chain(pick(init, 0, 1), pick(pair, 1, 2), pick(unary, 1, 1),
-                             None if mask is None else pick(mask, 1, 0), steps, "sum")
+                             None if mask is None else pick(mask, 1, 0), steps, SUM,
+                             centred=True)
     return log_z.index_put(index, exact.expand(index[0].shape))
 
 
-def _reduce(alpha: torch.Tensor, semiring: Semiring) -> torch.Tensor:
-    """Eliminate the last (state) axis, kept as size 1."""
-    if semiring == "max":
-        return _max_values(alpha, -1).unsqueeze(-1)
-    op = _SampleLogSumExp if semiring == "sample" else _LogSumExp
-    return op.apply(alpha.unsqueeze(-1), -2)
+def _reduce(alpha: torch.Tensor, ring: Ring) -> torch.Tensor:
+    """Eliminate the last (state) axis in ``ring``, kept as size 1."""
+    return ring.reducer(True)(alpha.unsqueeze(-1), -2)
 
 
 def _per_step(t: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
     """Each step's slice; unbind, not ``t[i]``: autograd would give every indexed slice a
     gradient the size of the whole table (quadratic in the chain's length)."""
     return t.unbind(0) if t.shape[0] > 1 else (t[0],) * steps
-
-
-def compact(t: torch.Tensor) -> torch.Tensor:
-    """``t`` with every broadcast (stride-0) axis cut to size 1: a transition table that is
-    the same at every step and for every sequence then costs one K x K matrix, not a copy
-    per step and sequence."""
-    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
-                  for size, stride in zip(t.shape, t.stride(), strict=True))
-    return t[index]
 
 
 class _ScaledChain(torch.autograd.Function):
@@ -541,85 +547,13 @@ def _stepper(e: torch.Tensor, steps: int) -> Any:
     return each
 
 
-def _tree_product(matrices: torch.Tensor, semiring: Semiring) -> torch.Tensor:
+def _tree_product(matrices: torch.Tensor, ring: Ring) -> torch.Tensor:
     """Ordered product over axis 0 by pairing neighbours: log2(T) batched products."""
     while matrices.shape[0] > 1:
         even = matrices.shape[0] // 2 * 2
-        paired = log_matmul(matrices[0:even:2], matrices[1:even:2], semiring=semiring)
+        paired = ring.matmul(matrices[0:even:2], matrices[1:even:2])
         matrices = torch.cat((paired, matrices[even:]), 0) if even < matrices.shape[0] \
             else paired
     return matrices[0]
 
 
-def sum_to_shape(grad: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Sum ``grad`` down to ``shape`` (the inverse of broadcasting an input to its shape)."""
-    while grad.dim() > len(shape):
-        grad = grad.sum(0)
-    dims = [i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 != g]
-    return grad.sum(dims, keepdim=True) if dims else grad
-
-
-class _LogMatMulExp(torch.autograd.Function):
-    """``log(exp(x) @ exp(y))`` by one matmul of shifted exponentials, exact to float
-    precision wherever the result is finite, and -inf (gradient 0) where it is not.
-
-    Rows of ``x`` and columns of ``y`` are shifted by their maxima (clamped to be finite, so
-    an all ``-inf`` row gives exactly ``-inf``, not NaN). That rank-one shift suits entry
-    ``(i, k)`` only where row i's and column k's best terms meet; where they don't (a
-    forbidden transition leaving one route, far below the others), the scaled sum ``s`` can
-    underflow to a denormal or to 0 though the entry is ordinary. Entries with ``s`` below
-    sqrt(tiny) are therefore recomputed by a logsumexp over their own terms (exact zeros
-    among them stay -inf). Above it, what underflow dropped is far below eps relative, and
-    the backward's ``grad / s`` stays finite (at most 1/sqrt(tiny) per unit of gradient), so
-    no entry's gradient is 0 * inf.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        lowest = torch.finfo(x.dtype).min
-        x_max = x.amax(-1, keepdim=True).clamp(min=lowest)
-        y_max = y.amax(-2, keepdim=True).clamp(min=lowest)
-        a, b = (x - x_max).exp(), (y - y_max).exp()
-        s = a @ b
-        out = s.log() + x_max + y_max
-        floor = _sum_floor(s.dtype)
-        # one float reduction settles the common case (a boolean mask costs ~10x more)
-        redo = (s < floor).nonzero() if s.numel() and bool(s.amin() < floor) else None
-        if redo is not None:
-            index = redo.unbind(-1)
-            out.index_put_(index, torch.logsumexp(_terms(x, y, index, s.shape), -1))
-        ctx.save_for_backward(x, y, a, b, s, redo)
-        ctx.shapes = (x.shape, y.shape)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y, a, b, s, redo = ctx.saved_tensors
-        w = torch.where(s >= _sum_floor(s.dtype), grad / s, torch.zeros_like(s))
-        x_shape, y_shape = ctx.shapes
-        gx = a * (w @ b.transpose(-1, -2))
-        gy = b * (a.transpose(-1, -2) @ w)
-        if redo is not None:  # each recomputed entry's gradient, shared among its terms
-            index = redo.unbind(-1)
-            terms = _terms(x, y, index, s.shape)
-            total = torch.logsumexp(terms, -1, keepdim=True)
-            share = torch.where(torch.isfinite(total), (terms - total).exp(),
-                                torch.zeros_like(terms)) * grad[index].unsqueeze(-1)
-            gx.index_put_(index[:-1], share, accumulate=True)
-            gy.transpose(-1, -2).index_put_((*index[:-2], index[-1]), share, accumulate=True)
-        return sum_to_shape(gx, x_shape), sum_to_shape(gy, y_shape)
-
-
-def _sum_floor(dtype: torch.dtype) -> float:
-    """The least scaled sum ``_LogMatMulExp`` trusts: sqrt(tiny)."""
-    return torch.finfo(dtype).tiny ** 0.5
-
-
-def _terms(x: torch.Tensor, y: torch.Tensor, index: tuple[torch.Tensor, ...],
-           shape: torch.Size) -> torch.Tensor:
-    """``x[..., i, j] + y[..., j, k]`` over j for the entries ``index`` (batch..., i, k) of a
-    product of ``shape``: one row of terms per entry."""
-    *batch, i, k = index
-    rows = x.expand(*shape[:-1], x.shape[-1])[(*batch, i)]
-    cols = y.transpose(-1, -2).expand(*shape[:-2], shape[-1], y.shape[-2])[(*batch, k)]
-    return rows + cols

@@ -11,10 +11,11 @@ The contraction follows the model's structure instead of unrolling it:
   (a sum of log tables over its axis), and the result joins the enclosing plate set.
 
 This is exact whenever plates nest as a tree, which every DSL model satisfies except when
-one table reads variables of two sibling plates (then an error says so). ``semiring="max"``
-swaps sum for max (the max-product semiring); ``"sample"`` keeps the sum but makes the
-backward pass draw an exact joint posterior sample. Because the result is differentiable, its
-gradient with respect to a zero table over one variable is that variable's marginal (sum)
+one table reads variables of two sibling plates (then an error says so). The ring
+(``genppl.exact.rings``) picks the query: ``MAX`` swaps sum for max (the max-product
+semiring); ``SAMPLE`` keeps the sum but makes the backward pass draw an exact joint
+posterior sample. Because the result is differentiable, its gradient with respect to a zero
+table over one variable is that variable's marginal (sum)
 or the indicator of its state in one most probable joint assignment (max: every max routes
 its gradient to one maximiser, so the backward pass backtracks consistently through ties):
 one backward pass answers every query.
@@ -30,23 +31,18 @@ import torch
 
 from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
-from genppl.exact.contract import (
-    Factor,
-    Semiring,
-    _aligned,
-    cardinalities,
-    eliminate,
-    partial_plan,
-)
-from genppl.exact.scan import chain_product, compact
-from genppl.tabulation.from_model import PREV, ChainBlock, FactorModel, MaskedFactor, plain
+from genppl.exact.broadcasting import compact
+from genppl.exact.contract import Factor, aligned, cardinalities, eliminate, partial_plan
+from genppl.exact.factors import PREV, ChainBlock, FactorModel, MaskedFactor, plain
+from genppl.exact.rings import SUM, Ring
+from genppl.exact.scan import chain_product
 
 
-def contract(fm: FactorModel, *, semiring: Semiring = "sum",
+def contract(fm: FactorModel, *, ring: Ring = SUM,
              leaves: Mapping[str, torch.Tensor] | None = None,
              chain_method: str = "auto", budget_bytes: int | None = None,
              per: str | None = None) -> torch.Tensor:
-    """log Z (the max log joint for ``"max"``) with the evidence-case shape (``()`` with
+    """log Z (the max log joint for ``MAX``) with the evidence-case shape (``()`` with
     plates).
 
     ``leaves`` maps a variable to an extra table over it alone, laid out like its node's
@@ -69,13 +65,13 @@ def contract(fm: FactorModel, *, semiring: Semiring = "sum",
     for block in fm.chains:
         own = {n: leaves[n] for n, v in fm.variables.items() if v.chain == block.name
                and n in leaves}
-        f = _eliminate_chain(block, fm, own, semiring, chain_method, budget_bytes)
+        f = _eliminate_chain(block, fm, own, ring, chain_method, budget_bytes)
         pending[frozenset(block.plates)].append(f)
-    top = _eliminate_plates(pending, _var_plates(fm), frozenset(), semiring, budget_bytes,
+    top = _eliminate_plates(pending, _var_plates(fm), frozenset(), ring, budget_bytes,
                             fm.plates, per)
     local = {v for f in top for v in f.vars}
     _check_budget(top, local, budget_bytes, "the variables outside plates")
-    log_z = sum(f.log_table for f in eliminate(top, local, semiring=semiring))
+    log_z = sum(f.log_table for f in eliminate(top, local, ring=ring))
     if per is not None:
         return log_z.reshape(-1)
     return log_z.reshape(log_z.shape[len(fm.plates):]) if fm.plates else log_z
@@ -88,7 +84,7 @@ def _var_plates(fm: FactorModel) -> dict[str, frozenset[str]]:
 
 def _eliminate_plates(pending: dict[frozenset[str], list[Factor]],
                       var_plates: Mapping[str, frozenset[str]], floor: frozenset[str],
-                      semiring: Semiring, budget_bytes: int, order: Sequence[str],
+                      ring: Ring, budget_bytes: int, order: Sequence[str],
                       per: str | None = None) -> list[Factor]:
     """Eliminate every plate set of ``pending`` (tables by the plate set they lie in) above
     ``floor``, innermost first: the variables local to a plate set with every plate entry
@@ -100,7 +96,7 @@ def _eliminate_plates(pending: dict[frozenset[str], list[Factor]],
         factors = pending.pop(plates)
         local = {v for f in factors for v in f.vars if var_plates[v] == plates}
         _check_budget(factors, local, budget_bytes, f"plates {sorted(plates)}")
-        for f in eliminate(factors, local, semiring=semiring):
+        for f in eliminate(factors, local, ring=ring):
             target = floor.union(*(var_plates[v] for v in f.vars))
             if target == plates:
                 raise ModelError(f"a table couples variables {f.vars} of sibling plates inside "
@@ -156,7 +152,7 @@ def _batch(factors: Sequence[Factor]) -> torch.Size:
 
 
 def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, torch.Tensor],
-                     semiring: Semiring, method: str, budget_bytes: int) -> Factor:
+                     ring: Ring, method: str, budget_bytes: int) -> Factor:
     """Eliminate a chain: step-local variables per step, then the state along time."""
     first, rest = list(block.first), list(block.rest)
     for name, leaf in leaves.items():
@@ -175,7 +171,7 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
                          "over every plate entry. Declare the plate around the chain (with "
                          "m.plate(...), m.chain(...)) if its entries are independent chains; "
                          "else use engine='enum' (exact, for few entries) or 'gibbs'.")
-    first, rest = (_step_plates(group, floor, var_plates, fm, semiring, budget_bytes)
+    first, rest = (_step_plates(group, floor, var_plates, fm, ring, budget_bytes)
                    for group in (first, rest))
     where = f"the steps of chain {block.name!r}"
     step_local = [{v for f in group for v in f.vars if v in own and v not in carried}
@@ -185,9 +181,9 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
     skipping = _step_mask(rest, step_local[1], prev_of=carried)
     rest = [f if f is skipping else plain(f) for f in rest]
     kept = [f for f in rest if f is skipping]
-    first = eliminate(first, step_local[0], semiring=semiring)
+    first = eliminate(first, step_local[0], ring=ring)
     rest = kept + eliminate([f for f in rest if f is not skipping], step_local[1],
-                            semiring=semiring)
+                            ring=ring)
     outside = sorted({v for f in (*first, *rest) for v in f.vars
                       if v not in own and not v.endswith(PREV)})
     prev = [n + PREV for n in carried]
@@ -218,7 +214,7 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
     if skipping is not None:  # batch axes only (checked), then room for the outside axes
         mask = compact(skipping.mask)
         pair_mask = mask.reshape(*mask.shape[:batch], *([1] * len(outside)))
-    value = chain_product(init, pair, unary, block.length - 1, semiring=semiring,
+    value = chain_product(init, pair, unary, block.length - 1, ring=ring,
                           method=method, pair_mask=pair_mask)
     plates = tuple(fm.sizes[p] if p in block.plates else 1 for p in fm.plates)
     # compacted tables may leave a plate axis at size 1: the product over the plate needs
@@ -229,7 +225,7 @@ def _eliminate_chain(block: ChainBlock, fm: FactorModel, leaves: Mapping[str, to
 
 def _step_plates(group: Sequence[Factor], floor: frozenset[str],
                  var_plates: Mapping[str, frozenset[str]], fm: FactorModel,
-                 semiring: Semiring, budget_bytes: int) -> list[Factor]:
+                 ring: Ring, budget_bytes: int) -> list[Factor]:
     """One step's tables with the plates declared inside the chain eliminated (several
     observations per step, latents per step and entry), as ``contract`` eliminates the
     model's. A table lies in its variables' plates and in every plate it varies along:
@@ -243,7 +239,7 @@ def _step_plates(group: Sequence[Factor], floor: frozenset[str],
         varies = {p for p, n in zip(fm.plates, batch, strict=True) if n > 1}
         plates = floor.union(varies, *(var_plates[v] for v in f.vars))
         pending[plates].append(f if plates == floor else plain(f))
-    return _eliminate_plates(pending, var_plates, floor, semiring, budget_bytes, fm.plates)
+    return _eliminate_plates(pending, var_plates, floor, ring, budget_bytes, fm.plates)
 
 
 def _step_mask(rest: Sequence[Factor], local: set[str], prev_of: Sequence[str]
@@ -267,7 +263,7 @@ def _joint(factors: Sequence[Factor], scope: tuple[str, ...], batch: int,
     shaped like ``like``'s dtype and device, when there are none). Batch axes along which
     no table varies stay of size 1 (tables are compacted first), so a transition shared by
     every step and sequence stays one matrix."""
-    table = sum((_aligned(Factor(f.vars, compact(f.log_table)), scope, batch)
+    table = sum((aligned(Factor(f.vars, compact(f.log_table)), scope, batch)
                  for f in factors),
                 start=like.new_zeros(()))
     table = table.reshape((1,) * (batch + len(scope) - table.dim()) + tuple(table.shape))

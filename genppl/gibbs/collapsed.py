@@ -55,8 +55,10 @@ from genppl.conjugacy.likelihoods import Reading, find_readings
 from genppl.dsl.model import Model
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor
+from genppl.exact.factors import FactorModel, plain
 from genppl.gibbs.grounding import FactorGraph, ground, ground_table
-from genppl.tabulation.from_model import FactorModel, Use, model_factors, plain
+from genppl.tabulation.tabulation import model_factors
+from genppl.tabulation.uses import Use
 
 #: The prior families Gibbs integrates out, and the child each is conjugate to.
 COLLAPSIBLE = {DirichletFactor: dist.Categorical, BetaFactor: dist.Bernoulli}

@@ -29,7 +29,7 @@ import torch
 from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor
-from genppl.tabulation.from_model import PREV, FactorModel, plain
+from genppl.exact.factors import PREV, FactorModel, plain
 
 
 @dataclass(frozen=True)

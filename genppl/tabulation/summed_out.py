@@ -27,7 +27,7 @@ from genppl.exact.sum_product import contract
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import PyroProgram
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
-from genppl.tabulation.from_model import Tabulation
+from genppl.tabulation.tabulation import Tabulation
 
 
 def continuous_below_finite(model: Model, finite: list[str], continuous: list[str]

@@ -28,7 +28,7 @@ from genppl.errors import ModelError
 from genppl.gibbs import kernel
 from genppl.gibbs.grounding import FactorGraph, FactorGroup, ground
 from genppl.gibbs.kernel import colouring
-from genppl.tabulation.from_model import model_factors
+from genppl.tabulation.tabulation import model_factors
 from models_gallery.rbm_digits import exact_log_likelihood, rbm, rbm_units
 
 pytestmark = pytest.mark.unit

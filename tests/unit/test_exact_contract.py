@@ -24,6 +24,7 @@ from genppl.exact import (
     plan,
 )
 from genppl.exact.contract import eliminate, evidence_factor
+from genppl.exact.rings import MAX
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -55,7 +56,7 @@ def _map(factors: list[Factor], heuristic: str | None = None
     leaves = {v: torch.zeros(*batch, k, dtype=F64, requires_grad=True) for v, k in cards.items()}
     with torch.enable_grad():
         left = eliminate([*factors, *(Factor((v,), t) for v, t in leaves.items())], cards,
-                         semiring="max", heuristic=heuristic)
+                         ring=MAX, heuristic=heuristic)
         value = sum(f.log_table for f in left)  # one per connected component
         grads = torch.autograd.grad(value.sum(), list(leaves.values()))
     return value.detach(), {v: g.argmax(-1) for v, g in zip(leaves, grads, strict=True)}
@@ -208,9 +209,9 @@ def test_inconsistent_cardinalities_are_reported() -> None:
 
 def _naive_family(factors: list[Factor], scope: tuple[str, ...]) -> torch.Tensor:
     """Brute-force marginal of a scope: the joint summed onto it."""
-    from genppl.exact.naive import _joint
+    from genppl.exact.naive import naive_joint
 
-    names, states, logw = _joint(factors)
+    names, states, logw = naive_joint(factors)
     p = torch.softmax(logw, -1)
     cards = [max(s[names.index(v)] for s in states) + 1 for v in scope]
     out = torch.zeros(*p.shape[:-1], *cards, dtype=p.dtype)

@@ -17,7 +17,7 @@ from pyro.ops.stats import effective_sample_size
 import genppl
 from genppl.gibbs.grounding import FactorGraph, ground
 from genppl.gibbs.kernel import colouring
-from genppl.tabulation.from_model import model_factors
+from genppl.tabulation.tabulation import model_factors
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64

@@ -27,7 +27,7 @@ import genppl
 from genppl.gibbs.grounding import FactorGraph, FactorGroup, Replica, ground, group_tables
 from genppl.gibbs.kernel import colouring, sweep, updates
 from genppl.runtime.params import param_values
-from genppl.tabulation.from_model import model_factors
+from genppl.tabulation.tabulation import model_factors
 from models_gallery.ising_3x3 import ising_grid, spin, spin_name
 from models_gallery.rbm_digits import rbm
 

@@ -18,10 +18,11 @@ import torch
 
 import genppl
 from genppl.dsl.tables import CountingMeasure
+from genppl.exact.factors import FactorModel, MaskedFactor
 from genppl.exact.sum_product import contract
 from genppl.hmm import HMM, categorical_hmm, pack_sequences
 from genppl.runtime.params import param_values
-from genppl.tabulation.from_model import FactorModel, MaskedFactor, Tabulation, model_factors
+from genppl.tabulation.tabulation import Tabulation, model_factors
 from models_gallery.rbm_digits import rbm
 
 pytestmark = pytest.mark.unit

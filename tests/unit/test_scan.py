@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from genppl.exact import scan
+from genppl.exact.rings import MAX, SUM
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -88,7 +89,7 @@ def test_viterbi_scan_equals_the_naive_max_and_its_gradient_is_the_best_path(
     for fn in (lambda i, p, u: naive(i, p, u, steps,
                                      None if mask is None else mask.expand(steps, batch),
                                      maximise=True),
-               lambda i, p, u: scan.chain_product(i, p, u, steps, semiring="max",
+               lambda i, p, u: scan.chain_product(i, p, u, steps, ring=MAX,
                                                   method="sequential", pair_mask=mask)):
         inputs = [t.clone().requires_grad_() for t in (init, pair, unary)]
         value = fn(*inputs)
@@ -124,7 +125,7 @@ def test_viterbi_gradients_under_ties_are_one_best_path(method: str, masked: boo
     unary = values[torch.randint(1, 3, (steps, batch, k), generator=g)]
     mask = torch.rand(steps, batch, generator=g) > 0.3 if masked else None
     inputs = [t.clone().requires_grad_() for t in (init, pair, unary)]
-    value = scan.chain_product(*inputs, steps, semiring="max", method=method, pair_mask=mask)
+    value = scan.chain_product(*inputs, steps, ring=MAX, method=method, pair_mask=mask)
     g_init, _, g_unary = torch.autograd.grad(value.sum(), inputs)
     one_hot = torch.cat([g_init.unsqueeze(0), g_unary])  # (steps + 1, batch, k)
     assert torch.equal(one_hot.sum(-1), torch.ones(steps + 1, batch, dtype=dtype))
@@ -206,7 +207,7 @@ def test_log_matmul_is_exact_where_the_scaled_sum_underflows(dtype: torch.dtype)
     shifted = naive_log_matmul(x.double(), y.double()) - x.double().amax(-1, keepdim=True) \
         - y.double().amax(-2, keepdim=True).clamp(min=-1e300)
     assert bool((shifted < math.log(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)).any())
-    assert_equals_float64(lambda a, b: scan.log_matmul(a, b), [x, y], naive_log_matmul,
+    assert_equals_float64(lambda a, b: SUM.matmul(a, b), [x, y], naive_log_matmul,
                           torch.rand(3, 4, 4, generator=g, dtype=F64) + 0.5)
 
 
