@@ -33,6 +33,8 @@ from pyro.ops.special import log_binomial
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
+from genppl.library_internals import INNER_CATEGORICAL, given_parameter, inner_categorical
+
 
 class WordCounts(TorchDistribution):
     """Word counts of a document of ``total_count`` tokens, each drawn independently from
@@ -227,7 +229,7 @@ def exact_log_probs(d: Any) -> Any:
     if isinstance(d, _WRAPPERS):
         return _with(d, "base_dist", exact_log_probs(d.base_dist))
     if kind in _VIA_CATEGORICAL:
-        return _with(d, "_categorical", exact_log_probs(d._categorical))
+        return _with(d, INNER_CATEGORICAL, exact_log_probs(inner_categorical(d)))
     if kind in _CATEGORICAL and _given_probs(d):
         return _with(d, "logits", _log(d.probs))  # the probs are normalised already
     if kind in _EXACT and _given_probs(d):
@@ -250,4 +252,4 @@ def _given_probs(d: Any) -> bool:
     """Whether ``d`` was made from ``probs`` (its logits, if already worked out, are then
     torch's clamped ones): torch keeps the given parameter as ``_param``."""
     state = vars(d)
-    return "probs" in state and ("logits" not in state or state.get("_param") is state["probs"])
+    return "probs" in state and ("logits" not in state or given_parameter(d) is state["probs"])

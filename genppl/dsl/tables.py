@@ -15,6 +15,7 @@ import torch
 from pyro.ops.indexing import Vindex
 
 from genppl.errors import ModelError
+from genppl.library_internals import version
 
 if TYPE_CHECKING:
     from genppl.dsl.declaration import Declaration
@@ -33,7 +34,7 @@ class _Cast:
 
     def __call__(self) -> torch.Tensor:
         master = self._master()
-        stamp = (id(master), master._version)
+        stamp = (id(master), version(master))
         if stamp != self._stamp:
             self._cache.clear()
             self._stamp = stamp

@@ -21,8 +21,8 @@ import torch
 from genppl.budget import memory_budget, refuse_over
 from genppl.errors import ModelError
 from genppl.exact.rings import SUM, Reduce, Ring
-from genppl.exact.tensor_versions import version
 from genppl.graph import analysis
+from genppl.library_internals import version
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from genppl.dsl.nodes import Node
 from genppl.dsl.tables import CountingMeasure
 from genppl.errors import ModelError
 from genppl.exact.broadcasting import compact
+from genppl.library_internals import categories, mask_of, with_batch_shape
 from genppl.pyro.program import as_data
-from genppl.tabulation.library_internals import categories, mask_of, with_batch_shape
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from genppl.dsl.nodes import Node
 from genppl.dsl.tables import CountingMeasure
 from genppl.exact.contract import Factor
 from genppl.exact.factors import ChainBlock, MaskedFactor, Variable
-from genppl.exact.tensor_versions import version
+from genppl.library_internals import version
 from genppl.tabulation.factories import (
     Args,
     call_factory,

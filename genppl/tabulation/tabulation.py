@@ -16,7 +16,7 @@ import torch
 
 from genppl.dsl.model import Model
 from genppl.errors import ModelError
-from genppl.exact.tensor_versions import version
+from genppl.library_internals import version
 from genppl.pyro.program import default_tensor_context
 from genppl.tabulation.factories import global_value
 from genppl.tabulation.networks import NetworkTables, is_network, network_tables

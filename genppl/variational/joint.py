@@ -25,9 +25,9 @@ from typing import Any
 
 import pyro
 import torch
-from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from genppl.errors import ModelError
+from genppl.library_internals import fused_kernel_devices
 from genppl.variational import multi_tensor
 from genppl.variational.optim import OPTIMIZERS, Recipe
 
@@ -120,7 +120,7 @@ def _build(cls: type[torch.optim.Optimizer], params: list[torch.Tensor],
     the parameters' device, else ``foreach``."""
     if cls is OPTIMIZERS["clipped_adam"]:
         return multi_tensor.ClippedAdam(params, **args)
-    fused_devices = _get_fused_kernels_supported_devices()
+    fused_devices = fused_kernel_devices()
     if cls in _FUSED and all(p.device.type in fused_devices and p.is_floating_point()
                              for p in params):
         return cls(params, **args, fused=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import site_is_subsample
 
 from genppl.dsl.model import Model
 from genppl.errors import ModelError, suggest
@@ -106,7 +106,7 @@ class _UseIndices(Messenger):
         self.indices = indices
 
     def _pyro_sample(self, msg: Any) -> None:
-        if isinstance(msg["fn"], _Subsample) and msg["name"] in self.indices:
+        if site_is_subsample(msg) and msg["name"] in self.indices:
             msg["value"] = self.indices[msg["name"]].to(msg["fn"].device)
 
 

@@ -1,5 +1,5 @@
 """The private attributes of torch and Pyro that genppl reads, each in one place
-(``genppl.exact.tensor_versions``, ``genppl.tabulation.library_internals``): each test fails
+(``genppl.library_internals``): each test fails
 with the attribute's name if a new torch or Pyro drops it or changes what it means."""
 
 from __future__ import annotations
@@ -10,16 +10,23 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from genppl.exact.tensor_versions import version
-from genppl.tabulation.library_internals import categories, mask_of, with_batch_shape
+from genppl.library_internals import (
+    categories,
+    fused_kernel_devices,
+    given_parameter,
+    inner_categorical,
+    mask_of,
+    version,
+    with_batch_shape,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def _provided(obj: object, attribute: str, owner: str) -> None:
     assert hasattr(obj, attribute), (
-        f"{owner}.{attribute} is gone: genppl reads it (see genppl.exact.tensor_versions and "
-        "genppl.tabulation.library_internals); find its replacement in this release.")
+        f"{owner}.{attribute} is gone: genppl reads it (see genppl.library_internals); find "
+        "its replacement in this release.")
 
 
 def test_tensor_version_counts_in_place_edits() -> None:
@@ -60,3 +67,29 @@ def test_distribution_batch_shape_can_be_set_on_a_copy() -> None:
         "Distribution.batch_shape no longer reads Distribution._batch_shape"
     assert d.batch_shape == (4, 3)  # the original is untouched
     assert out.log_prob(torch.zeros(2, 1, 3)).shape == (2, 1, 3)
+
+
+@pytest.mark.parametrize("kind", [torch.distributions.Multinomial, dist.Multinomial,
+                                  torch.distributions.OneHotCategorical])
+def test_count_vectors_keep_their_categorical(kind: type) -> None:
+    d = kind(probs=torch.tensor([0.25, 0.75])) if "Multinomial" not in kind.__name__ \
+        else kind(3, probs=torch.tensor([0.25, 0.75]))
+    _provided(d, "_categorical", f"{kind.__module__}.{kind.__name__}")
+    inner = inner_categorical(d)
+    assert isinstance(inner, torch.distributions.Categorical), \
+        f"{kind.__name__}._categorical is no longer a Categorical"
+    assert torch.equal(inner.probs, d.probs)
+
+
+def test_categorical_remembers_the_parameter_it_was_made_from() -> None:
+    from_probs = torch.distributions.Categorical(probs=torch.tensor([0.5, 0.5]))
+    assert given_parameter(from_probs) is vars(from_probs)["probs"], \
+        "Categorical._param is no longer the probs it was made from"
+    from_logits = torch.distributions.Categorical(logits=torch.zeros(2))
+    assert given_parameter(from_logits) is vars(from_logits)["logits"]
+
+
+def test_fused_optimiser_devices_are_listed() -> None:
+    devices = fused_kernel_devices()
+    assert "cuda" in devices, \
+        "torch.utils._foreach_utils._get_fused_kernels_supported_devices no longer lists cuda"
