@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import networkx as nx
 import torch
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+T = TypeVar("T")
+
 class Declaration:
     """Named nodes inside plates and chains: a model's or a guide's (see module doc)."""
 
@@ -49,6 +51,7 @@ class Declaration:
         self._chain: str | None = None
         self._pending_prev: list[tuple[str, str, str]] = []  # (node, base, where)
         self._graph_cache: nx.DiGraph | None = None
+        self._derived: dict[type, Any] = {}
 
     # ------------------------------------------------------------------ structure contexts
     @contextmanager
@@ -431,9 +434,20 @@ class Declaration:
 
         return render(self.graph, path)
 
+    def derived(self, kind: type[T]) -> T:
+        """The one ``kind()`` this declaration keeps for state derived from it (a Bayesian
+        network's tables, say), made on first use. It lives as long as the declaration and
+        is dropped when the declaration changes, so callers hold no cache of their own keyed
+        by the model."""
+        held = self._derived.get(kind)
+        if held is None:
+            held = self._derived[kind] = kind()
+        return held
+
     # ------------------------------------------------------------------ internals
     def _invalidate(self) -> None:
         self._graph_cache = None
+        self._derived.clear()
 
     def _declare_random(self, name: str, kind: NodeKind, fn: Callable[..., Any],
                         init: Callable[..., Any] | None, enumerate: bool,

@@ -10,7 +10,6 @@ query repeating one reuses the table and what the elimination derived from it.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,13 +72,7 @@ class NetworkTables:
         return self._factors
 
 
-_HELD: weakref.WeakKeyDictionary[Model, NetworkTables] = weakref.WeakKeyDictionary()
-
-
 def network_tables(model: Model) -> NetworkTables:
-    """The ``NetworkTables`` of ``model``, which lives as long as the model does. (Held here,
-    weakly, until the model has a place of its own for what engines derive from it.)"""
-    held = _HELD.get(model)
-    if held is None:
-        held = _HELD[model] = NetworkTables()
-    return held
+    """The ``NetworkTables`` ``model`` keeps (``Model.derived``): it lives as long as the
+    model does and is dropped when the declaration changes."""
+    return model.derived(NetworkTables)

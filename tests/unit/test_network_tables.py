@@ -49,3 +49,17 @@ def test_each_holder_keeps_its_own_tables() -> None:
     assert tab().factors[0][1] is fm.factors[0][1]
     kept = network_tables(model).with_evidence(model, {"wet": torch.tensor(1)})
     assert kept.factors[0][1] is not fm.factors[0][1]
+
+
+def test_a_model_keeps_its_tables_until_its_declaration_changes() -> None:
+    """The exact engine finds a network's tables on the model (``Model.derived``), not in a
+    module-global map: one per model, dropped when a node is added, and the answer after the
+    change is the new network's."""
+    model, other = _sprinkler(), _sprinkler()
+    held = network_tables(model)
+    assert network_tables(model) is held and network_tables(other) is not held
+    before = genppl.infer(model, {"wet": 1}, engine="exact").marginals["rain"]
+    model.cpt("grass", ["rain"], [[0.5, 0.5], [0.1, 0.9]])
+    assert network_tables(model) is not held
+    after = genppl.infer(model, {"wet": 1, "grass": 0}, engine="exact").marginals["rain"]
+    assert not torch.allclose(before, after)
