@@ -214,7 +214,7 @@ def contenders(config: BenchConfig) -> list[Contender]:
 def _sampling(config: BenchConfig, weights: Weights, chains: int, sweeps: int
               ) -> list[Contender]:
     import genppl
-    from genppl.engines.cd import Copies
+    from genppl.gibbs.copies import Copies
     from genppl.gibbs.grounding import ground
     from genppl.gibbs.kernel import colouring, sweep
     from genppl.runtime.params import param_values

@@ -488,7 +488,7 @@ def _replicated(graph: FactorGraph, ids: torch.Tensor) -> Any:
 
 def _chunks(layout: torch.Tensor, one: FactorGraph) -> tuple[tuple[int, int], ...] | None:
     """``(flat start, width)`` per one-case block when each block of every copy is one run
-    of flat ids laid out ``(copies, width)`` (as ``engines.cd.Copies`` lays them out): the
+    of flat ids laid out ``(copies, width)`` (as ``genppl.gibbs.copies.Copies`` lays them out): the
     copies' states are then read by slicing, not gathering. None otherwise."""
     copies, out, offset = layout.shape[0], [], 0
     for b in sorted(one.blocks.values(), key=lambda b: b.offset):

@@ -223,7 +223,7 @@ def test_copies_read_the_one_case_rows(shuffled: bool) -> None:
     updates read the one-case tables with the copies as a batch axis, and give the
     conditionals of the copied rows -- the copies' states read by slices in ``Copies``'
     layout, by a gather when the ids are shuffled."""
-    from genppl.engines.cd import Copies
+    from genppl.gibbs.copies import Copies
 
     one = _graph("rbm")
     copies = Copies(one, colouring(one), 4)
