@@ -12,8 +12,8 @@ reductions they are made of), ``contract`` (elimination on flat factor lists, co
 per structure), ``factors`` (a model's tables by plate and chain, as the structured
 contraction reads them), ``sum_product`` (the structured contraction: plates as products,
 chains as scans), ``scan`` (the chain scans), ``posterior`` (queries answered by one
-contraction), ``gaussian`` (Kalman filter and smoother), ``broadcasting`` and
-``tensor_versions`` (table bookkeeping), ``naive`` (brute-force references for the tests).
+contraction), ``gaussian`` (Kalman filter and smoother), ``broadcasting`` (table
+bookkeeping), ``naive`` (brute-force references for the tests).
 Nothing here imports the DSL: models reach it tabulated (``genppl.tabulation``).
 """
 
