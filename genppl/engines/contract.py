@@ -176,7 +176,7 @@ def model_features(model: Model, data: Mapping[str, Any] | None, *,
         elif kind == "latent" and name not in given:
             if support is None or (attrs["chain"] is not None and support != "finite"):
                 unknown = True
-            elif support == "finite" and model.nodes[name].enumerate:
+            elif support == "finite":  # (summed or sampled: the engine's business)
                 features |= Feature.FINITE
             else:
                 features |= Feature.CONTINUOUS

@@ -27,6 +27,7 @@ import torch
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
+from genppl.dsl.ragged import refuse_unlowered
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor, indicator_factor
@@ -51,7 +52,9 @@ from genppl.tabulation.uses import Placed, Retable, TabulatedModel, Use, retable
 
 
 def model_data(model: Model, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The data as tensors on the model's device (``as_data``), names checked."""
+    """The data as tensors on the model's device (``as_data``), names checked; a ragged
+    plate that ``genppl.infer``/``fit`` could not lower is refused by name."""
+    refuse_unlowered(model, "the engines that tabulate a model (exact, em, gibbs, cavi, cd)")
     data = bind_data(model, data)
     unknown = [k for k in data if k not in model.nodes
                or model.nodes[k].kind not in ("latent", "observed", "input")]

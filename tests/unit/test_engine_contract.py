@@ -127,3 +127,21 @@ def test_the_gallerys_samplers_and_their_options_come_from_the_contracts() -> No
     assert engine_options("gibbs", config, draws=40) == {"num_samples": 40, "seed": 3,
                                                          "progress": False}
     assert engine_options("exact", config) == {}
+
+
+def test_a_finite_latent_left_unsummed_is_still_finite_to_the_exact_engine() -> None:
+    """``enumerate=False`` tells Pyro's engines to sample a finite latent rather than sum it
+    out; its support is still finite, so the exact engine (which tabulates it) runs the model
+    and is its default, and the answer is Bayes' rule."""
+    m = genppl.Model("sampled_class")
+    prior = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    m.latent("c", lambda: dist.Categorical(prior), enumerate=False)
+    m.observed("x", lambda c: dist.Normal(c.double(), 1.0))
+    m.to(dtype=torch.float64)
+    data = {"x": torch.tensor(0.2, dtype=torch.float64)}
+    assert model_features(m, data) == Feature.FINITE
+    assert default_engine(m, data) == "exact"
+    like = torch.distributions.Normal(torch.tensor([0.0, 1.0], dtype=torch.float64), 1.0)
+    bayes = prior * like.log_prob(data["x"]).exp()
+    got = genppl.infer(m, data, engine="exact").marginals["c"]
+    torch.testing.assert_close(got, bayes / bayes.sum(), rtol=1e-12, atol=1e-12)

@@ -286,3 +286,13 @@ def test_svi_with_a_dsl_guide_runs_the_model_as_declared() -> None:
         assert result.info["guide"] is not None
     assert all(math.isfinite(x) for x in result.losses)
     assert result.params["q_theta"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("engine, run", [("exact", genppl.infer), ("gibbs", genppl.infer),
+                                         ("em", genppl.fit)])
+def test_tabulating_engines_refuse_a_plate_they_cannot_lower_by_name(engine, run) -> None:
+    """A finite latent per document (naive Bayes's class) cannot be lifted to rows; the
+    engines that tabulate the model say so, naming the plate and the node, instead of
+    failing on the data's axes."""
+    with pytest.raises(ModelError, match=r"ragged plate 'tokens' .* latent 'c' .* is not"):
+        run(classes_nested(), {"lengths": LENGTHS, "w": W}, engine=engine)
