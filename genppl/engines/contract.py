@@ -86,7 +86,7 @@ class Engine:
     def check(self, model: Model, data: Mapping[str, Any] | None) -> None:
         """Refuse a model holding what this engine cannot run, naming one that can. From the
         static graph alone, so it costs nothing (see ``model_features``)."""
-        features = model_features(model, data, precise=False)
+        features = model.derived(StaticFeatures).of(model, data)
         extra = features & ~self.accepts
         if extra:
             raise ModelError(f"model {model.name!r} holds {', '.join(extra.names())} "
@@ -186,6 +186,23 @@ def model_features(model: Model, data: Mapping[str, Any] | None, *,
         features |= Feature.CONTINUOUS if prep.continuous else Feature.NONE
         features |= Feature.GAUSSIAN_CHAINS if prep.gaussian is not None else Feature.NONE
     return features
+
+
+class StaticFeatures:
+    """``model_features(model, data, precise=False)`` by which latents the data give, kept by
+    the model (``Model.derived``, dropped when the declaration changes): the check runs on
+    every call, and a Bayesian network's query is short enough for a pass over its graph to
+    show."""
+
+    def __init__(self) -> None:
+        self._by_given: dict[frozenset[str], Feature] = {}
+
+    def of(self, model: Model, data: Mapping[str, Any] | None) -> Feature:
+        given = frozenset(k for k, v in (data or {}).items() if v is not None)
+        features = self._by_given.get(given)
+        if features is None:
+            features = self._by_given[given] = model_features(model, data, precise=False)
+        return features
 
 
 def _example(model: Model, data: Mapping[str, Any] | None, features: Feature) -> str:
