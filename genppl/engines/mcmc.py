@@ -64,7 +64,7 @@ def infer(model: Model, data: dict[str, Any] | None, options: HamiltonianSampler
     make = kernel_factory(kernel, options, init_strategy=init_values(prep, options.init))
     if marginalise == "auto":
         marginalise = _automatic(prep)
-    summed = _summed_out(prep) if marginalise == "exact" and prep.enumerated else None
+    summed = FiniteSummedOut.of(prep) if marginalise == "exact" and prep.enumerated else None
     if marginalise == "enum" and prep.enumerated:
         check_enumeration(prep, "Use marginalise='exact', or engine 'hmc_gibbs'")
     target = prep.target if summed is None else summed
@@ -112,14 +112,6 @@ def _automatic(prep: Prepared) -> str:
         return "enum"
     chained = any(split_site(site)[1] is not None for site in prep.enumerated)
     return "exact" if chained or len(prep.enumerated) > ENUMERATED_SITES else "enum"
-
-
-def _summed_out(prep: Prepared) -> FiniteSummedOut:
-    if prep.gaussian is not None:
-        raise ModelError("marginalise='exact' does not yet combine with linear-Gaussian "
-                         "chains summed out by the Kalman filter; use marginalise='enum'.")
-    return FiniteSummedOut(prep.model, prep.program, prep.enumerated, prep.observed,
-                           prep.continuous, prep.data)
 
 
 def _with_finite(summed: FiniteSummedOut | None, sites: dict[str, torch.Tensor]

@@ -84,13 +84,15 @@ class FactorGraph:
     """Variable instances (``blocks``) and factor instances (``groups``); ``padding`` is 0
     for the states an instance has and -inf for the rest, shape ``(V, K)``. ``replica`` is
     set on a graph of copies of a one-case graph (see ``Replica``); ``cache`` holds what
-    is built from the structure alone, shared by every graph of the same structure."""
+    is built from the structure alone, shared by every graph of the same structure, and
+    ``derived`` what is built from this graph's table values (the colours' updates)."""
 
     blocks: dict[str, Block]
     groups: tuple[FactorGroup, ...]
     padding: torch.Tensor
     replica: Replica | None = None
     cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    derived: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def with_tables(self, tables: Sequence[torch.Tensor]) -> FactorGraph:
         """The same instances and factor rows with other table values (one tensor per
@@ -102,7 +104,7 @@ class FactorGraph:
                              f"{[tuple(t.shape) for t in tables]}.")
         groups = tuple(FactorGroup(t, g.index) for t, g in zip(tables, self.groups,
                                                                   strict=True))
-        return replace(self, groups=groups, cache=self.cache)
+        return replace(self, groups=groups, cache=self.cache, derived={})
 
     @property
     def size(self) -> int:

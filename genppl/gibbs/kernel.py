@@ -96,14 +96,13 @@ def updates(graph: FactorGraph, colours: list[torch.Tensor]) -> list[Any]:
     same structure) only recomputes values. On a graph of copies (``graph.replica``), a
     colour taken in every copy is updated from the one-case tables with the copies as a
     batch axis."""
-    memo = graph.__dict__.get("_updates")
+    memo = graph.derived.get("updates")
     if memo is None or memo[0] is not colours:
         if graph.replica is not None:
             out = [_replicated(graph, ids) for ids in colours]
         else:
             out = [_value(graph, plan) for plan in _plans(graph, colours)]
-        memo = (colours, out)
-        object.__setattr__(graph, "_updates", memo)  # a cache, not a dataclass field
+        memo = graph.derived["updates"] = (colours, out)
     return memo[1]
 
 

@@ -27,6 +27,7 @@ from genppl.exact.sum_product import contract
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import PyroProgram
 from genppl.pyro.values import from_pyro_layout, split_site, to_sites
+from genppl.tabulation.prepared import Prepared
 from genppl.tabulation.tabulation import Tabulation
 
 
@@ -75,6 +76,15 @@ class FiniteSummedOut:
         self.sizes, _ = resolve_sizes(model, data)
         # Tabulated once; each potential evaluation only remakes the tables' values.
         self.tabulate = Tabulation(model, data)
+
+    @classmethod
+    def of(cls, prep: Prepared) -> FiniteSummedOut:
+        """The program of ``prep`` with its finite latents summed out by the exact engine."""
+        if prep.gaussian is not None:
+            raise ModelError("marginalise='exact' does not yet combine with linear-Gaussian "
+                             "chains summed out by the Kalman filter; use marginalise='enum'.")
+        return cls(prep.model, prep.program, prep.enumerated, prep.observed, prep.continuous,
+                   prep.data)
 
     def __call__(self, **data: Any) -> None:
         trace = poutine.trace(poutine.block(

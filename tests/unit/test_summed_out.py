@@ -15,8 +15,8 @@ import torch
 from pyro.infer.mcmc.util import initialize_model
 
 import genppl
-from genppl.engines.mcmc import _summed_out
 from genppl.tabulation.prepared import prepare
+from genppl.tabulation.summed_out import FiniteSummedOut
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -49,7 +49,7 @@ def _switching() -> genppl.Model:
 def test_exact_and_enumerated_potentials_are_equal(build: Any) -> None:
     model = build()
     prep = prepare(model, {"x": X})
-    summed = _summed_out(prep)
+    summed = FiniteSummedOut.of(prep)
     # Only the continuous latents run: the finite ones, the data below them and a chain of
     # them are skipped, not walked step by step.
     assert {b if isinstance(b, str) else b.name for b in summed.program.blocks} <= {"w", "loc"}
