@@ -84,7 +84,17 @@ def flatten(model: Model, data: Mapping[str, Any] | None
         if blocker is not None:
             return model, dict(data)
         lifted |= dict.fromkeys(rows, lengths.shape[0])
-    return _rewrite(model, ragged, lifted), _flat_data(model, ragged, data)
+    key = (model.device, model.dtype, tuple(sorted(lifted.items())))
+    kept = model.derived(LoweredModels)
+    if key not in kept:
+        kept[key] = _rewrite(model, ragged, lifted)
+    return kept[key], _flat_data(model, ragged, data)
+
+
+class LoweredModels(dict):  # type: ignore[type-arg]
+    """The lowered declarations of one model, by device, dtype and rows per lifted latent,
+    kept by the model (``Model.derived``: dropped when it changes), so that repeated calls
+    reuse one lowered model and with it what engines keep on it (its graph, its tables)."""
 
 
 def _liftable(model: Model, spec: PlateSpec) -> tuple[list[str], str | None]:

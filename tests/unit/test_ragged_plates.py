@@ -296,3 +296,18 @@ def test_tabulating_engines_refuse_a_plate_they_cannot_lower_by_name(engine, run
     failing on the data's axes."""
     with pytest.raises(ModelError, match=r"ragged plate 'tokens' .* latent 'c' .* is not"):
         run(classes_nested(), {"lengths": LENGTHS, "w": W}, engine=engine)
+
+
+def test_repeated_calls_reuse_one_lowered_model_until_the_declaration_changes() -> None:
+    """The lowering is kept by the declared model: a second call runs the same lowered
+    declaration (its graph and tables kept), and a change to the declaration lowers anew."""
+    from genppl.dsl.ragged import flatten
+
+    m = lda_nested()
+    data = {"lengths": LENGTHS, "w": W}
+    first, _ = flatten(m, data)
+    again, flat_data = flatten(m, data)
+    assert again is first and first is not m
+    torch.testing.assert_close(flat_data["w"], W)
+    m.param("unused", torch.tensor(1.0, dtype=F64))
+    assert flatten(m, data)[0] is not first
