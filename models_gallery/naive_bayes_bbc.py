@@ -1,8 +1,12 @@
 """Multinomial naive Bayes on the BBC news articles (McCallum & Nigam 1998; Nigam, McCallum,
 Thrun & Mitchell 2000), declared once and run under three engines.
 
-Each document has a class ``c`` drawn from the class prior, and its word counts are
-multinomial given the class's word distribution. The prior and the word distributions are
+Each document has a class ``c`` drawn from the class prior, and each of its words is drawn
+from the class's word distribution: the words plate inside the documents plate, each
+document with its own number of words (a ragged plate sized by the input ``length``), as
+the textbooks draw it -- McCallum & Nigam's multinomial event model, whose likelihood
+is the multinomial of the document's counts up to their multinomial coefficient, a
+constant. The data are the tokens, document after document. The prior and the words are
 global latents with Dirichlet priors: flat on the class prior (its MAP is the class
 frequencies) and Dirichlet(1 + alpha) on each class's words, whose MAP is additive smoothing
 with alpha pseudo-counts per word -- with alpha = 1, scikit-learn's ``MultinomialNB(alpha=1)``.
@@ -13,7 +17,8 @@ So the smoothing is part of the model, and every engine that fits it finds the s
   EM), each E-step the exact class posterior of every unlabelled document;
 - ``svi``: the same MAP by gradient steps (a delta guide; labels given as data condition on);
 - ``exact``: the posterior over each test document's class given the fitted values, by
-  exact enumeration over the plate of documents.
+  exact enumeration over the plate of documents (each document's words multiplied into
+  its table).
 
 Words come from ``genppl.data.text`` (the tokenizer and stop words shared with the BBC LDA
 entry): a vocabulary of the 2,000 most frequent words of the training articles found in at
@@ -31,7 +36,6 @@ import torch
 
 import genppl
 from genppl.data import bbc, text
-from genppl.distributions import WordCounts
 from genppl.gallery import GalleryEntry, Report, RunConfig
 
 ALPHA = 1.0  # additive smoothing: the words' Dirichlet(1 + ALPHA) prior
@@ -44,31 +48,27 @@ SEED = 0
 
 def build(num_words: int = VOCABULARY["max_features"],
           num_classes: int = NUM_CLASSES) -> genppl.Model:
-    """The model for a vocabulary of ``num_words`` words and ``num_classes`` classes.
-
-    A document's counts are ``WordCounts``, a multinomial with the document's own length
-    (``length``, an input) as its total: torch's ``Multinomial`` takes one total for a whole
-    batch, so drawing documents from it would give every one the longest length."""
+    """The model for a vocabulary of ``num_words`` words and ``num_classes`` classes."""
     m = genppl.Model("naive_bayes_bbc")
     m.latent("prior", lambda: dist.Dirichlet(torch.ones(num_classes)))
     m.latent("words", lambda: dist.Dirichlet(torch.full((num_words,), 1.0 + ALPHA))
              .expand([num_classes]).to_event(1))
-    with m.plate("docs"):
-        m.input("length")
+    with m.plate("documents", symbol="D"):
         m.latent("c", lambda prior: dist.Categorical(prior))
-        m.observed("counts", lambda c, words, length: WordCounts(length, probs=words[c]))
+        with m.plate("tokens", sizes="length", symbol="N"):
+            m.observed("w", lambda c, words: dist.Categorical(words[c]))
     return m
 
 
 @dataclass(frozen=True)
 class Split:
-    """The articles as counts over the training vocabulary (float64, CPU), split once."""
+    """The articles' words over the training vocabulary (CPU), split once."""
 
     classes: tuple[str, ...]
     vocabulary: text.Vocabulary
-    train_counts: torch.Tensor
+    train: text.TokenCounts
     train_labels: torch.Tensor
-    test_counts: torch.Tensor
+    test: text.TokenCounts
     test_labels: torch.Tensor
     labelled: torch.Tensor  # indices into the training set whose labels semi-supervised EM keeps
 
@@ -82,26 +82,24 @@ def load_split() -> Split:
     test_docs = [corpus.documents[i] for i in test.tolist()]
     vocabulary = text.Vocabulary.build(train_docs, **VOCABULARY)  # type: ignore[arg-type]
     _, labelled = text.split(len(train), LABELLED_FRACTION, SEED, labels=labels[train])
-    return Split(corpus.classes, vocabulary, text.bag_of_words(train_docs, vocabulary),
-                 labels[train], text.bag_of_words(test_docs, vocabulary), labels[test],
+    return Split(corpus.classes, vocabulary, text.token_counts(train_docs, vocabulary),
+                 labels[train], text.token_counts(test_docs, vocabulary), labels[test],
                  labelled)
 
 
-def documents(counts: torch.Tensor, config: RunConfig) -> dict[str, torch.Tensor]:
-    """Counts and lengths in the run's dtype and device."""
-    counts = counts.to(config.device, config.dtype)
-    return {"counts": counts, "length": counts.sum(-1)}
+def documents(counts: text.TokenCounts, config: RunConfig) -> dict[str, torch.Tensor]:
+    """The documents' tokens and lengths on the run's device."""
+    return {"w": counts.tokens().to(config.device), "length": counts.lengths().to(config.device)}
 
 
 def data() -> dict[str, torch.Tensor]:
-    """The training articles' counts, lengths and classes."""
+    """The training articles' tokens, lengths and classes."""
     split = load_split()
-    return {"counts": split.train_counts, "length": split.train_counts.sum(-1),
-            "c": split.train_labels}
+    return {"w": split.train.tokens(), "length": split.train.lengths(), "c": split.train_labels}
 
 
-def fit_em(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor, config: RunConfig,
-           *, steps: int = 2, init: dict[str, torch.Tensor] | None = None
+def fit_em(model: genppl.Model, counts: text.TokenCounts, labels: torch.Tensor,
+           config: RunConfig, *, steps: int = 2, init: dict[str, torch.Tensor] | None = None
            ) -> genppl.FitResult:
     """MAP of prior and words by EM; labels of NaN are hidden classes summed over."""
     given = documents(counts, config) | {"c": labels.to(config.device)}
@@ -109,7 +107,7 @@ def fit_em(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor, conf
                       progress=config.progress)
 
 
-def fit_svi(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor,
+def fit_svi(model: genppl.Model, counts: text.TokenCounts, labels: torch.Tensor,
             config: RunConfig) -> dict[str, torch.Tensor]:
     """MAP of prior and words by gradient steps: a delta guide on the full-batch objective
     (deterministic: no latent is sampled). Adam's steps are about ``lr`` per coordinate, and
@@ -125,7 +123,7 @@ def fit_svi(model: genppl.Model, counts: torch.Tensor, labels: torch.Tensor,
     return {k: point[k].detach() for k in ("prior", "words")}
 
 
-def classify(model: genppl.Model, params: dict[str, torch.Tensor], counts: torch.Tensor,
+def classify(model: genppl.Model, params: dict[str, torch.Tensor], counts: text.TokenCounts,
              config: RunConfig) -> torch.Tensor:
     """P(class | document) for each document, by the exact engine given the fitted values."""
     posterior = genppl.infer(model, documents(counts, config) | params, engine="exact")
@@ -149,21 +147,21 @@ def experiment(report: Report) -> None:
                       key=key)
         return probs
 
-    params = fit_em(model, split.train_counts, split.train_labels, config).params
+    params = fit_em(model, split.train, split.train_labels, config).params
     if engine == "svi":
         closed_form = params
-        params = fit_svi(model, split.train_counts, split.train_labels, config)
+        params = fit_svi(model, split.train, split.train_labels, config)
     fitter = "svi" if engine == "svi" else "em"
     probs = score(f"genppl: {fitter} MAP fit, exact class posterior", "accuracy",
-                  classify(model, params, split.test_counts, config))
+                  classify(model, params, split.test, config))
     if engine == "svi":
         report.row("  largest |log P(word | class) - em's closed form|: "
                    "{max_log_word_gap_to_closed_form:.1e}",
                    max_log_word_gap_to_closed_form=float(
                        (params["words"].log() - closed_form["words"].log()).abs().max()))
-    sk = _sklearn(split.train_counts, split.train_labels)
+    sk = _sklearn(split.train, split.train_labels)
     if sk is not None:
-        sk_probs = torch.as_tensor(sk.predict_proba(split.test_counts.numpy()))
+        sk_probs = torch.as_tensor(sk.predict_proba(split.test.dense().numpy()))
         score("scikit-learn MultinomialNB(alpha=1)", "sklearn_accuracy", sk_probs)
         report.row("  largest |P(class) - scikit-learn's| over test articles: "
                    "{max_probability_gap_to_sklearn:.1e}",
@@ -180,17 +178,17 @@ def _semi_supervised(report: Report, model: genppl.Model, split: Split, score: A
     hidden labels of every other training article from that fit."""
     config = report.config
     kept = split.labelled
-    labelled = fit_em(model, split.train_counts[kept], split.train_labels[kept], config)
+    labelled = fit_em(model, split.train.select(kept), split.train_labels[kept], config)
     report.row("-- {labelled} training labels kept " f"({LABELLED_FRACTION:.0%}, stratified) --",
                labelled=len(kept))
     score("  labelled articles only (genppl em)", "labelled_only_accuracy",
-          classify(model, labelled.params, split.test_counts, config))
+          classify(model, labelled.params, split.test, config))
     hidden = torch.full_like(split.train_labels, float("nan"), dtype=torch.float64)
     hidden[kept] = split.train_labels[kept].double()
-    semi = fit_em(model, split.train_counts, hidden, config, steps=config.steps or 100,
+    semi = fit_em(model, split.train, hidden, config, steps=config.steps or 100,
                   init=labelled.params)
     score(f"  + EM over the {len(hidden) - len(kept)} unlabelled articles",
-          "semi_supervised_accuracy", classify(model, semi.params, split.test_counts, config))
+          "semi_supervised_accuracy", classify(model, semi.params, split.test, config))
     objective = report.metric("em_objective", [-loss for loss in semi.losses])
     report.metric("em_converged", semi.info["converged"])
     report.row("  EM: {em_iterations} iterations, log p(data) + log prior "
@@ -198,14 +196,14 @@ def _semi_supervised(report: Report, model: genppl.Model, split: Split, score: A
                em_iterations=semi.info["iterations"])
 
 
-def _sklearn(counts: torch.Tensor, labels: torch.Tensor) -> Any:
-    """scikit-learn's ``MultinomialNB(alpha=1)`` on the same counts, when it is installed
-    (it is in the gallery extra); None otherwise."""
+def _sklearn(counts: text.TokenCounts, labels: torch.Tensor) -> Any:
+    """scikit-learn's ``MultinomialNB(alpha=1)`` on the same words as a count matrix, when
+    it is installed (it is in the gallery extra); None otherwise."""
     try:
         from sklearn.naive_bayes import MultinomialNB
     except ImportError:
         return None
-    return MultinomialNB(alpha=ALPHA).fit(counts.numpy(), labels.numpy())
+    return MultinomialNB(alpha=ALPHA).fit(counts.dense().numpy(), labels.numpy())
 
 
 def _confusion(report: Report, split: Split, predicted: torch.Tensor) -> None:

@@ -199,6 +199,33 @@ class TokenCounts(NamedTuple):
         out[self.doc, self.word] = self.count.to(dtype)
         return out
 
+    def tokens(self) -> torch.Tensor:
+        """One word per occurrence, document after document: the data of a words plate
+        nested in the documents (a word counted ``c`` times in a document is ``c`` tokens;
+        the order within a document is the word order of the vocabulary, which a bag of
+        words does not know otherwise)."""
+        return self.word.repeat_interleave(self.count)
+
+    def lengths(self) -> torch.Tensor:
+        """Each document's number of tokens (0 for a document without a vocabulary word):
+        the sizes of a words plate nested in the documents."""
+        return self.count.new_zeros(self.shape[0]).index_add_(0, self.doc, self.count)
+
+    def select(self, documents: torch.Tensor) -> TokenCounts:
+        """The counts of ``documents`` (distinct indices, in the order given), renumbered
+        0, 1, ..."""
+        documents = documents.to(self.doc.device)
+        if len(torch.unique(documents)) != len(documents):
+            raise ModelError("TokenCounts.select: the documents must be distinct indices; "
+                             f"got {len(documents)} indices of "
+                             f"{len(torch.unique(documents))} documents.")
+        at = self.doc.new_full((self.shape[0],), -1)
+        at[documents] = torch.arange(len(documents), device=self.doc.device)
+        keep = at[self.doc] >= 0
+        order = torch.argsort(at[self.doc[keep]], stable=True)
+        return TokenCounts(at[self.doc[keep]][order], self.word[keep][order],
+                           self.count[keep][order], (len(documents), self.shape[1]))
+
 
 def token_counts(documents: Sequence[str], vocabulary: Vocabulary, *,
                  device: torch.device | str | None = None) -> TokenCounts:

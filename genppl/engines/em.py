@@ -393,17 +393,41 @@ def _expected_statistics(fm: TabulatedModel) -> tuple[float, list[torch.Tensor]]
                                 for t, g in zip(tables, grads, strict=True)]
 
 
-def _counts(use: Use, grad: torch.Tensor, categories: int) -> torch.Tensor:
-    """Expected counts per (parent states, category), batch axes still in front. (Masked
-    entries, e.g. padding, have no gradient: the tabulation keeps their mask outside the
-    leaf, so they count zero.)"""
+def _counts(use: Use, grad: torch.Tensor, shape: torch.Size | tuple[int, ...]
+            ) -> torch.Tensor:
+    """Expected counts per (parent states, category), summed down to the param's ``shape``
+    (categories last). (Masked entries, e.g. padding, have no gradient: the tabulation
+    keeps their mask outside the leaf, so they count zero.)"""
     if use.value is None:  # a latent: the gradient is its family marginal
-        return grad
-    weight = grad
+        return sum_to_shape(grad, shape)
     if isinstance(_base(use.distribution), COUNT_VECTORS):  # a vector of counts per entry
-        return use.value.to(weight.dtype) * weight.unsqueeze(-1)
-    onehot = torch.nn.functional.one_hot(use.value.long(), categories).to(weight.dtype)
-    return onehot * weight.unsqueeze(-1)
+        return sum_to_shape(use.value.to(grad.dtype) * grad.unsqueeze(-1), shape)
+    return _category_counts(use.value.long(), grad, shape)
+
+
+def _category_counts(value: torch.Tensor, weight: torch.Tensor,
+                     shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """``sum_to_shape(one_hot(value) * weight[..., None], shape)`` without the one-hot:
+    each entry's weight added at (its row of the param, its category). A corpus's words
+    read through a class or topic would otherwise make a (tokens x rows x vocabulary)
+    tensor."""
+    full = torch.broadcast_shapes(value.shape, weight.shape)
+    rows, categories = tuple(shape[:-1]), shape[-1]
+    lead = len(full) - len(rows)
+    if lead < 0 or any(r not in (1, f) for r, f in zip(rows, full[lead:], strict=True)):
+        onehot = torch.nn.functional.one_hot(value, categories).to(weight.dtype)
+        return sum_to_shape(onehot * weight.unsqueeze(-1), shape)
+    row = value.new_zeros(())
+    stride = 1
+    for axis in range(len(rows) - 1, -1, -1):  # the entry's row of the param, row-major
+        if rows[axis] > 1:
+            at = [1] * len(full)
+            at[lead + axis] = -1
+            row = row + torch.arange(rows[axis], device=value.device).reshape(at) * stride
+            stride *= rows[axis]
+    flat = (row * categories + value).expand(full).reshape(-1)
+    counts = weight.new_zeros(stride * categories)
+    return counts.index_add_(0, flat, weight.expand(full).reshape(-1)).reshape(shape)
 
 
 def _maximise(targets: _Targets, fm: TabulatedModel, roles: list[_Role], grads: list[torch.Tensor],
@@ -435,7 +459,7 @@ def _probabilities(targets: _Targets, fm: TabulatedModel, target: str, group: li
     shape = (*old.shape, 2) if bernoulli else old.shape
     counts = old.new_zeros(shape)
     for r in group:
-        counts = counts + sum_to_shape(_counts(fm.uses[r.use], grads[r.use], shape[-1]), shape)
+        counts = counts + _counts(fm.uses[r.use], grads[r.use], shape)
     counts = (counts + pseudo_counts + targets.extra_counts(target)).clamp(min=0)
     total = counts.sum(-1, keepdim=True)
     probs = counts / total.clamp(min=torch.finfo(old.dtype).tiny)

@@ -7,10 +7,16 @@ the chain's time axis (chain tables only), then one axis per plate of the model 
 first; size 1 where the table is not in that plate); models without plates or chains may
 instead have extra leading axes: evidence cases, answered together. A chain variable read
 at the previous step is named with the suffix ``PREV``.
+
+A *nested* plate (``Nesting``: a document's words, each document with its own number) has
+one axis of its own holding every entry's copies one after the other; a table in it lies
+along that axis, with its enclosing plate's axis of size 1, and reads the enclosing plate's
+variables at each copy's entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -65,12 +71,24 @@ class ChainBlock:
     rest: list[Factor] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Nesting:
+    """A plate nested in ``parent`` with a number of copies per entry of it (a ragged plate:
+    each document its own number of words). ``entries[i]`` is the parent's entry of copy
+    ``i``; copies of one entry are consecutive. A table in the nested plate lies in both
+    plates (its plate set holds the two) but only along the nested plate's axis."""
+
+    parent: str
+    entries: torch.Tensor
+
+
 @dataclass
 class FactorModel:
     """The factors of a model under given data.
 
     ``factors`` pairs each non-chain table with its plate set; ``batch`` is the shape of the
-    batch axes of non-chain tables (plate sizes, or evidence cases for plate-free models).
+    batch axes of non-chain tables (plate sizes, or evidence cases for plate-free models);
+    ``nested`` the nested plates by name.
     """
 
     factors: list[tuple[frozenset[str], Factor]]
@@ -79,6 +97,21 @@ class FactorModel:
     plates: tuple[str, ...]
     sizes: dict[str, int]
     latents: list[str]
+    nested: dict[str, Nesting] = field(default_factory=dict)
+
+    def along(self, plates: Iterable[str]) -> tuple[str, ...]:
+        """The plates, in the model's order, along whose axes a table in ``plates`` lies:
+        all of them but the enclosing plate of a nested plate among them (its entries'
+        copies lie along the nested plate's axis)."""
+        inside = set(plates)
+        enclosing = {n.parent for p, n in self.nested.items() if p in inside}
+        return tuple(p for p in self.plates if p in inside and p not in enclosing)
+
+    def plate_shape(self, plates: Iterable[str]) -> tuple[int, ...]:
+        """The plate axes of a table in ``plates``: each plate's size where it lies along
+        it (``along``), 1 elsewhere."""
+        along = self.along(plates)
+        return tuple(self.sizes[p] if p in along else 1 for p in self.plates)
 
     def cases(self) -> tuple[int, ...]:
         """Plate-free models: the broadcast batch shape of the tables (evidence cases)."""
@@ -93,7 +126,7 @@ class FactorModel:
         var = self.variables[name]
         if not self.plates and var.chain is None:
             return cases
-        plates = tuple(self.sizes[p] if p in var.plates else 1 for p in self.plates)
+        plates = self.plate_shape(var.plates)
         if var.chain is None:
             return plates
         length = next(b.length for b in self.chains if b.name == var.chain)

@@ -67,8 +67,8 @@ def data_layout(fm: FactorModel, name: str, table: torch.Tensor) -> torch.Tensor
     if not fm.plates:
         return table
     lead = 1 if var.chain is not None else 0
-    shape = (*table.shape[:lead], *(fm.sizes[p] for p in var.plates), table.shape[-1])
-    return table.reshape(shape)
+    plates = (fm.sizes[p] for p in fm.along(var.plates))
+    return table.reshape(*table.shape[:lead], *plates, table.shape[-1])
 
 
 @contextlib.contextmanager

@@ -67,8 +67,8 @@ def contract(fm: FactorModel, *, ring: Ring = SUM,
                and n in leaves}
         f = _eliminate_chain(block, fm, own, ring, chain_method, budget_bytes)
         pending[frozenset(block.plates)].append(f)
-    top = _eliminate_plates(pending, _var_plates(fm), frozenset(), ring, budget_bytes,
-                            fm.plates, per)
+    top = _eliminate_plates(pending, _var_plates(fm), frozenset(), ring, budget_bytes, fm,
+                            per)
     local = {v for f in top for v in f.vars}
     _check_budget(top, local, budget_bytes, "the variables outside plates")
     log_z = sum(f.log_table for f in eliminate(top, local, ring=ring))
@@ -84,7 +84,7 @@ def _var_plates(fm: FactorModel) -> dict[str, frozenset[str]]:
 
 def _eliminate_plates(pending: dict[frozenset[str], list[Factor]],
                       var_plates: Mapping[str, frozenset[str]], floor: frozenset[str],
-                      ring: Ring, budget_bytes: int, order: Sequence[str],
+                      ring: Ring, budget_bytes: int, fm: FactorModel,
                       per: str | None = None) -> list[Factor]:
     """Eliminate every plate set of ``pending`` (tables by the plate set they lie in) above
     ``floor``, innermost first: the variables local to a plate set with every plate entry
@@ -102,7 +102,7 @@ def _eliminate_plates(pending: dict[frozenset[str], list[Factor]],
                 raise ModelError(f"a table couples variables {f.vars} of sibling plates inside "
                                  f"{sorted(plates)}; engine 'exact' needs plates that nest as a "
                                  "tree. Use engine='gibbs' or 'svi'.")
-            pending[target].append(_product_over(f, plates - target - {per}, order))
+            pending[target].append(_product_over(f, plates - target - {per}, fm))
     return pending.pop(floor, [])
 
 
@@ -120,13 +120,31 @@ def _check_per(fm: FactorModel, per: str) -> None:
                          "evidence; ask for the total instead.")
 
 
-def _product_over(f: Factor, plates: frozenset[str], order: Sequence[str]) -> Factor:
-    """The product over plate entries: sum of log tables over those plates' axes."""
-    axes = [i for i, p in enumerate(order) if p in plates]
-    if not axes:
-        return f
-    offset = len(f.batch_shape) - len(order)
-    return Factor(f.vars, f.log_table.sum([offset + a for a in axes], keepdim=True))
+def _product_over(f: Factor, plates: frozenset[str], fm: FactorModel) -> Factor:
+    """The product over plate entries: a sum of log tables over those plates' axes -- into
+    each entry's own row for a nested plate whose enclosing plate stays (a document's words
+    multiply into the document's table)."""
+    into = {p: n for p, n in fm.nested.items() if p in plates and n.parent not in plates}
+    offset = len(f.batch_shape) - len(fm.plates)
+    axes = [offset + i for i, p in enumerate(fm.plates) if p in plates and p not in into]
+    table = f.log_table.sum(axes, keepdim=True) if axes else f.log_table
+    for plate, nesting in into.items():
+        table = _into_entries(table, offset + fm.plates.index(nesting.parent),
+                              offset + fm.plates.index(plate), nesting.entries,
+                              fm.sizes[nesting.parent])
+    return Factor(f.vars, table)
+
+
+def _into_entries(table: torch.Tensor, parent_axis: int, axis: int, entries: torch.Tensor,
+                  parent_size: int) -> torch.Tensor:
+    """``table`` summed along a nested plate's ``axis`` into its enclosing plate's
+    (``parent_axis``, of size 1 here: a nested plate's table lies along its own axis only),
+    copy ``i`` into row ``entries[i]``."""
+    shape = list(table.shape)
+    shape[axis] = len(entries)
+    copies = table.expand(shape).transpose(parent_axis, axis)
+    shape[axis], shape[parent_axis] = 1, parent_size
+    return copies.new_zeros(shape).index_add(parent_axis, entries, copies)
 
 
 def _check_budget(factors: Sequence[Factor], local: set[str], budget_bytes: int,
@@ -239,7 +257,7 @@ def _step_plates(group: Sequence[Factor], floor: frozenset[str],
         varies = {p for p, n in zip(fm.plates, batch, strict=True) if n > 1}
         plates = floor.union(varies, *(var_plates[v] for v in f.vars))
         pending[plates].append(f if plates == floor else plain(f))
-    return _eliminate_plates(pending, var_plates, floor, ring, budget_bytes, fm.plates)
+    return _eliminate_plates(pending, var_plates, floor, ring, budget_bytes, fm)
 
 
 def _step_mask(rest: Sequence[Factor], local: set[str], prev_of: Sequence[str]

@@ -225,7 +225,7 @@ def collapse(model: Model, data: Mapping[str, Any], latents: dict[str, Conjugate
     regular = FactorModel(
         [(plates, g) for plates, f in fm.factors for g in kept([f])],
         [replace(b, first=kept(b.first), rest=kept(b.rest)) for b in fm.chains],
-        fm.variables, fm.plates, fm.sizes, fm.latents)
+        fm.variables, fm.plates, fm.sizes, fm.latents, fm.nested)
     graph = ground(regular, like=found[0][0].table.detach().to(model.dtype) if found else None)
     groups = []
     for use, j in found:

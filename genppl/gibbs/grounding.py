@@ -187,6 +187,7 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None,
     and device of a model whose tables were all taken out (collapsed Gibbs: every table
     reads a collapsed latent). A graph whose instances would take more than
     ``budget_bytes`` (default: ``genppl.budget``'s) is refused before anything is made."""
+    _refuse_copies(fm)
     cases = fm.cases()
     blocks: dict[str, Block] = {}
     offset = 0
@@ -217,6 +218,24 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None,
     groups = tuple(FactorGroup(t, torch.cat(i)) for t, i in zip(
         _group_rows(tables, blocks, k), by_arity.values(), strict=True))
     return FactorGraph(blocks, groups, padding)
+
+
+def _refuse_copies(fm: FactorModel) -> None:
+    """A table of a nested plate that reads its enclosing plate's variables (a word reading
+    its document's class) reads them at each copy's entry, which grounding does not follow:
+    refused by name instead of pairing words with the wrong documents."""
+    for plates, f in fm.factors:
+        for plate, nesting in fm.nested.items():
+            read = [v for v in f.vars if plate in plates
+                    and plate not in fm.variables[v.removesuffix(PREV)].plates
+                    and nesting.parent in fm.variables[v.removesuffix(PREV)].plates]
+            if read:
+                raise ModelError(
+                    f"latent {read[0]!r} of plate {nesting.parent!r} is read from ragged plate "
+                    f"{plate!r}; Gibbs sampling (engines gibbs, hmc_gibbs, cd) does not ground "
+                    "a document's finite latent read by its words yet. Use engine='exact' "
+                    "(marginals, MAP, exact draws) or 'em', or declare it with one row per "
+                    "document outside the plates.")
 
 
 def _grounded_bytes(tables: list[_Table], blocks: dict[str, Block], instances: int, k: int,

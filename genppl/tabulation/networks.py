@@ -57,7 +57,7 @@ class NetworkTables:
                     self._indicators[key] = f
             evidence.append((frozenset(), f))
         return TabulatedModel([*fm.factors, *evidence], fm.chains, fm.variables, fm.plates,
-                              fm.sizes, fm.latents)
+                              fm.sizes, fm.latents, fm.nested)
 
     def _current(self, model: Model) -> TabulatedModel:
         nodes = tuple(model.nodes.values())

@@ -17,7 +17,7 @@ from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node
 from genppl.dsl.tables import CountingMeasure
 from genppl.exact.contract import Factor
-from genppl.exact.factors import ChainBlock, MaskedFactor, Variable
+from genppl.exact.factors import ChainBlock, MaskedFactor, Nesting, Variable
 from genppl.library_internals import version
 from genppl.tabulation.factories import (
     Args,
@@ -54,6 +54,7 @@ class Plan:
     sizes: dict[str, int]
     chains: tuple[tuple[str, int, tuple[str, ...], bool], ...]
     latents: list[str]
+    nested: dict[str, Nesting]
 
     def current(self, model: Model) -> bool:
         """Whether the model's structure and the data are those recorded."""
@@ -76,7 +77,8 @@ class Plan:
             else:
                 r.make(fixed, track, grad, uses, factors, chains, retable)
         return TabulatedModel(factors, list(chains.values()), dict(self.variables),
-                              self.plates, dict(self.sizes), list(self.latents), uses)
+                              self.plates, dict(self.sizes), list(self.latents),
+                              dict(self.nested), uses)
 
 
 def structure(model: Model) -> tuple[Any, ...]:

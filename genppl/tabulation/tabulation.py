@@ -130,5 +130,5 @@ class Tabulation:
             globals=tuple(n for n in model.nodes.values() if n.kind in ("param", "module")),
             recipes=recipes, variables=fm.variables, plates=fm.plates, sizes=fm.sizes,
             chains=tuple((b.name, b.length, b.plates, b.reverse) for b in fm.chains),
-            latents=fm.latents)
+            latents=fm.latents, nested=fm.nested)
         return fm

@@ -16,6 +16,11 @@ states of the latents they read, and must broadcast like any Pyro factory under 
 
 Chain nodes are tabulated for all steps at once: the chain index argument is a tensor of
 steps along the time axis, and a node that reads ``z_prev`` reads the variable ``z@prev``.
+
+A ragged plate (a document's words) is a nested plate of the factor model
+(``genppl.exact.factors.Nesting``): its tables lie along its own flat axis, and a word's
+factory reads the document's data at the word's document (a document's finite latent needs
+nothing: its grid of states is the same for every document).
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ import torch
 
 from genppl.dsl.model import Model
 from genppl.dsl.nodes import Node, Parent
-from genppl.dsl.ragged import refuse_unlowered
 from genppl.dsl.tables import CPT
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor, indicator_factor
-from genppl.exact.factors import PREV, ChainBlock, MaskedFactor, Variable
-from genppl.pyro.layout import plate_dims, resolve_sizes
+from genppl.exact.factors import PREV, ChainBlock, MaskedFactor, Nesting, Variable
+from genppl.pyro.layout import plate_dims, ragged_index, resolve_sizes
 from genppl.pyro.program import bind_data, check_support
 from genppl.tabulation.evidence import evidence_match, state_index
 from genppl.tabulation.factories import (
@@ -52,15 +56,19 @@ from genppl.tabulation.uses import Placed, Retable, TabulatedModel, Use, retable
 
 
 def model_data(model: Model, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The data as tensors on the model's device (``as_data``), names checked; a ragged
-    plate that ``genppl.infer``/``fit`` could not lower is refused by name."""
-    refuse_unlowered(model, "the engines that tabulate a model (exact, em, gibbs, cavi, cd)")
+    """The data as tensors on the model's device (``as_data``), names checked, a ragged
+    plate's sizes given."""
     data = bind_data(model, data)
     unknown = [k for k in data if k not in model.nodes
                or model.nodes[k].kind not in ("latent", "observed", "input")]
     if unknown:
         raise ModelError(f"data names {unknown[0]!r}, which is not a random node or input of "
                          f"{model.name!r}.")
+    for spec in model.plates.values():
+        if spec.ragged and spec.sizes not in data:
+            raise ModelError(f"ragged plate {spec.name!r} ({spec.declared_at}) has no sizes: "
+                             f"pass {spec.sizes}=... (each {spec.parent!r} entry's number of "
+                             "copies).")
     return data
 
 
@@ -84,6 +92,8 @@ class Tabulator:
         dims = plate_dims(model)
         self.plates = tuple(sorted(model.plates, key=lambda p: dims[p]))
         self.sizes, self.lengths = resolve_sizes(model, data)
+        self.nested = {p: Nesting(model.plates[p].parent, entries)  # type: ignore[arg-type]
+                       for p, entries in ragged_index(model, data, self.sizes).items()}
         self.variables: dict[str, Variable] = {}
         self.event_dims: dict[str, int] = {}  # observed node -> event dims of its data
         self.fixed: dict[str, Any] = dict(point)
@@ -105,7 +115,7 @@ class Tabulator:
         latents = [v.node for name, v in self.variables.items()]
         return TabulatedModel(self.factors, list(self.chains.values()), self.variables,
                               self.plates, {p: self.sizes[p] for p in self.plates}, latents,
-                              self.uses)
+                              self.nested, self.uses)
 
     # ----------------------------------------------------------------- where tables go
     def _add(self, target: Target, node: Node, f: Factor) -> list[Placed]:
@@ -141,7 +151,7 @@ class Tabulator:
             self._record("cpt", node, fn, (), None, table, f, target)
             self._evidence(node, support, steps, None, table, target)
             return
-        plan = self._arg_plan(node, parents, scope, steps)
+        plan = self._arg_plan(node, parents, scope, steps, node)
         args = evaluate(plan, self.fixed)
         result = call_factory(node, fn, args)
         lead = self._batch_shape(node, steps)
@@ -241,7 +251,7 @@ class Tabulator:
         """The full batch shape a node's table must have (None: evidence cases decide)."""
         if not self.plates and steps is None:
             return None
-        plates = tuple(self.sizes[p] if p in node.plates else 1 for p in self.plates)
+        plates = tuple(self.sizes[p] if p in node.layout_plates else 1 for p in self.plates)
         return (len(steps[0]), *plates) if steps is not None else plates
 
     def _expand(self, table: torch.Tensor, lead: tuple[int, ...] | None,
@@ -301,10 +311,13 @@ class Tabulator:
         return tuple(scope)
 
     def _arg_plan(self, node: Node, parents: tuple[Parent, ...], scope: tuple[str, ...],
-                  steps: tuple[torch.Tensor, torch.Tensor | None] | None) -> Args:
+                  steps: tuple[torch.Tensor, torch.Tensor | None] | None, reader: Node
+                  ) -> Args:
         """Where each argument of a factory comes from (see ``evaluate``): the grids of
         latent states, data and chain steps are fixed tensors; params, modules and point
-        values are read by name; deterministic parents are called on the same grid."""
+        values are read by name; deterministic parents are called on the same grid.
+        ``reader`` is the node whose table this is: in a ragged plate, it reads its
+        document's data at each of its copies."""
         args: list[tuple[str, Any]] = []
         for p in parents:
             if p.node is None:  # the chain index, along the time axis
@@ -315,6 +328,7 @@ class Tabulator:
             parent = self.model.nodes[p.node]
             at = steps if steps is None or not p.lag else (steps[1], None)
             if parent.name in self.fixed:  # params, modules, point-estimated latents
+                self._check_point(reader, parent)
                 args.append((p.arg, Fixed(parent.name)))
             elif parent.kind == "latent":
                 var = parent.name + (PREV if p.lag else "")
@@ -327,11 +341,36 @@ class Tabulator:
                     raise ModelError(f"{parent.kind} {parent.name!r} ({parent.declared_at}) was "
                                      f"not given; pass {parent.name}=...")
                 events = self.event_dims.get(parent.name, parent.event_dim)
-                args.append((p.arg, self._layout(parent, value, events, len(scope), at)))
+                value = self._layout(parent, value, events, len(scope), at)
+                args.append((p.arg, self._at_copies(reader, parent, value)))
             else:  # deterministic: evaluated on the same grid of states
                 args.append((p.arg, Derived(parent, self._arg_plan(parent, parent.parents,
-                                                                    scope, steps))))
+                                                                    scope, steps, reader))))
         return tuple(args)
+
+    def _at_copies(self, reader: Node, node: Node, value: torch.Tensor) -> torch.Tensor:
+        """``node``'s laid-out data as ``reader`` reads it: along the ragged plate's axis
+        at each copy's entry when ``reader`` is in a ragged plate and ``node`` in its
+        enclosing plate only (a word reads its document's value), else as it is."""
+        outer = reader.flattened
+        if outer is None or outer not in node.layout_plates:
+            return value
+        ragged = next(p for p in reader.plates if p in self.nested)
+        axis, own = self.plates.index(outer), self.plates.index(ragged)  # (no chain here)
+        return value.index_select(axis, self.nested[ragged].entries).transpose(axis, own)
+
+    def _check_point(self, reader: Node, node: Node) -> None:
+        """Point values of a ragged plate's enclosing plate are not read at the copies'
+        entries: refused by name (a finite latent there is summed or sampled instead)."""
+        if reader.flattened is not None and reader.flattened in node.plates \
+                and node.kind == "latent":
+            raise ModelError(
+                f"node {reader.name!r} ({reader.declared_at}) reads {node.name!r} of plate "
+                f"{reader.flattened!r} given as a point value, from a ragged plate; the "
+                "tabulating engines read a document's values at its words only for data "
+                "and finite latents. Declare it with one row per document outside the "
+                "plates (the lowering genppl.dsl.ragged does for continuous latents), or "
+                "use engine='svi'.")
 
     def _layout(self, node: Node, value: torch.Tensor, events: int, scope_len: int,
                 steps: tuple[torch.Tensor, Any] | None) -> torch.Tensor:
@@ -346,23 +385,24 @@ class Tabulator:
             assert steps is not None
             value = value.index_select(0, steps[0])
             lead = 1
-        extra = value.dim() - lead - len(node.plates) - events
+        plates = node.layout_plates
+        extra = value.dim() - lead - len(plates) - events
         if extra < 0 or (extra and (self.plates or node.chain is not None)):
-            axes = ", ".join(("time",) * lead + node.plates + ("event",))
+            axes = ", ".join(("time",) * lead + plates + ("event",))
             raise ModelError(f"data for {node.name!r} ({node.declared_at}) has shape "
                              f"{tuple(value.shape)}; its axes are: {axes}. (Extra leading axes "
                              "as evidence cases work only for models without plates or "
                              "chains; put the cases in a plate.)")
         shape = list(value.shape[:lead + extra])
-        for axis, plate in enumerate(node.plates):
+        for axis, plate in enumerate(plates):
             size = value.shape[lead + axis]
             if size != self.sizes[plate]:
                 raise ModelError(f"data for {node.name!r} ({node.declared_at}) has {size} entries "
                                  f"on the axis of plate {plate!r}, which has size "
                                  f"{self.sizes[plate]}.")
-        shape += [self.sizes[p] if p in node.plates else 1 for p in self.plates]
-        if [p for p in self.plates if p in node.plates] != list(node.plates):
-            raise ModelError(f"node {node.name!r} ({node.declared_at}): plates {node.plates} are "
+        shape += [self.sizes[p] if p in plates else 1 for p in self.plates]
+        if [p for p in self.plates if p in plates] != list(plates):
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): plates {plates} are "
                              f"nested in an order other than the model's {self.plates}.")
         event_shape = value.shape[value.dim() - events:] if events else ()
         return value.reshape((*shape, *([1] * scope_len), *event_shape))

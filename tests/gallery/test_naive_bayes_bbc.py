@@ -33,9 +33,9 @@ def split() -> nb.Split:
 @pytest.fixture(scope="module")
 def fitted(split: nb.Split) -> tuple[dict[str, torch.Tensor], object]:
     model = nb.build(len(split.vocabulary))
-    params = nb.fit_em(model.to(dtype=torch.float64), split.train_counts, split.train_labels,
+    params = nb.fit_em(model.to(dtype=torch.float64), split.train, split.train_labels,
                        F64).params
-    sk = naive_bayes.MultinomialNB(alpha=1.0).fit(split.train_counts.numpy(),
+    sk = naive_bayes.MultinomialNB(alpha=1.0).fit(split.train.dense().numpy(),
                                                    split.train_labels.numpy())
     return params, sk
 
@@ -43,7 +43,11 @@ def fitted(split: nb.Split) -> tuple[dict[str, torch.Tensor], object]:
 def test_split_and_vocabulary(split: nb.Split) -> None:
     assert len(split.train_labels) + len(split.test_labels) == 2225
     assert len(split.vocabulary) == nb.VOCABULARY["max_features"]
-    assert split.train_counts.shape == (len(split.train_labels), len(split.vocabulary))
+    assert split.train.shape == (len(split.train_labels), len(split.vocabulary))
+    # the tokens, document after document, are the count matrix's words
+    lengths = split.train.lengths()
+    assert int(lengths.sum()) == len(split.train.tokens())
+    torch.testing.assert_close(lengths.double(), split.train.dense().sum(-1))
     # stratified: every class has its share of test articles and of kept labels
     assert torch.bincount(split.test_labels, minlength=5).min() > 70
     assert torch.bincount(split.train_labels[split.labelled], minlength=5).min() >= 10
@@ -62,18 +66,19 @@ def test_exact_class_posteriors_are_predict_proba(
         split: nb.Split, fitted: tuple[dict[str, torch.Tensor], object]) -> None:
     params, sk = fitted
     model = nb.build(len(split.vocabulary)).to(dtype=torch.float64)
-    probs = nb.classify(model, params, split.test_counts, F64)
+    probs = nb.classify(model, params, split.test, F64)
     torch.testing.assert_close(probs, torch.as_tensor(sk.predict_proba(
-        split.test_counts.numpy())), rtol=0, atol=1e-8)
+        split.test.dense().numpy())), rtol=0, atol=1e-8)
 
 
 def test_semi_supervised_em_never_lowers_its_objective(split: nb.Split) -> None:
     # A slice of the training set keeps the test fast: 300 articles, 30 of them labelled.
-    counts, labels = split.train_counts[::6][:300], split.train_labels[::6][:300].double()
+    chosen = torch.arange(0, len(split.train_labels), 6)[:300]
+    counts, labels = split.train.select(chosen), split.train_labels[chosen].double()
     hidden = labels.clone()
     hidden[30:] = float("nan")
     model = nb.build(len(split.vocabulary)).to(dtype=torch.float64)
-    start = nb.fit_em(model, counts[:30], labels[:30], F64).params
+    start = nb.fit_em(model, counts.select(torch.arange(30)), labels[:30], F64).params
     semi = nb.fit_em(model, counts, hidden, F64, steps=8, init=start)
     objective = torch.tensor([-loss for loss in semi.losses], dtype=torch.float64)
     assert len(objective) >= 3
@@ -105,10 +110,10 @@ def test_float32_class_posteriors(split: nb.Split,
     _, sk = fitted
     f32 = RunConfig(progress=False, dtype=torch.float32)
     model = nb.build(len(split.vocabulary)).to(dtype=torch.float32)
-    params = nb.fit_em(model, split.train_counts, split.train_labels, f32).params
+    params = nb.fit_em(model, split.train, split.train_labels, f32).params
     assert params["words"].dtype == torch.float32
-    probs = nb.classify(model, params, split.test_counts, f32)
+    probs = nb.classify(model, params, split.test, f32)
     assert probs.dtype == torch.float32
     # float32 log-likelihoods of ~1e3 nats carry ~1e-4 absolute error: probabilities to 1e-3
     torch.testing.assert_close(probs.double(), torch.as_tensor(sk.predict_proba(
-        split.test_counts.numpy())), rtol=0, atol=1e-3)
+        split.test.dense().numpy())), rtol=0, atol=1e-3)
