@@ -288,14 +288,16 @@ def test_svi_with_a_dsl_guide_runs_the_model_as_declared() -> None:
     assert result.params["q_theta"].shape == (3, 2)
 
 
-@pytest.mark.parametrize("engine, run", [("exact", genppl.infer), ("gibbs", genppl.infer),
-                                         ("em", genppl.fit)])
-def test_tabulating_engines_refuse_a_plate_they_cannot_lower_by_name(engine, run) -> None:
-    """A finite latent per document (naive Bayes's class) cannot be lifted to rows; the
-    engines that tabulate the model say so, naming the plate and the node, instead of
-    failing on the data's axes."""
-    with pytest.raises(ModelError, match=r"ragged plate 'tokens' .* latent 'c' .* is not"):
-        run(classes_nested(), {"lengths": LENGTHS, "w": W}, engine=engine)
+def test_tabulating_engines_run_a_documents_finite_latent_as_declared() -> None:
+    """A finite latent per document (naive Bayes's class) is not lifted to rows: the exact
+    engine runs the nested declaration (its words multiplied into their document's table,
+    ``tests/unit/test_nested_plates_exact.py``), against the closed form of each document's
+    mixture over classes."""
+    post = genppl.infer(classes_nested(), {"lengths": LENGTHS, "w": W}, engine="exact")
+    closed = sum(math.log(sum(float(PRIOR[k]) * math.prod(
+        float(TOPICS[k, v]) for v in W[DOC.eq(d)].tolist()) for k in range(2)))
+        for d in range(3))
+    assert post.log_evidence == pytest.approx(closed, abs=1e-12)
 
 
 def test_repeated_calls_reuse_one_lowered_model_until_the_declaration_changes() -> None:
