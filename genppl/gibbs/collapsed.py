@@ -56,7 +56,7 @@ from genppl.dsl.model import Model
 from genppl.errors import ModelError
 from genppl.exact.contract import Factor
 from genppl.exact.factors import FactorModel, plain
-from genppl.gibbs.grounding import FactorGraph, ground, ground_table
+from genppl.gibbs.grounding import FactorGraph, copies_of, ground, ground_table
 from genppl.tabulation.tabulation import model_factors
 from genppl.tabulation.uses import Use
 
@@ -231,7 +231,8 @@ def collapse(model: Model, data: Mapping[str, Any], latents: dict[str, Conjugate
     for use, j in found:
         for f, steps in use.placed:
             codes = Factor(f.vars, plain(f).log_table.detach() - 1)  # masked: 0 - 1
-            index, cells = ground_table(codes, steps, graph.blocks, graph.states)
+            index, cells = ground_table(codes, steps, graph.blocks, graph.states,
+                                        copies_of(regular, use.node.plates))
             cells = torch.where(torch.isfinite(cells), cells, -1.0).long()
             cells = cells.reshape(len(index), -1)
             counted = (cells >= 0).any(-1)  # a masked draw counts nowhere

@@ -187,7 +187,6 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None,
     and device of a model whose tables were all taken out (collapsed Gibbs: every table
     reads a collapsed latent). A graph whose instances would take more than
     ``budget_bytes`` (default: ``genppl.budget``'s) is refused before anything is made."""
-    _refuse_copies(fm)
     cases = fm.cases()
     blocks: dict[str, Block] = {}
     offset = 0
@@ -212,30 +211,12 @@ def ground(fm: FactorModel, like: torch.Tensor | None = None,
     for b in blocks.values():
         padding[b.offset:b.offset + b.size, : len(b.states)] = 0.0
     by_arity: dict[int, list[torch.Tensor]] = {}
-    for f, steps in tables:
+    for f, steps, copies in tables:
         if f.vars:
-            by_arity.setdefault(len(f.vars), []).append(_index(f, steps, blocks))
+            by_arity.setdefault(len(f.vars), []).append(_index(f, steps, blocks, copies))
     groups = tuple(FactorGroup(t, torch.cat(i)) for t, i in zip(
         _group_rows(tables, blocks, k), by_arity.values(), strict=True))
     return FactorGraph(blocks, groups, padding)
-
-
-def _refuse_copies(fm: FactorModel) -> None:
-    """A table of a nested plate that reads its enclosing plate's variables (a word reading
-    its document's class) reads them at each copy's entry, which grounding does not follow:
-    refused by name instead of pairing words with the wrong documents."""
-    for plates, f in fm.factors:
-        for plate, nesting in fm.nested.items():
-            read = [v for v in f.vars if plate in plates
-                    and plate not in fm.variables[v.removesuffix(PREV)].plates
-                    and nesting.parent in fm.variables[v.removesuffix(PREV)].plates]
-            if read:
-                raise ModelError(
-                    f"latent {read[0]!r} of plate {nesting.parent!r} is read from ragged plate "
-                    f"{plate!r}; Gibbs sampling (engines gibbs, hmc_gibbs, cd) does not ground "
-                    "a document's finite latent read by its words yet. Use engine='exact' "
-                    "(marginals, MAP, exact draws) or 'em', or declare it with one row per "
-                    "document outside the plates.")
 
 
 def _grounded_bytes(tables: list[_Table], blocks: dict[str, Block], instances: int, k: int,
@@ -243,19 +224,33 @@ def _grounded_bytes(tables: list[_Table], blocks: dict[str, Block], instances: i
     """What ``ground`` allocates: every table's factor instances (their variable ids and
     rows of K**arity values) and the padded state table of the instances."""
     total = instances * k * itemsize
-    for f, steps in tables:
+    for f, steps, copies in tables:
         if f.vars:
-            count = math.prod(_grid(f, steps, blocks))
+            count = math.prod(_grid(f, steps, blocks, copies))
             total += count * len(f.vars) * 8 + count * k ** len(f.vars) * itemsize
     return total
 
 
 def ground_table(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
-                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 k: int, copies: Copies = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """One table's factor instances outside a graph: the instances each reads ``(F,
     arity)`` and its values over ``K`` states per position, padded with -inf. ``steps`` is
-    a chain table's ``(chain, first step, number of steps)``, as in ``FactorModel.chains``."""
-    return _index(f, steps, blocks), _rows(f, _grid(f, steps, blocks), k)
+    a chain table's ``(chain, first step, number of steps)``, as in ``FactorModel.chains``;
+    ``copies`` the nested plates it lies in (``copies_of``)."""
+    return (_index(f, steps, blocks, copies),
+            _rows(f, _grid(f, steps, blocks, copies), k))
+
+
+#: The nested plates a table lies in, each as ``(enclosing plate's axis, nested plate's
+#: axis, enclosing entry of each copy)``: a word's table reads its document's variables
+#: at its document.
+Copies = tuple[tuple[int, int, torch.Tensor], ...]
+
+
+def copies_of(fm: FactorModel, plates: frozenset[str] | tuple[str, ...]) -> Copies:
+    """The ``Copies`` of a table in ``plates``."""
+    return tuple((fm.plates.index(n.parent), fm.plates.index(p), n.entries)
+                 for p, n in fm.nested.items() if p in plates)
 
 
 def group_tables(fm: FactorModel, graph: FactorGraph) -> tuple[torch.Tensor, ...]:
@@ -271,30 +266,32 @@ def _group_rows(tables: list[_Table], blocks: dict[str, Block], k: int
     """Every table's factor rows padded to ``K`` states, concatenated by arity (in the
     order arities first appear)."""
     by_arity: dict[int, list[torch.Tensor]] = {}
-    for f, steps in tables:
+    for f, steps, copies in tables:
         if f.vars:
-            by_arity.setdefault(len(f.vars), []).append(_rows(f, _grid(f, steps, blocks), k))
+            by_arity.setdefault(len(f.vars), []).append(
+                _rows(f, _grid(f, steps, blocks, copies), k))
     return tuple(torch.cat(rows) for rows in by_arity.values())
 
 
-#: A table and, for a chain's tables, ``(chain, first step, number of steps)`` its time axis
-#: stands for.
-_Table = tuple[Factor, tuple[str, int, int] | None]
+#: A table, for a chain's tables ``(chain, first step, number of steps)`` its time axis
+#: stands for, and the nested plates it lies in.
+_Table = tuple[Factor, tuple[str, int, int] | None, Copies]
 
 
 def _tables(fm: FactorModel) -> list[_Table]:
-    out: list[_Table] = [(plain(f), None) for _, f in fm.factors]
+    out: list[_Table] = [(plain(f), None, copies_of(fm, plates)) for plates, f in fm.factors]
     for block in fm.chains:
-        out += [(plain(f), (block.name, 0, 1)) for f in block.first]
-        out += [(plain(f), (block.name, 1, block.length - 1)) for f in block.rest]
+        out += [(plain(f), (block.name, 0, 1), ()) for f in block.first]
+        out += [(plain(f), (block.name, 1, block.length - 1), ()) for f in block.rest]
     return out
 
 
-def _ids(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
-         ) -> list[torch.Tensor]:
+def _ids(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
+         copies: Copies) -> list[torch.Tensor]:
     """The instance ids each variable of ``f`` reads, laid out as its block. Along a chain
     table's time axis, step ``start + t`` of the chain's variables is read (one step
-    earlier for ``z@prev``)."""
+    earlier for ``z@prev``); along a nested plate's axis, an enclosing plate's variable at
+    each copy's entry."""
     ids = []
     for v in f.vars:
         b = blocks[v.removesuffix(PREV)]
@@ -302,28 +299,34 @@ def _ids(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
         if steps is not None and b.chain == steps[0]:
             first = steps[1] - (1 if v.endswith(PREV) else 0)
             at = at[first:first + steps[2]]
+        for parent_axis, axis, entries in copies:
+            if at.shape[parent_axis] > 1 and at.shape[axis] == 1:
+                at = at.index_select(parent_axis, entries).transpose(parent_axis, axis)
         ids.append(b.offset + at)
     return ids
 
 
-def _grid(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
-          ) -> torch.Size:
+def _grid(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
+          copies: Copies) -> torch.Size:
     """The batch shape of ``f``'s factor instances (its table's and its variables'
     broadcast)."""
     shapes = []
     for v in f.vars:
-        shape = blocks[v.removesuffix(PREV)].shape
+        shape = list(blocks[v.removesuffix(PREV)].shape)
         if steps is not None and blocks[v.removesuffix(PREV)].chain == steps[0]:
-            shape = (steps[2], *shape[1:])
+            shape[0] = steps[2]
+        for parent_axis, axis, entries in copies:
+            if shape[parent_axis] > 1 and shape[axis] == 1:
+                shape[parent_axis], shape[axis] = 1, len(entries)
         shapes.append(shape)
     return _broadcast(f.batch_shape, *shapes)
 
 
-def _index(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block]
-           ) -> torch.Tensor:
+def _index(f: Factor, steps: tuple[str, int, int] | None, blocks: dict[str, Block],
+           copies: Copies) -> torch.Tensor:
     """A table's factor instances: the variable instance at each position, ``(F, arity)``."""
-    ids = _ids(f, steps, blocks)
-    grid = _grid(f, steps, blocks)
+    ids = _ids(f, steps, blocks, copies)
+    grid = _grid(f, steps, blocks, copies)
     return torch.stack([i.expand(grid).reshape(-1) for i in ids], 1)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import naive_bayes_counts
 import pyro.distributions as dist
 import pytest
 import torch
@@ -347,11 +348,9 @@ def _log_coefficients(counts: torch.Tensor) -> torch.Tensor:
 def test_naive_bayes_with_labels_is_exact() -> None:
     """Word counts (``WordCounts``) read Dirichlet word distributions: with every class given,
     q is the exact posterior and the ELBO the closed-form evidence."""
-    from models_gallery import naive_bayes_bbc
-
     counts, length = _documents()
     labels = torch.tensor([0, 0, 1, 1, 1, 0])
-    model = naive_bayes_bbc.build(4, 2).to(dtype=F64)
+    model = naive_bayes_counts.build(4, 2).to(dtype=F64)
     r = _fit(model, {"counts": counts, "length": length, "c": labels}, init="prior")
     per_class = torch.stack([counts[labels == k].sum(0) for k in range(2)])
     sizes = torch.bincount(labels, minlength=2).to(F64)
@@ -365,10 +364,8 @@ def test_naive_bayes_with_labels_is_exact() -> None:
 
 
 def test_naive_bayes_without_labels_is_below_the_evidence() -> None:
-    from models_gallery import naive_bayes_bbc
-
     counts, length = _documents()
-    model = naive_bayes_bbc.build(4, 2).to(dtype=F64)
+    model = naive_bayes_counts.build(4, 2).to(dtype=F64)
     r = _fit(model, {"counts": counts, "length": length}, seed=0)
     assert _monotone(r.info["elbo"])
     terms = []

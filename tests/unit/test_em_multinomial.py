@@ -6,13 +6,13 @@ responsibilities, then weighted counts), and an objective that never decreases."
 
 from __future__ import annotations
 
+import naive_bayes_counts
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 
 import genppl
-from models_gallery import naive_bayes_bbc
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -25,9 +25,9 @@ def _fresh_params() -> None:
 
 
 def bayes_nb(dtype: torch.dtype = F64) -> genppl.Model:
-    """The gallery's naive Bayes (models_gallery/naive_bayes_bbc.py) at a small size:
+    """Naive Bayes on count vectors (``naive_bayes_counts``) at a small size:
     a flat Dirichlet on the class prior, Dirichlet(2) on each class's words."""
-    return naive_bayes_bbc.build(V, K).to(dtype=dtype)
+    return naive_bayes_counts.build(V, K).to(dtype=dtype)
 
 
 def param_nb() -> genppl.Model:

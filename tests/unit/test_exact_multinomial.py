@@ -5,6 +5,7 @@ those entries unobserved (semi-supervised labels), elsewhere it pins the class."
 
 from __future__ import annotations
 
+import naive_bayes_counts
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -12,7 +13,6 @@ import torch
 
 import genppl
 from genppl import ModelError
-from models_gallery import naive_bayes_bbc
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -25,9 +25,9 @@ def _fresh_params() -> None:
 
 
 def naive_bayes(dtype: torch.dtype = F64) -> genppl.Model:
-    """The gallery's naive Bayes (models_gallery/naive_bayes_bbc.py) at a small size:
+    """Naive Bayes on count vectors (``naive_bayes_counts``) at a small size:
     a flat Dirichlet on the class prior, Dirichlet(2) on each class's words."""
-    return naive_bayes_bbc.build(V, K).to(dtype=dtype)
+    return naive_bayes_counts.build(V, K).to(dtype=dtype)
 
 
 def problem(dtype: torch.dtype = F64) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

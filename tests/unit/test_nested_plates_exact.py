@@ -101,14 +101,8 @@ def test_per_document_evidence_map_and_exact_draws() -> None:
     assert post.info["map_log_joint"] == pytest.approx(math.log(best), abs=1e-12)
     chosen = tuple(post.info["map"]["c"].tolist())
     assert dict(table)[chosen] == pytest.approx(best, rel=1e-12)
-    # draws: each document's class frequencies within 5 standard errors of the marginals
-    draws = post.samples["c"].reshape(-1, len(LENGTHS))
-    marginals = brute_marginals(table)
-    freq = torch.stack([torch.bincount(draws[:, d], minlength=3) for d in range(len(LENGTHS))]
-                       ).to(F64) / len(draws)
-    se = (marginals * (1 - marginals) / len(draws)).sqrt()
-    assert bool(((freq - marginals).abs() <= 5 * se + 1e-12).all()), (freq, marginals)
-    assert not bool((draws[:, 2] == 1).any())  # an impossible class is never drawn
+    within_five_standard_errors(post.samples["c"], brute_marginals(table))
+    assert not bool((post.samples["c"][..., 2] == 1).any())  # an impossible class, never
 
 
 def test_unseeded_draws_differ_and_a_second_call_agrees() -> None:
@@ -269,10 +263,53 @@ def test_the_recorded_tabulation_replays_the_nesting() -> None:
         torch.testing.assert_close(a.log_table, b.log_table, rtol=0, atol=0)
 
 
-def test_gibbs_refuses_a_documents_latent_read_by_its_words_by_name() -> None:
-    with pytest.raises(ModelError, match=r"latent 'c' of plate 'docs' is read from ragged "
-                                         r"plate 'tokens'.*engine='exact'"):
-        genppl.infer(naive_bayes(), DATA, engine="gibbs", num_samples=2, warmup_steps=1)
+def within_five_standard_errors(draws: torch.Tensor, marginals: torch.Tensor) -> None:
+    """Each document's class frequencies against its marginals; the draws are independent
+    (given the params the documents' classes are independent, so a Gibbs sweep draws each
+    exactly from its conditional, which is its marginal): the standard error is binomial."""
+    draws = draws.reshape(-1, len(LENGTHS))
+    freq = torch.stack([torch.bincount(draws[:, d], minlength=3)
+                        for d in range(len(LENGTHS))]).to(F64) / len(draws)
+    se = (marginals * (1 - marginals) / len(draws)).sqrt()
+    assert bool(((freq - marginals).abs() <= 5 * se + 1e-12).all()), (freq, marginals)
+
+
+def test_gibbs_grounds_the_words_at_their_documents() -> None:
+    post = genppl.infer(naive_bayes(), DATA, engine="gibbs", num_samples=3000, warmup_steps=50,
+                        seed=0, progress=False)
+    within_five_standard_errors(post.samples["c"], brute_marginals(joints()))
+
+
+def test_collapsed_gibbs_on_the_words_against_dirichlet_multinomial_enumeration() -> None:
+    """Dirichlet priors on the class prior and the words, integrated out: the classes'
+    posterior by enumeration over every assignment of the Dirichlet-multinomial marginal
+    likelihoods, against the collapsed sampler's draws (their autocorrelation is small
+    here; the bound is five binomial standard errors of the kept draws, thinned)."""
+    alpha, eta = torch.ones(3, dtype=F64), torch.full((4,), 0.5, dtype=F64)
+    m = genppl.Model("nb_collapsed")
+    m.latent("prior", lambda: dist.Dirichlet(alpha))
+    m.latent("words", lambda: dist.Dirichlet(eta).expand([3]).to_event(1))
+    with m.plate("docs"):
+        m.latent("c", lambda prior: dist.Categorical(prior))
+        with m.plate("tokens", sizes="length"):
+            m.observed("w", lambda c, words: dist.Categorical(words[c]))
+
+    def log_dirichlet_multinomial(counts: torch.Tensor, prior: torch.Tensor) -> float:
+        return float(torch.lgamma(prior.sum()) - torch.lgamma(prior.sum() + counts.sum())
+                     + (torch.lgamma(prior + counts) - torch.lgamma(prior)).sum())
+
+    marginals = torch.zeros(len(LENGTHS), 3, dtype=F64)
+    for cs in itertools.product(range(3), repeat=len(LENGTHS)):
+        classes = torch.tensor(cs)
+        log_p = log_dirichlet_multinomial(torch.bincount(classes, minlength=3).to(F64), alpha)
+        for k in range(3):
+            log_p += log_dirichlet_multinomial(
+                torch.bincount(W[classes[DOC] == k], minlength=4).to(F64), eta)
+        marginals[torch.arange(len(LENGTHS)), classes] += math.exp(log_p)
+    marginals /= marginals.sum(-1, keepdim=True)
+    post = genppl.infer(m.to(dtype=F64), DATA, engine="gibbs", num_samples=20000,
+                        warmup_steps=200, seed=0, progress=False)
+    within_five_standard_errors(post.samples["c"][:, ::10], marginals)
 
 
 def test_a_documents_point_value_read_by_its_words_is_refused_by_name() -> None:

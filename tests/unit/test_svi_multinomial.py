@@ -5,6 +5,7 @@ enumeration (the loss is the negative log marginal joint, by hand)."""
 
 from __future__ import annotations
 
+import naive_bayes_counts
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -12,7 +13,6 @@ import torch
 from pyro import poutine
 
 import genppl
-from models_gallery import naive_bayes_bbc
 
 pytestmark = pytest.mark.unit
 F64 = torch.float64
@@ -25,9 +25,9 @@ def _fresh_params() -> None:
 
 
 def naive_bayes() -> genppl.Model:
-    """The gallery's naive Bayes (models_gallery/naive_bayes_bbc.py) at a small size:
+    """Naive Bayes on count vectors (``naive_bayes_counts``) at a small size:
     a flat Dirichlet on the class prior, Dirichlet(2) on each class's words."""
-    return naive_bayes_bbc.build(V, K).to(dtype=F64)
+    return naive_bayes_counts.build(V, K).to(dtype=F64)
 
 
 def corpus() -> dict[str, torch.Tensor]:
