@@ -8,10 +8,12 @@ expected counts -- so plates, chains and evidence need nothing of their own here
 M-step: closed form for parameters that a node's distribution reads directly as
 
 - ``Categorical`` / ``Bernoulli`` probabilities (``dist.Categorical(trans[z_prev])``, a
-  mixture's weights, an emission table, a CPT): normalised expected counts, plus optional
-  Dirichlet pseudo-counts (a MAP estimate);
-- ``Multinomial`` or ``WordCounts`` probabilities (``WordCounts(n, probs=words[c])``, naive
-  Bayes' word distributions): the same, each observation adding its vector of counts;
+  mixture's weights, an emission table, a CPT, naive Bayes's words read through their
+  document's class): normalised expected counts, plus optional Dirichlet pseudo-counts (a
+  MAP estimate); each observation's weights are added at its category, never as a one-hot
+  (a corpus's words would make a tokens x rows x vocabulary tensor);
+- ``Multinomial`` or ``WordCounts`` probabilities (``WordCounts(n, probs=words[c])``, a
+  document's count vector): the same, each observation adding its vector of counts;
 - ``Normal`` ``loc`` and ``scale`` (``dist.Normal(mu[z], sigma[z])``, or one shared scale):
   weighted means and variances;
 - ``Poisson`` ``rate``: weighted means.
