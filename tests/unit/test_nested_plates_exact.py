@@ -145,16 +145,23 @@ def test_a_word_level_latent_between_the_class_and_the_word() -> None:
     assert post.marginals["z"].shape == (len(W), 2)
 
 
-def test_words_read_their_documents_data() -> None:
-    """A document's input (its source) read by its words selects a table per document."""
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_words_read_their_documents_data(deterministic: bool) -> None:
+    """A document's input (its source) read by its words selects a table per document,
+    directly or through a deterministic node of the documents plate."""
     tables = torch.stack([WORDS, WORDS.flip(-1)])  # (source, class, word)
     source = torch.tensor([0, 1, 1, 0, 1])
     m = genppl.Model("sources")
     with m.plate("docs"):
         m.input("source")
         m.latent("c", lambda: dist.Categorical(PRIOR))
+        if deterministic:
+            m.deterministic("table", lambda c, source: tables[source, c])
         with m.plate("tokens", sizes="length"):
-            m.observed("w", lambda c, source: dist.Categorical(tables[source, c]))
+            if deterministic:
+                m.observed("w", lambda table: dist.Categorical(table))
+            else:
+                m.observed("w", lambda c, source: dist.Categorical(tables[source, c]))
     post = genppl.infer(m.to(dtype=F64), DATA | {"source": source}, engine="exact")
     expected = torch.stack([
         torch.stack([PRIOR[k].log() + tables[source[d], k, W[DOC.eq(d)]].log().sum()
