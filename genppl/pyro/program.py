@@ -22,6 +22,7 @@ from torch.distributions import Distribution
 
 from genppl.distributions import exact_log_probs
 from genppl.errors import ModelError, suggest
+from genppl.pyro.at_entries import at_entries
 from genppl.pyro.layout import plate_dims, ragged_index, resolve_sizes, to_pyro_layout
 from genppl.pyro.values import split_site
 
@@ -322,7 +323,8 @@ class _Run:
             return
         args = {p.arg: (step if p.node is None else
                         self.prev[p.node] if p.lag else self.values[p.node]) for p in parents}
-        if node.flattened is not None:
+        read_rows = node.flattened is not None and self._reads_rows(node, parents, args)
+        if node.flattened is not None and not read_rows:
             args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}
         if self.program.lenient and any(v is _ABSENT for v in args.values()):
             self.values[node.name] = _ABSENT
@@ -345,20 +347,67 @@ class _Run:
                 pyro.factor(site, self._log_potential(node, fn, args))
                 return
             else:
-                value = self._sample(node, site, step, fn, args)
+                d = self._distribution(node, fn, args, parents, read_rows)
+                value = self._sample(node, site, step, d)
         self.values[node.name] = value
+
+    def _reads_rows(self, node: Node, parents: tuple, args: dict[str, Any]) -> bool:
+        """Whether a random node of a ragged plate reads its enclosing plate's entries
+        (``AtEntries``) rather than its parents gathered per copy: it does when none of its
+        parents lies in the ragged plate and one varies along the enclosing plate."""
+        if node.kind not in ("latent", "observed"):
+            return False
+        if any(p.node is not None and self.model.nodes[p.node].flattened is not None
+               for p in parents):
+            return False
+        return any(self._entry_axis(node, p.node, args[p.arg]) is not None for p in parents)
+
+    def _distribution(self, node: Node, fn: Any, args: dict[str, Any], parents: tuple,
+                      read_rows: bool) -> Distribution:
+        """The node's distribution: its factory's result, or, for a node that reads its
+        enclosing plate's entries, the factory's result for those entries read at each
+        copy's (``at_entries``; a family it cannot read falls back to the gathered call)."""
+        d = self._checked(node, self._call(node, fn, args))
+        if not read_rows:
+            return d
+        outer = node.flattened
+        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
+        rows = self.indices[outer].shape[0] if outer in self.indices else self.sizes[outer]
+        read = at_entries(exact_log_probs(d), self.ragged[ragged], self.program.dims[outer],
+                          rows)
+        if read is not None:
+            return read
+        args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}
+        return self._checked(node, self._call(node, fn, args))
+
+    @staticmethod
+    def _checked(node: Node, d: Any) -> Distribution:
+        if not isinstance(d, Distribution):
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
+                             f"{type(d).__name__}, not a distribution; return e.g. "
+                             "dist.Normal(loc, scale).")
+        return d
 
     def _at_entries(self, node: Node, parent: str | None, value: Any) -> Any:
         """A parent of a node in a ragged plate, read at each copy's entry of the enclosing
         plate (``theta[doc_of_word]``): the ragged plate shares the enclosing plate's batch
         dim, so the gather keeps it there. Parents outside that plate, or broadcast along
         it, are read as they are."""
+        axis = self._entry_axis(node, parent, value)
+        if axis is None:
+            return value
+        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
+        return value.index_select(axis, self.ragged[ragged])
+
+    def _entry_axis(self, node: Node, parent: str | None, value: Any) -> int | None:
+        """The axis of ``value`` (a parent's) along the enclosing plate of ``node``'s ragged
+        plate, or None where the parent does not vary along it."""
         outer = node.flattened
         if parent is None or outer not in self.model.nodes[parent].plates or (
                 self.model.nodes[parent].flattened is not None):
-            return value
+            return None
         if not isinstance(value, torch.Tensor):
-            return value
+            return None
         event_dim = self.event_dims.get(parent, self.model.nodes[parent].event_dim)
         axis = value.dim() - event_dim + self.program.dims[outer]
         if axis < 0 or value.shape[axis] == 1:
@@ -371,17 +420,11 @@ class _Run:
                     f"{outer!r} from a ragged plate while {parent!r} is enumerated; Pyro's "
                     "enumeration cannot follow a ragged plate. Declare it with "
                     "enumerate=False, or use an engine that does not enumerate it in Pyro.")
-            return value
-        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
-        return value.index_select(axis, self.ragged[ragged])
+            return None
+        return axis
 
-    def _sample(self, node: Node, site: str, step: int | None, fn: Any,
-                args: dict[str, Any]) -> torch.Tensor:
-        d = self._call(node, fn, args)
-        if not isinstance(d, Distribution):
-            raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
-                             f"{type(d).__name__}, not a distribution; return e.g. "
-                             "dist.Normal(loc, scale).")
+    def _sample(self, node: Node, site: str, step: int | None, d: Distribution
+                ) -> torch.Tensor:
         d = exact_log_probs(d)  # a probability of 0 scores -inf at the site, not log eps
         obs = None
         infer = dict(node.infer)
