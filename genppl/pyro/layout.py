@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import networkx as nx
 import torch
 
-from genppl.dsl.ragged import check_sizes, check_total, entries
+from genppl.dsl.ragged import check_sizes, check_total, chosen_copies, entries
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
@@ -121,11 +122,26 @@ def _ragged_size(spec: PlateSpec, data: Mapping[str, torch.Tensor],
     sizes[spec.name] = check_total(spec, lengths, sizes.get(spec.name))
 
 
-def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
-                 sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
-    """For each ragged plate, the enclosing plate's entry of each of its flat copies
-    (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``): the index a node of the ragged plate
-    reads the enclosing plate's nodes at. Without the sizes input, equal shares stand in
+@dataclass(frozen=True)
+class RaggedCopies:
+    """The copies of a ragged plate one run of the program holds."""
+
+    #: each copy's entry of the enclosing plate, as the run holds that plate: its place in
+    #: the minibatch when the enclosing plate is subsampled (the index its parents' values,
+    #: one per document of the minibatch, are read at)
+    entries: torch.Tensor
+    #: the copies' positions in the flat data (the chosen documents' words, in the
+    #: minibatch's order), or None when every copy is held
+    positions: torch.Tensor | None = None
+
+
+def ragged_index(model: Model, data: Mapping[str, torch.Tensor], sizes: Mapping[str, int],
+                 indices: Mapping[str, torch.Tensor] | None = None
+                 ) -> dict[str, RaggedCopies]:
+    """For each ragged plate, the copies a run holds: every copy, each with the enclosing
+    plate's entry it belongs to (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``), or, where the
+    enclosing plate is subsampled at ``indices``, the chosen entries' copies only
+    (``chosen_copies``). Without the sizes input, equal shares stand in
     (``resolve_sizes``'s ``default``)."""
     out = {}
     for name, spec in model.plates.items():
@@ -137,7 +153,9 @@ def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
             lengths = torch.full((outer,), sizes[name] // max(outer, 1), device=model.device)
         else:
             check_sizes(spec, lengths, outer)
-        out[name] = entries(lengths)
+        chosen = (indices or {}).get(spec.parent)  # type: ignore[arg-type]
+        out[name] = (RaggedCopies(entries(lengths)) if chosen is None
+                     else RaggedCopies(*chosen_copies(lengths, chosen)))
     return out
 
 
