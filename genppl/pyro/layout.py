@@ -135,28 +135,41 @@ class RaggedCopies:
     positions: torch.Tensor | None = None
 
 
-def ragged_index(model: Model, data: Mapping[str, torch.Tensor], sizes: Mapping[str, int],
-                 indices: Mapping[str, torch.Tensor] | None = None
-                 ) -> dict[str, RaggedCopies]:
-    """For each ragged plate, the copies a run holds: every copy, each with the enclosing
-    plate's entry it belongs to (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``), or, where the
-    enclosing plate is subsampled at ``indices``, the chosen entries' copies only
-    (``chosen_copies``). Without the sizes input, equal shares stand in
+def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
+                 sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """For each ragged plate, the enclosing plate's entry of each of its flat copies
+    (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``): the index a node of the ragged plate
+    reads the enclosing plate's nodes at. Without the sizes input, equal shares stand in
     (``resolve_sizes``'s ``default``)."""
+    return {name: entries(_lengths(model, spec, data, sizes))
+            for name, spec in model.plates.items() if spec.ragged}
+
+
+def ragged_copies(model: Model, data: Mapping[str, torch.Tensor], sizes: Mapping[str, int],
+                  indices: Mapping[str, torch.Tensor]) -> dict[str, RaggedCopies]:
+    """For each ragged plate, the copies a run holds: every copy (``ragged_index``), or,
+    where the enclosing plate is subsampled at ``indices``, the chosen entries' copies only
+    (``chosen_copies``)."""
     out = {}
     for name, spec in model.plates.items():
-        if not spec.ragged:
-            continue
-        outer = sizes[spec.parent]  # type: ignore[index]
-        lengths = data.get(spec.sizes)  # type: ignore[arg-type]
-        if lengths is None:
-            lengths = torch.full((outer,), sizes[name] // max(outer, 1), device=model.device)
-        else:
-            check_sizes(spec, lengths, outer)
-        chosen = (indices or {}).get(spec.parent)  # type: ignore[arg-type]
-        out[name] = (RaggedCopies(entries(lengths)) if chosen is None
-                     else RaggedCopies(*chosen_copies(lengths, chosen)))
+        if spec.ragged:
+            lengths = _lengths(model, spec, data, sizes)
+            chosen = indices.get(spec.parent)  # type: ignore[arg-type]
+            out[name] = (RaggedCopies(entries(lengths)) if chosen is None
+                         else RaggedCopies(*chosen_copies(lengths, chosen)))
     return out
+
+
+def _lengths(model: Model, spec: PlateSpec, data: Mapping[str, torch.Tensor],
+             sizes: Mapping[str, int]) -> torch.Tensor:
+    """A ragged plate's number of copies per entry of its enclosing plate: its sizes input
+    (checked), or equal shares of its size without it."""
+    outer = sizes[spec.parent]  # type: ignore[index]
+    lengths = data.get(spec.sizes)  # type: ignore[arg-type]
+    if lengths is None:
+        return torch.full((outer,), sizes[spec.name] // max(outer, 1), device=model.device)
+    check_sizes(spec, lengths, outer)
+    return lengths
 
 
 def to_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],

@@ -27,7 +27,7 @@ from genppl.pyro.at_entries import at_entries
 from genppl.pyro.layout import (
     RaggedCopies,
     plate_dims,
-    ragged_index,
+    ragged_copies,
     resolve_sizes,
     to_pyro_layout,
 )
@@ -248,7 +248,7 @@ class PyroProgram:
         }
         indices = {name: p.indices for name, p in plates.items()
                    if model.plates[name].subsample_size is not None}
-        ragged = ragged_index(self.owner, data, sizes, indices)
+        ragged = ragged_copies(self.owner, data, sizes, indices)
         scales = self._ragged_plates(ragged, sizes, plates, indices)
         run = _Run(self, data, sizes, plates, indices, ragged, scales)
         with default_tensor_context(model.device, model.dtype):
@@ -321,7 +321,7 @@ class _Run:
         self.sizes = sizes
         self.plates = plates
         self.indices = indices
-        # the copies of each ragged plate this run holds (``ragged_index``), and the extra
+        # the copies of each ragged plate this run holds (``ragged_copies``), and the extra
         # scale of a subsampled one's sites (``PyroProgram._ragged_plates``)
         self.ragged = ragged
         self.scales = scales
