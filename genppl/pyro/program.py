@@ -405,14 +405,19 @@ class _Run:
                       read_rows: bool) -> Distribution:
         """The node's distribution: its factory's result, or, for a node that reads its
         enclosing plate's entries, the factory's result for those entries read at each
-        copy's (``at_entries``; a family it cannot read falls back to the gathered call)."""
-        d = self._checked(node, self._call(node, fn, args))
+        copy's (``at_entries``). A family ``at_entries`` cannot read, or a factory that
+        cannot run on the entries (one that also reads a tensor with a value per copy),
+        is called again with its parents gathered per copy."""
         if not read_rows:
-            return d
+            return self._checked(node, self._call(node, fn, args))
         outer = node.flattened
         ragged = next(p for p in node.plates if self.model.plates[p].ragged)
-        read = at_entries(exact_log_probs(d), self.ragged[ragged].entries,
-                          self.program.dims[outer], self._held(outer))
+        try:
+            d = self._checked(node, self._call(node, fn, args))
+            read = at_entries(exact_log_probs(d), self.ragged[ragged].entries,
+                              self.program.dims[outer], self._held(outer))
+        except ModelError:
+            read = None
         if read is not None:
             return read
         args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}

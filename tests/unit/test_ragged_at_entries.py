@@ -162,3 +162,23 @@ def test_prior_draws_follow_each_documents_distribution() -> None:
         expected = p[p > 0] * lengths[d]
         chi2 = float(((counts[p > 0] - expected) ** 2 / expected).sum())
         assert chi2 < 30.7
+
+
+def test_a_factory_that_also_reads_one_value_per_word_keeps_the_gather() -> None:
+    """A factory that cannot run on one row per document (here it adds a per-word shift to
+    its document's location) is called with its parents gathered per word, as before."""
+    shift = torch.linspace(-1.0, 1.0, 13, dtype=torch.float64)
+    m = genppl.Model("shifted")
+    m.param("shift", shift)
+    with m.plate("documents", 6):
+        m.latent("mu", lambda: dist.Normal(0.0, 1.0))
+        with m.plate("tokens", sizes="lengths"):
+            m.observed("x", lambda mu, shift: dist.Normal(mu + shift, 1.0))
+    m.to(dtype=torch.float64)
+    mu = torch.arange(6, dtype=torch.float64)
+    x = torch.zeros(13, dtype=torch.float64)
+    with pyro.get_param_store().scope():
+        trace = poutine.trace(m.pyro_model).get_trace(lengths=LENGTHS, mu=mu, x=x)
+    expected = (dist.Normal(0.0, 1.0).log_prob(mu).sum()
+                + dist.Normal(mu[DOC] + shift, 1.0).log_prob(x).sum())
+    assert float(trace.log_prob_sum().detach()) == pytest.approx(float(expected), abs=1e-12)
