@@ -1,34 +1,35 @@
 """Srivastava & Sutton (2017): ProdLDA, a topic model fitted by amortised variational inference.
 
-Part of the ``lda_bbc`` entry (same BBC split, vocabulary and counts, through
+Part of the ``lda_bbc`` entry (same BBC split, vocabulary and tokens, through
 ``_bbc_corpus.load()``); this module holds the model, its guide and their evaluation.
 
-**Model.** Per document ``d`` (plate ``documents``):
+**Model.** Per document ``d`` (plate ``documents``), as the paper draws it:
 
 * ``logtheta_d ~ Normal(mu, sigma)`` (K dims): the Laplace approximation, in the softmax
   basis, of a symmetric Dirichlet(alpha) prior on the topic mixture (MacKay 1998; the paper's
   eq. 3): ``mu_k = log alpha_k - mean_i log alpha_i``,
   ``sigma_k^2 = (1 / alpha_k)(1 - 2 / K) + (1 / K^2) sum_i 1 / alpha_i``;
 * ``theta_d = softmax(logtheta_d)``, a deterministic node;
-* the count vector ``counts_d ~ Multinomial(n_d, softmax(BN(beta theta_d) + b))``: the
-  *product of experts* decoder. The word logits are a weighted sum of topic rows ``beta`` (a
-  ``Linear(K, V)`` without bias), batch-normalised with a learnt per-word shift ``b`` and no
-  scale -- the authors' code (TensorFlow's ``batch_norm``, ``center=True, scale=False``); Pyro's
-  tutorial drops the shift, which pins every word's average logit at 0 -- so topics multiply
-  word distributions instead of mixing them as LDA does. ``b`` is a background log-frequency
-  of the words (``fit`` starts it at the training words' log-frequencies, as Card et al. 2018
+* each of its tokens (the ragged plate ``words`` inside ``documents``, sized by the input
+  ``length``) ``w ~ Categorical(logits=BN(beta theta_d) + b)``: the *product of experts*
+  decoder. The word logits are a weighted sum of topic rows ``beta`` (a ``Linear(K, V)``
+  without bias), batch-normalised with a learnt per-word shift ``b`` and no scale -- the
+  authors' code (TensorFlow's ``batch_norm``, ``center=True, scale=False``); Pyro's tutorial
+  drops the shift, which pins every word's average logit at 0 -- so topics multiply word
+  distributions instead of mixing them as LDA does. ``b`` is a background log-frequency of
+  the words (``fit`` starts it at the training words' log-frequencies, as Card et al. 2018
   start theirs) that the topics modulate.
 
-``n_d`` (the document's length) comes in as the input node ``length``: torch's (and so
-Pyro's) ``Multinomial`` takes one ``int`` total for the whole batch, so documents of
-different lengths need ``genppl.distributions.WordCounts``, a multinomial with a total per
-document. (The common workaround, ``Multinomial(int(length.max()), ...)``, evaluates the
-same log-density only because torch reads ``n`` off the value, and draws every document at
-the longest length.)
+The tokens are the corpus's, one flat array document after document (``data``). A token
+reads its document's logits: the compiled program decodes each document of a minibatch once
+and reads the token's word at its document's row (``genppl.pyro.at_entries``), so a step
+costs one ``documents x V`` table, not one row of V logits per token.
 
-**Guide.** ``q(logtheta_d | counts_d) = Normal(loc, scale)`` from an encoder reading the raw
-counts (the paper's inference network: two softplus layers, dropout, batch-normalised loc and
-log-variance), declared with the DSL against the model, so it applies to unseen documents.
+**Guide.** ``q(logtheta_d | bag_d) = Normal(loc, scale)`` from an encoder reading the
+document's bag of words ``bag_d`` (its word counts, an input of the documents plate that
+``data`` computes from the tokens: the paper's inference network reads counts; two softplus
+layers, dropout, batch-normalised loc and log-variance), declared with the DSL against the
+model, so it applies to unseen documents.
 
 **Train / eval.** Batch norm and dropout behave differently in training; ``fit`` trains with
 both modules in training mode, and everything that evaluates a density (``held_out_perplexity``
@@ -41,10 +42,9 @@ gets worse as the training loss falls -- and the training loss is not an unbiase
 the eval-mode ELBO.
 
 **Perplexity.** ``held_out_perplexity`` is ``exp(-bound / tokens)`` of the test documents,
-where ``bound`` is the ELBO of the test counts (``genppl.variational.evaluate``, the trained
-encoder's guide, no refitting) minus each document's log multinomial coefficient
-``log n_d! - sum_v log x_dv!``: a bound on the log-probability of the documents' token
-*sequences*, the quantity LDA's bound (and scikit-learn's perplexity) is on. ProdLDA is a
+where ``bound`` is the ELBO of the test tokens (``genppl.variational.evaluate``, the trained
+encoder's guide, no refitting): a bound on the log-probability of the documents' token
+sequences, the quantity LDA's bound (and scikit-learn's perplexity) is on. ProdLDA is a
 different model from LDA (products, not mixtures, of topics; a logistic-normal, not Dirichlet,
 mixture; an amortised, not per-document, posterior), so the two perplexities are bounds for
 two different models on the same tokens -- comparable as numbers, not as one model's fits.
@@ -68,7 +68,6 @@ import torch
 from torch import nn
 
 import genppl
-from genppl.distributions import WordCounts
 from genppl.errors import ModelError
 from genppl.variational import evaluate
 from models_gallery._bbc_corpus import NUM_TOPICS, Corpus
@@ -86,12 +85,6 @@ STEPS = 1000
 #: (memory: ``EVAL_BATCH`` x documents x vocabulary floats).
 EVAL_PARTICLES = 20
 EVAL_BATCH = 4
-
-
-def log_multinomial_coefficient(counts: torch.Tensor) -> torch.Tensor:
-    """``log n! - sum_v log x_v!`` of each count vector (the last axis): the log-number of
-    token orders with these counts."""
-    return torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)
 
 
 def laplace_prior(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +160,9 @@ def _seeded(make: Any, seed: int) -> nn.Module:
 def build(num_topics: int = NUM_TOPICS, vocabulary_size: int = 7755, *, alpha: float = ALPHA,
           dropout: float = DROPOUT, background: torch.Tensor | None = None,
           seed: int = 0) -> genppl.Model:
-    """The ProdLDA model (see the module docstring); data ``counts`` (documents, V) and
-    ``length`` (documents,) = ``counts.sum(-1)``, as ``data(corpus)`` gives them.
+    """The ProdLDA model (see the module docstring); data ``w`` (the tokens, document after
+    document), ``length`` (documents,) and ``bag`` (documents, V), as ``data(corpus)`` gives
+    them.
     ``background`` (V,) starts the decoder's per-word shift (``fit`` passes the training
     words' log-frequencies; zeros otherwise)."""
     if alpha <= 0:
@@ -183,32 +177,35 @@ def build(num_topics: int = NUM_TOPICS, vocabulary_size: int = 7755, *, alpha: f
     m = genppl.Model("prodlda")
     m.module("decoder", decoder)
     with m.plate("documents"):
-        m.input("length")
+        m.input("bag", event_dim=1)  # read by the guide's encoder only
         m.latent("logtheta", lambda: dist.Normal(
             *laplace_prior(torch.full((num_topics,), float(alpha)))).to_event(1))
         m.deterministic("theta", lambda logtheta: torch.softmax(logtheta, -1), event_dim=1)
-        m.observed("counts", lambda theta, decoder, length: WordCounts(length, decoder(theta)))
+        with m.plate("words", sizes="length"):
+            m.observed("w", lambda theta, decoder: dist.Categorical(logits=decoder(theta)))
     return m
 
 
 def build_guide(model: genppl.Model, *, hidden: int = HIDDEN, dropout: float = DROPOUT,
                 seed: int = 1) -> genppl.Guide:
-    """q(logtheta | counts) by the encoder (amortised: it reads the observed counts). Build it
-    after ``model.to(...)``; it takes the model's device and dtype."""
+    """q(logtheta | bag) by the encoder (amortised: it reads each document's word counts).
+    Build it after ``model.to(...)``; it takes the model's device and dtype."""
     decoder = model["decoder"].value
     num_topics, vocabulary_size = decoder.beta.in_features, decoder.beta.out_features
     encoder = _seeded(lambda: Encoder(vocabulary_size, num_topics, hidden, dropout), seed)
     g = model.guide()
     g.module("encoder", encoder)
-    g.latent("logtheta", lambda counts, encoder: dist.Normal(*encoder(counts)).to_event(1))
+    g.latent("logtheta", lambda bag, encoder: dist.Normal(*encoder(bag)).to_event(1))
     return g.to(model.device, model.dtype)
 
 
 def data(corpus: Corpus, *, dtype: torch.dtype = torch.float64,
          device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The model's data for a corpus: its count matrix and document lengths."""
-    counts = corpus.counts.dense(dtype=dtype).to(device)
-    return {"counts": counts, "length": counts.sum(-1)}
+    """The model's data for a corpus: its tokens and documents' lengths (LDA's layout,
+    ``Corpus.data``) and each document's bag of words for the encoder (the counts of its
+    tokens)."""
+    tokens = {k: v.to(device) for k, v in corpus.data().items()}
+    return tokens | {"bag": corpus.counts.dense(dtype=dtype).to(device)}
 
 
 @contextmanager
@@ -239,12 +236,12 @@ def fit(train: Corpus, vocabulary_size: int, *, steps: int = STEPS, seed: int = 
     (log(1 + count)), the background the topics then modulate (as Card et al. 2018 start
     theirs); from zeros, Adam at this rate needs thousands of steps to learn word
     frequencies spanning several nats."""
-    counts = data(train, dtype=dtype, device=device)
-    totals = (counts["counts"].sum(0) + 1).log()
+    tokens = data(train, dtype=dtype, device=device)
+    totals = (tokens["bag"].sum(0) + 1).log()
     model = build(num_topics, vocabulary_size, alpha=alpha, dropout=dropout, seed=seed,
                   background=totals - totals.mean()).to(device, dtype)
     guide = build_guide(model, dropout=dropout, seed=seed + 1)
-    result = genppl.fit(model, counts, engine="svi",
+    result = genppl.fit(model, tokens, engine="svi",
                         guide=guide, steps=steps, optimizer="adam", lr=lr,
                         clip_norm=None, batch_size=batch_size, seed=seed, progress=progress)
     result.info.update(model=model, dsl_guide=guide)
@@ -254,13 +251,12 @@ def fit(train: Corpus, vocabulary_size: int, *, steps: int = STEPS, seed: int = 
 def held_out_perplexity(model: genppl.Model, guide: genppl.Guide, test: Corpus, *,
                         num_particles: int = EVAL_PARTICLES, seed: int = 0) -> float:
     """``exp(-bound / tokens)`` of ``test`` with the trained decoder and encoder (eval mode),
-    ``bound`` the token-sequence ELBO (see the module docstring)."""
-    counts = data(test, dtype=model.dtype, device=model.device)
+    ``bound`` the ELBO of the test tokens (see the module docstring)."""
+    tokens = data(test, dtype=model.dtype, device=model.device)
     with evaluation(model, guide):
-        ev = evaluate(model, guide, counts, num_particles=num_particles,
+        ev = evaluate(model, guide, tokens, num_particles=num_particles,
                       batch=min(EVAL_BATCH, num_particles), seed=seed)
-    bound = ev.elbo - float(log_multinomial_coefficient(counts["counts"]).sum())
-    return math.exp(-bound / test.num_tokens)
+    return math.exp(-ev.elbo / test.num_tokens)
 
 
 def topic_words(model: genppl.Model) -> torch.Tensor:

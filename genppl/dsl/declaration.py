@@ -126,8 +126,9 @@ class Declaration:
 
     def _check_ragged(self, name: str, sizes: str, size: int | None,
                       subsample_size: int | None, dim: int | None, where: str) -> None:
-        """A ragged plate sits directly in one top-level plate, which is not subsampled, with
-        its sizes an input of that plate (declared here if new)."""
+        """A ragged plate sits directly in one top-level plate (subsampled or not: a
+        minibatch of its entries holds their copies), with its sizes an input of that plate
+        (declared here if new)."""
         if len(self._plate_stack) != 1 or self._chain is not None:
             raise ModelError(f"ragged plate {name!r} ({where}) must be opened directly inside "
                              "one top-level plate (e.g. documents), outside any chain; it is "
@@ -139,10 +140,6 @@ class Declaration:
                 raise ModelError(f"ragged plate {name!r} ({where}) takes no {label}=: its "
                                  f"sizes are read from input {sizes!r} per entry of plate "
                                  f"{outer.name!r}.")
-        if outer.subsample_size is not None:
-            raise ModelError(f"ragged plate {name!r} ({where}) is inside plate {outer.name!r}, "
-                             "which is subsampled; minibatches of a ragged plate's enclosing "
-                             "plate are not supported yet. Drop subsample_size= there.")
         if not isinstance(sizes, str):
             raise ModelError(f"ragged plate {name!r} ({where}): sizes= names the input that "
                              f"holds each entry's size, e.g. sizes=\"lengths\"; got {sizes!r}.")

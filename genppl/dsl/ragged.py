@@ -66,6 +66,21 @@ def entries(lengths: torch.Tensor) -> torch.Tensor:
                                    lengths.long())
 
 
+def chosen_copies(lengths: torch.Tensor, chosen: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copies of the ``chosen`` entries (a minibatch of documents, in its order):
+    ``(entry, position)`` of each, its entry's place in ``chosen`` and its position in the
+    flat data. For lengths ``[2, 0, 3]`` and ``chosen = [2, 0]``: ``([0, 0, 0, 1, 1],
+    [2, 3, 4, 0, 1])``. O(copies chosen)."""
+    lengths = lengths.long()
+    counts = lengths[chosen]
+    starts = torch.cumsum(lengths, 0) - lengths
+    entry = entries(counts)
+    first = (torch.cumsum(counts, 0) - counts)[entry]  # each copy's first sibling's place
+    place = torch.arange(entry.shape[0], device=lengths.device)
+    return entry, starts[chosen][entry] + place - first
+
+
 def flatten(model: Model, data: Mapping[str, Any] | None
             ) -> tuple[Model, dict[str, Any] | None]:
     """``(model, data)`` with each ragged plate lowered to a flat plate read through an index

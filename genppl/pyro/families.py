@@ -32,7 +32,7 @@ def describe_distribution(fn: Any) -> Family:
     while True:
         inner = getattr(base, "base_dist", None)
         if inner is None or type(base).__name__ not in (
-                "Independent", "ExpandedDistribution", "MaskedDistribution"):
+                "Independent", "ExpandedDistribution", "MaskedDistribution", "AtEntries"):
             break
         base = inner
     family = type(base).__name__

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import networkx as nx
 import torch
 
-from genppl.dsl.ragged import check_sizes, check_total, entries
+from genppl.dsl.ragged import check_sizes, check_total, chosen_copies, entries
 from genppl.errors import ModelError
 
 if TYPE_CHECKING:
@@ -121,24 +122,54 @@ def _ragged_size(spec: PlateSpec, data: Mapping[str, torch.Tensor],
     sizes[spec.name] = check_total(spec, lengths, sizes.get(spec.name))
 
 
+@dataclass(frozen=True)
+class RaggedCopies:
+    """The copies of a ragged plate one run of the program holds."""
+
+    #: each copy's entry of the enclosing plate, as the run holds that plate: its place in
+    #: the minibatch when the enclosing plate is subsampled (the index its parents' values,
+    #: one per document of the minibatch, are read at)
+    entries: torch.Tensor
+    #: the copies' positions in the flat data (the chosen documents' words, in the
+    #: minibatch's order), or None when every copy is held
+    positions: torch.Tensor | None = None
+
+
 def ragged_index(model: Model, data: Mapping[str, torch.Tensor],
                  sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
     """For each ragged plate, the enclosing plate's entry of each of its flat copies
     (``[0, 0, 2, 2, 2]`` for sizes ``[2, 0, 3]``): the index a node of the ragged plate
     reads the enclosing plate's nodes at. Without the sizes input, equal shares stand in
     (``resolve_sizes``'s ``default``)."""
+    return {name: entries(_lengths(model, spec, data, sizes))
+            for name, spec in model.plates.items() if spec.ragged}
+
+
+def ragged_copies(model: Model, data: Mapping[str, torch.Tensor], sizes: Mapping[str, int],
+                  indices: Mapping[str, torch.Tensor]) -> dict[str, RaggedCopies]:
+    """For each ragged plate, the copies a run holds: every copy (``ragged_index``), or,
+    where the enclosing plate is subsampled at ``indices``, the chosen entries' copies only
+    (``chosen_copies``)."""
     out = {}
     for name, spec in model.plates.items():
-        if not spec.ragged:
-            continue
-        outer = sizes[spec.parent]  # type: ignore[index]
-        lengths = data.get(spec.sizes)  # type: ignore[arg-type]
-        if lengths is None:
-            lengths = torch.full((outer,), sizes[name] // max(outer, 1), device=model.device)
-        else:
-            check_sizes(spec, lengths, outer)
-        out[name] = entries(lengths)
+        if spec.ragged:
+            lengths = _lengths(model, spec, data, sizes)
+            chosen = indices.get(spec.parent)  # type: ignore[arg-type]
+            out[name] = (RaggedCopies(entries(lengths)) if chosen is None
+                         else RaggedCopies(*chosen_copies(lengths, chosen)))
     return out
+
+
+def _lengths(model: Model, spec: PlateSpec, data: Mapping[str, torch.Tensor],
+             sizes: Mapping[str, int]) -> torch.Tensor:
+    """A ragged plate's number of copies per entry of its enclosing plate: its sizes input
+    (checked), or equal shares of its size without it."""
+    outer = sizes[spec.parent]  # type: ignore[index]
+    lengths = data.get(spec.sizes)  # type: ignore[arg-type]
+    if lengths is None:
+        return torch.full((outer,), sizes[spec.name] // max(outer, 1), device=model.device)
+    check_sizes(spec, lengths, outer)
+    return lengths
 
 
 def to_pyro_layout(node: Node, value: torch.Tensor, dims: Mapping[str, int],

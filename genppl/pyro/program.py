@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
@@ -22,7 +23,14 @@ from torch.distributions import Distribution
 
 from genppl.distributions import exact_log_probs
 from genppl.errors import ModelError, suggest
-from genppl.pyro.layout import plate_dims, ragged_index, resolve_sizes, to_pyro_layout
+from genppl.pyro.at_entries import at_entries
+from genppl.pyro.layout import (
+    RaggedCopies,
+    plate_dims,
+    ragged_copies,
+    resolve_sizes,
+    to_pyro_layout,
+)
 from genppl.pyro.values import split_site
 
 if TYPE_CHECKING:
@@ -236,11 +244,13 @@ class PyroProgram:
                              subsample_size=(None if spec.subsample_size is None
                                              else min(spec.subsample_size, sizes[name])),
                              dim=self.dims[name], device=model.device)
-            for name, spec in model.plates.items()
+            for name, spec in model.plates.items() if not spec.ragged
         }
         indices = {name: p.indices for name, p in plates.items()
                    if model.plates[name].subsample_size is not None}
-        run = _Run(self, data, sizes, plates, indices, ragged_index(self.owner, data, sizes))
+        ragged = ragged_copies(self.owner, data, sizes, indices)
+        scales = self._ragged_plates(ragged, sizes, plates, indices)
+        run = _Run(self, data, sizes, plates, indices, ragged, scales)
         with default_tensor_context(model.device, model.dtype):
             for block in self.blocks:
                 if isinstance(block, str) and self.collapse is not None:
@@ -250,6 +260,29 @@ class PyroProgram:
                 else:
                     run.node(block, None, block.fn, block.parents)
         return run.values
+
+    def _ragged_plates(self, ragged: dict[str, RaggedCopies], sizes: dict[str, int],
+                       plates: dict[str, Any], indices: dict[str, torch.Tensor]
+                       ) -> dict[str, float]:
+        """Add each ragged plate to ``plates`` (none where the run holds no copy: its nodes
+        then have nothing to score or draw, and Pyro has no plate of size 0) and, where
+        its enclosing plate is subsampled, its copies' positions to ``indices``. Returns
+        the extra scale of such a plate's sites: a minibatch of B of D documents carries
+        all of its documents' words, so they count D / B times, like the documents, not
+        N / n (Pyro's scale of n copies of N, which the plate keeps so that its entries
+        stay the flat data's)."""
+        scales = {}
+        for name, copies in ragged.items():
+            outer = self.owner.plates[name].parent
+            held = sizes[name] if copies.positions is None else copies.positions.shape[0]
+            if held:
+                plates[name] = pyro.plate(name, sizes[name], subsample=copies.positions,
+                                          dim=self.dims[name], device=self.model.device)
+            if copies.positions is not None:
+                indices[name] = copies.positions
+                chosen = indices[outer].shape[0]  # type: ignore[index]
+                scales[name] = sizes[outer] / chosen * held / sizes[name]  # type: ignore[index]
+        return scales
 
 
 def _brief(error: Exception, limit: int = 400) -> str:
@@ -280,15 +313,18 @@ class _Run:
 
     def __init__(self, program: PyroProgram, data: dict[str, torch.Tensor],
                  sizes: dict[str, int], plates: dict[str, Any],
-                 indices: dict[str, torch.Tensor], ragged: dict[str, torch.Tensor]) -> None:
+                 indices: dict[str, torch.Tensor], ragged: dict[str, RaggedCopies],
+                 scales: dict[str, float]) -> None:
         self.program = program
         self.model = program.model
         self.data = data
         self.sizes = sizes
         self.plates = plates
         self.indices = indices
-        # the enclosing plate's entry of each copy of a ragged plate (``ragged_index``)
+        # the copies of each ragged plate this run holds (``ragged_copies``), and the extra
+        # scale of a subsampled one's sites (``PyroProgram._ragged_plates``)
         self.ragged = ragged
+        self.scales = scales
         self.values: dict[str, Any] = {}
         self.event_dims: dict[str, int] = {}  # of sampled values (others: the node's)
         self.prev: dict[str, Any] = {}
@@ -320,9 +356,12 @@ class _Run:
         if kind == "module":
             self.values[node.name] = pyro.module(node.name, node.value)
             return
+        if any(p not in self.plates for p in node.layout_plates):
+            return  # a ragged plate of which this run holds no copy: nothing to score
         args = {p.arg: (step if p.node is None else
                         self.prev[p.node] if p.lag else self.values[p.node]) for p in parents}
-        if node.flattened is not None:
+        read_rows = node.flattened is not None and self._reads_rows(node, parents, args)
+        if node.flattened is not None and not read_rows:
             args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}
         if self.program.lenient and any(v is _ABSENT for v in args.values()):
             self.values[node.name] = _ABSENT
@@ -331,6 +370,8 @@ class _Run:
         with ExitStack() as stack:
             for plate in node.layout_plates:
                 stack.enter_context(self.plates[plate])
+                if plate in self.scales:
+                    stack.enter_context(poutine.scale(scale=self.scales[plate]))
             if kind == "input":
                 value = self._data(node, step, node.event_dim)
                 if value is None and self.program.lenient:
@@ -345,24 +386,79 @@ class _Run:
                 pyro.factor(site, self._log_potential(node, fn, args))
                 return
             else:
-                value = self._sample(node, site, step, fn, args)
+                d = self._distribution(node, fn, args, parents, read_rows)
+                value = self._sample(node, site, step, d)
         self.values[node.name] = value
+
+    def _reads_rows(self, node: Node, parents: tuple, args: dict[str, Any]) -> bool:
+        """Whether a random node of a ragged plate reads its enclosing plate's entries
+        (``AtEntries``) rather than its parents gathered per copy: it does when none of its
+        parents lies in the ragged plate and one varies along the enclosing plate."""
+        if node.kind not in ("latent", "observed"):
+            return False
+        if any(p.node is not None and self.model.nodes[p.node].flattened is not None
+               for p in parents):
+            return False
+        return any(self._entry_axis(node, p.node, args[p.arg]) is not None for p in parents)
+
+    def _distribution(self, node: Node, fn: Any, args: dict[str, Any], parents: tuple,
+                      read_rows: bool) -> Distribution:
+        """The node's distribution: its factory's result, or, for a node that reads its
+        enclosing plate's entries, the factory's result for those entries read at each
+        copy's (``at_entries``). A family ``at_entries`` cannot read, or a factory that
+        cannot run on the entries (one that also reads a tensor with a value per copy),
+        is called again with its parents gathered per copy."""
+        if not read_rows:
+            return self._checked(node, self._call(node, fn, args))
+        outer = node.flattened
+        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
+        try:
+            d = self._checked(node, self._call(node, fn, args))
+            read = at_entries(exact_log_probs(d), self.ragged[ragged].entries,
+                              self.program.dims[outer], self._held(outer))
+        except ModelError:
+            read = None
+        if read is not None:
+            return read
+        args = {p.arg: self._at_entries(node, p.node, args[p.arg]) for p in parents}
+        return self._checked(node, self._call(node, fn, args))
+
+    @staticmethod
+    def _checked(node: Node, d: Any) -> Distribution:
+        if not isinstance(d, Distribution):
+            raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
+                             f"{type(d).__name__}, not a distribution; return e.g. "
+                             "dist.Normal(loc, scale).")
+        return d
+
+    def _held(self, plate: str) -> int:
+        """The entries of ``plate`` this run holds: its minibatch's, or all of them."""
+        return self.indices[plate].shape[0] if plate in self.indices else self.sizes[plate]
 
     def _at_entries(self, node: Node, parent: str | None, value: Any) -> Any:
         """A parent of a node in a ragged plate, read at each copy's entry of the enclosing
         plate (``theta[doc_of_word]``): the ragged plate shares the enclosing plate's batch
         dim, so the gather keeps it there. Parents outside that plate, or broadcast along
         it, are read as they are."""
+        axis = self._entry_axis(node, parent, value)
+        if axis is None:
+            return value
+        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
+        return value.index_select(axis, self.ragged[ragged].entries)
+
+    def _entry_axis(self, node: Node, parent: str | None, value: Any) -> int | None:
+        """The axis of ``value`` (a parent's) along the enclosing plate of ``node``'s ragged
+        plate, or None where the parent does not vary along it."""
         outer = node.flattened
         if parent is None or outer not in self.model.nodes[parent].plates or (
                 self.model.nodes[parent].flattened is not None):
-            return value
+            return None
         if not isinstance(value, torch.Tensor):
-            return value
+            return None
         event_dim = self.event_dims.get(parent, self.model.nodes[parent].event_dim)
         axis = value.dim() - event_dim + self.program.dims[outer]
         if axis < 0 or value.shape[axis] == 1:
-            if self.model.nodes[parent].is_random and self.sizes[outer] > 1:
+            if self.model.nodes[parent].is_random and self._held(outer) > 1:
                 # A latent of the enclosing plate not laid out along it: enumerated. Pyro's
                 # enumeration shares one value per plate entry only with nested plates, so
                 # the flat copies cannot be matched to their entry's value.
@@ -371,17 +467,11 @@ class _Run:
                     f"{outer!r} from a ragged plate while {parent!r} is enumerated; Pyro's "
                     "enumeration cannot follow a ragged plate. Declare it with "
                     "enumerate=False, or use an engine that does not enumerate it in Pyro.")
-            return value
-        ragged = next(p for p in node.plates if self.model.plates[p].ragged)
-        return value.index_select(axis, self.ragged[ragged])
+            return None
+        return axis
 
-    def _sample(self, node: Node, site: str, step: int | None, fn: Any,
-                args: dict[str, Any]) -> torch.Tensor:
-        d = self._call(node, fn, args)
-        if not isinstance(d, Distribution):
-            raise ModelError(f"node {node.name!r} ({node.declared_at}): the factory returned "
-                             f"{type(d).__name__}, not a distribution; return e.g. "
-                             "dist.Normal(loc, scale).")
+    def _sample(self, node: Node, site: str, step: int | None, d: Distribution
+                ) -> torch.Tensor:
         d = exact_log_probs(d)  # a probability of 0 scores -inf at the site, not log eps
         obs = None
         infer = dict(node.infer)

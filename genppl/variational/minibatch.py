@@ -31,13 +31,14 @@ from genppl.tabulation.prepared import Prepared
 
 def plate_batches(prep: Prepared, batch_size: int | dict[str, int] | None) -> dict[str, int]:
     """Batch size by plate: ``batch_size`` for every plate that holds observed data, or per
-    plate by name. Plates no larger than their batch are left whole."""
+    plate by name. Plates no larger than their batch are left whole. A ragged plate is
+    never batched itself: a minibatch of its enclosing plate holds its entries' copies."""
     if batch_size is None:
         return {}
     model = prep.model
     if isinstance(batch_size, int):
-        named = {p: batch_size for p in model.plates
-                 if any(p in n.plates for n in model.nodes.values() if n.kind == "observed")}
+        named = {p: batch_size for p, spec in model.plates.items() if not spec.ragged
+                 and any(p in n.plates for n in model.nodes.values() if n.kind == "observed")}
         if not named:
             raise ModelError(f"batch_size= minibatches plates, but no observed node of "
                              f"{model.name!r} sits in a plate.")
@@ -49,6 +50,10 @@ def plate_batches(prep: Prepared, batch_size: int | dict[str, int] | None) -> di
         if name not in model.plates:
             raise ModelError(f"batch_size= names {name!r}, which is not a plate of "
                              f"{model.name!r}." + suggest(name, model.plates))
+        if model.plates[name].ragged:
+            raise ModelError(f"batch_size= names ragged plate {name!r}, whose copies are "
+                             "batched with their entries: name its enclosing plate "
+                             f"{model.plates[name].parent!r} instead.")
         if not isinstance(size, int) or size < 1:
             raise ModelError(f"batch size of plate {name!r} must be a positive int, got {size!r}.")
         declared = model.plates[name].subsample_size

@@ -185,10 +185,9 @@ def test_ragged_plates_are_declared_directly_inside_one_plate() -> None:
             with pytest.raises(ModelError, match=r"chain 't'.*inside ragged plate"), \
                     m.chain("t"):
                 pass
-    with m.plate("batches", 10, subsample_size=2), \
-            pytest.raises(ModelError, match=r"'batches', which is subsampled"), \
-            m.plate("items", sizes="counts"):
-        pass
+    with m.plate("batches", 10, subsample_size=2), m.plate("items", sizes="counts"):
+        pass  # a minibatch of batches holds their items (tests/unit/test_ragged_minibatch.py)
+    assert m.plates["items"].parent == "batches"
 
 
 def test_a_node_of_the_documents_plate_cannot_read_the_words() -> None:
