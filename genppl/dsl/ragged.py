@@ -13,7 +13,9 @@ as one global latent whose rows are the documents, read at each word's document:
 plate's enclosing plate is its sizes input or a latent without parents whose distribution is
 not finite (a document's mixture). The engines then see the hand-written model's structure,
 so its tabulated factors and its speed. A model it cannot rewrite (a finite latent per
-document, as naive Bayes's class) is returned as declared.
+document, as naive Bayes's class) is returned as declared: the tabulating engines then take
+the ragged plate as a nested plate of the factor model (``genppl.exact.factors.Nesting``),
+each word's table multiplied into its document's row.
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def flatten(model: Model, data: Mapping[str, Any] | None
         for node in model.nodes.values():
             if node.flattened is not None and spec.name in node.plates and node.name in data:
                 check_total(spec, lengths, len(torch.as_tensor(data[node.name])))
-        rows, blocker = _liftable(model, spec)
-        if blocker is not None:
+        rows = _liftable(model, spec)
+        if rows is None:
             return model, dict(data)
         lifted |= dict.fromkeys(rows, lengths.shape[0])
     key = (model.device, model.dtype, tuple(sorted(lifted.items())))
@@ -112,40 +114,22 @@ class LoweredModels(dict):  # type: ignore[type-arg]
     reuse one lowered model and with it what engines keep on it (its graph, its tables)."""
 
 
-def _liftable(model: Model, spec: PlateSpec) -> tuple[list[str], str | None]:
-    """``(latents, blocker)``: the latents of ``spec``'s enclosing plate to lift to global
-    rows, and what stops the lowering (None when nothing does): a node of that plate that is
-    not such a latent (nor the sizes input), or a chain over that plate."""
+def _liftable(model: Model, spec: PlateSpec) -> list[str] | None:
+    """The latents of ``spec``'s enclosing plate to lift to global rows, or None when the
+    plate cannot be lowered: a node of that plate is not such a latent (nor the sizes
+    input), or a chain runs over that plate."""
     outer = spec.parent
-    for chain in model.chains.values():
-        if outer in chain.plates:  # (a chain over the documents repeats them along time)
-            return [], f"chain {chain.name!r} runs over plate {outer!r}"
+    if any(outer in chain.plates for chain in model.chains.values()):
+        return None  # (a chain over the documents repeats them along time)
     rows = []
     for node in model.nodes.values():
         if outer not in node.plates or node.flattened is not None or node.name == spec.sizes:
             continue
         if node.plates != (outer,) or node.chain is not None or node.kind != "latent" \
                 or node.parents or not _continuous_root(node):
-            return [], f"{node.kind} {node.name!r} ({node.declared_at})"
+            return None
         rows.append(node.name)
-    return rows, None
-
-
-def refuse_unlowered(model: Model, who: str) -> None:
-    """Refuse, naming the plate and what stopped its lowering, a model that still has a
-    ragged plate where ``who`` (the engines that tabulate a model) need flat ones."""
-    for spec in model.plates.values():
-        if spec.ragged:
-            _, blocker = _liftable(model, spec)
-            why = f"; here {blocker} is not" if blocker else ""
-            raise ModelError(
-                f"ragged plate {spec.name!r} ({spec.declared_at}): {who} need it lowered to "
-                "a flat plate and an index (genppl.dsl.ragged), which needs every node of "
-                f"plate {spec.parent!r} to be its sizes input {spec.sizes!r} or a continuous "
-                f"latent without parents{why} (and its sizes in the data). Declare such a "
-                "node with one row per document outside the plates and index it by each "
-                "word's document, or use engine='svi', whose compiled program runs ragged "
-                "plates as declared.")
+    return rows
 
 
 def _continuous_root(node: Node) -> bool:
