@@ -19,6 +19,13 @@ def mask_of(d: MaskedDistribution) -> torch.Tensor | bool:
     return d._mask
 
 
+def validates(d: torch.distributions.Distribution) -> bool:
+    """Whether ``d`` checks its arguments and values (torch's ``Distribution._validate_args``,
+    set by its constructor or by Pyro's global switch): a wrapper reading ``d`` at other
+    entries validates as ``d`` does."""
+    return d._validate_args
+
+
 def categories(d: torch.distributions.Categorical) -> int:
     """A Categorical's number of categories (torch's ``Categorical._num_events``), read
     without working out ``probs`` or ``logits`` from the other (a lazy property that stores

@@ -24,6 +24,8 @@ import torch
 from pyro.distributions.torch_distribution import MaskedDistribution, TorchDistribution
 from torch.distributions import Categorical, Distribution, constraints
 
+from genppl.library_internals import mask_of, validates
+
 
 def at_entries(base: Distribution, entries: torch.Tensor, dim: int, rows: int
                ) -> Distribution | None:
@@ -64,8 +66,7 @@ class AtEntries(TorchDistribution):
         self.dim = dim
         shape = list(base.batch_shape)
         shape[dim] = entries.shape[0]
-        super().__init__(torch.Size(shape), base.event_shape, validate_args=False)
-        self._validate_args = base._validate_args  # (what Pyro's validation says for base)
+        super().__init__(torch.Size(shape), base.event_shape, validate_args=validates(base))
 
     @property
     def support(self) -> Any:
@@ -128,7 +129,7 @@ def log_probs(d: Distribution) -> torch.Tensor:
     state and entry, and its gradient would fill them: V x D x V numbers)."""
     if isinstance(d, MaskedDistribution):
         table = log_probs(d.base_dist)
-        mask = d._mask
+        mask = mask_of(d)
         if isinstance(mask, bool):
             return table if mask else torch.zeros_like(table)
         return table.masked_fill(~mask.unsqueeze(-1), 0.0).expand(*d.batch_shape, -1)

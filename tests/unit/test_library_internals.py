@@ -16,6 +16,7 @@ from genppl.library_internals import (
     given_parameter,
     inner_categorical,
     mask_of,
+    validates,
     version,
     with_batch_shape,
 )
@@ -27,6 +28,12 @@ def _provided(obj: object, attribute: str, owner: str) -> None:
     assert hasattr(obj, attribute), (
         f"{owner}.{attribute} is gone: genppl reads it (see genppl.library_internals); find "
         "its replacement in this release.")
+
+
+def test_validates_reads_the_distributions_own_switch() -> None:
+    _provided(dist.Normal(0.0, 1.0), "_validate_args", "torch.distributions.Distribution")
+    assert validates(dist.Normal(0.0, 1.0, validate_args=True))
+    assert not validates(dist.Normal(0.0, 1.0, validate_args=False))
 
 
 def test_tensor_version_counts_in_place_edits() -> None:
