@@ -1,0 +1,139 @@
+"""``engine="ais"``: log p(data) by annealed importance sampling (Neal 2001) on the model's
+continuous latents (``genppl.ais``), from exact prior draws to the posterior along
+f_b(z) = p(z) p(x | z)^b, with batched HMC transitions whose step sizes adapt per particle
+(Wu et al. 2017). Every chain -- and with ``per``, every item of a plate -- is one entry of
+one vectorised computation; the loop is over temperatures and leapfrog steps only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from genppl.ais import (
+    Adaptation,
+    AnnealState,
+    Items,
+    Schedule,
+    TemperedTarget,
+    anneal_step,
+    start,
+    summarise,
+    temperatures,
+)
+from genppl.dsl.model import Model
+from genppl.engines.contract import Engine, Feature, Returns, register
+from genppl.errors import ModelError, suggest
+from genppl.pyro.layout import resolve_sizes
+from genppl.results import Posterior
+from genppl.runtime.options import Role, option
+from genppl.runtime.params import FixedParams
+from genppl.runtime.progress import progress_bar, seed_everything
+from genppl.tabulation.prepared import prepare
+from genppl.variational.evaluate import whole_plates
+
+
+@dataclass(frozen=True, kw_only=True)
+class AISOptions(FixedParams):
+    """Options of engine ``ais``."""
+
+    num_temperatures: int = option(
+        200, "annealing steps T: inverse temperatures b_0 = 0 < ... < b_T = 1")
+    schedule: Schedule = option(
+        "sigmoid", "spacing of the temperatures: 'sigmoid' (Grosse et al. 2013), "
+        "'geometric' (from 1e-4) or 'linear'")
+    num_chains: int = option(16, "annealing chains (importance samples) per item")
+    leapfrog_steps: int = option(10, "leapfrog steps per HMC transition")
+    step_size: float = option(0.05, "initial HMC step size of every chain (unconstrained space)")
+    adapt_step_size: bool = option(
+        True, "adapt each chain's step size toward target_accept_prob (Wu et al. 2017)")
+    target_accept_prob: float = option(0.65, "acceptance rate the step sizes adapt toward")
+    per: str | None = option(
+        None, "a plate whose every latent is its own: one estimate per item "
+        "(info['log_evidence_per'], info['stderr_per'], info['ess_per'])")
+    seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
+    progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Posterior:
+    """Anneal ``num_chains`` particles (per item of plate ``per``, if given) through
+    ``num_temperatures`` temperatures and return log mean w, a stochastic lower bound on
+    log p(data) (see ``genppl.ais.anneal``), as ``log_evidence``. ``info``: ``stderr`` (the
+    delta-method standard error of the estimate) and ``ess`` (the weights' effective sample
+    size) -- or, with ``per``, ``log_evidence_per``, ``stderr_per`` and ``ess_per`` per item,
+    the total and its standard error (items independent) in ``log_evidence`` and ``stderr``;
+    ``log_weights`` (chains first), ``acceptance`` (mean acceptance probability of the
+    transitions), ``step_size`` (each particle's final step size)."""
+    _check(model, options)
+    seed_everything(options.seed)
+    began = time.perf_counter()
+    betas = temperatures(options.schedule, options.num_temperatures)
+    adaptation = Adaptation(target=options.target_accept_prob)
+    with whole_plates(model):
+        prep = prepare(model, data)
+        if not prep.continuous and not prep.enumerated:
+            raise ModelError(f"model {model.name!r} has no latents for engine 'ais' to "
+                             "anneal: its log evidence is its log likelihood.")
+        items = None if options.per is None else Items(
+            options.per, prep.program.dims[options.per],
+            resolve_sizes(model, prep.data)[0][options.per])
+        target = TemperedTarget(model, prep.program, prep.data,
+                                [*prep.continuous, *prep.enumerated],
+                                nesting=prep.max_plate_nesting, num_chains=options.num_chains,
+                                items=items)
+        state = start(target, options.step_size, adaptation)
+        steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais",
+                             enabled=options.progress)
+        for t in steps:
+            state = anneal_step(target, state, betas[t - 1], betas[t],
+                                leapfrog_steps=options.leapfrog_steps,
+                                adaptation=adaptation if options.adapt_step_size else None,
+                                move=t < len(betas) - 1)
+    return Posterior(model.name, "ais", **_answer(state, items, began))
+
+
+def _answer(state: AnnealState, items: Items | None, began: float) -> dict[str, Any]:
+    """The ``Posterior`` fields of a finished annealing."""
+    summary = summarise(state.log_weight)
+    info: dict[str, Any] = {"log_weights": state.log_weight, "step_size": state.step_size,
+                            "acceptance": float(state.accepted.mean() / max(state.moves, 1))}
+    if items is None:
+        evidence, stderr = float(summary.log_mean), float(summary.stderr)
+        info.update(stderr=stderr, ess=float(summary.ess))
+    else:
+        outside = float(state.point.densities.outside[0])
+        evidence = float(summary.log_mean.sum()) + outside
+        stderr = float(summary.stderr.square().sum().sqrt())
+        info.update(stderr=stderr, log_evidence_per=summary.log_mean,
+                    stderr_per=summary.stderr, ess_per=summary.ess)
+    if not math.isfinite(evidence):
+        raise ModelError(f"engine 'ais': the log evidence came out {evidence}; the data may "
+                         "have probability zero under the model (check it against the "
+                         "supports), or every chain was rejected (lower step_size).")
+    return {"log_evidence": evidence, "seconds": time.perf_counter() - began, "info": info}
+
+
+def _check(model: Model, options: AISOptions) -> None:
+    """Refuse options out of range, naming them."""
+    for name in ("num_temperatures", "num_chains", "leapfrog_steps"):
+        if getattr(options, name) < 1:
+            raise ModelError(f"engine 'ais': {name} must be >= 1, got "
+                             f"{getattr(options, name)}.")
+    if not options.step_size > 0:
+        raise ModelError(f"engine 'ais': step_size must be > 0, got {options.step_size}.")
+    if not 0 < options.target_accept_prob < 1:
+        raise ModelError("engine 'ais': target_accept_prob must lie strictly between 0 and "
+                         f"1, got {options.target_accept_prob}.")
+    if options.per is not None and options.per not in model.plates:
+        raise ModelError(f"engine 'ais': per={options.per!r} is not a plate of model "
+                         f"{model.name!r}." + suggest(options.per, model.plates))
+
+
+AIS = register(Engine(
+    "ais", "annealed importance sampling from the prior to the posterior with batched HMC: "
+    "log evidence (a stochastic lower bound) with its standard error, per item of a plate",
+    returns=Returns.EVIDENCE_BOUND,
+    accepts=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL,
+    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS, options=AISOptions, infer=infer))
