@@ -39,7 +39,7 @@ class Adaptation:
     increase: float = 1.02
     decrease: float = 0.98
     smallest: float = 1e-4
-    largest: float = 0.5
+    largest: float = 10.0
 
     def update(self, step_size: torch.Tensor, rate: torch.Tensor, accept: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:

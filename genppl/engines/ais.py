@@ -46,7 +46,7 @@ class AISOptions(FixedParams):
         "'geometric' (from 1e-4) or 'linear'")
     num_chains: int = option(16, "annealing chains (importance samples) per item")
     leapfrog_steps: int = option(10, "leapfrog steps per HMC transition")
-    step_size: float = option(0.05, "initial HMC step size of every chain (unconstrained space)")
+    step_size: float = option(0.1, "initial HMC step size of every chain (unconstrained space)")
     adapt_step_size: bool = option(
         True, "adapt each chain's step size toward target_accept_prob (Wu et al. 2017)")
     target_accept_prob: float = option(0.65, "acceptance rate the step sizes adapt toward")

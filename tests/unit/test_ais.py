@@ -1,0 +1,227 @@
+"""``engine="ais"``: annealed importance sampling against closed-form log evidence.
+
+Oracles: conjugate models whose marginal likelihood is known exactly -- Normal-Normal with a
+known variance (a multivariate normal density of the data), Beta-Bernoulli (a ratio of Beta
+functions), Gamma-Poisson (a negative-binomial-type product) and, per item of a plate of
+50, a Normal-Normal whose items each have a closed form. The tolerance is the method's own:
+its delta-method standard error (3 of them), or the distribution of the items' z-scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import genppl
+from genppl import ModelError
+from genppl.ais import summarise, temperatures
+from genppl.ais.schedules import SCHEDULES
+
+pytestmark = pytest.mark.unit
+
+F64, F32 = torch.float64, torch.float32
+FAST = {"num_temperatures": 100, "num_chains": 64, "leapfrog_steps": 5, "progress": False}
+
+
+def normal_normal(dtype: torch.dtype, prior_scale: float = 2.0) -> genppl.Model:
+    """mu ~ N(0, prior_scale); x_i ~ N(mu, 1)."""
+    m = genppl.Model("normal_normal")
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), prior_scale))
+    with m.plate("data"):
+        m.observed("x", lambda mu: dist.Normal(mu, 1.0))
+    return m.to(dtype=dtype)
+
+
+def normal_normal_log_evidence(x: torch.Tensor, prior_scale: float) -> float:
+    """x ~ N(0, I + prior_scale^2 11^T), mu integrated out."""
+    x = x.double()
+    n = len(x)
+    cov = torch.eye(n, dtype=F64) + prior_scale ** 2 * torch.ones(n, n, dtype=F64)
+    return float(dist.MultivariateNormal(torch.zeros(n, dtype=F64), cov).log_prob(x))
+
+
+def beta_bernoulli(dtype: torch.dtype) -> genppl.Model:
+    m = genppl.Model("beta_bernoulli")
+    m.latent("p", lambda: dist.Beta(torch.tensor(2.0), 3.0))
+    with m.plate("flips"):
+        m.observed("x", lambda p: dist.Bernoulli(p))
+    return m.to(dtype=dtype)
+
+
+def beta_bernoulli_log_evidence(x: torch.Tensor, a: float = 2.0, b: float = 3.0) -> float:
+    """log B(a + k, b + n - k) - log B(a, b)."""
+    k, n = float(x.sum()), len(x)
+
+    def log_beta(u: float, v: float) -> float:
+        return math.lgamma(u) + math.lgamma(v) - math.lgamma(u + v)
+
+    return log_beta(a + k, b + n - k) - log_beta(a, b)
+
+
+def gamma_poisson(dtype: torch.dtype) -> genppl.Model:
+    m = genppl.Model("gamma_poisson")
+    m.latent("rate", lambda: dist.Gamma(torch.tensor(3.0), 2.0))
+    with m.plate("counts"):
+        m.observed("x", lambda rate: dist.Poisson(rate))
+    return m.to(dtype=dtype)
+
+
+def gamma_poisson_log_evidence(x: torch.Tensor, a: float = 3.0, b: float = 2.0) -> float:
+    """a log b - lgamma(a) + lgamma(a + S) - (a + S) log(b + n) - sum lgamma(x_i + 1)."""
+    s, n = float(x.sum()), len(x)
+    return (a * math.log(b) - math.lgamma(a) + math.lgamma(a + s) - (a + s) * math.log(b + n)
+            - sum(math.lgamma(float(v) + 1) for v in x))
+
+
+def per_item_normal(dtype: torch.dtype) -> genppl.Model:
+    """z_i ~ N(0, 1) per item; three readings x_ij ~ N(z_i, 0.5) each (a nested plate)."""
+    m = genppl.Model("per_item_normal")
+    with m.plate("items"):
+        m.latent("z", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+        with m.plate("readings"):
+            m.observed("x", lambda z: dist.Normal(z, 0.5))
+    return m.to(dtype=dtype)
+
+
+def per_item_log_evidence(x: torch.Tensor) -> torch.Tensor:
+    """Each item's readings ~ N(0, 0.25 I + 11^T)."""
+    k = x.shape[1]
+    cov = 0.25 * torch.eye(k, dtype=F64) + torch.ones(k, k, dtype=F64)
+    return dist.MultivariateNormal(torch.zeros(k, dtype=F64), cov).log_prob(x.double())
+
+
+def _data(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"normal": torch.tensor([0.5, 1.5, 2.0, 1.0, 3.0], dtype=dtype),
+            "bernoulli": torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 1], dtype=dtype),
+            "poisson": torch.tensor([2.0, 0, 3, 1, 4, 2], dtype=dtype),
+            "items": (torch.randn(50, 1, generator=gen)
+                      + 0.5 * torch.randn(50, 3, generator=gen)).to(dtype)}
+
+
+# ------------------------------------------------------------------ conjugate models
+CONJUGATE = {"normal": (normal_normal, lambda x: normal_normal_log_evidence(x, 2.0)),
+             "bernoulli": (beta_bernoulli, beta_bernoulli_log_evidence),
+             "poisson": (gamma_poisson, gamma_poisson_log_evidence)}
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("case", ["normal", "bernoulli", "poisson"])
+def test_the_log_evidence_of_a_conjugate_model_is_within_three_standard_errors(
+        case: str, dtype: torch.dtype) -> None:
+    x = _data(dtype)[case]
+    make, log_evidence = CONJUGATE[case]
+    model, truth = make(dtype), log_evidence(x)
+    post = genppl.infer(model, {"x": x}, engine="ais", seed=1, **FAST)
+    assert post.engine == "ais" and isinstance(post.log_evidence, float)
+    stderr = post.info["stderr"]
+    assert 0 < stderr < 0.2
+    assert abs(post.log_evidence - truth) < 3 * stderr
+    assert post.info["log_weights"].dtype == dtype
+    assert 1 < post.info["ess"] <= FAST["num_chains"]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_per_item_estimates_match_each_items_evidence(dtype: torch.dtype) -> None:
+    x = _data(dtype)["items"]
+    truth = per_item_log_evidence(x)
+    post = genppl.infer(per_item_normal(dtype), {"x": x}, engine="ais", per="items", seed=2,
+                        **FAST)
+    per, se = post.info["log_evidence_per"].double(), post.info["stderr_per"].double()
+    assert per.shape == se.shape == post.info["ess_per"].shape == (50,)
+    z = (per - truth) / se
+    # the z-scores of 50 independent items: centred, of unit spread, none extreme
+    assert abs(float(z.mean())) < 3 / math.sqrt(50)
+    assert 0.5 < float(z.std()) < 1.5
+    assert float(z.abs().max()) < 4
+    assert post.log_evidence == pytest.approx(float(per.sum()), abs=1e-3)
+    assert abs(post.log_evidence - float(truth.sum())) < 3 * post.info["stderr"]
+
+
+def test_the_estimate_tightens_as_temperatures_are_added() -> None:
+    """A posterior 15 times narrower than the prior: ten temperatures leave the weights
+    degenerate, a thousand do not. The standard error falls, and so does the bias of one
+    chain's log weight, E[log w] - log p(x) (minus the KL divergence between the forward and
+    the backward annealing paths, measured over the chains, which bounds the bias of log
+    mean w from below)."""
+    x = torch.linspace(1.0, 3.0, 20, dtype=F64)
+    truth = normal_normal_log_evidence(x, 3.0)
+    runs = {t: genppl.infer(normal_normal(F64, 3.0), {"x": x}, engine="ais", seed=3,
+                            num_temperatures=t, num_chains=32, leapfrog_steps=5,
+                            progress=False) for t in (10, 1000)}
+    coarse, fine = runs[10], runs[1000]
+    assert fine.info["stderr"] < coarse.info["stderr"] / 3
+    gap = {t: float(r.info["log_weights"].mean()) - truth for t, r in runs.items()}
+    assert gap[10] < gap[1000] < 0 and abs(gap[1000]) < abs(gap[10]) / 10
+    assert abs(fine.log_evidence - truth) < 3 * fine.info["stderr"]
+    assert fine.info["ess"] > 2 * coarse.info["ess"]
+
+
+# ------------------------------------------------------------------ seeds
+def test_a_seed_repeats_the_estimate_and_no_seed_draws_afresh() -> None:
+    x = _data(F64)["normal"]
+    small = {**FAST, "num_temperatures": 10}
+    first, again = (genppl.infer(normal_normal(F64), {"x": x}, engine="ais", seed=5, **small)
+                    for _ in range(2))
+    assert first.log_evidence == again.log_evidence
+    assert torch.equal(first.info["log_weights"], again.info["log_weights"])
+    one, two = (genppl.infer(normal_normal(F64), {"x": x}, engine="ais", **small)
+                for _ in range(2))
+    assert one.log_evidence != two.log_evidence
+
+
+# ------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(("option", "value"), [
+    ("num_temperatures", 0), ("num_chains", 0), ("leapfrog_steps", 0), ("step_size", 0.0),
+    ("target_accept_prob", 1.0), ("schedule", "cosine"), ("per", "plates")])
+def test_a_bad_option_is_refused_by_name(option: str, value: object) -> None:
+    with pytest.raises(ModelError, match=option):
+        genppl.infer(normal_normal(F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False, **{option: value})
+
+
+def test_a_latent_outside_the_per_plate_is_refused_naming_it() -> None:
+    with pytest.raises(ModelError, match=r"latent 'mu' .* outside plate 'data'"):
+        genppl.infer(normal_normal(F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     per="data", progress=False)
+
+
+def test_a_finite_latent_is_refused_naming_it() -> None:
+    m = genppl.Model("shifted")
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with m.plate("data"):
+        m.latent("z", lambda: dist.Bernoulli(torch.tensor(0.5)))
+        m.observed("x", lambda mu, z: dist.Normal(mu + 2.0 * z, 1.0))
+    m.to(dtype=F64)
+    with pytest.raises(ModelError, match=r"latent 'z'.*engine 'ais'"):
+        genppl.infer(m, {"x": _data(F64)["normal"]}, engine="ais", progress=False)
+
+
+# ------------------------------------------------------------------ parts
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_a_schedule_rises_from_zero_to_one(schedule: str) -> None:
+    betas = temperatures(schedule, 50)
+    assert len(betas) == 51 and betas[0] == 0.0 and betas[-1] == 1.0
+    assert all(a < b for a, b in zip(betas, betas[1:], strict=False))
+    assert temperatures(schedule, 1) == (0.0, 1.0)
+
+
+def test_the_sigmoid_schedule_crowds_both_ends() -> None:
+    betas = temperatures("sigmoid", 100)
+    steps = [b - a for a, b in zip(betas, betas[1:], strict=False)]
+    assert steps[0] < steps[50] and steps[-1] < steps[50]
+
+
+def test_the_weights_summary_matches_its_definitions() -> None:
+    log_w = torch.randn(40, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    summary = summarise(log_w)
+    w = log_w.exp()
+    assert torch.allclose(summary.log_mean, w.mean(0).log())
+    assert torch.allclose(summary.ess, w.sum(0) ** 2 / (w ** 2).sum(0))
+    delta = (w.var(0, unbiased=False) / 40).sqrt() / w.mean(0)
+    assert torch.allclose(summary.stderr, delta)
+    equal = summarise(torch.zeros(8, dtype=F64))
+    assert float(equal.ess) == pytest.approx(8) and float(equal.stderr) < 1e-6
