@@ -9,10 +9,16 @@ so log mean w is a stochastic lower bound on log p(x) (Jensen), whose gap shrink
 temperatures get closer. Adapting a particle's step size from its own past (Wu et al. 2017)
 makes the transitions depend on the path so far; they still leave each f_t invariant given
 that path, which is what the weights need.
+
+Run backwards (b from 1 to 0, the same step), from exact posterior draws, the weights are
+those of reverse AIS, whose expectation is 1 / p(x): -log mean w is then a stochastic upper
+bound on log p(x) (bidirectional Monte Carlo, Grosse et al. 2015). On data simulated from
+the model, the latents that simulated it are such a draw.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -34,9 +40,12 @@ class AnnealState:
     moves: int = 0
 
 
-def start(target: TemperedTarget, step_size: float, adaptation: Adaptation) -> AnnealState:
-    """Particles drawn from the prior, with weight 1 and the initial step size."""
-    point = evaluate(target, target.draw(), 0.0)
+def start(target: TemperedTarget, step_size: float, adaptation: Adaptation, *,
+          given: Mapping[str, torch.Tensor] | None = None, beta: float = 0.0) -> AnnealState:
+    """Particles drawn from the prior (or set to ``given`` values: see
+    ``TemperedTarget.draw``) at temperature ``beta``, with weight 1 and the initial step
+    size."""
+    point = evaluate(target, target.draw(given), beta)
     zeros = torch.zeros_like(point.densities.prior)
     return AnnealState(point, zeros, zeros + step_size, zeros + adaptation.target, zeros)
 

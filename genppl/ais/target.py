@@ -13,6 +13,7 @@ Jacobian of the map joins the prior's part of the density.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,13 +61,15 @@ class Densities:
 
 
 class _Unconstrained(Messenger):
-    """Each latent site in ``latents`` set from its unconstrained value in ``values`` (or,
-    with ``values`` None, drawn by the model as usual); either way its unconstrained value
-    and the log Jacobian of its map are recorded."""
+    """Each latent site in ``latents`` set from its unconstrained value in ``values`` (from
+    its constrained value, with ``constrained``; with ``values`` None, drawn by the model as
+    usual); in every case its unconstrained value and the log Jacobian of its map are
+    recorded."""
 
-    def __init__(self, latents: frozenset[str], values: State | None) -> None:
+    def __init__(self, latents: frozenset[str], values: State | None, *,
+                 constrained: bool = False) -> None:
         super().__init__()
-        self.latents, self.values = latents, values
+        self.latents, self.values, self.constrained = latents, values, constrained
         self.unconstrained: State = {}
         self.log_jacobian: State = {}
 
@@ -74,6 +77,8 @@ class _Unconstrained(Messenger):
         if self.values is None or not self._ours(msg):
             return
         u = self.values[msg["name"]]
+        if self.constrained:
+            u = biject_to(msg["fn"].support).inv(u)
         msg["value"] = self._record(msg, u)
         msg["done"] = True
 
@@ -115,15 +120,43 @@ class TemperedTarget:
         """The particles' shape."""
         return (self.num_chains,) if self.items is None else (self.num_chains, self.items.size)
 
-    def draw(self) -> State:
-        """The particles drawn exactly from the prior, in the unconstrained space."""
+    def draw(self, given: Mapping[str, torch.Tensor] | None = None) -> State:
+        """The particles drawn exactly from the prior, in the unconstrained space; or, with
+        ``given``, set to those values of the latents (by name, in the model's data layout:
+        one value for every chain, or a leading axis of one per chain), mapped there."""
         with torch.no_grad():
             handler, trace = self._run(None)
         self._check(trace)
         for name, u in handler.unconstrained.items():
             domain_event = biject_to(trace.nodes[name]["fn"].support).domain.event_dim
             self.batch_dims[name] = u.dim() - domain_event
+        if given is None:
+            return dict(handler.unconstrained)
+        values = {name: self._laid_out(name, given, trace.nodes[name]["value"])
+                  for name in self.latents}
+        with torch.no_grad():
+            handler, _ = self._run(values, constrained=True)
         return dict(handler.unconstrained)
+
+    def _laid_out(self, name: str, given: Mapping[str, torch.Tensor], like: torch.Tensor
+                  ) -> torch.Tensor:
+        """Latent ``name``'s given value in the shape of its value ``like`` in a run (the
+        model's layout keeps the plates' order, so a reshape places it)."""
+        node = self.model[split_site(name)[0]]
+        if name not in given:
+            raise ModelError(f"latent {node.name!r} ({node.declared_at}) has no starting value; "
+                             "give one for every latent.")
+        value = given[name]
+        chain_axis = self.batch_dims[name] - self.nesting - 1
+        one = (*like.shape[:chain_axis], 1, *like.shape[chain_axis + 1:])
+        if value.numel() == like.numel():
+            return value.reshape(like.shape)
+        if value.numel() * self.num_chains == like.numel():
+            return value.reshape(one).expand(like.shape)
+        raise ModelError(f"latent {node.name!r} ({node.declared_at}): the value given has shape "
+                         f"{tuple(value.shape)}; give {math.prod(one)} numbers (one value for "
+                         f"every chain) or {like.numel()} (a leading axis of {self.num_chains} "
+                         "chains).")
 
     def densities(self, u: State) -> Densities:
         """The particles' log densities at unconstrained values ``u`` (differentiable)."""
@@ -180,8 +213,9 @@ class TemperedTarget:
             total = total + self.per_particle(sum_rightmost(v.square(), event))
         return total
 
-    def _run(self, values: State | None) -> tuple[_Unconstrained, Any]:
-        handler = _Unconstrained(self.latents, values)
+    def _run(self, values: State | None, *, constrained: bool = False
+             ) -> tuple[_Unconstrained, Any]:
+        handler = _Unconstrained(self.latents, values, constrained=constrained)
         with handler, pyro.plate(PARTICLES, self.num_chains, dim=-self.nesting - 1):
             trace = poutine.trace(self.program).get_trace(**self.data)
         return handler, trace

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from genppl.ais import (
     Adaptation,
@@ -27,6 +30,7 @@ from genppl.dsl.model import Model
 from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
 from genppl.pyro.layout import resolve_sizes
+from genppl.pyro.program import as_data
 from genppl.results import Posterior
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import FixedParams
@@ -53,6 +57,10 @@ class AISOptions(FixedParams):
     per: str | None = option(
         None, "a plate whose every latent is its own: one estimate per item "
         "(info['log_evidence_per'], info['stderr_per'], info['ess_per'])")
+    reverse_from: Mapping[str, Any] | None = option(
+        None, "exact posterior draws of the latents by name (e.g. those that simulated the "
+        "data): anneal back to the prior for a stochastic upper bound (reverse AIS, "
+        "bidirectional Monte Carlo)")
     seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
     progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
 
@@ -60,7 +68,9 @@ class AISOptions(FixedParams):
 def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Posterior:
     """Anneal ``num_chains`` particles (per item of plate ``per``, if given) through
     ``num_temperatures`` temperatures and return log mean w, a stochastic lower bound on
-    log p(data) (see ``genppl.ais.anneal``), as ``log_evidence``. ``info``: ``stderr`` (the
+    log p(data) (see ``genppl.ais.anneal``), as ``log_evidence``. With ``reverse_from``,
+    anneal from those posterior draws to the prior and return -log mean w, a stochastic
+    upper bound (``info["bound"]`` says which). ``info``: ``stderr`` (the
     delta-method standard error of the estimate) and ``ess`` (the weights' effective sample
     size) -- or, with ``per``, ``log_evidence_per``, ``stderr_per`` and ``ess_per`` per item,
     the total and its standard error (items independent) in ``log_evidence`` and ``stderr``;
@@ -83,30 +93,48 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
                                 [*prep.continuous, *prep.enumerated],
                                 nesting=prep.max_plate_nesting, num_chains=options.num_chains,
                                 items=items)
-        state = start(target, options.step_size, adaptation)
-        steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais",
+        given = _posterior_draws(model, prep.continuous, options.reverse_from)
+        path = betas if given is None else betas[::-1]
+        state = start(target, options.step_size, adaptation, given=given, beta=path[0])
+        steps = progress_bar(range(1, len(path)), total=len(path) - 1, desc="ais",
                              enabled=options.progress)
         for t in steps:
-            state = anneal_step(target, state, betas[t - 1], betas[t],
+            state = anneal_step(target, state, path[t - 1], path[t],
                                 leapfrog_steps=options.leapfrog_steps,
                                 adaptation=adaptation if options.adapt_step_size else None,
-                                move=t < len(betas) - 1)
-    return Posterior(model.name, "ais", **_answer(state, items, began))
+                                move=t < len(path) - 1)
+    return Posterior(model.name, "ais", **_answer(state, items, began, upper=given is not None))
 
 
-def _answer(state: AnnealState, items: Items | None, began: float) -> dict[str, Any]:
-    """The ``Posterior`` fields of a finished annealing."""
+def _posterior_draws(model: Model, latents: list[str], given: Mapping[str, Any] | None
+                     ) -> dict[str, torch.Tensor] | None:
+    """``reverse_from`` as tensors of the model's device and dtype, its names checked."""
+    if given is None:
+        return None
+    unknown = [k for k in given if k not in latents]
+    if unknown:
+        raise ModelError(f"engine 'ais': reverse_from names {unknown[0]!r}, which is not a "
+                         f"latent of {model.name!r}." + suggest(unknown[0], latents))
+    return {k: as_data(model, k, v) for k, v in given.items()}
+
+
+def _answer(state: AnnealState, items: Items | None, began: float, *, upper: bool
+            ) -> dict[str, Any]:
+    """The ``Posterior`` fields of a finished annealing (forward: log mean w, a lower
+    bound; reverse, ``upper``: -log mean w, an upper bound)."""
     summary = summarise(state.log_weight)
-    info: dict[str, Any] = {"log_weights": state.log_weight, "step_size": state.step_size,
+    estimate = -summary.log_mean if upper else summary.log_mean
+    info: dict[str, Any] = {"bound": "upper" if upper else "lower",
+                            "log_weights": state.log_weight, "step_size": state.step_size,
                             "acceptance": float(state.accepted.mean() / max(state.moves, 1))}
     if items is None:
-        evidence, stderr = float(summary.log_mean), float(summary.stderr)
+        evidence, stderr = float(estimate), float(summary.stderr)
         info.update(stderr=stderr, ess=float(summary.ess))
     else:
         outside = float(state.point.densities.outside[0])
-        evidence = float(summary.log_mean.sum()) + outside
+        evidence = float(estimate.sum()) + outside
         stderr = float(summary.stderr.square().sum().sqrt())
-        info.update(stderr=stderr, log_evidence_per=summary.log_mean,
+        info.update(stderr=stderr, log_evidence_per=estimate,
                     stderr_per=summary.stderr, ess_per=summary.ess)
     if not math.isfinite(evidence):
         raise ModelError(f"engine 'ais': the log evidence came out {evidence}; the data may "

@@ -214,6 +214,7 @@ CASES: dict[str, dict[str, Case]] = {
         "target_accept_prob": Case({"target_accept_prob": 0.05}, base={"step_size": 1.0}),
         # (the scaled model's latent is global: per item does not apply)
         "per": Case({"per": "data"}, refused=True, naming="outside plate 'data'"),
+        "reverse_from": Case({"reverse_from": {"mu": 0.5}}),
         "seed": Case({"seed": 1}),
         "progress": Case({"progress": True}),
     },
