@@ -161,6 +161,42 @@ def test_the_estimate_tightens_as_temperatures_are_added() -> None:
     assert fine.info["ess"] > 2 * coarse.info["ess"]
 
 
+def test_a_simplex_latent_anneals_through_its_stick_breaking_map() -> None:
+    """Dirichlet-Categorical: log Gamma(A) - log Gamma(A + n) + sum_k log Gamma(alpha_k + n_k)
+    - log Gamma(alpha_k); the simplex is reached by stick-breaking, whose log Jacobian has an
+    event dimension of its own."""
+    alpha = torch.tensor([1.0, 2.0, 0.5], dtype=F64)
+    m = genppl.Model("dirichlet_categorical")
+    m.latent("p", lambda: dist.Dirichlet(alpha))
+    with m.plate("draws"):
+        m.observed("x", lambda p: dist.Categorical(p))
+    m.to(dtype=F64)
+    x = torch.tensor([0, 1, 1, 2, 1, 0, 1, 1])
+    n = torch.bincount(x, minlength=3).double()
+    truth = float(torch.lgamma(alpha.sum()) - torch.lgamma(alpha.sum() + len(x))
+                  + (torch.lgamma(alpha + n) - torch.lgamma(alpha)).sum())
+    post = genppl.infer(m, {"x": x}, engine="ais", seed=1, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_a_support_set_by_a_parent_is_mapped_at_the_parents_value() -> None:
+    """a ~ Gamma(2, 1), y ~ Uniform(0, a), x_i ~ N(y, 0.3): y's marginal prior is
+    Exponential(1) (the integral of a e^-a / a over a > y), so log p(x) is a
+    one-dimensional integral, done here on a fine grid."""
+    m = genppl.Model("uniform_below_gamma")
+    m.latent("a", lambda: dist.Gamma(torch.tensor(2.0), 1.0))
+    m.latent("y", lambda a: dist.Uniform(torch.zeros(()), a))
+    with m.plate("data"):
+        m.observed("x", lambda y: dist.Normal(y, 0.3))
+    m.to(dtype=F64)
+    x = torch.tensor([0.8, 1.1, 0.6], dtype=F64)
+    y = torch.linspace(0, 20, 200_001, dtype=F64)[1:]
+    integrand = -y + dist.Normal(y[:, None], 0.3).log_prob(x).sum(-1)
+    truth = float(torch.logsumexp(integrand, 0) + math.log(20 / 200_000))
+    post = genppl.infer(m, {"x": x}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
 # ------------------------------------------------------------------ seeds
 def test_a_seed_repeats_the_estimate_and_no_seed_draws_afresh() -> None:
     x = _data(F64)["normal"]
@@ -272,3 +308,31 @@ def test_reverse_annealing_takes_one_draw_for_every_chain_and_refuses_a_bad_one(
     with pytest.raises(ModelError, match="reverse_from names 'nu'"):
         genppl.infer(normal_normal(F64), {"x": x}, engine="ais", reverse_from={"nu": 0.0},
                      **FAST)
+
+
+# ------------------------------------------------------------------ a neural decoder
+def linear_decoder(dtype: torch.dtype) -> tuple[genppl.Model, torch.nn.Linear]:
+    """Probabilistic PCA as a VAE's decoder: z_i ~ N(0, I_2) per image, x_i ~ N(W z_i + b,
+    0.5^2 I_4), the decoder a torch module."""
+    torch.manual_seed(0)
+    decoder = torch.nn.Linear(2, 4)
+    m = genppl.Model("linear_decoder")
+    m.module("decoder", decoder)
+    with m.plate("images"):
+        m.latent("z", lambda: dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        m.observed("x", lambda z, decoder: dist.Normal(decoder(z), 0.5).to_event(1))
+    return m.to(dtype=dtype), decoder
+
+
+def test_per_image_estimates_of_a_neural_decoder_match_probabilistic_pca() -> None:
+    """Each image's log p(x_i) = log N(x_i; b, W W^T + 0.25 I) exactly."""
+    model, decoder = linear_decoder(F32)
+    w, b = decoder.weight.detach().double(), decoder.bias.detach().double()
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(30, 2, generator=gen, dtype=F64) @ w.T + b
+         + 0.5 * torch.randn(30, 4, generator=gen, dtype=F64))
+    truth = dist.MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(4, dtype=F64)).log_prob(x)
+    post = genppl.infer(model, {"x": x.float()}, engine="ais", per="images", seed=0, **FAST)
+    z = (post.info["log_evidence_per"].double() - truth) / post.info["stderr_per"].double()
+    assert abs(float(z.mean())) < 3 / math.sqrt(30)
+    assert float(z.abs().max()) < 4
