@@ -226,6 +226,15 @@ def test_a_latent_outside_the_per_plate_is_refused_naming_it() -> None:
                      per="data", progress=False)
 
 
+def test_a_model_without_latents_is_refused() -> None:
+    m = genppl.Model("fixed")
+    with m.plate("data"):
+        m.observed("x", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with pytest.raises(ModelError, match="no latents for engine 'ais'"):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
 def test_a_finite_latent_is_refused_naming_it() -> None:
     m = genppl.Model("shifted")
     m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
