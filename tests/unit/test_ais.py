@@ -197,6 +197,22 @@ def test_a_support_set_by_a_parent_is_mapped_at_the_parents_value() -> None:
     assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
 
 
+def test_a_chain_of_latents_anneals_to_the_kalman_filters_evidence() -> None:
+    """A local-level model: its log evidence exactly from the exact engine's Kalman filter;
+    AIS anneals the chain's steps as sites of their own."""
+    m = genppl.Model("level")
+    with m.chain("t"):
+        m.latent("level", lambda level_prev: dist.Normal(level_prev, 0.5),
+                 init=lambda: dist.Normal(torch.tensor(0.0), 2.0))
+        m.observed("y", lambda level: dist.Normal(level, 1.0))
+    m.to(dtype=F64)
+    y = torch.tensor([0.1, 0.4, 0.2, 1.0, 1.3, 0.9, 1.5, 2.0], dtype=F64)
+    truth = genppl.infer(m, {"y": y}, engine="exact").log_evidence
+    assert truth is not None
+    post = genppl.infer(m, {"y": y}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
 # ------------------------------------------------------------------ seeds
 def test_a_seed_repeats_the_estimate_and_no_seed_draws_afresh() -> None:
     x = _data(F64)["normal"]
