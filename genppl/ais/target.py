@@ -26,6 +26,7 @@ from pyro.distributions.util import sum_rightmost
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from genppl.ais.summed import contracted_terms
 from genppl.dsl.model import Model
 from genppl.errors import ModelError
 from genppl.pyro.values import split_site
@@ -102,16 +103,17 @@ class _Unconstrained(Messenger):
 
 
 class TemperedTarget:
-    """``num_chains`` particles of ``program``'s ``latents`` given ``data`` (see the module
-    doc): ``draw()`` draws them from the prior, ``densities(u)`` evaluates them, and
-    ``spread``/``per_particle`` move between a latent's shape and the particles' shape
-    ``(C,)`` or ``(C, items.size)``."""
+    """``num_chains`` particles of ``program``'s continuous ``latents`` given ``data`` (see
+    the module doc), its finite latents ``summed`` out of the likelihood (``summed``
+    module): ``draw()`` draws the particles from the prior, ``densities(u)`` evaluates
+    them, and ``spread``/``per_particle`` move between a latent's shape and the particles'
+    shape ``(C,)`` or ``(C, items.size)``."""
 
     def __init__(self, model: Model, program: Callable[..., Any], data: Mapping[str, Any],
-                 latents: list[str], *, nesting: int, num_chains: int,
+                 latents: list[str], *, summed: list[str], nesting: int, num_chains: int,
                  items: Items | None) -> None:
         self.model, self.program, self.data = model, program, dict(data)
-        self.latents = frozenset(latents)
+        self.latents, self.summed = frozenset(latents), frozenset(summed)
         self.nesting, self.num_chains, self.items = nesting, num_chains, items
         self.batch_dims: dict[str, int] = {}  # each latent's unconstrained batch dims
 
@@ -160,22 +162,26 @@ class TemperedTarget:
 
     def densities(self, u: State) -> Densities:
         """The particles' log densities at unconstrained values ``u`` (differentiable)."""
-        handler, trace = self._run(u)
+        handler, trace = self._run(u, enumerate=bool(self.summed))
         trace.compute_log_prob()
         zeros = torch.zeros(self.shape, dtype=self.model.dtype, device=self.model.device)
         prior = likelihood = zeros
         outside = zeros.new_zeros(self.num_chains)
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            inside = self._in_items(site)
+        sites = [(name, site) for name, site in trace.nodes.items()
+                 if site["type"] == "sample" and not site_is_subsample(site)]
+        for name, site in sites:
             if name in self.latents:
                 prior = prior + self.per_particle(
-                    site["log_prob"] + handler.log_jacobian[name], inside)
-            elif inside:
-                likelihood = likelihood + self.per_particle(site["log_prob"], True)
+                    site["log_prob"] + handler.log_jacobian[name], self._in_items(site))
+        rest = [name for name, _ in sites if name not in self.latents]
+        terms = (contracted_terms(trace, rest, None if self.items is None else self.items.name)
+                 if self.summed else
+                 [(trace.nodes[n]["log_prob"], self._in_items(trace.nodes[n])) for n in rest])
+        for term, inside in terms:
+            if inside:
+                likelihood = likelihood + self.per_particle(term, True)
             else:
-                outside = outside + self.per_particle(site["log_prob"], False)
+                outside = outside + self.per_particle(term, False)
         if self.items is None:
             likelihood, outside = likelihood + outside, zeros.new_zeros(self.num_chains)
         return Densities(prior, likelihood, outside)
@@ -213,11 +219,15 @@ class TemperedTarget:
             total = total + self.per_particle(sum_rightmost(v.square(), event))
         return total
 
-    def _run(self, values: State | None, *, constrained: bool = False
-             ) -> tuple[_Unconstrained, Any]:
+    def _run(self, values: State | None, *, constrained: bool = False,
+             enumerate: bool = False) -> tuple[_Unconstrained, Any]:
+        """One run of the program in the chains' plate (with ``enumerate``, its finite
+        latents enumerated in parallel on dims left of that plate)."""
         handler = _Unconstrained(self.latents, values, constrained=constrained)
+        program = (poutine.enum(self.program, first_available_dim=-self.nesting - 2)
+                   if enumerate else self.program)
         with handler, pyro.plate(PARTICLES, self.num_chains, dim=-self.nesting - 1):
-            trace = poutine.trace(self.program).get_trace(**self.data)
+            trace = poutine.trace(program).get_trace(**self.data)
         return handler, trace
 
     def _in_items(self, site: dict[str, Any]) -> bool:
@@ -227,14 +237,15 @@ class TemperedTarget:
     def _check(self, trace: Any) -> None:
         """Refuse latents AIS cannot anneal: finite ones, and (with items) ones outside the
         items' plate, whose weights would not factorise over the items."""
-        for name in sorted(self.latents):
+        for name in sorted(self.latents | self.summed):
             site = trace.nodes[name]
             node = self.model[split_site(name)[0]]
-            if site["fn"].support.is_discrete:
-                raise ModelError(f"latent {node.name!r} ({node.declared_at}) is finite: engine "
-                                 "'ais' anneals continuous latents by HMC. Use engine='exact' "
-                                 "for a model whose latents are all finite, or give it as "
-                                 "data.")
+            if name in self.latents and site["fn"].support.is_discrete:
+                raise ModelError(f"latent {node.name!r} ({node.declared_at}) is finite and "
+                                 "declared enumerate=False: engine 'ais' sums finite latents "
+                                 "out exactly and anneals the continuous ones by HMC; declare "
+                                 "it enumerable, or use engine='exact' for a model whose "
+                                 "latents are all finite.")
             if self.items is not None and not self._in_items(site):
                 raise ModelError(f"latent {node.name!r} ({node.declared_at}) lies outside "
                                  f"plate {self.items.name!r}, so the log evidence does not "

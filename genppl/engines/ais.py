@@ -35,7 +35,8 @@ from genppl.results import Posterior
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import FixedParams
 from genppl.runtime.progress import progress_bar, seed_everything
-from genppl.tabulation.prepared import prepare
+from genppl.tabulation.prepared import Prepared, check_enumeration, prepare
+from genppl.tabulation.summed_out import continuous_below_finite
 from genppl.variational.evaluate import whole_plates
 
 
@@ -83,16 +84,13 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     adaptation = Adaptation(target=options.target_accept_prob)
     with whole_plates(model):
         prep = prepare(model, data)
-        if not prep.continuous and not prep.enumerated:
-            raise ModelError(f"model {model.name!r} has no latents for engine 'ais' to "
-                             "anneal: its log evidence is its log likelihood.")
+        _check_latents(prep)
         items = None if options.per is None else Items(
             options.per, prep.program.dims[options.per],
             resolve_sizes(model, prep.data)[0][options.per])
-        target = TemperedTarget(model, prep.program, prep.data,
-                                [*prep.continuous, *prep.enumerated],
-                                nesting=prep.max_plate_nesting, num_chains=options.num_chains,
-                                items=items)
+        target = TemperedTarget(model, prep.program, prep.data, prep.continuous,
+                                summed=prep.enumerated, nesting=prep.max_plate_nesting,
+                                num_chains=options.num_chains, items=items)
         given = _posterior_draws(model, prep.continuous, options.reverse_from)
         path = betas if given is None else betas[::-1]
         state = start(target, options.step_size, adaptation, given=given, beta=path[0])
@@ -104,6 +102,26 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
                                 adaptation=adaptation if options.adapt_step_size else None,
                                 move=t < len(path) - 1)
     return Posterior(model.name, "ais", **_answer(state, items, began, upper=given is not None))
+
+
+def _check_latents(prep: Prepared) -> None:
+    """Refuse a model with no continuous latents to anneal, or with continuous latents
+    that depend on finite ones (summed out of the likelihood, which such a latent's prior
+    would then be part of); and a summation over the memory budget."""
+    model = prep.model
+    if not prep.continuous:
+        raise ModelError(f"model {model.name!r} has no continuous latents for engine 'ais' to "
+                         "anneal" + (": use engine='exact', which sums its finite latents out "
+                                     "exactly." if prep.enumerated else
+                                     ": its log evidence is its log likelihood."))
+    below = continuous_below_finite(model, prep.enumerated, prep.continuous)
+    if below:
+        raise ModelError(f"continuous latent {below[0]!r} ({model[below[0]].declared_at}) "
+                         "depends on a finite latent, which engine 'ais' sums out of the "
+                         "likelihood only below the continuous ones; use engine='svi' (IWAE "
+                         "evaluation) for its evidence.")
+    if prep.enumerated:
+        check_enumeration(prep, "Use engine='svi' (IWAE evaluation)")
 
 
 def _posterior_draws(model: Model, latents: list[str], given: Mapping[str, Any] | None
@@ -160,8 +178,9 @@ def _check(model: Model, options: AISOptions) -> None:
 
 
 AIS = register(Engine(
-    "ais", "annealed importance sampling from the prior to the posterior with batched HMC: "
-    "log evidence (a stochastic lower bound) with its standard error, per item of a plate",
+    "ais", "annealed importance sampling from the prior to the posterior with batched HMC on "
+    "continuous latents, finite ones summed out: log evidence (a stochastic lower bound; "
+    "reverse: upper) with its standard error, per item of a plate",
     returns=Returns.EVIDENCE_BOUND,
-    accepts=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL,
+    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL,
     needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS, options=AISOptions, infer=infer))

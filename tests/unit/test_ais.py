@@ -246,20 +246,81 @@ def test_a_model_without_latents_is_refused() -> None:
     m = genppl.Model("fixed")
     with m.plate("data"):
         m.observed("x", lambda: dist.Normal(torch.tensor(0.0), 1.0))
-    with pytest.raises(ModelError, match="no latents for engine 'ais'"):
+    with pytest.raises(ModelError, match="no continuous latents for engine 'ais'"):
         genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
                      progress=False)
 
 
-def test_a_finite_latent_is_refused_naming_it() -> None:
-    m = genppl.Model("shifted")
+def test_a_model_of_finite_latents_alone_is_sent_to_the_exact_engine() -> None:
+    m = genppl.Model("coin_choice")
+    m.latent("c", lambda: dist.Bernoulli(torch.tensor(0.3)))
+    with m.plate("data"):
+        m.observed("x", lambda c: dist.Normal(2.0 * c, 1.0))
+    with pytest.raises(ModelError, match=r"no continuous latents.*engine=.exact."):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
+def test_a_continuous_latent_below_a_finite_one_is_refused_naming_it() -> None:
+    m = genppl.Model("switch")
+    m.latent("c", lambda: dist.Bernoulli(torch.tensor(0.3)))
+    m.latent("mu", lambda c: dist.Normal(2.0 * c, 1.0))
+    with m.plate("data"):
+        m.observed("x", lambda mu: dist.Normal(mu, 1.0))
+    with pytest.raises(ModelError, match=r"continuous latent .mu.*depends on a finite"):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
+# ------------------------------------------------------------------ finite latents summed out
+PI = torch.tensor([0.4, 0.6], dtype=F64)
+SHIFT = torch.tensor([-1.0, 1.5], dtype=F64)
+SIGMA = 0.7
+
+
+def shared_shift_mixture() -> genppl.Model:
+    """mu ~ N(0, 1); z_i ~ Cat(PI); x_i ~ N(mu + SHIFT[z_i], SIGMA)."""
+    m = genppl.Model("shared_shift")
     m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
     with m.plate("data"):
-        m.latent("z", lambda: dist.Bernoulli(torch.tensor(0.5)))
-        m.observed("x", lambda mu, z: dist.Normal(mu + 2.0 * z, 1.0))
-    m.to(dtype=F64)
-    with pytest.raises(ModelError, match=r"latent 'z'.*engine 'ais'"):
-        genppl.infer(m, {"x": _data(F64)["normal"]}, engine="ais", progress=False)
+        m.latent("z", lambda: dist.Categorical(PI))
+        m.observed("x", lambda mu, z: dist.Normal(mu + SHIFT[z], SIGMA))
+    return m.to(dtype=F64)
+
+
+def local_shift_mixture() -> genppl.Model:
+    """Per item: u_i ~ N(0, 1), z_i ~ Cat(PI), x_i ~ N(u_i + SHIFT[z_i], SIGMA)."""
+    m = genppl.Model("local_shift")
+    with m.plate("data"):
+        m.latent("u", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+        m.latent("z", lambda: dist.Categorical(PI))
+        m.observed("x", lambda u, z: dist.Normal(u + SHIFT[z], SIGMA))
+    return m.to(dtype=F64)
+
+
+def test_finite_latents_are_summed_out_exactly_around_a_global_latent() -> None:
+    """Brute force: the sum over all 2^5 assignments z of P(z) N(x; SHIFT[z], SIGMA^2 I +
+    1 1^T), mu integrated out."""
+    x = torch.tensor([-1.2, -0.8, 0.3, 1.9, 2.4], dtype=F64)
+    cov = SIGMA ** 2 * torch.eye(5, dtype=F64) + torch.ones(5, 5, dtype=F64)
+    terms = torch.stack([PI[list(z)].log().sum()
+                         + dist.MultivariateNormal(SHIFT[list(z)], cov).log_prob(x)
+                         for z in itertools.product(range(2), repeat=5)])
+    truth = float(torch.logsumexp(terms, 0))
+    post = genppl.infer(shared_shift_mixture(), {"x": x}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_finite_latents_are_summed_out_per_item() -> None:
+    """Per item: log sum_k PI_k N(x_i; SHIFT_k, sqrt(1 + SIGMA^2))."""
+    x = torch.linspace(-3.0, 3.0, 40, dtype=F64)
+    truth = torch.logsumexp(PI.log() + dist.Normal(SHIFT, math.sqrt(1 + SIGMA ** 2))
+                            .log_prob(x[:, None]), -1)
+    post = genppl.infer(local_shift_mixture(), {"x": x}, engine="ais", per="data", seed=0,
+                        **FAST)
+    z = (post.info["log_evidence_per"] - truth) / post.info["stderr_per"]
+    assert abs(float(z.mean())) < 3 / math.sqrt(40)
+    assert float(z.abs().max()) < 4
 
 
 # ------------------------------------------------------------------ parts
