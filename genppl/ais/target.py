@@ -190,7 +190,7 @@ class TemperedTarget:
         """A tensor of a site's batch shape summed to the particles' shape (to ``(C,)``
         alone when the site lies outside the items' plate)."""
         width = self.nesting + 1
-        batch = torch.as_tensor(batch)
+        batch = torch.as_tensor(batch, device=self.model.device)
         if batch.dim() > width:
             raise ModelError(f"a site of {self.model.name!r} has batch shape "
                              f"{tuple(batch.shape)}, wider than its plates: declare its extra "
