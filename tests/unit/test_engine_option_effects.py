@@ -75,6 +75,16 @@ def _normal() -> genppl.Model:
     return m.to(dtype=F64)
 
 
+def _scaled() -> genppl.Model:
+    """A continuous latent and a param (for AIS)."""
+    m = genppl.Model("scaled")
+    m.param("scale", torch.tensor(1.0), constraint=constraints.positive)
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with m.plate("data"):
+        m.observed("x", lambda mu, scale: dist.Normal(mu, scale))
+    return m.to(dtype=F64)
+
+
 def _coin() -> genppl.Model:
     m = genppl.Model("coin")
     m.latent("p", lambda: dist.Beta(torch.tensor(1.0), 1.0))
@@ -112,6 +122,7 @@ MODELS: dict[str, tuple[Callable[[], genppl.Model], dict[str, Any]]] = {
     "weighted": (_weighted_mixture, {"x": X4}),
     "shifted": (_shifted, {"x": X4}),
     "normal": (_normal, {"x": X4}),
+    "scaled": (_scaled, {"x": X4}),
     "coin": (_coin, {"x": torch.tensor([1.0, 0.0, 1.0], dtype=F64)}),
     "coins": (_coins, {"x": torch.tensor([1.0, 1, 0, 1, 0, 0, 1, 1], dtype=F64)}),
     "pair": (_pair, {"a": torch.tensor([0, 1, 1, 0, 1]).repeat(4)}),
@@ -131,6 +142,8 @@ BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "cavi": ("coins", {"steps": 4, "progress": False}),
     "cd": ("pair", {"steps": 2, "batch_size": 5, "seed": 0, "progress": False}),
     "svi": ("normal", {"steps": 3, "seed": 0, "progress": False}),
+    "ais": ("scaled", {"num_temperatures": 3, "num_chains": 4, "leapfrog_steps": 2, "seed": 0,
+                       "progress": False}),
 }
 
 
@@ -189,6 +202,22 @@ _KERNEL = {
 }
 
 CASES: dict[str, dict[str, Case]] = {
+    "ais": {
+        "params": Case({"params": {"scale": torch.tensor(0.5, dtype=F64)}}),
+        "num_temperatures": Case({"num_temperatures": 2}),
+        "schedule": Case({"schedule": "linear"}),
+        "num_chains": Case({"num_chains": 2}),
+        "leapfrog_steps": Case({"leapfrog_steps": 1}),
+        "step_size": Case({"step_size": 0.01}),
+        "adapt_step_size": Case({"adapt_step_size": False}),
+        # (steps this long are accepted about half the time: below 0.65, above 0.05)
+        "target_accept_prob": Case({"target_accept_prob": 0.05}, base={"step_size": 1.0}),
+        # (the scaled model's latent is global: per item does not apply)
+        "per": Case({"per": "data"}, refused=True, naming="outside plate 'data'"),
+        "reverse_from": Case({"reverse_from": {"mu": 0.5}}),
+        "seed": Case({"seed": 1}),
+        "progress": Case({"progress": True}),
+    },
     "exact": {
         "params": Case({"params": {"loc": torch.tensor([0.0, 1.0], dtype=F64)}}),
         "map": Case({"map": True}),

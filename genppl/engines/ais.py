@@ -1,0 +1,186 @@
+"""``engine="ais"``: log p(data) by annealed importance sampling (Neal 2001) on the model's
+continuous latents (``genppl.ais``), from exact prior draws to the posterior along
+f_b(z) = p(z) p(x | z)^b, with batched HMC transitions whose step sizes adapt per particle
+(Wu et al. 2017). Every chain -- and with ``per``, every item of a plate -- is one entry of
+one vectorised computation; the loop is over temperatures and leapfrog steps only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genppl.ais import (
+    Adaptation,
+    AnnealState,
+    Items,
+    Schedule,
+    TemperedTarget,
+    anneal_step,
+    start,
+    summarise,
+    temperatures,
+)
+from genppl.dsl.model import Model
+from genppl.engines.contract import Engine, Feature, Returns, register
+from genppl.errors import ModelError, suggest
+from genppl.pyro.layout import resolve_sizes
+from genppl.pyro.program import as_data
+from genppl.results import Posterior
+from genppl.runtime.options import Role, option
+from genppl.runtime.params import FixedParams
+from genppl.runtime.progress import progress_bar, seed_everything
+from genppl.tabulation.prepared import Prepared, check_enumeration, prepare
+from genppl.tabulation.summed_out import continuous_below_finite
+from genppl.variational.evaluate import whole_plates
+
+
+@dataclass(frozen=True, kw_only=True)
+class AISOptions(FixedParams):
+    """Options of engine ``ais``."""
+
+    num_temperatures: int = option(
+        200, "annealing steps T: inverse temperatures b_0 = 0 < ... < b_T = 1")
+    schedule: Schedule = option(
+        "sigmoid", "spacing of the temperatures: 'sigmoid' (Grosse et al. 2013), "
+        "'geometric' (from 1e-4) or 'linear'")
+    num_chains: int = option(16, "annealing chains (importance samples) per item")
+    leapfrog_steps: int = option(10, "leapfrog steps per HMC transition")
+    step_size: float = option(0.1, "initial HMC step size of every chain (unconstrained space)")
+    adapt_step_size: bool = option(
+        True, "adapt each chain's step size toward target_accept_prob (Wu et al. 2017)")
+    target_accept_prob: float = option(0.65, "acceptance rate the step sizes adapt toward")
+    per: str | None = option(
+        None, "a plate whose every latent is its own: one estimate per item "
+        "(info['log_evidence_per'], info['stderr_per'], info['ess_per'])")
+    reverse_from: Mapping[str, Any] | None = option(
+        None, "exact posterior draws of the latents by name (e.g. those that simulated the "
+        "data): anneal back to the prior for a stochastic upper bound (reverse AIS, "
+        "bidirectional Monte Carlo)")
+    seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
+    progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
+
+
+def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Posterior:
+    """Anneal ``num_chains`` particles (per item of plate ``per``, if given) through
+    ``num_temperatures`` temperatures and return log mean w, a stochastic lower bound on
+    log p(data) (see ``genppl.ais.anneal``), as ``log_evidence``. With ``reverse_from``,
+    anneal from those posterior draws to the prior and return -log mean w, a stochastic
+    upper bound (``info["bound"]`` says which). ``info``: ``stderr`` (the
+    delta-method standard error of the estimate) and ``ess`` (the weights' effective sample
+    size) -- or, with ``per``, ``log_evidence_per``, ``stderr_per`` and ``ess_per`` per item,
+    the total and its standard error (items independent) in ``log_evidence`` and ``stderr``;
+    ``log_weights`` (chains first), ``acceptance`` (mean acceptance probability of the
+    transitions), ``step_size`` (each particle's final step size)."""
+    _check(model, options)
+    seed_everything(options.seed)
+    began = time.perf_counter()
+    betas = temperatures(options.schedule, options.num_temperatures)
+    adaptation = Adaptation(target=options.target_accept_prob)
+    with whole_plates(model):
+        prep = prepare(model, data)
+        _check_latents(prep)
+        items = None if options.per is None else Items(
+            options.per, prep.program.dims[options.per],
+            resolve_sizes(model, prep.data)[0][options.per])
+        target = TemperedTarget(model, prep.program, prep.data, prep.continuous,
+                                summed=prep.enumerated, nesting=prep.max_plate_nesting,
+                                num_chains=options.num_chains, items=items)
+        given = _posterior_draws(model, prep.continuous, options.reverse_from)
+        path = betas if given is None else betas[::-1]
+        state = start(target, options.step_size, adaptation, given=given, beta=path[0])
+        steps = progress_bar(range(1, len(path)), total=len(path) - 1, desc="ais",
+                             enabled=options.progress)
+        for t in steps:
+            state = anneal_step(target, state, path[t - 1], path[t],
+                                leapfrog_steps=options.leapfrog_steps,
+                                adaptation=adaptation if options.adapt_step_size else None,
+                                move=t < len(path) - 1)
+    return Posterior(model.name, "ais", **_answer(state, items, began, upper=given is not None))
+
+
+def _check_latents(prep: Prepared) -> None:
+    """Refuse a model with no continuous latents to anneal, or with continuous latents
+    that depend on finite ones (summed out of the likelihood, which such a latent's prior
+    would then be part of); and a summation over the memory budget."""
+    model = prep.model
+    if not prep.continuous:
+        raise ModelError(f"model {model.name!r} has no continuous latents for engine 'ais' to "
+                         "anneal" + (": use engine='exact', which sums its finite latents out "
+                                     "exactly." if prep.enumerated else
+                                     ": its log evidence is its log likelihood."))
+    below = continuous_below_finite(model, prep.enumerated, prep.continuous)
+    if below:
+        raise ModelError(f"continuous latent {below[0]!r} ({model[below[0]].declared_at}) "
+                         "depends on a finite latent, which engine 'ais' sums out of the "
+                         "likelihood only below the continuous ones; use engine='svi' (IWAE "
+                         "evaluation) for its evidence.")
+    if prep.enumerated:
+        check_enumeration(prep, "Use engine='svi' (IWAE evaluation)")
+
+
+def _posterior_draws(model: Model, latents: list[str], given: Mapping[str, Any] | None
+                     ) -> dict[str, torch.Tensor] | None:
+    """``reverse_from`` as tensors of the model's device and dtype, its names checked."""
+    if given is None:
+        return None
+    unknown = [k for k in given if k not in latents]
+    if unknown:
+        raise ModelError(f"engine 'ais': reverse_from names {unknown[0]!r}, which is not a "
+                         f"latent of {model.name!r}." + suggest(unknown[0], latents))
+    return {k: as_data(model, k, v) for k, v in given.items()}
+
+
+def _answer(state: AnnealState, items: Items | None, began: float, *, upper: bool
+            ) -> dict[str, Any]:
+    """The ``Posterior`` fields of a finished annealing (forward: log mean w, a lower
+    bound; reverse, ``upper``: -log mean w, an upper bound)."""
+    summary = summarise(state.log_weight)
+    estimate = -summary.log_mean if upper else summary.log_mean
+    info: dict[str, Any] = {"bound": "upper" if upper else "lower",
+                            "log_weights": state.log_weight, "step_size": state.step_size,
+                            "acceptance": float(state.accepted.mean() / max(state.moves, 1))}
+    if items is None:
+        evidence, stderr = float(estimate), float(summary.stderr)
+        info.update(stderr=stderr, ess=float(summary.ess))
+    else:
+        outside = float(state.point.densities.outside[0])
+        evidence = float(estimate.sum()) + outside
+        stderr = float(summary.stderr.square().sum().sqrt())
+        info.update(stderr=stderr, log_evidence_per=estimate,
+                    stderr_per=summary.stderr, ess_per=summary.ess)
+    if not math.isfinite(evidence):
+        raise ModelError(f"engine 'ais': the log evidence came out {evidence}; the data may "
+                         "have probability zero under the model (check it against the "
+                         "supports), or every chain was rejected (lower step_size).")
+    return {"log_evidence": evidence, "seconds": time.perf_counter() - began, "info": info}
+
+
+def _check(model: Model, options: AISOptions) -> None:
+    """Refuse options out of range, naming them."""
+    for name in ("num_temperatures", "num_chains", "leapfrog_steps"):
+        if getattr(options, name) < 1:
+            raise ModelError(f"engine 'ais': {name} must be >= 1, got "
+                             f"{getattr(options, name)}.")
+    if not options.step_size > 0:
+        raise ModelError(f"engine 'ais': step_size must be > 0, got {options.step_size}.")
+    if not 0 < options.target_accept_prob < 1:
+        raise ModelError("engine 'ais': target_accept_prob must lie strictly between 0 and "
+                         f"1, got {options.target_accept_prob}.")
+    if options.per is not None and options.per not in model.plates:
+        raise ModelError(f"engine 'ais': per={options.per!r} is not a plate of model "
+                         f"{model.name!r}." + suggest(options.per, model.plates))
+
+
+AIS = register(Engine(
+    "ais", "annealed importance sampling from the prior to the posterior with batched HMC on "
+    "continuous latents, finite ones summed out: log evidence (a stochastic lower bound; "
+    "reverse: upper) with its standard error, per item of a plate",
+    returns=Returns.EVIDENCE_BOUND,
+    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL,
+    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS, options=AISOptions, infer=infer))

@@ -1,0 +1,424 @@
+"""``engine="ais"``: annealed importance sampling against closed-form log evidence.
+
+Oracles: conjugate models whose marginal likelihood is known exactly -- Normal-Normal with a
+known variance (a multivariate normal density of the data), Beta-Bernoulli (a ratio of Beta
+functions), Gamma-Poisson (a negative-binomial-type product) and, per item of a plate of
+50, a Normal-Normal whose items each have a closed form. The tolerance is the method's own:
+its delta-method standard error (3 of them), or the distribution of the items' z-scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import genppl
+from genppl import ModelError
+from genppl.ais import summarise, temperatures
+from genppl.ais.schedules import SCHEDULES
+
+pytestmark = pytest.mark.unit
+
+F64, F32 = torch.float64, torch.float32
+FAST = {"num_temperatures": 100, "num_chains": 64, "leapfrog_steps": 5, "progress": False}
+
+
+def normal_normal(dtype: torch.dtype, prior_scale: float = 2.0) -> genppl.Model:
+    """mu ~ N(0, prior_scale); x_i ~ N(mu, 1)."""
+    m = genppl.Model("normal_normal")
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), prior_scale))
+    with m.plate("data"):
+        m.observed("x", lambda mu: dist.Normal(mu, 1.0))
+    return m.to(dtype=dtype)
+
+
+def normal_normal_log_evidence(x: torch.Tensor, prior_scale: float) -> float:
+    """x ~ N(0, I + prior_scale^2 11^T), mu integrated out."""
+    x = x.double()
+    n = len(x)
+    cov = torch.eye(n, dtype=F64) + prior_scale ** 2 * torch.ones(n, n, dtype=F64)
+    return float(dist.MultivariateNormal(torch.zeros(n, dtype=F64), cov).log_prob(x))
+
+
+def beta_bernoulli(dtype: torch.dtype) -> genppl.Model:
+    m = genppl.Model("beta_bernoulli")
+    m.latent("p", lambda: dist.Beta(torch.tensor(2.0), 3.0))
+    with m.plate("flips"):
+        m.observed("x", lambda p: dist.Bernoulli(p))
+    return m.to(dtype=dtype)
+
+
+def beta_bernoulli_log_evidence(x: torch.Tensor, a: float = 2.0, b: float = 3.0) -> float:
+    """log B(a + k, b + n - k) - log B(a, b)."""
+    k, n = float(x.sum()), len(x)
+
+    def log_beta(u: float, v: float) -> float:
+        return math.lgamma(u) + math.lgamma(v) - math.lgamma(u + v)
+
+    return log_beta(a + k, b + n - k) - log_beta(a, b)
+
+
+def gamma_poisson(dtype: torch.dtype) -> genppl.Model:
+    m = genppl.Model("gamma_poisson")
+    m.latent("rate", lambda: dist.Gamma(torch.tensor(3.0), 2.0))
+    with m.plate("counts"):
+        m.observed("x", lambda rate: dist.Poisson(rate))
+    return m.to(dtype=dtype)
+
+
+def gamma_poisson_log_evidence(x: torch.Tensor, a: float = 3.0, b: float = 2.0) -> float:
+    """a log b - lgamma(a) + lgamma(a + S) - (a + S) log(b + n) - sum lgamma(x_i + 1)."""
+    s, n = float(x.sum()), len(x)
+    return (a * math.log(b) - math.lgamma(a) + math.lgamma(a + s) - (a + s) * math.log(b + n)
+            - sum(math.lgamma(float(v) + 1) for v in x))
+
+
+def per_item_normal(dtype: torch.dtype) -> genppl.Model:
+    """z_i ~ N(0, 1) per item; three readings x_ij ~ N(z_i, 0.5) each (a nested plate)."""
+    m = genppl.Model("per_item_normal")
+    with m.plate("items"):
+        m.latent("z", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+        with m.plate("readings"):
+            m.observed("x", lambda z: dist.Normal(z, 0.5))
+    return m.to(dtype=dtype)
+
+
+def per_item_log_evidence(x: torch.Tensor) -> torch.Tensor:
+    """Each item's readings ~ N(0, 0.25 I + 11^T)."""
+    k = x.shape[1]
+    cov = 0.25 * torch.eye(k, dtype=F64) + torch.ones(k, k, dtype=F64)
+    return dist.MultivariateNormal(torch.zeros(k, dtype=F64), cov).log_prob(x.double())
+
+
+def _data(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"normal": torch.tensor([0.5, 1.5, 2.0, 1.0, 3.0], dtype=dtype),
+            "bernoulli": torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 1], dtype=dtype),
+            "poisson": torch.tensor([2.0, 0, 3, 1, 4, 2], dtype=dtype),
+            "items": (torch.randn(50, 1, generator=gen)
+                      + 0.5 * torch.randn(50, 3, generator=gen)).to(dtype)}
+
+
+# ------------------------------------------------------------------ conjugate models
+CONJUGATE = {"normal": (normal_normal, lambda x: normal_normal_log_evidence(x, 2.0)),
+             "bernoulli": (beta_bernoulli, beta_bernoulli_log_evidence),
+             "poisson": (gamma_poisson, gamma_poisson_log_evidence)}
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("case", ["normal", "bernoulli", "poisson"])
+def test_the_log_evidence_of_a_conjugate_model_is_within_three_standard_errors(
+        case: str, dtype: torch.dtype) -> None:
+    x = _data(dtype)[case]
+    make, log_evidence = CONJUGATE[case]
+    model, truth = make(dtype), log_evidence(x)
+    post = genppl.infer(model, {"x": x}, engine="ais", seed=1, **FAST)
+    assert post.engine == "ais" and isinstance(post.log_evidence, float)
+    stderr = post.info["stderr"]
+    assert 0 < stderr < 0.2
+    assert abs(post.log_evidence - truth) < 3 * stderr
+    assert post.info["log_weights"].dtype == dtype
+    assert 1 < post.info["ess"] <= FAST["num_chains"]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_per_item_estimates_match_each_items_evidence(dtype: torch.dtype) -> None:
+    x = _data(dtype)["items"]
+    truth = per_item_log_evidence(x)
+    post = genppl.infer(per_item_normal(dtype), {"x": x}, engine="ais", per="items", seed=2,
+                        **FAST)
+    per, se = post.info["log_evidence_per"].double(), post.info["stderr_per"].double()
+    assert per.shape == se.shape == post.info["ess_per"].shape == (50,)
+    z = (per - truth) / se
+    # the z-scores of 50 independent items: centred, of unit spread, none extreme
+    assert abs(float(z.mean())) < 3 / math.sqrt(50)
+    assert 0.5 < float(z.std()) < 1.5
+    assert float(z.abs().max()) < 4
+    assert post.log_evidence == pytest.approx(float(per.sum()), abs=1e-3)
+    assert abs(post.log_evidence - float(truth.sum())) < 3 * post.info["stderr"]
+
+
+def test_the_estimate_tightens_as_temperatures_are_added() -> None:
+    """A posterior 15 times narrower than the prior: ten temperatures leave the weights
+    degenerate, a thousand do not. The standard error falls, and so does the bias of one
+    chain's log weight, E[log w] - log p(x) (minus the KL divergence between the forward and
+    the backward annealing paths, measured over the chains, which bounds the bias of log
+    mean w from below)."""
+    x = torch.linspace(1.0, 3.0, 20, dtype=F64)
+    truth = normal_normal_log_evidence(x, 3.0)
+    runs = {t: genppl.infer(normal_normal(F64, 3.0), {"x": x}, engine="ais", seed=3,
+                            num_temperatures=t, num_chains=32, leapfrog_steps=5,
+                            progress=False) for t in (10, 1000)}
+    coarse, fine = runs[10], runs[1000]
+    assert fine.info["stderr"] < coarse.info["stderr"] / 3
+    gap = {t: float(r.info["log_weights"].mean()) - truth for t, r in runs.items()}
+    assert gap[10] < gap[1000] < 0 and abs(gap[1000]) < abs(gap[10]) / 10
+    assert abs(fine.log_evidence - truth) < 3 * fine.info["stderr"]
+    assert fine.info["ess"] > 2 * coarse.info["ess"]
+
+
+def test_a_simplex_latent_anneals_through_its_stick_breaking_map() -> None:
+    """Dirichlet-Categorical: log Gamma(A) - log Gamma(A + n) + sum_k log Gamma(alpha_k + n_k)
+    - log Gamma(alpha_k); the simplex is reached by stick-breaking, whose log Jacobian has an
+    event dimension of its own."""
+    alpha = torch.tensor([1.0, 2.0, 0.5], dtype=F64)
+    m = genppl.Model("dirichlet_categorical")
+    m.latent("p", lambda: dist.Dirichlet(alpha))
+    with m.plate("draws"):
+        m.observed("x", lambda p: dist.Categorical(p))
+    m.to(dtype=F64)
+    x = torch.tensor([0, 1, 1, 2, 1, 0, 1, 1])
+    n = torch.bincount(x, minlength=3).double()
+    truth = float(torch.lgamma(alpha.sum()) - torch.lgamma(alpha.sum() + len(x))
+                  + (torch.lgamma(alpha + n) - torch.lgamma(alpha)).sum())
+    post = genppl.infer(m, {"x": x}, engine="ais", seed=1, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_a_support_set_by_a_parent_is_mapped_at_the_parents_value() -> None:
+    """a ~ Gamma(2, 1), y ~ Uniform(0, a), x_i ~ N(y, 0.3): y's marginal prior is
+    Exponential(1) (the integral of a e^-a / a over a > y), so log p(x) is a
+    one-dimensional integral, done here on a fine grid."""
+    m = genppl.Model("uniform_below_gamma")
+    m.latent("a", lambda: dist.Gamma(torch.tensor(2.0), 1.0))
+    m.latent("y", lambda a: dist.Uniform(torch.zeros(()), a))
+    with m.plate("data"):
+        m.observed("x", lambda y: dist.Normal(y, 0.3))
+    m.to(dtype=F64)
+    x = torch.tensor([0.8, 1.1, 0.6], dtype=F64)
+    y = torch.linspace(0, 20, 200_001, dtype=F64)[1:]
+    integrand = -y + dist.Normal(y[:, None], 0.3).log_prob(x).sum(-1)
+    truth = float(torch.logsumexp(integrand, 0) + math.log(20 / 200_000))
+    post = genppl.infer(m, {"x": x}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_a_chain_of_latents_anneals_to_the_kalman_filters_evidence() -> None:
+    """A local-level model: its log evidence exactly from the exact engine's Kalman filter;
+    AIS anneals the chain's steps as sites of their own."""
+    m = genppl.Model("level")
+    with m.chain("t"):
+        m.latent("level", lambda level_prev: dist.Normal(level_prev, 0.5),
+                 init=lambda: dist.Normal(torch.tensor(0.0), 2.0))
+        m.observed("y", lambda level: dist.Normal(level, 1.0))
+    m.to(dtype=F64)
+    y = torch.tensor([0.1, 0.4, 0.2, 1.0, 1.3, 0.9, 1.5, 2.0], dtype=F64)
+    truth = genppl.infer(m, {"y": y}, engine="exact").log_evidence
+    assert truth is not None
+    post = genppl.infer(m, {"y": y}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+# ------------------------------------------------------------------ seeds
+def test_a_seed_repeats_the_estimate_and_no_seed_draws_afresh() -> None:
+    x = _data(F64)["normal"]
+    small = {**FAST, "num_temperatures": 10}
+    first, again = (genppl.infer(normal_normal(F64), {"x": x}, engine="ais", seed=5, **small)
+                    for _ in range(2))
+    assert first.log_evidence == again.log_evidence
+    assert torch.equal(first.info["log_weights"], again.info["log_weights"])
+    one, two = (genppl.infer(normal_normal(F64), {"x": x}, engine="ais", **small)
+                for _ in range(2))
+    assert one.log_evidence != two.log_evidence
+
+
+# ------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(("option", "value"), [
+    ("num_temperatures", 0), ("num_chains", 0), ("leapfrog_steps", 0), ("step_size", 0.0),
+    ("target_accept_prob", 1.0), ("schedule", "cosine"), ("per", "plates")])
+def test_a_bad_option_is_refused_by_name(option: str, value: object) -> None:
+    with pytest.raises(ModelError, match=option):
+        genppl.infer(normal_normal(F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False, **{option: value})
+
+
+def test_a_latent_outside_the_per_plate_is_refused_naming_it() -> None:
+    with pytest.raises(ModelError, match=r"latent 'mu' .* outside plate 'data'"):
+        genppl.infer(normal_normal(F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     per="data", progress=False)
+
+
+def test_a_model_without_latents_is_refused() -> None:
+    m = genppl.Model("fixed")
+    with m.plate("data"):
+        m.observed("x", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with pytest.raises(ModelError, match="no continuous latents for engine 'ais'"):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
+def test_a_model_of_finite_latents_alone_is_sent_to_the_exact_engine() -> None:
+    m = genppl.Model("coin_choice")
+    m.latent("c", lambda: dist.Bernoulli(torch.tensor(0.3)))
+    with m.plate("data"):
+        m.observed("x", lambda c: dist.Normal(2.0 * c, 1.0))
+    with pytest.raises(ModelError, match=r"no continuous latents.*engine=.exact."):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
+def test_a_continuous_latent_below_a_finite_one_is_refused_naming_it() -> None:
+    m = genppl.Model("switch")
+    m.latent("c", lambda: dist.Bernoulli(torch.tensor(0.3)))
+    m.latent("mu", lambda c: dist.Normal(2.0 * c, 1.0))
+    with m.plate("data"):
+        m.observed("x", lambda mu: dist.Normal(mu, 1.0))
+    with pytest.raises(ModelError, match=r"continuous latent .mu.*depends on a finite"):
+        genppl.infer(m.to(dtype=F64), {"x": _data(F64)["normal"]}, engine="ais",
+                     progress=False)
+
+
+# ------------------------------------------------------------------ finite latents summed out
+PI = torch.tensor([0.4, 0.6], dtype=F64)
+SHIFT = torch.tensor([-1.0, 1.5], dtype=F64)
+SIGMA = 0.7
+
+
+def shared_shift_mixture() -> genppl.Model:
+    """mu ~ N(0, 1); z_i ~ Cat(PI); x_i ~ N(mu + SHIFT[z_i], SIGMA)."""
+    m = genppl.Model("shared_shift")
+    m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with m.plate("data"):
+        m.latent("z", lambda: dist.Categorical(PI))
+        m.observed("x", lambda mu, z: dist.Normal(mu + SHIFT[z], SIGMA))
+    return m.to(dtype=F64)
+
+
+def local_shift_mixture() -> genppl.Model:
+    """Per item: u_i ~ N(0, 1), z_i ~ Cat(PI), x_i ~ N(u_i + SHIFT[z_i], SIGMA)."""
+    m = genppl.Model("local_shift")
+    with m.plate("data"):
+        m.latent("u", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+        m.latent("z", lambda: dist.Categorical(PI))
+        m.observed("x", lambda u, z: dist.Normal(u + SHIFT[z], SIGMA))
+    return m.to(dtype=F64)
+
+
+def test_finite_latents_are_summed_out_exactly_around_a_global_latent() -> None:
+    """Brute force: the sum over all 2^5 assignments z of P(z) N(x; SHIFT[z], SIGMA^2 I +
+    1 1^T), mu integrated out."""
+    x = torch.tensor([-1.2, -0.8, 0.3, 1.9, 2.4], dtype=F64)
+    cov = SIGMA ** 2 * torch.eye(5, dtype=F64) + torch.ones(5, 5, dtype=F64)
+    terms = torch.stack([PI[list(z)].log().sum()
+                         + dist.MultivariateNormal(SHIFT[list(z)], cov).log_prob(x)
+                         for z in itertools.product(range(2), repeat=5)])
+    truth = float(torch.logsumexp(terms, 0))
+    post = genppl.infer(shared_shift_mixture(), {"x": x}, engine="ais", seed=0, **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_finite_latents_are_summed_out_per_item() -> None:
+    """Per item: log sum_k PI_k N(x_i; SHIFT_k, sqrt(1 + SIGMA^2))."""
+    x = torch.linspace(-3.0, 3.0, 40, dtype=F64)
+    truth = torch.logsumexp(PI.log() + dist.Normal(SHIFT, math.sqrt(1 + SIGMA ** 2))
+                            .log_prob(x[:, None]), -1)
+    post = genppl.infer(local_shift_mixture(), {"x": x}, engine="ais", per="data", seed=0,
+                        **FAST)
+    z = (post.info["log_evidence_per"] - truth) / post.info["stderr_per"]
+    assert abs(float(z.mean())) < 3 / math.sqrt(40)
+    assert float(z.abs().max()) < 4
+
+
+# ------------------------------------------------------------------ parts
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_a_schedule_rises_from_zero_to_one(schedule: str) -> None:
+    betas = temperatures(schedule, 50)
+    assert len(betas) == 51 and betas[0] == 0.0 and betas[-1] == 1.0
+    assert all(a < b for a, b in itertools.pairwise(betas))
+    assert temperatures(schedule, 1) == (0.0, 1.0)
+
+
+def test_the_sigmoid_schedule_crowds_both_ends() -> None:
+    betas = temperatures("sigmoid", 100)
+    steps = [b - a for a, b in itertools.pairwise(betas)]
+    assert steps[0] < steps[50] and steps[-1] < steps[50]
+
+
+def test_the_weights_summary_matches_its_definitions() -> None:
+    log_w = torch.randn(40, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    summary = summarise(log_w)
+    w = log_w.exp()
+    assert torch.allclose(summary.log_mean, w.mean(0).log())
+    assert torch.allclose(summary.ess, w.sum(0) ** 2 / (w ** 2).sum(0))
+    delta = (w.var(0, unbiased=False) / 40).sqrt() / w.mean(0)
+    assert torch.allclose(summary.stderr, delta)
+    equal = summarise(torch.zeros(8, dtype=F64))
+    assert float(equal.ess) == pytest.approx(8) and float(equal.stderr) < 1e-6
+
+
+# ------------------------------------------------------------------ reverse AIS (BDMC)
+def test_forward_and_reverse_annealing_bracket_the_log_evidence() -> None:
+    """Bidirectional Monte Carlo (Grosse et al. 2015) on data simulated from the model,
+    reverse chains started from exact posterior draws (the conjugate posterior). Each
+    chain's log weight bounds log p(x) in expectation -- from below forwards, from above
+    backwards -- so their means over 64 chains bracket it; the sandwich narrows as
+    temperatures are added, and both estimates then agree with log p(x) within their
+    standard errors."""
+    gen = torch.Generator().manual_seed(0)
+    mu = 3.0 * torch.randn((), generator=gen, dtype=F64)
+    x = mu + torch.randn(20, generator=gen, dtype=F64)
+    truth = normal_normal_log_evidence(x, 3.0)
+    precision = 1 / 9 + 20
+    draws = x.sum() / precision + precision ** -0.5 * torch.randn(64, generator=gen, dtype=F64)
+    width = {}
+    for t in (10, 300):
+        run = {"num_temperatures": t, "num_chains": 64, "leapfrog_steps": 5, "seed": 4,
+               "progress": False}
+        forward = genppl.infer(normal_normal(F64, 3.0), {"x": x}, engine="ais", **run)
+        reverse = genppl.infer(normal_normal(F64, 3.0), {"x": x}, engine="ais",
+                               reverse_from={"mu": draws}, **run)
+        assert forward.info["bound"] == "lower" and reverse.info["bound"] == "upper"
+        lower = float(forward.info["log_weights"].mean())
+        upper = -float(reverse.info["log_weights"].mean())
+        assert lower < truth < upper
+        width[t] = upper - lower
+        assert forward.log_evidence < truth + 3 * forward.info["stderr"]
+        assert reverse.log_evidence > truth - 3 * reverse.info["stderr"]
+    assert width[300] < width[10] / 5
+    assert abs(forward.log_evidence - truth) < 3 * forward.info["stderr"]
+    assert abs(reverse.log_evidence - truth) < 3 * reverse.info["stderr"]
+
+
+def test_reverse_annealing_takes_one_draw_for_every_chain_and_refuses_a_bad_one() -> None:
+    x = _data(F64)["normal"]
+    one = genppl.infer(normal_normal(F64), {"x": x}, engine="ais", seed=0,
+                       reverse_from={"mu": 1.2}, **{**FAST, "num_temperatures": 5})
+    assert one.info["bound"] == "upper" and one.info["log_weights"].shape == (64,)
+    with pytest.raises(ModelError, match=r"latent 'mu'.*shape \(3,\)"):
+        genppl.infer(normal_normal(F64), {"x": x}, engine="ais",
+                     reverse_from={"mu": torch.zeros(3)}, **FAST)
+    with pytest.raises(ModelError, match="reverse_from names 'nu'"):
+        genppl.infer(normal_normal(F64), {"x": x}, engine="ais", reverse_from={"nu": 0.0},
+                     **FAST)
+
+
+# ------------------------------------------------------------------ a neural decoder
+def linear_decoder(dtype: torch.dtype) -> tuple[genppl.Model, torch.nn.Linear]:
+    """Probabilistic PCA as a VAE's decoder: z_i ~ N(0, I_2) per image, x_i ~ N(W z_i + b,
+    0.5^2 I_4), the decoder a torch module."""
+    torch.manual_seed(0)
+    decoder = torch.nn.Linear(2, 4)
+    m = genppl.Model("linear_decoder")
+    m.module("decoder", decoder)
+    with m.plate("images"):
+        m.latent("z", lambda: dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        m.observed("x", lambda z, decoder: dist.Normal(decoder(z), 0.5).to_event(1))
+    return m.to(dtype=dtype), decoder
+
+
+def test_per_image_estimates_of_a_neural_decoder_match_probabilistic_pca() -> None:
+    """Each image's log p(x_i) = log N(x_i; b, W W^T + 0.25 I) exactly."""
+    model, decoder = linear_decoder(F32)
+    w, b = decoder.weight.detach().double(), decoder.bias.detach().double()
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(30, 2, generator=gen, dtype=F64) @ w.T + b
+         + 0.5 * torch.randn(30, 4, generator=gen, dtype=F64))
+    truth = dist.MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(4, dtype=F64)).log_prob(x)
+    post = genppl.infer(model, {"x": x.float()}, engine="ais", per="images", seed=0, **FAST)
+    z = (post.info["log_evidence_per"].double() - truth) / post.info["stderr_per"].double()
+    assert abs(float(z.mean())) < 3 / math.sqrt(30)
+    assert float(z.abs().max()) < 4
