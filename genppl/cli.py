@@ -311,6 +311,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from genppl.evaluate.leaderboard import leaderboard, table, write
+    from genppl.evaluate.scale import ScaleNotReady
+
+    if args.out is not None:
+        _make_dir(args.out, f"--out {args.out}")
+    try:
+        board = leaderboard(args.scale, quick=args.quick, out=args.out, only=args.only)
+    except (ScaleNotReady, ValueError) as e:  # a planned or unknown scale, an unknown row
+        raise UsageError(str(e)) from None
+    try:
+        files = write(board, args.out) if args.out is not None else []
+    except OSError as e:
+        raise _os_failure(f"--out {args.out}", e) from None
+    if args.json:
+        _print_json(board.to_dict())
+        return EXIT_OK
+    print(table(board))
+    for path in files:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser and main
 class _Parser(argparse.ArgumentParser):
     """argparse's parser with its usage errors in one line, like every other error of the
@@ -385,6 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest table the elimination may allocate, e.g. 512MiB or 4GB "
                         "(default: 2GiB)")
     q.set_defaults(func=cmd_query)
+
+    board = sub.add_parser("leaderboard", help="score the lineage on one likelihood scale")
+    board.add_argument("scale", help="text (images: not yet)")
+    board.add_argument("--quick", action="store_true",
+                       help="small settings that run in seconds (text: the first 100,000 "
+                            "characters of the training and held-out text)")
+    board.add_argument("--json", action="store_true", help="print one JSON object")
+    board.add_argument("--out", type=Path, metavar="DIR",
+                       help="cache the rows in DIR/cache and write leaderboard_SCALE.json and "
+                            ".png into DIR (default: no cache, no files)")
+    board.add_argument("--only", nargs="+", action="extend", metavar="ROW",
+                       help="compute only these rows (ids as in the table)")
+    board.set_defaults(func=cmd_leaderboard)
 
     demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")
     demo.add_argument("--out", type=Path, default=DEMO_OUT,

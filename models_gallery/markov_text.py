@@ -26,13 +26,13 @@ back-off automata, drawn from as chains on the DSL with ``engine="prior"``). The
 Shannon's: 26 letters and the space for English (BBC articles, ``genppl.data.bbc``), the 32
 Russian letters (``ё`` read without its diaeresis) and the space for Russian; anything else
 becomes a word break (``genppl.data.text.normalise``). Both corpora are split once by
-document (every tenth article or saying held out); the report gives held-out bits per
+document (every tenth article or saying held out, ``genppl.evaluate.text_split``: the text
+leaderboard's n-gram rows are these figures); the report gives held-out bits per
 character for k = 0..4, and a sample of each order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -40,8 +40,9 @@ import torch
 from torch.distributions import constraints
 
 import genppl
-from genppl.data.text import encode, normalise
 from genppl.errors import ModelError
+from genppl.evaluate.text_split import ENGLISH as ENGLISH
+from genppl.evaluate.text_split import Split, english, split_documents
 from genppl.gallery import GalleryEntry, Report
 from genppl.ngram import NGram, build_ngram_chain, fit_ngram, sample_text
 
@@ -58,10 +59,8 @@ MARKOV_1913 = {"vowel_fraction": 0.432, "p_vowel_after_vowel": 0.128,
                "p_vowel_after_consonant": 0.663}
 
 # ---------------------------------------------------------------------- Shannon 1948
-ENGLISH = " abcdefghijklmnopqrstuvwxyz"
 RUSSIAN = " абвгдежзийклмнопрстуфхцчшщъыьэюя"
 ORDERS = (0, 1, 2, 3, 4)
-HELD_OUT_EVERY = 10  # document i is held out when i % 10 == 0
 SAMPLE_LENGTH = 160
 
 
@@ -148,43 +147,6 @@ def vowel_statistics(classes: torch.Tensor, *, device: str = "cpu",
 
 
 # ====================================================================== corpora and run
-@dataclass(frozen=True)
-class Split:
-    """A language's alphabet and its training and held-out codes."""
-
-    language: str
-    alphabet: str
-    train: torch.Tensor
-    test: torch.Tensor
-
-
-def split_documents(language: str, documents: Sequence[str], alphabet: str,
-                    limit: int | None = None) -> Split:
-    """Normalise each document; every ``HELD_OUT_EVERY``-th is held out; the rest, joined by
-    spaces, train. ``limit`` keeps the first ``limit`` characters of each part (small runs)."""
-    parts: tuple[list[str], list[str]] = ([], [])
-    sizes = [0, 0]
-    for i, doc in enumerate(documents):
-        if limit is not None and min(sizes) > limit:
-            break
-        text = normalise(doc, alphabet)
-        if text:
-            held_out = i % HELD_OUT_EVERY == 0
-            parts[held_out].append(text)
-            sizes[held_out] += len(text) + 1
-    train, test = (" ".join(p)[:limit] for p in parts)
-    if not train or not test:
-        raise ModelError(f"{language}: too few documents to split into training and held-out "
-                         "text.")
-    return Split(language, alphabet, encode(train, alphabet), encode(test, alphabet))
-
-
-def english(limit: int | None = None) -> Split:
-    from genppl.data import bbc
-
-    return split_documents("English (BBC news)", bbc.load().documents, ENGLISH, limit)
-
-
 def russian(limit: int | None = None) -> Split:
     from genppl.data import fortunes
 

@@ -1,0 +1,151 @@
+"""``genppl leaderboard SCALE``: every row of a scale computed, or read from the cache, then
+sorted, tabulated and written out.
+
+The cache is one JSON file per row in ``OUT/cache/SCALE/``, named by the row id and a key:
+the SHA-256 of the row's settings and its code version (genppl's version plus the SHA-256 of
+the source files its evaluation reads, ``RowMaker.sources``). Editing one of those files, a
+new release or other settings give another key, so a stale row is never read; files are
+written atomically (a temporary file renamed over), so an interrupted run leaves no half row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genppl.evaluate.rows import Row
+from genppl.evaluate.scale import RowMaker, Scale, get_scale
+
+__all__ = ["Board", "cache_file", "code_version", "leaderboard", "run_rows", "table", "write"]
+
+
+def code_version(sources: tuple[str, ...]) -> str:
+    """genppl's version and a hash of the source files of the modules ``sources``."""
+    from genppl import __version__
+
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"code_version: module {name!r} has no source file; list "
+                             "importable modules in RowMaker.sources.")
+        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
+def cache_file(directory: Path, maker: RowMaker) -> Path:
+    """Where ``maker``'s row is cached in ``directory`` (module docstring)."""
+    key = json.dumps({"id": maker.id, "settings": maker.settings,
+                      "code": code_version(maker.sources)}, sort_keys=True)
+    return directory / f"{maker.id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _read(path: Path) -> Row | None:
+    try:
+        return Row.from_json(path.read_text())
+    except (OSError, ValueError, TypeError):  # absent, or unreadable: computed again
+        return None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_rows(makers: list[RowMaker], cache: Path | None = None
+             ) -> list[tuple[str, Row, bool]]:
+    """``(id, row, read from the cache)`` for each maker, computing only the rows that
+    ``cache`` (a directory, or None for no cache) does not hold."""
+    out = []
+    for maker in makers:
+        path = cache_file(cache, maker) if cache is not None else None
+        row = _read(path) if path is not None else None
+        cached = row is not None
+        if row is None:
+            row = maker.make(maker.settings)
+            if path is not None:
+                _write_atomically(path, row.to_json())
+        out.append((maker.id, row, cached))
+    return out
+
+
+@dataclass(frozen=True)
+class Board:
+    """A scale's rows, best (lowest cost) first, with the sanity lines under them."""
+
+    scale: Scale
+    quick: bool
+    rows: tuple[tuple[str, Row, bool], ...]
+    sanity: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale.name, "title": self.scale.title, "unit": self.scale.unit,
+                "quick": self.quick,
+                "rows": [{"id": i, "cached": c, **r.to_dict()} for i, r, c in self.rows],
+                "sanity": list(self.sanity)}
+
+
+def leaderboard(name: str, *, quick: bool = False, out: Path | None = None,
+                only: list[str] | None = None) -> Board:
+    """Run (or read from ``out``'s cache) the rows of scale ``name``; ``only`` keeps the rows
+    with those ids."""
+    scale = get_scale(name)
+    makers = scale.makers(quick)
+    if only:
+        unknown = sorted(set(only) - {m.id for m in makers})
+        if unknown:
+            raise ValueError(f"leaderboard {name}: --only {', '.join(unknown)}: no such row; "
+                             f"pass one of {', '.join(m.id for m in makers)}.")
+        makers = [m for m in makers if m.id in only]
+    rows = run_rows(makers, None if out is None else out / "cache" / name)
+    rows.sort(key=lambda r: r[1].value)
+    return Board(scale, quick, tuple(rows), tuple(scale.sanity({i: r for i, r, _ in rows})))
+
+
+def _interval(row: Row) -> str:
+    if row.stderr is None:
+        return "-"
+    low, high = row.interval()
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def table(board: Board) -> str:
+    """The board as text: rank, row, model, estimator, bound, value, 95% interval, command."""
+    head = ("#", "row", "model", "estimator", "bound", board.scale.unit, "95% interval",
+            "command")
+    body = [(str(n), i + (" (cached)" if c else ""), r.model, r.estimator, r.bound,
+             f"{r.value:.3f}", _interval(r), r.command)
+            for n, (i, r, c) in enumerate(board.rows, 1)]
+    widths = [max(len(line[j]) for line in (head, *body)) for j in range(len(head) - 1)]
+
+    def fmt(line: tuple[str, ...]) -> str:
+        return "  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths, strict=False)) + \
+            "  " + line[-1]
+
+    title = f"{board.scale.name}: {board.scale.title}" + (" (--quick)" if board.quick else "")
+    return "\n".join([title, fmt(head), *map(fmt, body), "", *board.sanity])
+
+
+def write(board: Board, out: Path) -> list[Path]:
+    """``leaderboard_SCALE.json`` and ``leaderboard_SCALE.png`` in ``out``."""
+    from genppl.evaluate.chart import draw
+
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"leaderboard_{board.scale.name}.json"
+    _write_atomically(data, json.dumps(board.to_dict(), indent=2, allow_nan=False) + "\n")
+    picture = out / f"leaderboard_{board.scale.name}.png"
+    draw(board, picture)
+    return [data, picture]

@@ -1,0 +1,63 @@
+"""Scales and their row makers: the registry ``genppl leaderboard`` runs.
+
+A scale (``text``, later ``images``) is a module attribute holding a ``Scale``: its unit, the
+row makers for full or ``--quick`` settings, and its sanity check. ``SCALES`` names where each
+one lives, so a new scale is one line here and its module, and running one scale never
+imports another's (the images scale loads neural networks).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from genppl.evaluate.rows import Row
+
+__all__ = ["PLANNED", "SCALES", "RowMaker", "Scale", "ScaleNotReady", "get_scale"]
+
+
+@dataclass(frozen=True)
+class RowMaker:
+    """One row's evaluation: ``make(settings)`` computes it. ``sources`` are the modules whose
+    source files it reads: with genppl's version and ``settings`` they key its cache."""
+
+    id: str
+    settings: dict[str, Any]
+    make: Callable[[dict[str, Any]], Row]
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A likelihood scale: ``makers(quick)`` lists its rows, ``sanity(rows by id)`` says in
+    lines whether they rank as expected."""
+
+    name: str
+    title: str
+    unit: str
+    makers: Callable[[bool], list[RowMaker]]
+    sanity: Callable[[dict[str, Row]], list[str]]
+
+
+#: Each scale's ``Scale``, as ``module:attribute``.
+SCALES: dict[str, str] = {"text": "genppl.evaluate.text_board:SCALE"}
+#: Scales the command knows of that have no rows yet, and where they are being built.
+PLANNED: dict[str, str] = {
+    "images": "issue 15 (\"One likelihood scale across the lineage\") adds its rows"}
+
+
+class ScaleNotReady(ValueError):
+    """A scale that is planned, or unknown: the command answers with a usage error."""
+
+
+def get_scale(name: str) -> Scale:
+    if name in PLANNED and name not in SCALES:
+        raise ScaleNotReady(f"leaderboard {name}: not yet; {PLANNED[name]}. Available: "
+                            f"{', '.join(sorted(SCALES))}.")
+    if name not in SCALES:
+        raise ScaleNotReady(f"leaderboard: unknown scale {name!r}; pass one of "
+                            f"{', '.join(sorted(SCALES))}.")
+    module, attribute = SCALES[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
