@@ -3,9 +3,13 @@
 ``genppl.evaluate.text(model)`` scores a character model on the held-out BBC text in bits per
 character and returns a ``Row``; ``genppl leaderboard text`` runs every text row. The scales
 are registered in ``genppl.evaluate.scale``; a row is ``genppl.evaluate.rows.Row``.
+
+The protocol's module is ``text_protocol``, not ``text``: a submodule named like the function
+this package exports would be shadowed by it (``import genppl.evaluate.text as m`` would give
+the function), so a scale's scoring function and its module never share a name.
 """
 
 from genppl.evaluate.rows import Row
-from genppl.evaluate.text import CharacterModel, text
+from genppl.evaluate.text_protocol import CharacterModel, text
 
 __all__ = ["CharacterModel", "Row", "text"]

@@ -42,7 +42,7 @@ def draw(board: Board, path: Path) -> None:
         ax.set_xlabel(f"{board.scale.unit} (lower is better)")
         ax.set_title(f"leaderboard {board.scale.name}" + (" (--quick)" if board.quick else ""))
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 from genppl.evaluate.rows import Row
 from genppl.evaluate.scale import RowMaker, Scale
-from genppl.evaluate.text import COMPRESSORS, UNIT, compressor, text
+from genppl.evaluate.text_protocol import COMPRESSORS, UNIT, compressor, text
 from genppl.evaluate.text_split import Split, english
 
 __all__ = ["ORDERS", "QUICK_LIMIT", "SCALE"]
@@ -20,8 +20,9 @@ ORDERS = (0, 1, 2, 3, 4)
 #: split ``genppl run markov_text --steps QUICK_LIMIT`` reports on).
 QUICK_LIMIT = 100_000
 #: The source files every text row's evaluation reads (its cache key hashes them).
-SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.text", "genppl.evaluate.text_split",
-           "genppl.evaluate.text_board", "genppl.data.text", "genppl.data.bbc")
+SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.text_protocol",
+           "genppl.evaluate.text_split", "genppl.evaluate.text_board", "genppl.data.text",
+           "genppl.data.bbc")
 
 
 @lru_cache(maxsize=2)

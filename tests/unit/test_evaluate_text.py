@@ -19,7 +19,7 @@ from genppl.data.text import decode, encode, normalise
 from genppl.errors import ModelError
 from genppl.evaluate import CharacterModel, Row, text
 from genppl.evaluate import text_board as board
-from genppl.evaluate.text import compressed_bits_per_char, compressor
+from genppl.evaluate.text_protocol import compressed_bits_per_char, compressor
 from genppl.evaluate.text_split import ENGLISH, HELD_OUT_EVERY, Split, split_documents
 from genppl.gallery import RunConfig
 from genppl.ngram import fit_ngram
