@@ -1,4 +1,5 @@
-"""The ``genppl`` command line: list, run and draw gallery entries, and a one-command demo.
+"""The ``genppl`` command line: list, run and draw gallery entries, score the lineage on one
+likelihood scale (``genppl leaderboard``), and a one-command demo.
 
 Every subcommand goes through the same gallery contract (:mod:`genppl.gallery`) as the smoke
 tests and the benchmarks, so what the command line shows is what those measure. User errors
@@ -313,13 +314,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from genppl.evaluate.leaderboard import leaderboard, table, write
-    from genppl.evaluate.scale import ScaleNotReady
+    from genppl.evaluate.scale import NotOnTheBoard
 
     if args.out is not None:
         _make_dir(args.out, f"--out {args.out}")
     try:
         board = leaderboard(args.scale, quick=args.quick, out=args.out, only=args.only)
-    except (ScaleNotReady, ValueError) as e:  # a planned or unknown scale, an unknown row
+    except NotOnTheBoard as e:  # a planned or unknown scale, an unknown row
         raise UsageError(str(e)) from None
     try:
         files = write(board, args.out) if args.out is not None else []

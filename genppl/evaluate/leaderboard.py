@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from genppl.evaluate.rows import Row
-from genppl.evaluate.scale import RowMaker, Scale, get_scale
+from genppl.evaluate.scale import NotOnTheBoard, RowMaker, Scale, get_scale
 
 __all__ = ["Board", "cache_file", "code_version", "leaderboard", "run_rows", "table", "write"]
 
@@ -107,7 +107,7 @@ def leaderboard(name: str, *, quick: bool = False, out: Path | None = None,
     if only:
         unknown = sorted(set(only) - {m.id for m in makers})
         if unknown:
-            raise ValueError(f"leaderboard {name}: --only {', '.join(unknown)}: no such row; "
+            raise NotOnTheBoard(f"leaderboard {name}: --only {', '.join(unknown)}: no such row; "
                              f"pass one of {', '.join(m.id for m in makers)}.")
         makers = [m for m in makers if m.id in only]
     rows = run_rows(makers, None if out is None else out / "cache" / name)

@@ -15,7 +15,7 @@ from typing import Any
 
 from genppl.evaluate.rows import Row
 
-__all__ = ["PLANNED", "SCALES", "RowMaker", "Scale", "ScaleNotReady", "get_scale"]
+__all__ = ["PLANNED", "SCALES", "NotOnTheBoard", "RowMaker", "Scale", "get_scale"]
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,17 @@ PLANNED: dict[str, str] = {
     "images": "issue 15 (\"One likelihood scale across the lineage\") adds its rows"}
 
 
-class ScaleNotReady(ValueError):
-    """A scale that is planned, or unknown: the command answers with a usage error."""
+class NotOnTheBoard(ValueError):
+    """A scale that is planned or unknown, or a row the scale does not have: the command
+    answers with a usage error (exit code 2)."""
 
 
 def get_scale(name: str) -> Scale:
     if name in PLANNED and name not in SCALES:
-        raise ScaleNotReady(f"leaderboard {name}: not yet; {PLANNED[name]}. Available: "
+        raise NotOnTheBoard(f"leaderboard {name}: not yet; {PLANNED[name]}. Available: "
                             f"{', '.join(sorted(SCALES))}.")
     if name not in SCALES:
-        raise ScaleNotReady(f"leaderboard: unknown scale {name!r}; pass one of "
+        raise NotOnTheBoard(f"leaderboard: unknown scale {name!r}; pass one of "
                             f"{', '.join(sorted(SCALES))}.")
     module, attribute = SCALES[name].split(":")
     return getattr(importlib.import_module(module), attribute)

@@ -16,7 +16,7 @@ import pytest
 from genppl.cli import EXIT_OK, EXIT_USAGE, main
 from genppl.evaluate import leaderboard as lb
 from genppl.evaluate.rows import Row
-from genppl.evaluate.scale import RowMaker, Scale
+from genppl.evaluate.scale import NotOnTheBoard, RowMaker, Scale
 
 pytestmark = pytest.mark.unit
 
@@ -126,17 +126,19 @@ def test_board_is_sorted_by_the_estimate_and_written(tmp_path: Path,
     assert files[1].stat().st_size > 0
     only = lb.leaderboard("fake", quick=True, only=["middle"])
     assert [i for i, _, _ in only.rows] == ["middle"]
-    with pytest.raises(ValueError, match="--only nope"):
+    with pytest.raises(NotOnTheBoard, match="--only nope"):
         lb.leaderboard("fake", only=["nope"])
 
 
 # ------------------------------------------------------------------------------ the command
-def test_images_is_not_yet_and_an_unknown_scale_is_a_usage_error(capsys) -> None:
+def test_images_is_not_yet_and_unknown_scales_or_rows_are_usage_errors(capsys) -> None:
     assert main(["leaderboard", "images"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "not yet" in err and "issue 15" in err
     assert main(["leaderboard", "sound"]) == EXIT_USAGE
     assert "unknown scale 'sound'" in capsys.readouterr().err
+    assert main(["leaderboard", "text", "--only", "ngram-9"]) == EXIT_USAGE
+    assert "--only ngram-9: no such row" in capsys.readouterr().err
 
 
 @needs_bbc
