@@ -65,11 +65,13 @@ def frechet_distance_of_moments(first: Moments, second: Moments) -> float:
     |m1 - m2|^2 + tr C1 + tr C2 - 2 tr (C1^1/2 C2 C1^1/2)^1/2.
 
     tr (C1 C2)^1/2 is computed from the symmetric form C1^1/2 C2 C1^1/2 (same eigenvalues as
-    C1 C2), whose eigenvalues ``eigvalsh`` finds accurately; negative rounding errors of the
-    positive semi-definite matrices are clamped to 0."""
+    C1 C2), whose eigenvalues ``eigvalsh`` finds accurately. Eigenvalues of these positive
+    semi-definite matrices below rounding level are set to 0: a rank-deficient covariance
+    (fewer points than features, a feature that is always 0) has exact zeros that rounding
+    turns into ±1e-16, whose square roots would add ~1e-8 each."""
     first, second = (Moments(*(t.to(torch.float64) for t in m)) for m in (first, second))
     root = _psd_sqrt(first.covariance)
-    cross = torch.linalg.eigvalsh(root @ second.covariance @ root).clamp(min=0).sqrt().sum()
+    cross = _above_rounding(torch.linalg.eigvalsh(root @ second.covariance @ root)).sqrt().sum()
     distance = ((first.mean - second.mean).square().sum() + first.covariance.trace()
                 + second.covariance.trace() - 2 * cross)
     return distance.clamp(min=0).item()
@@ -131,7 +133,15 @@ def _as_points(features: torch.Tensor, name: str) -> torch.Tensor:
 def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
     """The symmetric square root of a positive semi-definite matrix, by its eigenvectors."""
     values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    return (vectors * _above_rounding(values).sqrt()) @ vectors.T
+
+
+def _above_rounding(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """A positive semi-definite matrix's eigenvalues with those within rounding error of 0
+    (relative to the largest, times the dimension) set to 0."""
+    scale = eigenvalues.abs().max().clamp(min=torch.finfo(eigenvalues.dtype).tiny)
+    tolerance = len(eigenvalues) * torch.finfo(eigenvalues.dtype).eps * scale
+    return torch.where(eigenvalues > tolerance, eigenvalues, torch.zeros_like(eigenvalues))
 
 
 def _distances(rows: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
