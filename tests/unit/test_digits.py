@@ -82,6 +82,20 @@ def test_training_is_seeded_and_leaves_the_global_generator_alone() -> None:
     assert not torch.equal(first["hidden.weight"], other_seed.state_dict()["hidden.weight"])
 
 
+def test_training_does_not_depend_on_the_thread_count() -> None:
+    settings = df.TrainingSettings(epochs=1, num_train=300, width=8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = df.train(settings).state_dict()
+        torch.set_num_threads(2)
+        two = df.train(settings).state_dict()
+        assert torch.get_num_threads() == 2     # restored
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(one[name], two[name]) for name in one)
+
+
 def test_the_cached_network_is_read_back_without_training(
         network: df.LeNet, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = df.cache_path(QUICK, cache)
