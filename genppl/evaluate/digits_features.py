@@ -59,10 +59,9 @@ class TrainingSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainingSettings.{name} must be at least 1, not "
                                  f"{getattr(self, name)}.")
-        if self.num_train is not None and not 1 <= self.num_train <= digits.NUM_DIGITS - \
-                digits.NUM_TEST:
-            raise ValueError(f"TrainingSettings.num_train must be None (all) or 1..4000, not "
-                             f"{self.num_train}.")
+        if self.num_train is not None and not 1 <= self.num_train <= digits.NUM_TRAIN:
+            raise ValueError(f"TrainingSettings.num_train must be None (all) or "
+                             f"1..{digits.NUM_TRAIN}, not {self.num_train}.")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"TrainingSettings.dtype must name a torch dtype such as "
                              f"'float32', not {self.dtype!r}.")
