@@ -13,7 +13,11 @@ compared by
   real features (the union of balls reaching each real point's k-th nearest real
   neighbour), recall the fraction of real points inside the samples' manifold.
 
-All statistics are computed in float64 whatever the features' dtype.
+All statistics are computed in float64 whatever the features' dtype. Compare scores only at
+equal sample counts: the Fréchet distance is biased upwards by few samples (the 4,000
+training digits against the test digits, in the default features: 8.6 all together, 17.0
+for the first 1,000), and precision can be high for junk whose features huddle inside the
+ball of one odd real digit (binary noise: 0.55); recall and the distance expose it.
 """
 
 from __future__ import annotations
