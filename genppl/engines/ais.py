@@ -3,6 +3,11 @@ continuous latents (``genppl.ais``), from exact prior draws to the posterior alo
 f_b(z) = p(z) p(x | z)^b, with batched HMC transitions whose step sizes adapt per particle
 (Wu et al. 2017). Every chain -- and with ``per``, every item of a plate -- is one entry of
 one vectorised computation; the loop is over temperatures and leapfrog steps only.
+
+A model of factors over finite variables (an RBM, an Ising grid) has no prior to start
+from: for it the engine estimates log Z instead, annealing from independent units with Gibbs
+sweeps on its grounding (``genppl.ais.partition``, Salakhutdinov & Murray 2008), and each
+case's log-likelihood given data on some of its variables.
 """
 
 from __future__ import annotations
@@ -247,7 +252,9 @@ def _check(model: Model, options: AISOptions) -> None:
 AIS = register(Engine(
     "ais", "annealed importance sampling from the prior to the posterior with batched HMC on "
     "continuous latents, finite ones summed out: log evidence (a stochastic lower bound; "
-    "reverse: upper) with its standard error, per item of a plate",
+    "reverse: upper) with its standard error, per item of a plate; log Z of models of "
+    "potentials over finite variables (RBMs, Ising grids) by Gibbs sweeps from independent "
+    "units",
     returns=Returns.EVIDENCE_BOUND,
     accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL
     | Feature.FACTORS,
