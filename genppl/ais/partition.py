@@ -27,7 +27,7 @@ logsumexp of its full conditional. Its log-likelihood is that minus log Z.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -106,18 +106,25 @@ def anneal_partition(path: UndirectedPath, betas: Sequence[float], chains: int,
     return log_weight
 
 
-def free_log_marginal(graph: FactorGraph, state: torch.Tensor, clamped: torch.Tensor,
-                      names: Sequence[str]) -> torch.Tensor:
-    """``(cases,)``: log sum over the free instances of exp(log-potentials), the clamped
-    instances (``clamped``, a ``(V,)`` mask) at ``state`` ``(cases, V)``; exact when no row
-    reads two free instances, refused otherwise (``names``: the data's variables, for the
-    message)."""
+def free_log_marginal(graph: FactorGraph, cases: Mapping[str, torch.Tensor]
+                      ) -> torch.Tensor:
+    """``(cases,)``: per case, log sum over the instances the data leave free of
+    exp(log-potentials), the data's instances clamped at ``cases`` (state indices ``(cases,
+    instances)`` per variable: ``genppl.gibbs.cases.data_cases``); exact when no row reads
+    two free instances, refused otherwise."""
+    count = len(next(iter(cases.values())))
+    state = torch.zeros(count, graph.size, dtype=torch.long, device=graph.padding.device)
+    clamped = torch.zeros(graph.size, dtype=torch.bool, device=state.device)
+    for name, values in cases.items():
+        b = graph.blocks[name]
+        state[:, b.offset:b.offset + b.size] = values
+        clamped[b.offset:b.offset + b.size] = True
     free = torch.nonzero(~clamped).squeeze(-1)
-    total = graph.padding.new_zeros(state.shape[:-1])
+    total = graph.padding.new_zeros(count)
     for group in graph.groups:
         reads_free = (~clamped[group.index]).sum(1)
         if bool((reads_free > 1).any()):
-            raise ModelError(_coupled_message(graph, group, reads_free, names))
+            raise ModelError(_coupled_message(graph, group, reads_free, list(cases)))
         fixed = reads_free == 0
         total = total + rows_at(group.tables[fixed], group.index[fixed], state).sum(-1)
     if len(free):

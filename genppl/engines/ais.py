@@ -139,17 +139,9 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
         evidence = log_z
         if data:
             cases = data_cases(model, graph, data, "ais")
-            count = len(next(iter(cases.values())))
-            state = torch.zeros(count, graph.size, dtype=torch.long,
-                                device=graph.padding.device)
-            clamped = torch.zeros(graph.size, dtype=torch.bool, device=state.device)
-            for name, values in cases.items():
-                b = graph.blocks[name]
-                state[:, b.offset:b.offset + b.size] = values
-                clamped[b.offset:b.offset + b.size] = True
-            per = free_log_marginal(graph, state, clamped, list(cases)) - log_z
+            per = free_log_marginal(graph, cases) - log_z
             evidence = float(per.sum())
-            info.update(bound="upper", log_evidence_per=per, stderr=count * stderr)
+            info.update(bound="upper", log_evidence_per=per, stderr=len(per) * stderr)
     if not math.isfinite(evidence):
         raise ModelError(f"engine 'ais': the estimate came out {evidence}; every chain may "
                          "have met a zero of a factor (add chains), or the data have "
@@ -258,4 +250,5 @@ AIS = register(Engine(
     returns=Returns.EVIDENCE_BOUND,
     accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL
     | Feature.FACTORS,
-    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS, options=AISOptions, infer=infer))
+    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.FACTORS, options=AISOptions,
+    infer=infer))

@@ -148,12 +148,10 @@ def test_rbm_log_likelihood_of_cases(dtype: torch.dtype) -> None:
 def test_free_units_coupled_given_the_data_are_refused_by_name() -> None:
     m = ising(0.4, 0.1)
     graph = ground(model_factors(m, {}))
-    clamped = torch.zeros(graph.size, dtype=torch.bool)
-    corner = graph.blocks[ising_3x3.spin_name(0, 0)]
-    clamped[corner.offset] = True
-    with pytest.raises(ModelError, match="couples"):
-        free_log_marginal(graph, torch.zeros(1, graph.size, dtype=torch.long), clamped,
-                          [corner.name])
+    corner = ising_3x3.spin_name(0, 0)
+    with pytest.raises(ModelError, match=r"given data on \['s_0_0'\], a factor still "
+                                         r"couples \['s_0_1', 's_0_2'\]"):
+        free_log_marginal(graph, {corner: torch.zeros(1, 1, dtype=torch.long)})
 
 
 @pytest.mark.parametrize(("option", "value"), [("per", "visible"),
