@@ -2,7 +2,9 @@
 path from the prior to the posterior (``target``), its temperature schedules
 (``schedules``), batched Hamiltonian transitions with a step size adapted per particle
 (``hmc``), the annealing step that carries the log weights (``anneal``) and what the weights
-say about the estimate (``weights``). ``genppl.engines.ais`` drives it."""
+say about the estimate (``weights``); and log Z of an undirected model of finite variables,
+annealed from independent units by Gibbs sweeps on its grounding (``partition``).
+``genppl.engines.ais`` drives it."""
 
 from genppl.ais.anneal import AnnealState, anneal_step, start
 from genppl.ais.hmc import Adaptation

@@ -3,6 +3,11 @@ continuous latents (``genppl.ais``), from exact prior draws to the posterior alo
 f_b(z) = p(z) p(x | z)^b, with batched HMC transitions whose step sizes adapt per particle
 (Wu et al. 2017). Every chain -- and with ``per``, every item of a plate -- is one entry of
 one vectorised computation; the loop is over temperatures and leapfrog steps only.
+
+A model of factors over finite variables (an RBM, an Ising grid) has no prior to start
+from: for it the engine estimates log Z instead, annealing from independent units with Gibbs
+sweeps on its grounding (``genppl.ais.partition``, Salakhutdinov & Murray 2008), and each
+case's log-likelihood given data on some of its variables.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from genppl.ais import (
     summarise,
     temperatures,
 )
+from genppl.ais.partition import UndirectedPath, anneal_partition, free_log_marginal
 from genppl.dsl.model import Model
-from genppl.engines.contract import Engine, Feature, Returns, register
+from genppl.engines.contract import Engine, Feature, Returns, model_features, register
 from genppl.errors import ModelError, suggest
+from genppl.gibbs.cases import data_cases
+from genppl.gibbs.grounding import ground
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import as_data
 from genppl.results import Posterior
@@ -37,6 +45,7 @@ from genppl.runtime.params import FixedParams
 from genppl.runtime.progress import progress_bar, seed_everything
 from genppl.tabulation.prepared import Prepared, check_enumeration, prepare
 from genppl.tabulation.summed_out import continuous_below_finite
+from genppl.tabulation.tabulation import model_factors
 from genppl.variational.evaluate import whole_plates
 
 
@@ -81,6 +90,8 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     seed_everything(options.seed)
     began = time.perf_counter()
     betas = temperatures(options.schedule, options.num_temperatures)
+    if Feature.FACTORS in model_features(model, data, precise=False):
+        return _undirected(model, data, options, betas, began)
     adaptation = Adaptation(target=options.target_accept_prob)
     with whole_plates(model):
         prep = prepare(model, data)
@@ -102,6 +113,59 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
                                 adaptation=adaptation if options.adapt_step_size else None,
                                 move=t < len(path) - 1)
     return Posterior(model.name, "ais", **_answer(state, items, began, upper=given is not None))
+
+
+def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
+                betas: tuple[float, ...], began: float) -> Posterior:
+    """log Z of a model of potentials over finite variables (``genppl.ais.partition``):
+    ``info["log_partition"]`` and ``info["log_partition_stderr"]``, the estimate itself
+    without data. With data on some variables (one case per entry of a leading axis), the
+    others summed out exactly per case: ``info["log_evidence_per"]``, each case's
+    log-likelihood, and their sum as the estimate, whose standard error is the cases'
+    count times log Z's (one log Z serves them all)."""
+    _check_undirected(model, options)
+    graph = ground(model_factors(model, {}))
+    path = UndirectedPath.of(graph)
+    steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais log Z",
+                         enabled=options.progress)
+    with torch.no_grad():
+        log_weight = anneal_partition(path, betas, options.num_chains, steps)
+        summary = summarise(log_weight)
+        log_z = float(path.base_log_partition() + summary.log_mean)
+        stderr = float(summary.stderr)
+        info: dict[str, Any] = {"bound": "lower", "log_partition": log_z,
+                                "log_partition_stderr": stderr, "ess": float(summary.ess),
+                                "log_weights": log_weight, "stderr": stderr}
+        evidence = log_z
+        if data:
+            cases = data_cases(model, graph, data, "ais")
+            per = free_log_marginal(graph, cases) - log_z
+            evidence = float(per.sum())
+            info.update(bound="upper", log_evidence_per=per, stderr=len(per) * stderr)
+    if not math.isfinite(evidence):
+        raise ModelError(f"engine 'ais': the estimate came out {evidence}; every chain may "
+                         "have met a zero of a factor (add chains), or the data have "
+                         "probability zero under the model.")
+    return Posterior(model.name, "ais", log_evidence=evidence,
+                     seconds=time.perf_counter() - began, info=info)
+
+
+def _check_undirected(model: Model, options: AISOptions) -> None:
+    """Refuse, by name, what the undirected path does not do: continuous latents or
+    observed nodes beside the factors, per items and reverse annealing."""
+    for node in model.nodes.values():
+        if node.kind in ("observed", "input") or (
+                node.kind == "latent" and model.graph.nodes[node.name]["support"] != "finite"):
+            raise ModelError(
+                f"engine 'ais': {node.kind} node {node.name!r} ({node.declared_at}) beside "
+                "factors -- engine 'ais' estimates log Z of models whose law is a product of "
+                "potentials over finite variables (m.variable), with data as values of some "
+                "of them.")
+    for name in ("per", "reverse_from"):
+        if getattr(options, name) is not None:
+            raise ModelError(f"engine 'ais': {name} does not apply to a model of factors "
+                             "(log Z by annealing from independent units); with data, "
+                             "info['log_evidence_per'] holds each case's log-likelihood.")
 
 
 def _check_latents(prep: Prepared) -> None:
@@ -180,7 +244,11 @@ def _check(model: Model, options: AISOptions) -> None:
 AIS = register(Engine(
     "ais", "annealed importance sampling from the prior to the posterior with batched HMC on "
     "continuous latents, finite ones summed out: log evidence (a stochastic lower bound; "
-    "reverse: upper) with its standard error, per item of a plate",
+    "reverse: upper) with its standard error, per item of a plate; log Z of models of "
+    "potentials over finite variables (RBMs, Ising grids) by Gibbs sweeps from independent "
+    "units",
     returns=Returns.EVIDENCE_BOUND,
-    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL,
-    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS, options=AISOptions, infer=infer))
+    accepts=Feature.FINITE | Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.NEURAL
+    | Feature.FACTORS,
+    needs=Feature.CONTINUOUS | Feature.GAUSSIAN_CHAINS | Feature.FACTORS, options=AISOptions,
+    infer=infer))

@@ -44,9 +44,9 @@ import torch
 from genppl.dsl.model import Model
 from genppl.engines.contract import Engine, Feature, Returns, register
 from genppl.errors import ModelError, suggest
+from genppl.gibbs.cases import data_cases
 from genppl.gibbs.grounding import FactorGraph, FactorGroup, ground, group_tables
 from genppl.gibbs.kernel import colouring, run_of, updates
-from genppl.pyro.program import bind_data
 from genppl.results import FitResult
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import param_values
@@ -182,7 +182,7 @@ def fit(model: Model, data: dict[str, Any] | None, options: CDOptions) -> FitRes
     with param_values(model, options.init):
         tabulate = Tabulation(model, {})  # per update: only the tables' new values
         one = ground(tabulate(grad=True))
-        cases = _cases(model, one, data)
+        cases = data_cases(model, one, data, "cd")
         names = _learned(model, options.learn)
         count = next(iter(cases.values())).shape[0]
         batch = min(batch_size, count)
@@ -306,38 +306,6 @@ def _learned(model: Model, learn: Sequence[str] | None) -> list[str]:
             raise ModelError(f"engine 'cd': learn= names {name!r}, which is not a param of "
                              f"{model.name!r}." + suggest(name, params))
     return list(learn) if learn is not None else params
-
-
-def _cases(model: Model, graph: FactorGraph, data: dict[str, Any] | None
-           ) -> dict[str, torch.Tensor]:
-    """Each data entry as state indices ``(cases, instances)`` in the block's instance order
-    (a reversed chain's time axis in the order it runs), checked."""
-    if not data:
-        raise ModelError(f"engine 'cd' needs data: values of some variables of {model.name!r} "
-                         f"({sorted(graph.blocks)}), one case per entry of a leading axis.")
-    out: dict[str, torch.Tensor] = {}
-    for name, value in bind_data(model, data).items():
-        block = graph.blocks.get(name)
-        if block is None:
-            raise ModelError(f"engine 'cd': data names {name!r}, which is not a finite variable "
-                             f"of {model.name!r}." + suggest(name, graph.blocks))
-        layout = block.layout
-        if value.dim() != 1 + len(layout) or tuple(value.shape[1:]) != layout:
-            raise ModelError(f"engine 'cd': data for {name!r} has shape {tuple(value.shape)}; "
-                             f"it needs (cases, {', '.join(map(str, layout))}): a leading axis "
-                             "of cases, then the node's time axis and plates.")
-        if block.reverse:
-            value = value.flip(1)
-        match = value.reshape(len(value), -1, 1) == block.states.to(value.dtype)
-        if not bool(match.any(-1).all()):
-            raise ModelError(f"engine 'cd': data for {name!r} has values outside its states "
-                             f"{block.states.tolist()}.")
-        out[name] = match.long().argmax(-1)
-    counts = {len(v) for v in out.values()}
-    if len(counts) > 1:
-        raise ModelError(f"engine 'cd': the data entries have different numbers of cases "
-                         f"{ {n: len(v) for n, v in out.items()} }; give every case of each.")
-    return out
 
 
 def _minibatches(count: int, size: int, device: torch.device) -> Iterator[torch.Tensor]:

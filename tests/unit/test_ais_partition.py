@@ -1,0 +1,170 @@
+"""``engine="ais"`` on undirected models: log Z by annealing from independent units
+(``genppl.ais.partition``), against the exact engine's log evidence of the same energy with
+no data (which is log Z: tested here on a brute-force sum too), and each case's
+log-likelihood against the exact engine's per-case evidence. The tolerance is the method's
+own: 3 of its standard errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import genppl
+from genppl import ModelError
+from genppl.ais.partition import UndirectedPath, free_log_marginal
+from genppl.gibbs.grounding import ground
+from genppl.tabulation.tabulation import model_factors
+from models_gallery import ising_3x3, rbm_digits
+
+pytestmark = pytest.mark.unit
+
+F64, F32 = torch.float64, torch.float32
+VISIBLE, HIDDEN = 6, 4
+RUN = {"num_temperatures": 1000, "num_chains": 200, "seed": 0, "progress": False}
+
+
+def rbm_params(weight_scale: float, seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Random weights N(0, weight_scale^2) and biases N(0, 0.5^2) of a 6 x 4 RBM."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"W": weight_scale * torch.randn(VISIBLE, HIDDEN, generator=gen, dtype=F64),
+            "b": 0.5 * torch.randn(VISIBLE, generator=gen, dtype=F64),
+            "c": 0.5 * torch.randn(HIDDEN, generator=gen, dtype=F64)}
+
+
+def brute_log_partition(params: dict[str, torch.Tensor]) -> float:
+    """log sum over all 2^(6 + 4) joint states of exp(b.v + c.h + v.W.h)."""
+    states = torch.tensor(list(itertools.product((0.0, 1.0), repeat=VISIBLE + HIDDEN)),
+                          dtype=F64)
+    v, h = states[:, :VISIBLE], states[:, VISIBLE:]
+    energy = v @ params["b"] + h @ params["c"] + ((v @ params["W"]) * h).sum(1)
+    return float(torch.logsumexp(energy, 0))
+
+
+def ais(model: genppl.Model, data: dict[str, torch.Tensor], dtype: torch.dtype,
+        **options: object) -> genppl.results.Posterior:
+    return genppl.infer(model.to(dtype=dtype), data, engine="ais", **{**RUN, **options})
+
+
+def test_exact_log_evidence_without_data_is_log_partition() -> None:
+    params = rbm_params(1.0, 0, F64)
+    exact = genppl.infer(rbm_digits.rbm_units(VISIBLE, HIDDEN), {}, engine="exact",
+                         params=params).log_evidence
+    assert exact == pytest.approx(brute_log_partition(params), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(("weight_scale", "seed"), [(1.0, 0), (1.0, 1), (4.0, 0)],
+                         ids=["moderate", "moderate-2", "strongly-coupled"])
+def test_rbm_log_partition_within_three_standard_errors(weight_scale: float, seed: int,
+                                                        dtype: torch.dtype) -> None:
+    params = rbm_params(weight_scale, seed, dtype)
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {}, dtype, params=params)
+    truth = brute_log_partition(params)
+    info = post.info
+    assert info["log_weights"].dtype == dtype
+    assert post.log_evidence == info["log_partition"]
+    assert info["stderr"] == info["log_partition_stderr"] > 0
+    assert info["bound"] == "lower"
+    assert abs(post.log_evidence - truth) < 3 * info["stderr"]
+
+
+def ising(coupling: float, field: float) -> genppl.Model:
+    return ising_3x3.build(coupling=coupling, field=field)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(("coupling", "field"), [(0.4, 0.1), (1.0, 0.0), (-0.8, 0.3)],
+                         ids=["gallery", "strong-ferromagnet", "antiferromagnet"])
+def test_ising_log_partition_within_three_standard_errors(coupling: float, field: float,
+                                                          dtype: torch.dtype) -> None:
+    truth = genppl.infer(ising(coupling, field), {}, engine="exact").log_evidence
+    post = ais(ising(coupling, field), {}, dtype)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_a_grid_without_one_unit_potentials_starts_from_uniform_states() -> None:
+    m = genppl.Model("bonds_only")
+    ising_3x3.ising_grid(m, 2, 3, coupling=0.7)
+    truth = genppl.infer(m, {}, engine="exact").log_evidence
+    path = UndirectedPath.of(ground(model_factors(m, {})))
+    assert float(path.base_log_partition()) == pytest.approx(6 * math.log(2))
+    post = ais(m, {}, F64)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+
+
+def test_no_interaction_is_the_base_exactly() -> None:
+    """W = 0: the units are independent, every weight is 1 and log Z is log Z_0."""
+    params = {**rbm_params(1.0, 0, F64), "W": torch.zeros(VISIBLE, HIDDEN, dtype=F64)}
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {}, F64, params=params,
+               num_temperatures=5)
+    assert post.log_evidence == pytest.approx(brute_log_partition(params), abs=1e-9)
+    assert bool((post.info["log_weights"] == 0).all())
+    assert post.info["stderr"] < 1e-6  # (the square root of rounding in the delta method)
+
+
+def test_the_estimate_tightens_as_temperatures_are_added() -> None:
+    """Strongly coupled RBM, five seeds: from 10 to 1,000 temperatures the standard error
+    falls fivefold and the mean squared error tenfold."""
+    params = rbm_params(4.0, 0, F64)
+    truth = brute_log_partition(params)
+    stderr, squared = {}, {}
+    for steps in (10, 1000):
+        runs = [ais(rbm_digits.rbm(VISIBLE, HIDDEN), {}, F64, params=params,
+                    num_temperatures=steps, num_chains=50, seed=s) for s in range(5)]
+        stderr[steps] = sum(r.info["stderr"] for r in runs) / len(runs)
+        squared[steps] = sum((r.log_evidence - truth) ** 2 for r in runs) / len(runs)
+    assert stderr[1000] < stderr[10] / 5
+    assert squared[1000] < squared[10] / 10
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_rbm_log_likelihood_of_cases(dtype: torch.dtype) -> None:
+    """Each case's log p(v): its hidden units summed exactly (the exact engine's per-case
+    evidence, to rounding), minus the annealed log Z; the total within 3 of its standard
+    errors of the exact one."""
+    params = rbm_params(2.0, 3, dtype)
+    gen = torch.Generator().manual_seed(5)
+    images = (torch.rand(8, VISIBLE, generator=gen) < 0.5).long()
+    units = rbm_digits.rbm_units(VISIBLE, HIDDEN)
+    per_case = genppl.infer(units, {f"v{i}": images[:, i] for i in range(VISIBLE)},
+                            engine="exact", params=params).log_evidence
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"v": images}, dtype, params=params)
+    info = post.info
+    free = info["log_evidence_per"] + info["log_partition"]
+    tol = 1e-9 if dtype == F64 else 1e-4
+    assert torch.allclose(free.double(), torch.as_tensor(per_case, dtype=F64), atol=tol)
+    truth = float(torch.as_tensor(per_case).sum()) - len(images) * brute_log_partition(params)
+    assert info["bound"] == "upper"
+    assert info["stderr"] == pytest.approx(len(images) * info["log_partition_stderr"])
+    assert post.log_evidence == pytest.approx(float(info["log_evidence_per"].sum()))
+    assert abs(post.log_evidence - truth) < 3 * info["stderr"]
+
+
+def test_free_units_coupled_given_the_data_are_refused_by_name() -> None:
+    m = ising(0.4, 0.1)
+    graph = ground(model_factors(m, {}))
+    corner = ising_3x3.spin_name(0, 0)
+    with pytest.raises(ModelError, match=r"given data on \['s_0_0'\], a factor still "
+                                         r"couples \['s_0_1', 's_0_2'\]"):
+        free_log_marginal(graph, {corner: torch.zeros(1, 1, dtype=torch.long)})
+
+
+@pytest.mark.parametrize(("option", "value"), [("per", "visible"),
+                                               ("reverse_from", {"h": 1})])
+def test_options_that_do_not_apply_are_refused_by_name(option: str, value: object) -> None:
+    with pytest.raises(ModelError, match=option):
+        ais(rbm_digits.rbm(VISIBLE, HIDDEN), {}, F64, **{option: value})
+
+
+def test_a_continuous_latent_beside_factors_is_refused_by_name() -> None:
+    m = genppl.Model("mixed")
+    m.latent("scale", lambda: dist.Gamma(torch.tensor(2.0), 1.0))
+    m.variable("s", 2)
+    m.factor("tilt", lambda s, scale: scale * s)
+    with pytest.raises(ModelError, match="'scale'"):
+        ais(m, {}, F64)
