@@ -24,4 +24,5 @@ ENTRIES = [
     "flows",
     "lda_bbc",
     "naive_bayes_bbc",
+    "bernoulli_mixture_mnist",
 ]
