@@ -411,10 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     board = sub.add_parser("leaderboard", help="score the lineage on one likelihood scale")
-    board.add_argument("scale", help="text (images: not yet)")
+    board.add_argument("scale", help="text or images")
     board.add_argument("--quick", action="store_true",
                        help="small settings that run in seconds (text: the first 100,000 "
-                            "characters of the training and held-out text)")
+                            "characters of the training and held-out text; images: each "
+                            "entry's quick setting)")
     board.add_argument("--json", action="store_true", help="print one JSON object")
     board.add_argument("--out", type=Path, metavar="DIR",
                        help="cache the rows in DIR/cache and write leaderboard_SCALE.json and "

@@ -136,7 +136,7 @@ def leaderboard_row(quick: bool) -> Row:
     return Row(model=f"mixture of {setting.components} product-Bernoullis (EM)",
                entry="bernoulli_mixture_mnist", estimator="exact", bound="exact",
                value=result.nats, stderr=None, unit=UNIT,
-               command="genppl leaderboard images --only bernoulli_mixture"
+               command="genppl leaderboard images --only bernoulli_mixture_mnist"
                + (" --quick" if quick else ""),
                settings={"components": setting.components, "iterations": setting.iterations,
                          "pseudo_counts": PSEUDO_COUNTS, "tol": TOL,

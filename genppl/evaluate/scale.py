@@ -1,6 +1,6 @@
 """Scales and their row makers: the registry ``genppl leaderboard`` runs.
 
-A scale (``text``, later ``images``) is a module attribute holding a ``Scale``: its unit, the
+A scale (``text``, ``images``) is a module attribute holding a ``Scale``: its unit, the
 row makers for full or ``--quick`` settings, and its sanity check. ``SCALES`` names where each
 one lives, so a new scale is one line here and its module, and running one scale never
 imports another's (the images scale loads neural networks).
@@ -42,10 +42,10 @@ class Scale:
 
 
 #: Each scale's ``Scale``, as ``module:attribute``.
-SCALES: dict[str, str] = {"text": "genppl.evaluate.text_board:SCALE"}
+SCALES: dict[str, str] = {"text": "genppl.evaluate.text_board:SCALE",
+                          "images": "genppl.evaluate.image_board:SCALE"}
 #: Scales the command knows of that have no rows yet, and where they are being built.
-PLANNED: dict[str, str] = {
-    "images": "issue 15 (\"One likelihood scale across the lineage\") adds its rows"}
+PLANNED: dict[str, str] = {}
 
 
 class NotOnTheBoard(ValueError):

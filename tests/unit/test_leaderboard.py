@@ -131,10 +131,8 @@ def test_board_is_sorted_by_the_estimate_and_written(tmp_path: Path,
 
 
 # ------------------------------------------------------------------------------ the command
-def test_images_is_not_yet_and_unknown_scales_or_rows_are_usage_errors(capsys) -> None:
-    assert main(["leaderboard", "images"]) == EXIT_USAGE
-    err = capsys.readouterr().err
-    assert "not yet" in err and "issue 15" in err
+def test_unknown_scales_or_rows_are_usage_errors(capsys) -> None:
+    # (the images scale, formerly "not yet", is tested in test_leaderboard_images.py)
     assert main(["leaderboard", "sound"]) == EXIT_USAGE
     assert "unknown scale 'sound'" in capsys.readouterr().err
     assert main(["leaderboard", "text", "--only", "ngram-9"]) == EXIT_USAGE

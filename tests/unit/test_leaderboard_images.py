@@ -1,0 +1,87 @@
+"""The images scale: registered (no longer "not yet"), its rows found through the gallery's
+entry point, its sanity line naming the literature's ranking and checking the families
+present, and ``genppl leaderboard images --quick`` printing, writing and caching the Bernoulli
+mixture's exact row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genppl.cli import EXIT_OK, EXIT_USAGE, main
+from genppl.errors import ModelError
+from genppl.evaluate import image_board
+from genppl.evaluate.rows import Row
+from genppl.evaluate.scale import get_scale
+
+pytestmark = pytest.mark.unit
+
+
+def _row(value: float) -> Row:
+    return Row(model="m", entry="e", estimator="exact", bound="exact", value=value,
+               stderr=None, unit=image_board.UNIT, command="genppl leaderboard images")
+
+
+def test_images_is_a_scale_and_unknown_scales_are_still_usage_errors(capsys) -> None:
+    assert get_scale("images") is image_board.SCALE
+    assert main(["leaderboard", "sound"]) == EXIT_USAGE
+    assert "unknown scale 'sound'" in capsys.readouterr().err
+    assert main(["leaderboard", "images", "--only", "nope"]) == EXIT_USAGE
+    assert "--only nope: no such row" in capsys.readouterr().err
+
+
+def test_rows_are_found_through_the_gallery_entry_point() -> None:
+    makers = image_board.makers(quick=True)
+    assert [m.id for m in makers] == ["bernoulli_mixture_mnist"]
+    assert makers[0].settings == {"entry": "bernoulli_mixture_mnist", "quick": True}
+    assert "models_gallery.bernoulli_mixture_mnist" in makers[0].sources
+    assert image_board.entry_row_function("bernoulli_mixture_mnist").__name__ == \
+        "leaderboard_row"
+    with pytest.raises(ModelError, match="no registered gallery package lists the entry"):
+        image_board.entry_row_function("no_such_entry")
+    with pytest.raises(ModelError, match="defines no leaderboard_row"):
+        image_board.entry_row_function("pearson_crabs")
+
+
+def test_sanity_names_the_ranking_and_checks_the_families_present(monkeypatch) -> None:
+    expected = ("expected (literature, binarised MNIST, nats/image): autoregressive < "
+                "deep latent-variable < VAE < RBM < mixture.")
+    assert image_board.sanity({}) == [expected, "present: no rows to check it."]
+    one = image_board.sanity({"bernoulli_mixture_mnist": _row(150.0)})
+    assert one[0] == expected
+    assert one[1].startswith("present: mixture (bernoulli_mixture_mnist 150.00); missing: "
+                             "autoregressive, deep latent-variable, VAE, RBM.")
+    assert one[2] == "one family scored, no ranking to check."
+    monkeypatch.setitem(image_board.FAMILIES, "vae", "VAE")
+    monkeypatch.setitem(image_board.FAMILIES, "rbm", "RBM")
+    holds = image_board.sanity({"vae": _row(90.0), "rbm": _row(100.0),
+                                "bernoulli_mixture_mnist": _row(150.0)})
+    assert holds[-1] == "ranking holds among the present families."
+    broken = image_board.sanity({"vae": _row(120.0), "rbm": _row(100.0),
+                                 "bernoulli_mixture_mnist": _row(150.0)})
+    assert broken[-1] == "ranking does NOT hold: VAE (120.00) is not below RBM (100.00)."
+
+
+def test_quick_images_board_prints_writes_and_caches_the_mixture_row(
+        tmp_path: Path, capsys, monkeypatch) -> None:
+    from models_gallery import bernoulli_mixture_mnist as mixture
+
+    monkeypatch.setattr(mixture, "QUICK", mixture.Setting(components=2, iterations=2))
+    assert main(["leaderboard", "images", "--quick", "--out", str(tmp_path)]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    row = next(x for x in lines if " bernoulli_mixture_mnist " in x)
+    assert " exact " in row
+    assert "genppl leaderboard images --only bernoulli_mixture_mnist --quick" in row
+    assert any(x.startswith("expected (literature") for x in lines)
+    assert any(x.startswith("present: mixture (bernoulli_mixture_mnist") for x in lines)
+    assert (tmp_path / "leaderboard_images.png").stat().st_size > 0
+    first = json.loads((tmp_path / "leaderboard_images.json").read_text())
+    assert [r["cached"] for r in first["rows"]] == [False]
+    assert first["unit"] == "nats/image" and first["rows"][0]["bound"] == "exact"
+    assert main(["leaderboard", "images", "--quick", "--out", str(tmp_path), "--json"]) == \
+        EXIT_OK
+    again = json.loads(capsys.readouterr().out)
+    assert [r["cached"] for r in again["rows"]] == [True]
+    assert again["rows"][0]["value"] == first["rows"][0]["value"]
