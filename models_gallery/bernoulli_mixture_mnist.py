@@ -117,11 +117,11 @@ class Evaluation:
         return self.nats / (digits.NUM_PIXELS * math.log(2))
 
 
-def evaluate(setting: Setting, dtype: torch.dtype = torch.float64, seed: int = 0,
-             progress: bool = False) -> Evaluation:
+def evaluate(setting: Setting, dtype: torch.dtype = torch.float64, device: str = "cpu",
+             seed: int = 0, progress: bool = False) -> Evaluation:
     """Fit on the 4,000 training digits, score the 1,000 test digits exactly."""
-    split = digits.binarised(dtype)
-    model = build(setting.components, seed).to(dtype=dtype)
+    split = digits.binarised(dtype, device)
+    model = build(setting.components, seed).to(device, dtype)
     start = time.perf_counter()
     result = fit(model, split.train_images, setting.iterations, progress)
     per_image = held_out_log_likelihood(model, result.params, split.test_images)
@@ -139,14 +139,13 @@ def leaderboard_row(quick: bool) -> Row:
                command="genppl leaderboard images --only bernoulli_mixture_mnist"
                + (" --quick" if quick else ""),
                settings={"components": setting.components, "iterations": setting.iterations,
-                         "pseudo_counts": PSEUDO_COUNTS, "tol": TOL,
-                         "bits_per_pixel": result.bits_per_pixel})
+                         "pseudo_counts": PSEUDO_COUNTS, "tol": TOL})
 
 
 def experiment(report: Report) -> None:
     config = report.config
     setting = Setting(COMPONENTS, config.steps or ITERATIONS)
-    result = evaluate(setting, report.dtype, config.seed, config.progress)
+    result = evaluate(setting, report.dtype, config.device, config.seed, config.progress)
     report.row("K = {components} components, EM on 4,000 digits: {iterations} iterations, "
                "{seconds:.1f} s", components=setting.components,
                iterations=len(result.objective), seconds=result.seconds)
