@@ -26,8 +26,7 @@ def small_fit() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], li
     """Three components, eight iterations, on 300 training digits; 200 test digits."""
     split = digits.binarised(F64)
     train, test = split.train_images[:300], split.test_images[:200]
-    model = mixture.build(3, seed=1).to(dtype=F64)
-    result = mixture.fit(model, train, iterations=8)
+    model, result = mixture.fit(train, mixture.Setting(components=3, iterations=8), seed=1)
     per_image = mixture.held_out_log_likelihood(model, result.params, test)
     return train, test, result.params, [-loss for loss in result.losses], per_image
 
@@ -48,6 +47,11 @@ def test_em_objective_never_decreases_and_climbs(small_fit) -> None:
     assert len(objective) == 8
     assert all(b >= a - 1e-9 * abs(a) for a, b in itertools.pairwise(objective))
     assert objective[-1] > objective[0] + 1000
+
+
+def test_every_component_keeps_digits(small_fit) -> None:
+    weights = small_fit[2]["weights"]
+    assert float(weights.min()) > 0.1  # none emptied by the start (initial_probs)
 
 
 def test_pseudo_counts_keep_every_probability_off_zero_and_one(small_fit) -> None:
