@@ -164,6 +164,29 @@ class Report:
         finally:
             plt.close(fig)
 
+    def samples(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """Write ``samples.npz`` under ``config.out`` (nothing when it is not set), the one
+        convention every image entry follows so that any tool scores its samples:
+        ``images`` (N x H x W, values in [0, 1], float32) and, for a label-conditional model,
+        ``labels`` (N, the class each image was generated for)."""
+        import numpy as np
+
+        if images.dim() != 3 or not bool(((images >= 0) & (images <= 1)).all()):
+            raise ModelError(f"samples: images must be N x H x W with values in [0, 1]; got "
+                             f"shape {tuple(images.shape)}, range [{float(images.min())}, "
+                             f"{float(images.max())}].")
+        if labels is not None and labels.shape != images.shape[:1]:
+            raise ModelError(f"samples: labels must be one per image, shape "
+                             f"({images.shape[0]},); got {tuple(labels.shape)}.")
+        path = self._output("samples.npz")
+        if path is None:
+            return
+        arrays = {"images": images.detach().float().cpu().numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.detach().long().cpu().numpy()
+        np.savez(path, **arrays)
+        self.files.append(str(path))
+
     def graph(self, model: Model, filename: str) -> None:
         """Draw ``model``'s graph under ``config.out`` (nothing when it is not set).
 

@@ -183,12 +183,7 @@ def experiment(report: Report) -> None:
                 k = int(order[n])
                 ax.imshow(means[k].cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
                 ax.set_title(f"{float(result.params['weights'][k]):.3f}", fontsize=8)
-    import numpy as np
-
-    path = config.out / "samples.npz"
-    images = draw_images(result.params, NUM_SAMPLES, config.seed)
-    np.savez(path, images=images.float().cpu().numpy())
-    report.files.append(str(path))
+    report.samples(draw_images(result.params, NUM_SAMPLES, config.seed))
 
 
 ENTRY = GalleryEntry(

@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import io
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from torch import nn
 
 from genppl.data import digits
 from genppl.errors import ModelError
+from genppl.evaluate.files import write_atomically
 
 CACHE_ENV = "GENPPL_CACHE"
 #: Images per forward pass when extracting features or scoring: bounds the memory.
@@ -172,21 +173,10 @@ def trained_record(settings: TrainingSettings = DEFAULT_SETTINGS,
     split = digits.intensities(settings.torch_dtype)
     record = {"state": network.state_dict(), "train_seconds": seconds,
               "test_accuracy": accuracy(network, split.test_images, split.test_labels)}
-    _save_atomically(record, path)
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    write_atomically(path, buffer.getvalue())
     return record
-
-
-def _save_atomically(record: dict, path: Path) -> None:
-    """Write to a temporary file beside ``path``, then rename: a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(record, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def as_batch(images: torch.Tensor) -> torch.Tensor:

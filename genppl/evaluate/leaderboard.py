@@ -13,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genppl.evaluate.files import write_atomically
 from genppl.evaluate.rows import Row
 from genppl.evaluate.scale import NotOnTheBoard, RowMaker, Scale, get_scale
 
@@ -53,18 +52,6 @@ def _read(path: Path) -> Row | None:
         return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_rows(makers: list[RowMaker], cache: Path | None = None
              ) -> list[tuple[str, Row, bool]]:
     """``(id, row, read from the cache)`` for each maker, computing only the rows that
@@ -77,7 +64,7 @@ def run_rows(makers: list[RowMaker], cache: Path | None = None
         if row is None:
             row = maker.make(maker.settings)
             if path is not None:
-                _write_atomically(path, row.to_json())
+                write_atomically(path, row.to_json().encode())
         out.append((maker.id, row, cached))
     return out
 
@@ -145,7 +132,8 @@ def write(board: Board, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     data = out / f"leaderboard_{board.scale.name}.json"
-    _write_atomically(data, json.dumps(board.to_dict(), indent=2, allow_nan=False) + "\n")
+    write_atomically(data, (json.dumps(board.to_dict(), indent=2, allow_nan=False)
+                            + "\n").encode())
     picture = out / f"leaderboard_{board.scale.name}.png"
     draw(board, picture)
     return [data, picture]

@@ -152,3 +152,29 @@ def test_entries_come_from_every_registered_package(packages: list[EntryPoint]) 
     assert "failed to import: RuntimeError: half written" in found.broken["gallery_bad"]
     assert list(load_gallery("second").entries) == ["second"]
 
+
+
+def test_samples_file_follows_the_image_convention(tmp_path: Path) -> None:
+    """``Report.samples`` writes ``samples.npz`` (images N x H x W in [0, 1], labels one per
+    image), lists it, writes nothing without ``out``, and refuses what breaks the
+    convention by name."""
+    import numpy as np
+
+    coin_entry = entry(print)
+    images = torch.rand(4, 3, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 1, 2])
+    report = Report(coin_entry, RunConfig(out=tmp_path), "exact")
+    report.samples(images, labels)
+    assert report.files == [str(tmp_path / "samples.npz")]
+    with np.load(tmp_path / "samples.npz") as saved:
+        assert saved["images"].dtype == np.float32 and saved["images"].shape == (4, 3, 5)
+        np.testing.assert_allclose(saved["images"], images.float().numpy())
+        np.testing.assert_array_equal(saved["labels"], labels.numpy())
+    quiet = Report(coin_entry, RunConfig(), "exact")
+    quiet.samples(images)
+    assert quiet.files == []
+    with pytest.raises(ModelError, match=r"samples: images must be N x H x W with values in "
+                                         r"\[0, 1\]"):
+        report.samples(images * 2)
+    with pytest.raises(ModelError, match=r"samples: labels must be one per image"):
+        report.samples(images, labels[:3])
