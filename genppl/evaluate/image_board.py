@@ -1,11 +1,14 @@
 """The images scale's rows for ``genppl leaderboard images``: held-out nats per test image of
-the 1,000 binarised test digits (``genppl.data.digits``), one row per gallery entry that
+the 1,000 binarised test digits (``genppl.data.digits``), the rows of each gallery entry that
 scores itself, plus the sanity line that names the literature's ranking.
 
-Each row is computed by its gallery entry's module-level ``leaderboard_row(quick) -> Row``.
-The library may not import ``models_gallery`` (layers), so the module is found the way the
-gallery finds entries: through the packages registered under the ``genppl.gallery`` entry
-point, the one whose ``ENTRIES`` lists it.
+An entry scores itself by two module-level names: ``LEADERBOARD``, a dict from each of its
+row ids to the row's family in ``RANKING``, and ``leaderboard_rows(quick) -> dict[str,
+Row]``, which computes those rows together (a VAE's ELBO, IWAE and AIS rows share one trained
+model, so they are one evaluation and one cache file). The library may not import
+``models_gallery`` (layers), so the module is found the way the gallery finds entries:
+through the packages registered under the ``genppl.gallery`` entry point, the one whose
+``ENTRIES`` lists it.
 """
 
 from __future__ import annotations
@@ -13,23 +16,22 @@ from __future__ import annotations
 import importlib
 import itertools
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from genppl.errors import ModelError
 from genppl.evaluate.rows import Row
 from genppl.evaluate.scale import RowMaker, Scale
 
-__all__ = ["FAMILIES", "RANKING", "ROWS", "SCALE", "UNIT", "entry_row_function"]
+__all__ = ["ENTRIES", "RANKING", "SCALE", "UNIT", "entry_rows_function", "families"]
 
 UNIT = "nats/image"
 #: The literature's order on binarised MNIST, best (fewest nats) first: autoregressive
 #: models (NADE, PixelCNN) < deep latent-variable models (DBNs, DBMs) < VAEs < RBMs <
 #: mixtures of Bernoullis.
 RANKING = ("autoregressive", "deep latent-variable", "VAE", "RBM", "mixture")
-#: The rows: each gallery entry that scores itself on this scale, with its family in
-#: ``RANKING``. A row's id is its entry's name.
-FAMILIES: dict[str, str] = {"bernoulli_mixture_mnist": "mixture"}
-ROWS = tuple(FAMILIES)
+#: The gallery entries that score themselves on this scale.
+ENTRIES = ("bernoulli_mixture_mnist",)
 #: The source files every image row's evaluation reads besides its entry's module.
 SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.image_board", "genppl.data.digits")
 
@@ -47,31 +49,49 @@ def _entry_module(name: str) -> str:
                      f"{name!r}{why}; install genppl with its gallery (`pip install -e .`).")
 
 
-def entry_row_function(name: str) -> Callable[[bool], Row]:
-    """Gallery entry ``name``'s ``leaderboard_row``."""
+def _entry(name: str) -> ModuleType:
+    """Gallery entry ``name``'s module, checked to declare its rows."""
     module = importlib.import_module(_entry_module(name))
-    function = getattr(module, "leaderboard_row", None)
-    if not callable(function):
-        raise ModelError(f"leaderboard images: gallery module {module.__name__} defines no "
-                         "leaderboard_row(quick: bool) -> Row; add it to score the entry.")
-    return function
+    rows = getattr(module, "LEADERBOARD", None)
+    if not callable(getattr(module, "leaderboard_rows", None)) or not isinstance(rows, dict) \
+            or not rows:
+        raise ModelError(f"leaderboard images: gallery module {module.__name__} must define "
+                         "LEADERBOARD (a dict from row id to family) and "
+                         "leaderboard_rows(quick: bool) -> dict[str, Row] to score the entry.")
+    wrong = {i: f for i, f in rows.items() if f not in RANKING}
+    if wrong:
+        raise ModelError(f"leaderboard images: {module.__name__}.LEADERBOARD gives rows "
+                         f"{wrong} families outside {RANKING}; name one of those.")
+    return module
 
 
-def _entry_row(settings: dict[str, Any]) -> Row:
-    return entry_row_function(settings["entry"])(settings["quick"])
+def entry_rows_function(name: str) -> Callable[[bool], dict[str, Row]]:
+    """Gallery entry ``name``'s ``leaderboard_rows``."""
+    return _entry(name).leaderboard_rows
+
+
+def families() -> dict[str, str]:
+    """Every row id of the scale, with its family in ``RANKING``."""
+    return {i: f for name in ENTRIES for i, f in _entry(name).LEADERBOARD.items()}
+
+
+def _entry_rows(settings: dict[str, Any]) -> dict[str, Row]:
+    return entry_rows_function(settings["entry"])(settings["quick"])
 
 
 def makers(quick: bool) -> list[RowMaker]:
-    return [RowMaker(name, {"entry": name, "quick": quick}, _entry_row,
-                     (*SOURCES, _entry_module(name))) for name in ROWS]
+    return [RowMaker(name, {"entry": name, "quick": quick}, _entry_rows,
+                     (*SOURCES, _entry_module(name)), tuple(_entry(name).LEADERBOARD))
+            for name in ENTRIES]
 
 
 def sanity(rows: dict[str, Row]) -> list[str]:
     """The expected ranking, which families have rows to check it, and whether the best row
     of each present family falls in that order; reported either way."""
     best: dict[str, tuple[str, float]] = {}
+    family_of = families()
     for row_id, row in rows.items():
-        family = FAMILIES.get(row_id)
+        family = family_of.get(row_id)
         if family is not None and (family not in best or row.value < best[family][1]):
             best[family] = (row_id, row.value)
     lines = ["expected (literature, binarised MNIST, nats/image): " + " < ".join(RANKING) + "."]

@@ -1,9 +1,10 @@
 """``genppl leaderboard SCALE``: every row of a scale computed, or read from the cache, then
 sorted, tabulated and written out.
 
-The cache is one JSON file per row in ``OUT/cache/SCALE/``, named by the row id and a key:
-the SHA-256 of the row's settings and its code version (genppl's version plus the SHA-256 of
-the source files its evaluation reads, ``RowMaker.sources``). Editing one of those files, a
+The cache is one JSON file per evaluation (``RowMaker``: one row, or an entry's rows that
+share a trained model) in ``OUT/cache/SCALE/``, named by the evaluation's id and a key: the
+SHA-256 of its settings, its rows' ids and its code version (genppl's version plus the SHA-256
+of the source files it reads, ``RowMaker.sources``). Editing one of those files, a
 new release or other settings give another key, so a stale row is never read; files are
 written atomically (a temporary file renamed over), so an interrupted run leaves no half row.
 """
@@ -39,33 +40,36 @@ def code_version(sources: tuple[str, ...]) -> str:
 
 
 def cache_file(directory: Path, maker: RowMaker) -> Path:
-    """Where ``maker``'s row is cached in ``directory`` (module docstring)."""
-    key = json.dumps({"id": maker.id, "settings": maker.settings,
+    """Where ``maker``'s rows are cached in ``directory`` (module docstring)."""
+    key = json.dumps({"id": maker.id, "rows": list(maker.rows), "settings": maker.settings,
                       "code": code_version(maker.sources)}, sort_keys=True)
     return directory / f"{maker.id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def _read(path: Path) -> Row | None:
+def _read(path: Path, maker: RowMaker) -> dict[str, Row] | None:
     try:
-        return Row.from_json(path.read_text())
-    except (OSError, ValueError, TypeError):  # absent, or unreadable: computed again
+        stored = json.loads(path.read_text())
+        rows = {row_id: Row.from_dict(stored[row_id]) for row_id in maker.rows}
+    except (OSError, ValueError, TypeError, KeyError):  # absent, or unreadable: made again
         return None
+    return rows if set(stored) == set(maker.rows) else None
 
 
 def run_rows(makers: list[RowMaker], cache: Path | None = None
              ) -> list[tuple[str, Row, bool]]:
-    """``(id, row, read from the cache)`` for each maker, computing only the rows that
-    ``cache`` (a directory, or None for no cache) does not hold."""
+    """``(row id, row, read from the cache)`` for each row of each maker, running only the
+    evaluations that ``cache`` (a directory, or None for no cache) does not hold."""
     out = []
     for maker in makers:
         path = cache_file(cache, maker) if cache is not None else None
-        row = _read(path) if path is not None else None
-        cached = row is not None
-        if row is None:
-            row = maker.make(maker.settings)
+        rows = _read(path, maker) if path is not None else None
+        cached = rows is not None
+        if rows is None:
+            rows = maker.run()
             if path is not None:
-                write_atomically(path, row.to_json().encode())
-        out.append((maker.id, row, cached))
+                text = json.dumps({i: r.to_dict() for i, r in rows.items()}, allow_nan=False)
+                write_atomically(path, text.encode())
+        out.extend((row_id, row, cached) for row_id, row in rows.items())
     return out
 
 
@@ -88,16 +92,19 @@ class Board:
 def leaderboard(name: str, *, quick: bool = False, out: Path | None = None,
                 only: list[str] | None = None) -> Board:
     """Run (or read from ``out``'s cache) the rows of scale ``name``; ``only`` keeps the rows
-    with those ids."""
+    with those ids (running the evaluations that make them: an entry's rows come together)."""
     scale = get_scale(name)
     makers = scale.makers(quick)
     if only:
-        unknown = sorted(set(only) - {m.id for m in makers})
+        known = [row_id for m in makers for row_id in m.rows]
+        unknown = sorted(set(only) - set(known))
         if unknown:
             raise NotOnTheBoard(f"leaderboard {name}: --only {', '.join(unknown)}: no such row; "
-                             f"pass one of {', '.join(m.id for m in makers)}.")
-        makers = [m for m in makers if m.id in only]
+                                f"pass one of {', '.join(known)}.")
+        makers = [m for m in makers if set(m.rows) & set(only)]
     rows = run_rows(makers, None if out is None else out / "cache" / name)
+    if only:
+        rows = [r for r in rows if r[0] in only]
     rows.sort(key=lambda r: r[1].value)
     return Board(scale, quick, tuple(rows), tuple(scale.sanity({i: r for i, r, _ in rows})))
 
@@ -123,7 +130,14 @@ def table(board: Board) -> str:
             "  " + line[-1]
 
     title = f"{board.scale.name}: {board.scale.title}" + (" (--quick)" if board.quick else "")
-    return "\n".join([title, fmt(head), *map(fmt, body), "", *board.sanity])
+    notes = [f"{i}: " + ", ".join(f"{k} {_number(v)}" for k, v in r.diagnostics.items())
+             for i, r, _ in board.rows if r.diagnostics]
+    return "\n".join([title, fmt(head), *map(fmt, body), "", *board.sanity,
+                      *(["", "diagnostics:", *notes] if notes else [])])
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write(board: Board, out: Path) -> list[Path]:

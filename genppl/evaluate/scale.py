@@ -20,13 +20,37 @@ __all__ = ["PLANNED", "SCALES", "NotOnTheBoard", "RowMaker", "Scale", "get_scale
 
 @dataclass(frozen=True)
 class RowMaker:
-    """One row's evaluation: ``make(settings)`` computes it. ``sources`` are the modules whose
-    source files it reads: with genppl's version and ``settings`` they key its cache."""
+    """One evaluation: ``make(settings)`` computes the rows ``rows`` together, as a dict by
+    row id (an entry's rows share one trained model: its ELBO, IWAE and AIS rows). ``id``
+    names the evaluation (and its cache file); ``sources`` are the modules whose source files
+    it reads: with genppl's version and ``settings`` they key its cache."""
 
     id: str
     settings: dict[str, Any]
-    make: Callable[[dict[str, Any]], Row]
+    make: Callable[[dict[str, Any]], dict[str, Row]]
     sources: tuple[str, ...]
+    rows: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.rows or len(set(self.rows)) != len(self.rows):
+            raise ValueError(f"RowMaker {self.id!r}: rows={self.rows!r} must name at least one "
+                             "row, each once.")
+
+    @classmethod
+    def one(cls, row_id: str, settings: dict[str, Any], make: Callable[[dict[str, Any]], Row],
+            sources: tuple[str, ...]) -> RowMaker:
+        """The evaluation of one row, ``row_id``, by ``make(settings) -> Row``."""
+        return cls(row_id, settings, lambda s: {row_id: make(s)}, sources, (row_id,))
+
+    def run(self) -> dict[str, Row]:
+        """``make(settings)``, checked to return exactly the rows it names."""
+        made = self.make(self.settings)
+        if not isinstance(made, dict) or set(made) != set(self.rows) or not all(
+                isinstance(r, Row) for r in made.values()):
+            got = sorted(made) if isinstance(made, dict) else type(made).__name__
+            raise ValueError(f"leaderboard: evaluation {self.id!r} returned {got}, not a Row "
+                             f"for each of its rows {list(self.rows)}.")
+        return {row_id: made[row_id] for row_id in self.rows}
 
 
 @dataclass(frozen=True)

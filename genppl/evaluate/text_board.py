@@ -54,9 +54,9 @@ def _compressor_row(settings: dict[str, Any]) -> Row:
 
 def makers(quick: bool) -> list[RowMaker]:
     limit = QUICK_LIMIT if quick else None
-    rows = [RowMaker(f"ngram-{k}", {"order": k, "limit": limit}, _ngram_row,
-                     (*SOURCES, "genppl.ngram")) for k in ORDERS]
-    rows += [RowMaker(name, {"compressor": name, "limit": limit}, _compressor_row, SOURCES)
+    rows = [RowMaker.one(f"ngram-{k}", {"order": k, "limit": limit}, _ngram_row,
+                         (*SOURCES, "genppl.ngram")) for k in ORDERS]
+    rows += [RowMaker.one(name, {"compressor": name, "limit": limit}, _compressor_row, SOURCES)
              for name in COMPRESSORS]
     return rows
 

@@ -75,7 +75,9 @@ def test_a_run_writes_samples_in_the_conventions_shape_and_range(tmp_path: Path)
 
 def test_the_leaderboard_row_is_exact_in_nats_per_image(monkeypatch) -> None:
     monkeypatch.setattr(mixture, "QUICK", mixture.Setting(components=2, iterations=2))
-    row = mixture.leaderboard_row(quick=True)
+    rows = mixture.leaderboard_rows(quick=True)
+    assert list(rows) == list(mixture.LEADERBOARD)
+    row = rows["bernoulli_mixture_mnist"]
     assert (row.estimator, row.bound, row.stderr, row.unit) == ("exact", "exact", None,
                                                                 "nats/image")
     assert row.command.startswith("genppl leaderboard images") and "--quick" in row.command

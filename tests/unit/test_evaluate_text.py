@@ -55,6 +55,10 @@ def test_row_json_round_trip_is_the_same_row() -> None:
     exact = _row(bound="exact", stderr=None, value=3)
     assert Row.from_dict(json.loads(exact.to_json())) == exact
     assert isinstance(Row.from_json(exact.to_json()).value, float)
+    checked = _row(diagnostics={"bdmc_gap": 0.7, "ess": 12.5})
+    assert Row.from_json(checked.to_json()) == checked
+    older = {k: v for k, v in row.to_dict().items() if k != "diagnostics"}
+    assert Row.from_dict(older).diagnostics == {}  # rows written before the field read back
 
 
 def test_row_interval_is_value_plus_minus_196_stderr() -> None:
@@ -72,6 +76,7 @@ def test_row_interval_is_value_plus_minus_196_stderr() -> None:
     ({"bound": "exact", "stderr": 0.1}, "stderr"),
     ({"settings": {"f": object()}}, "settings"),
     ({"settings": {"x": float("nan")}}, "settings"),
+    ({"diagnostics": {"gap": float("inf")}}, "diagnostics"),
     ({"estimator": ""}, "estimator"),
     ({"unit": ""}, "unit"),
 ])
@@ -193,6 +198,6 @@ def test_ngram_rows_equal_the_figures_markov_text_reports(monkeypatch) -> None:
     monkeypatch.setattr(board, "QUICK_LIMIT", limit)
     report = mt.ENTRY.run(RunConfig(steps=limit, progress=False))
     reported = report.metrics["bits_per_char"]["English (BBC news)"]
-    rows = {m.id: m.make(m.settings) for m in board.makers(quick=True)}
+    rows = {i: r for m in board.makers(quick=True) for i, r in m.run().items()}
     assert [rows[f"ngram-{k}"].value for k in mt.ORDERS] == reported
     assert all(rows[f"ngram-{k}"].entry == "markov_text" for k in mt.ORDERS)

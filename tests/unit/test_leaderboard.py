@@ -39,8 +39,8 @@ class Counting:
                    settings)
 
     def makers(self, values: dict[str, float], **extra: Any) -> list[RowMaker]:
-        return [RowMaker(name, {"name": name, "value": v, **extra}, self.make,
-                         ("genppl.evaluate.rows",)) for name, v in values.items()]
+        return [RowMaker.one(name, {"name": name, "value": v, **extra}, self.make,
+                             ("genppl.evaluate.rows",)) for name, v in values.items()]
 
 
 def test_second_run_reads_every_row_from_the_cache(tmp_path: Path) -> None:
@@ -128,6 +128,43 @@ def test_board_is_sorted_by_the_estimate_and_written(tmp_path: Path,
     assert [i for i, _, _ in only.rows] == ["middle"]
     with pytest.raises(NotOnTheBoard, match="--only nope"):
         lb.leaderboard("fake", only=["nope"])
+
+
+def _pair(settings: dict[str, Any]) -> dict[str, Row]:
+    """Two rows of one evaluation (an entry's ELBO and AIS rows of one trained model)."""
+    settings["calls"].append(1)
+    return {i: Row(i, "entry", "fake", "lower", v, 0.5, "nats/image", f"--only {i}", {},
+                   {"ess": 3.0} if i == "ais" else {})
+            for i, v in (("elbo", 100.0), ("ais", 95.0))}
+
+
+def test_an_evaluation_of_several_rows_runs_once_and_is_cached_as_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    maker = RowMaker("entry", {"calls": calls}, _pair, ("genppl.evaluate.rows",),
+                     ("elbo", "ais"))
+    monkeypatch.setattr(lb, "cache_file", lambda d, m: d / "entry.json")
+    first = lb.run_rows([maker], tmp_path)
+    second = lb.run_rows([maker], tmp_path)
+    assert len(calls) == 1 and [p.name for p in tmp_path.iterdir()] == ["entry.json"]
+    assert [(i, c) for i, _, c in first] == [("elbo", False), ("ais", False)]
+    assert [(i, c) for i, _, c in second] == [("elbo", True), ("ais", True)]
+    assert [r for _, r, _ in first] == [r for _, r, _ in second]
+    assert second[1][1].diagnostics == {"ess": 3.0}
+    scale = Scale("fake", "a fake scale", "nats/image", lambda quick: [maker], lambda rows: [])
+    monkeypatch.setattr(lb, "get_scale", lambda name: scale)
+    only = lb.leaderboard("fake", only=["ais"])
+    assert [i for i, _, _ in only.rows] == ["ais"] and len(calls) == 2
+    assert lb.table(only).splitlines()[-2:] == ["diagnostics:", "ais: ess 3"]
+
+
+def test_an_evaluation_that_returns_other_rows_is_refused() -> None:
+    maker = RowMaker("entry", {"calls": []}, _pair, ("genppl.evaluate.rows",),
+                     ("elbo", "iwae"))
+    with pytest.raises(ValueError, match=r"returned \['ais', 'elbo'\], not a Row for each"):
+        lb.run_rows([maker])
+    with pytest.raises(ValueError, match="must name at least one row, each once"):
+        RowMaker("entry", {}, _pair, (), ("elbo", "elbo"))
 
 
 # ------------------------------------------------------------------------------ the command

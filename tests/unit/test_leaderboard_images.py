@@ -33,16 +33,27 @@ def test_images_is_a_scale_and_unknown_scales_are_still_usage_errors(capsys) -> 
 
 
 def test_rows_are_found_through_the_gallery_entry_point() -> None:
-    makers = image_board.makers(quick=True)
-    assert [m.id for m in makers] == ["bernoulli_mixture_mnist"]
-    assert makers[0].settings == {"entry": "bernoulli_mixture_mnist", "quick": True}
-    assert "models_gallery.bernoulli_mixture_mnist" in makers[0].sources
-    assert image_board.entry_row_function("bernoulli_mixture_mnist").__name__ == \
-        "leaderboard_row"
+    makers = {m.id: m for m in image_board.makers(quick=True)}
+    assert list(makers) == list(image_board.ENTRIES)
+    mixture = makers["bernoulli_mixture_mnist"]
+    assert mixture.settings == {"entry": "bernoulli_mixture_mnist", "quick": True}
+    assert mixture.rows == ("bernoulli_mixture_mnist",)
+    assert "models_gallery.bernoulli_mixture_mnist" in mixture.sources
+    assert image_board.entry_rows_function("bernoulli_mixture_mnist").__name__ == \
+        "leaderboard_rows"
+    assert image_board.families()["bernoulli_mixture_mnist"] == "mixture"
     with pytest.raises(ModelError, match="no registered gallery package lists the entry"):
-        image_board.entry_row_function("no_such_entry")
-    with pytest.raises(ModelError, match="defines no leaderboard_row"):
-        image_board.entry_row_function("pearson_crabs")
+        image_board.entry_rows_function("no_such_entry")
+    with pytest.raises(ModelError, match="must define LEADERBOARD"):
+        image_board.entry_rows_function("pearson_crabs")
+
+
+def test_an_entry_naming_a_family_outside_the_ranking_is_refused(monkeypatch) -> None:
+    from models_gallery import bernoulli_mixture_mnist as mixture
+
+    monkeypatch.setattr(mixture, "LEADERBOARD", {"bernoulli_mixture_mnist": "mixtures"})
+    with pytest.raises(ModelError, match="families outside"):
+        image_board.families()
 
 
 def test_sanity_names_the_ranking_and_checks_the_families_present(monkeypatch) -> None:
@@ -54,8 +65,8 @@ def test_sanity_names_the_ranking_and_checks_the_families_present(monkeypatch) -
     assert one[1].startswith("present: mixture (bernoulli_mixture_mnist 150.00); missing: "
                              "autoregressive, deep latent-variable, VAE, RBM.")
     assert one[2] == "one family scored, no ranking to check."
-    monkeypatch.setitem(image_board.FAMILIES, "vae", "VAE")
-    monkeypatch.setitem(image_board.FAMILIES, "rbm", "RBM")
+    monkeypatch.setattr(image_board, "families", lambda: {
+        "vae": "VAE", "rbm": "RBM", "bernoulli_mixture_mnist": "mixture"})
     holds = image_board.sanity({"vae": _row(90.0), "rbm": _row(100.0),
                                 "bernoulli_mixture_mnist": _row(150.0)})
     assert holds[-1] == "ranking holds among the present families."
@@ -69,6 +80,7 @@ def test_quick_images_board_prints_writes_and_caches_the_mixture_row(
     from models_gallery import bernoulli_mixture_mnist as mixture
 
     monkeypatch.setattr(mixture, "QUICK", mixture.Setting(components=2, iterations=2))
+    monkeypatch.setattr(image_board, "ENTRIES", ("bernoulli_mixture_mnist",))
     assert main(["leaderboard", "images", "--quick", "--out", str(tmp_path)]) == EXIT_OK
     lines = capsys.readouterr().out.splitlines()
     row = next(x for x in lines if " bernoulli_mixture_mnist " in x)
