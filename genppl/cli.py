@@ -335,6 +335,42 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from genppl.evaluate import digits_features
+
+    settings = digits_features.DEFAULT_SETTINGS
+    record = digits_features.trained_record(settings)
+    path = digits_features.cache_path(settings)
+    if args.json:
+        _print_json({"path": str(path), "test_accuracy": record["test_accuracy"],
+                     "train_seconds": record["train_seconds"]})
+        return EXIT_OK
+    print(f"{path}: the feature network that scores image samples; test accuracy "
+          f"{record['test_accuracy']:.4f} on the 1,000 test digits, trained in "
+          f"{record['train_seconds']:.1f} s")
+    return EXIT_OK
+
+
+def cmd_sample_quality(args: argparse.Namespace) -> int:
+    from genppl.evaluate import sample_quality
+
+    images, labels = sample_quality.read_samples(args.file)
+    scores = sample_quality.score(images)
+    answer = {"file": str(args.file), "samples": len(images),
+              "conditional": labels is not None, **scores._asdict()}
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    print(f"{args.file}: {len(images)} samples against the 1,000 test digits, in the LeNet "
+          f"features (`genppl features`)")
+    print(f"Fréchet LeNet distance {scores.frechet_distance:.3f}  precision "
+          f"{scores.precision:.3f}  recall {scores.recall:.3f}")
+    if len(images) != 1000:
+        print("(compare distances only at equal sample counts: the leaderboard's are of "
+              "1,000 samples)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser and main
 class _Parser(argparse.ArgumentParser):
     """argparse's parser with its usage errors in one line, like every other error of the
@@ -423,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--only", nargs="+", action="extend", metavar="ROW",
                        help="compute only these rows (ids as in the table)")
     board.set_defaults(func=cmd_leaderboard)
+
+    features = sub.add_parser(
+        "features", help="train (or find in the cache) the LeNet whose features score image "
+                         "samples")
+    features.add_argument("--json", action="store_true", help="print one JSON object")
+    features.set_defaults(func=cmd_features)
+
+    quality = sub.add_parser(
+        "sample-quality", help="score a samples.npz: Fréchet LeNet distance, precision, recall")
+    quality.add_argument("file", type=Path, help="a samples.npz (`genppl run NAME --out DIR`)")
+    quality.add_argument("--json", action="store_true", help="print one JSON object")
+    quality.set_defaults(func=cmd_sample_quality)
 
     demo = sub.add_parser("demo", help="fit Pearson's crabs and draw the results")
     demo.add_argument("--out", type=Path, default=DEMO_OUT,

@@ -12,7 +12,7 @@ The weights are cached in ``cache_dir()`` (``$GENPPL_CACHE``, else ``~/.cache/ge
 under a key that hashes the training settings and this module's source, so a change to the
 network or its training trains a new one. They are written atomically (a temporary file,
 then ``os.replace``) and read with ``torch.load(..., weights_only=True)``, which runs no
-code. ``python -m genppl.evaluate.digits_features`` trains and caches the default network.
+code. ``genppl features`` trains and caches the default network.
 """
 
 from __future__ import annotations
@@ -205,14 +205,3 @@ def accuracy(network: LeNet, images: torch.Tensor, labels: torch.Tensor) -> floa
     batch = as_batch(images).to(parameter.device, parameter.dtype)
     predicted = torch.cat([network(chunk).argmax(-1) for chunk in batch.split(CHUNK)])
     return (predicted == labels.to(predicted.device)).double().mean().item()
-
-
-def main() -> None:
-    """Train (or find) the default network and say where it is and how well it does."""
-    record = trained_record()
-    print(f"{cache_path(DEFAULT_SETTINGS)}: test accuracy {record['test_accuracy']:.4f} on "
-          f"{digits.NUM_TEST} digits, trained in {record['train_seconds']:.1f} s")
-
-
-if __name__ == "__main__":
-    main()

@@ -22,11 +22,13 @@ ball of one odd real digit (binary noise: 0.55); recall and the distance expose 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from genppl.data import digits
+from genppl.errors import ModelError
 from genppl.evaluate import digits_features
 
 #: The k of the k-nearest-neighbour balls (Kynkäänniemi et al. 2019 use 3).
@@ -116,6 +118,33 @@ def score(images: torch.Tensor, network: digits_features.LeNet | None = None,
     (defaults as in ``frechet_lenet_distance``)."""
     real, fake = _real_and_fake(images, network, reference)
     return SampleQuality(frechet_distance(real, fake), *precision_recall(real, fake, k))
+
+
+def read_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(images, labels or None)`` of a ``samples.npz`` file written by an image entry's
+    ``genppl run NAME --out DIR`` (``Report.samples``: ``images`` N x 28 x 28 in [0, 1],
+    ``labels`` optional), checked against that convention. Read without pickles."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: not a readable samples.npz ({error}); write it with "
+                         "`genppl run NAME --out DIR` or Report.samples.") from None
+    if "images" not in arrays:
+        raise ModelError(f"{path}: no array 'images' (it has {sorted(arrays)}); the convention "
+                         "is images N x 28 x 28 in [0, 1] and optional labels (N,).")
+    images = torch.as_tensor(arrays["images"]).to(torch.float64)
+    if images.dim() != 3 or images.shape[1:] != (digits.SIDE, digits.SIDE) or len(images) < 2 \
+            or not bool(((images >= 0) & (images <= 1)).all()):
+        raise ModelError(f"{path}: images must be N x {digits.SIDE} x {digits.SIDE} (N >= 2) "
+                         f"with values in [0, 1]; got shape {tuple(images.shape)}.")
+    labels = arrays.get("labels")
+    if labels is not None and labels.shape != (len(images),):
+        raise ModelError(f"{path}: labels must be one per image, shape ({len(images)},); got "
+                         f"{labels.shape}.")
+    return images, None if labels is None else torch.as_tensor(labels)
 
 
 def _real_and_fake(images: torch.Tensor, network: digits_features.LeNet | None,

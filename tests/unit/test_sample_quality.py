@@ -171,3 +171,57 @@ def test_noise_scores_far_worse_than_training_digits(network: df.LeNet) -> None:
     # not precision: noise's features huddle together, inside the wide ball of some odd
     # real digit or not (measured 0.24 with this network, 0.55 with the default one)
     assert bad.recall < 0.01
+
+
+# --------------------------------------------------------------------------- the commands
+def test_sample_quality_command_scores_a_samples_file(tmp_path: Path, capsys,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      network: df.LeNet) -> None:
+    import json
+
+    import numpy as np
+
+    from genppl.cli import EXIT_FAILED, EXIT_OK, main
+
+    monkeypatch.setattr(df, "load_or_train", lambda: network)
+    images = digits.binarised().train_images[:200]
+    path = tmp_path / "samples.npz"
+    np.savez(path, images=images.reshape(-1, 28, 28).float().numpy(),
+             labels=np.zeros(200, dtype=np.int64))
+    assert main(["sample-quality", str(path), "--json"]) == EXIT_OK
+    answer = json.loads(capsys.readouterr().out)
+    expected = sq.score(images, network)
+    assert answer["samples"] == 200 and answer["conditional"] is True
+    assert answer["frechet_distance"] == pytest.approx(expected.frechet_distance, rel=1e-6)
+    assert (answer["precision"], answer["recall"]) == (expected.precision, expected.recall)
+    assert main(["sample-quality", str(path)]) == EXIT_OK
+    assert "compare distances only at equal sample counts" in capsys.readouterr().out
+    np.savez(path, images=images.numpy())  # flat rows: not the convention
+    assert main(["sample-quality", str(path)]) == EXIT_FAILED
+    assert "images must be N x 28 x 28" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    assert main(["sample-quality", str(tmp_path / "junk.npz")]) == EXIT_FAILED
+    assert "not a readable samples.npz" in capsys.readouterr().err
+
+
+def test_features_command_trains_once_then_reads_the_cache(tmp_path: Path, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import json
+
+    from genppl.cli import EXIT_OK, main
+
+    small = df.TrainingSettings(epochs=2, num_train=2000, width=32)
+    monkeypatch.setenv(df.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(df, "DEFAULT_SETTINGS", small)
+    trains = []
+    real_train = df.train
+    monkeypatch.setattr(df, "train", lambda settings: trains.append(settings) or
+                        real_train(settings))
+    assert main(["features", "--json"]) == EXIT_OK
+    first = json.loads(capsys.readouterr().out)
+    assert main(["features", "--json"]) == EXIT_OK
+    second = json.loads(capsys.readouterr().out)
+    assert trains == [small] and first == second
+    assert first["path"] == str(df.cache_path(small)) and Path(first["path"]).is_file()
+    assert 0.5 < first["test_accuracy"] <= 1.0
