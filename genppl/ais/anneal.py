@@ -1,9 +1,11 @@
 """The annealing itself, as a pure step on a state (BlackJAX's ``init``/``step``): the driver
 (``genppl.engines.ais``) loops over the temperatures.
 
-Neal (2001): particles start as exact prior draws z_0 ~ p(z) (b_0 = 0); at temperature t the
-log weight gains (b_t - b_{t-1}) log p(x | z_{t-1}), the ratio f_t(z) / f_{t-1}(z) at the
-current particle, and the particle then moves by a transition that leaves f_t invariant.
+Neal (2001): particles start as exact prior draws z_0 ~ p(z) (b_0 = 0; or draws of a guide
+q(z | x), ``genppl.ais.target``); at temperature t the log weight gains
+(b_t - b_{t-1}) log p(x | z_{t-1}) (from a guide: (b_t - b_{t-1}) log [p(z, x) / q(z | x)]
+at z_{t-1}), the ratio f_t(z) / f_{t-1}(z) at the current particle, and the particle then
+moves by a transition that leaves f_t invariant.
 The last temperature (b_T = 1) needs no move. E[w] = p(x) for every schedule and transition,
 so log mean w is a stochastic lower bound on log p(x) (Jensen), whose gap shrinks as the
 temperatures get closer. Adapting a particle's step size from its own past (Wu et al. 2017)
@@ -42,7 +44,7 @@ class AnnealState:
 
 def start(target: TemperedTarget, step_size: float, adaptation: Adaptation, *,
           given: Mapping[str, torch.Tensor] | None = None, beta: float = 0.0) -> AnnealState:
-    """Particles drawn from the prior (or set to ``given`` values: see
+    """Particles drawn from the start, the prior or the guide (or set to ``given`` values: see
     ``TemperedTarget.draw``) at temperature ``beta``, with weight 1 and the initial step
     size."""
     point = evaluate(target, target.draw(given), beta)
@@ -55,7 +57,7 @@ def anneal_step(target: TemperedTarget, state: AnnealState, previous: float, bet
                 ) -> AnnealState:
     """Temperature ``previous`` -> ``beta``: the weights' increment, then (with ``move``) one
     HMC transition at ``beta``, adapting the step sizes unless ``adaptation`` is None."""
-    log_weight = state.log_weight + (beta - previous) * state.point.densities.likelihood
+    log_weight = state.log_weight + (beta - previous) * state.point.densities.log_ratio
     if not move:
         return replace(state, log_weight=log_weight)
     point, accept = transition(target, state.point, beta, state.step_size, leapfrog_steps)

@@ -59,9 +59,7 @@ def evaluate(target: TemperedTarget, values: State, beta: float) -> Point:
         grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
     gradient = {k: torch.zeros_like(v) if g is None else g
                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
-    detached = Densities(densities.prior.detach(), densities.likelihood.detach(),
-                         densities.outside.detach())
-    return Point({k: v.detach() for k, v in leaves.items()}, detached, gradient, beta)
+    return Point({k: v.detach() for k, v in leaves.items()}, densities.detach(), gradient, beta)
 
 
 def transition(target: TemperedTarget, point: Point, beta: float, step_size: torch.Tensor,
@@ -99,5 +97,6 @@ def _choose(target: TemperedTarget, accepted: torch.Tensor, moved: Point, kept: 
     gradient = {k: pick(moved.gradient[k], kept.gradient[k], k) for k in kept.values}
     d, e = moved.densities, kept.densities
     densities = Densities(pick(d.prior, e.prior, None), pick(d.likelihood, e.likelihood, None),
-                          d.outside)
+                          d.outside, None if d.start is None or e.start is None
+                          else pick(d.start, e.start, None))
     return Point(values, densities, gradient, kept.beta)

@@ -1,6 +1,7 @@
 """``engine="ais"``: log p(data) by annealed importance sampling (Neal 2001) on the model's
 continuous latents (``genppl.ais``), from exact prior draws to the posterior along
-f_b(z) = p(z) p(x | z)^b, with batched HMC transitions whose step sizes adapt per particle
+f_b(z) = p(z) p(x | z)^b -- or, with ``guide=``, from draws of a guide q(z | x) along
+q^(1-b) p(z, x)^b -- with batched HMC transitions whose step sizes adapt per particle
 (Wu et al. 2017). Every chain -- and with ``per``, every item of a plate -- is one entry of
 one vectorised computation; the loop is over temperatures and leapfrog steps only.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from genppl.ais import (
     temperatures,
 )
 from genppl.ais.partition import UndirectedPath, anneal_partition, free_log_marginal
+from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
 from genppl.engines.contract import Engine, Feature, Returns, model_features, register
 from genppl.errors import ModelError, suggest
@@ -39,14 +42,14 @@ from genppl.gibbs.cases import data_cases
 from genppl.gibbs.grounding import ground
 from genppl.pyro.layout import resolve_sizes
 from genppl.pyro.program import as_data
-from genppl.results import Posterior
+from genppl.results import FitResult, Posterior
 from genppl.runtime.options import Role, option
 from genppl.runtime.params import FixedParams
 from genppl.runtime.progress import progress_bar, seed_everything
 from genppl.tabulation.prepared import Prepared, check_enumeration, prepare
 from genppl.tabulation.summed_out import continuous_below_finite
 from genppl.tabulation.tabulation import model_factors
-from genppl.variational.evaluate import whole_plates
+from genppl.variational.evaluate import fitted_guide, whole_plates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +70,10 @@ class AISOptions(FixedParams):
     per: str | None = option(
         None, "a plate whose every latent is its own: one estimate per item "
         "(info['log_evidence_per'], info['stderr_per'], info['ess_per'])")
+    guide: Guide | FitResult | None = option(
+        None, "start the path at this guide q(z | x) instead of the prior: a DSL guide (with "
+        "the params in Pyro's param store) or an svi fit (with its own); the targets are "
+        "q^(1-b) p(z, x)^b")
     reverse_from: Mapping[str, Any] | None = option(
         None, "exact posterior draws of the latents by name (e.g. those that simulated the "
         "data): anneal back to the prior for a stochastic upper bound (reverse AIS, "
@@ -93,7 +100,10 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     if Feature.FACTORS in model_features(model, data, precise=False):
         return _undirected(model, data, options, betas, began)
     adaptation = Adaptation(target=options.target_accept_prob)
-    with whole_plates(model):
+    guide, params = (None, nullcontext()) if options.guide is None else fitted_guide(
+        options.guide, "engine 'ais' (guide=)")
+    _check_guide(model, options.guide)
+    with whole_plates(model), params:
         prep = prepare(model, data)
         _check_latents(prep)
         items = None if options.per is None else Items(
@@ -101,7 +111,7 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
             resolve_sizes(model, prep.data)[0][options.per])
         target = TemperedTarget(model, prep.program, prep.data, prep.continuous,
                                 summed=prep.enumerated, nesting=prep.max_plate_nesting,
-                                num_chains=options.num_chains, items=items)
+                                num_chains=options.num_chains, items=items, guide=guide)
         given = _posterior_draws(model, prep.continuous, options.reverse_from)
         path = betas if given is None else betas[::-1]
         state = start(target, options.step_size, adaptation, given=given, beta=path[0])
@@ -161,7 +171,7 @@ def _check_undirected(model: Model, options: AISOptions) -> None:
                 "factors -- engine 'ais' estimates log Z of models whose law is a product of "
                 "potentials over finite variables (m.variable), with data as values of some "
                 "of them.")
-    for name in ("per", "reverse_from"):
+    for name in ("per", "reverse_from", "guide"):
         if getattr(options, name) is not None:
             raise ModelError(f"engine 'ais': {name} does not apply to a model of factors "
                              "(log Z by annealing from independent units); with data, "
@@ -186,6 +196,13 @@ def _check_latents(prep: Prepared) -> None:
                          "evaluation) for its evidence.")
     if prep.enumerated:
         check_enumeration(prep, "Use engine='svi' (IWAE evaluation)")
+
+
+def _check_guide(model: Model, guide: Guide | FitResult | None) -> None:
+    """A DSL guide must be declared for this model."""
+    if isinstance(guide, Guide) and guide.model is not model:
+        raise ModelError(f"engine 'ais': guide {guide.name!r} was declared for model "
+                         f"{guide.model.name!r}, not {model.name!r}.")
 
 
 def _posterior_draws(model: Model, latents: list[str], given: Mapping[str, Any] | None

@@ -29,7 +29,7 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +228,28 @@ def whole_plates(model: Model) -> Iterator[None]:
         model.plates.update(saved)
 
 
+def fitted_guide(guide: FitResult | Guide | Callable[..., Any], caller: str
+                 ) -> tuple[Callable[..., Any], AbstractContextManager[Any]]:
+    """The Pyro guide program of ``guide`` and the context to run it in: for a
+    ``FitResult`` of ``engine="svi"``, a param store holding the fit's own params (whatever
+    the store holds now); for a DSL ``Guide`` or a Pyro guide callable, the store as it is."""
+    if isinstance(guide, FitResult):
+        if guide.engine != "svi" or "guide" not in guide.info:
+            raise ModelError(f"{caller} needs a fit of engine='svi', not {guide.engine!r}.")
+        state = guide.info.get("param_state")
+        program = guide.info["guide"]
+        if state is None:
+            return program, nullcontext()
+        return program, pyro.get_param_store().scope(
+            {"params": dict(state["params"]), "constraints": dict(state["constraints"])})
+    if isinstance(guide, Guide):
+        return guide.pyro_guide, nullcontext()
+    if not callable(guide):
+        raise ModelError(f"{caller}: guide must be an svi fit, a DSL Guide or a Pyro guide "
+                         f"callable, not {type(guide).__name__}.")
+    return guide, nullcontext()
+
+
 def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
              data: Mapping[str, Any], *, num_particles: int = 1000, iwae: int | None = None,
              batch: int = 1000, items: str | None = None,
@@ -251,19 +273,10 @@ def evaluate(model: Model, guide: FitResult | Guide | Callable[..., Any],
     if items is not None and items not in model.plates:
         raise ModelError(f"items={items!r} is not a plate of model {model.name!r}."
                          + suggest(items, model.plates))
-    state = None
-    if isinstance(guide, FitResult):
-        if guide.engine != "svi" or "guide" not in guide.info:
-            raise ModelError(f"evaluate() needs a fit of engine='svi', not {guide.engine!r}.")
-        state = guide.info.get("param_state")
-        guide = guide.info["guide"]
-    elif isinstance(guide, Guide):
-        guide = guide.pyro_guide
+    guide, params = fitted_guide(guide, "evaluate()")
     with ExitStack() as stack:
         stack.enter_context(whole_plates(model))
-        if state is not None:  # the fit's own params, whatever the store holds now
-            stack.enter_context(pyro.get_param_store().scope(
-                {"params": dict(state["params"]), "constraints": dict(state["constraints"])}))
+        stack.enter_context(params)
         if seed is not None:
             stack.enter_context(torch.random.fork_rng(devices=[]))
             pyro.set_rng_seed(seed)
