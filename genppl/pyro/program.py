@@ -486,6 +486,7 @@ class _Run:
             infer.setdefault("enumerate", "parallel")
         if obs is not None and self.program.generative:
             check_support(node, d, obs)  # nothing scores it here, so Pyro never checks it
+        self._check_batch_shape(node, d)
         self.event_dims[node.name] = d.event_dim
         try:
             return pyro.sample(site, d, obs=obs, infer=infer)
@@ -496,6 +497,36 @@ class _Run:
                 f"{tuple(d.batch_shape)} matches plates {node.plates} (use .to_event(n) for "
                 "event dims)."
             ) from e
+
+    def _check_batch_shape(self, node: Node, d: Distribution) -> None:
+        """Refuse a distribution whose batch shape has an axis no plate explains: an axis of
+        size > 1 where no plate is active, or of another size than the plate there. Inside
+        the model's plates it would be summed as if it were a plate's; outside them, in a
+        run that enumerates nothing (drawing from the prior), it would make every draw of
+        the node that many draws, each read as one -- a factory that indexes a param with
+        its parent's value along the wrong axis (``probs[:, z]`` for ``Vindex(probs)[...,
+        z]``) does this silently. Left of the model's plates a run that enumerates keeps
+        its enumeration axes, which Pyro checks."""
+        from pyro.poutine.runtime import get_plates
+
+        frames = {f.dim: f.size for f in get_plates() if f.dim is not None}
+        nesting = self.program.max_plate_nesting
+        for axis in range(-1, -len(d.batch_shape) - 1, -1):
+            size = d.batch_shape[axis]
+            if size == 1 or frames.get(axis) == size:
+                continue
+            if axis < -nesting and not self.program.generative:
+                continue  # an enumeration axis, or a vectorised plate of particles
+            plate = next((p for p, dim in self.program.dims.items() if dim == axis), None)
+            where = (f"the axis of plate {plate!r} (size {frames.get(axis)})"
+                     if plate is not None and axis in frames else "no plate's axis")
+            raise ModelError(
+                f"node {node.name!r} ({node.declared_at}): its distribution has batch shape "
+                f"{tuple(d.batch_shape)}, whose axis {axis} of size {size} is {where}. Every "
+                f"batch axis must be a plate of the node ({', '.join(node.plates) or 'none'}, "
+                "the innermost rightmost) or of size 1: index tables along a parent's "
+                "value with pyro.ops.indexing.Vindex (Vindex(probs)[..., z]) and declare "
+                "per-draw dimensions with .to_event(n).")
 
     def _call(self, node: Node, fn: Any, args: dict[str, Any]) -> Any:
         try:

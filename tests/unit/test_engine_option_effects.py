@@ -215,6 +215,10 @@ CASES: dict[str, dict[str, Case]] = {
         # (the scaled model's latent is global: per item does not apply)
         "per": Case({"per": "data"}, refused=True, naming="outside plate 'data'"),
         "reverse_from": Case({"reverse_from": {"mu": 0.5}}),
+        # (each run builds its model afresh, so a guide declared beforehand is another
+        # model's; the effect of a right one is tested in test_ais.py)
+        "guide": Case({"guide": _scaled().guide()}, refused=True,
+                      naming="was declared for model"),
         "seed": Case({"seed": 1}),
         "progress": Case({"progress": True}),
     },
