@@ -15,7 +15,12 @@ probability in ``[1 / (n_k + 2), 1 - 1 / (n_k + 2)]``.
 
 ``probs`` is laid out ``(pixels, components)``: inside the pixel plate the component's
 states are the last axis, so ``probs[:, z]`` *is* the param broadcast over them, which is
-what lets ``em`` recognise its closed-form role. Data: ``genppl.data.digits`` (4,000
+what lets ``em`` recognise its closed-form role. That is the tabulating engines' layout
+(plates leading, a latent's states trailing); the compiled Pyro program lays enumerated
+states left of the plates, where the same expression has a batch axis no plate explains
+and is refused by name (``genppl/pyro/program.py``), so this entry runs ``em`` and
+``exact`` only, and ``draw_images`` draws ancestrally by hand rather than by
+``engine="prior"``. Data: ``genppl.data.digits`` (4,000
 training and 1,000 test digits, binarised once at 127.5).
 """
 
