@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from genppl.ais.gibbs import gibbs_sweep
 from genppl.ais.hmc import Adaptation, Point, evaluate, transition
 from genppl.ais.target import TemperedTarget
 
@@ -47,7 +48,8 @@ def start(target: TemperedTarget, step_size: float, adaptation: Adaptation, *,
     """Particles drawn from the start, the prior or the guide (or set to ``given`` values: see
     ``TemperedTarget.draw``) at temperature ``beta``, with weight 1 and the initial step
     size."""
-    point = evaluate(target, target.draw(given), beta)
+    values, finite = target.draw(given)
+    point = evaluate(target, values, beta, finite)
     zeros = torch.zeros_like(point.densities.prior)
     return AnnealState(point, zeros, zeros + step_size, zeros + adaptation.target, zeros)
 
@@ -56,11 +58,16 @@ def anneal_step(target: TemperedTarget, state: AnnealState, previous: float, bet
                 leapfrog_steps: int, adaptation: Adaptation | None, move: bool
                 ) -> AnnealState:
     """Temperature ``previous`` -> ``beta``: the weights' increment, then (with ``move``) one
-    HMC transition at ``beta``, adapting the step sizes unless ``adaptation`` is None."""
+    HMC transition at ``beta``, adapting the step sizes unless ``adaptation`` is None, and a
+    Gibbs sweep over the finite latents the state carries."""
     log_weight = state.log_weight + (beta - previous) * state.point.densities.log_ratio
     if not move:
         return replace(state, log_weight=log_weight)
-    point, accept = transition(target, state.point, beta, state.step_size, leapfrog_steps)
+    point, accept = state.point, torch.ones_like(state.rate)
+    if point.values:  # (a model whose latents are all finite and carried has no HMC move)
+        point, accept = transition(target, point, beta, state.step_size, leapfrog_steps)
+    if target.finite:  # then a Gibbs sweep over the finite latents, which also leaves f_b
+        point = evaluate(target, point.values, beta, gibbs_sweep(target, point, beta))
     step_size, rate = state.step_size, state.rate
     if adaptation is not None:
         step_size, rate = adaptation.update(step_size, rate, accept)

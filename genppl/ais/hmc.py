@@ -9,7 +9,7 @@ mass matrix; a proposal whose density is not finite is rejected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,12 +19,14 @@ from genppl.ais.target import Densities, State, TemperedTarget
 @dataclass(frozen=True)
 class Point:
     """Particles' unconstrained values, their densities and the gradient of the tempered
-    log density at ``beta``."""
+    log density at ``beta``; ``finite``, the values of the finite latents carried in the
+    state (empty when they are summed out), which HMC holds fixed."""
 
     values: State
     densities: Densities
     gradient: State
     beta: float
+    finite: State = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,21 @@ class Adaptation:
         return step_size.clamp(self.smallest, self.largest), rate
 
 
-def evaluate(target: TemperedTarget, values: State, beta: float) -> Point:
-    """The densities of ``values`` and the gradient of their tempered log density."""
+def evaluate(target: TemperedTarget, values: State, beta: float,
+             finite: State | None = None) -> Point:
+    """The densities of ``values`` (with the finite latents at ``finite``) and the gradient
+    of their tempered log density."""
+    finite = finite or {}
     leaves = {k: v.detach().requires_grad_() for k, v in values.items()}
     with torch.enable_grad():
-        densities = target.densities(leaves)
+        densities = target.densities(leaves, finite)
         total = densities.tempered(beta).sum()
-        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
+        grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True) \
+            if leaves else ()
     gradient = {k: torch.zeros_like(v) if g is None else g
                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
-    return Point({k: v.detach() for k, v in leaves.items()}, densities.detach(), gradient, beta)
+    return Point({k: v.detach() for k, v in leaves.items()}, densities.detach(), gradient, beta,
+                 finite)
 
 
 def transition(target: TemperedTarget, point: Point, beta: float, step_size: torch.Tensor,
@@ -68,7 +75,7 @@ def transition(target: TemperedTarget, point: Point, beta: float, step_size: tor
     ``beta``) and each particle's acceptance probability. ``point``'s gradient is
     recomputed when it was taken at another temperature."""
     if point.beta != beta:
-        point = evaluate(target, point.values, beta)
+        point = evaluate(target, point.values, beta, point.finite)
     momentum = {k: torch.randn_like(v) for k, v in point.values.items()}
     start_energy = -point.densities.tempered(beta) + 0.5 * target.squared_norm(momentum)
     eps = {k: target.spread(step_size, k, v) for k, v in point.values.items()}
@@ -76,7 +83,7 @@ def transition(target: TemperedTarget, point: Point, beta: float, step_size: tor
     p = {k: momentum[k] + 0.5 * eps[k] * point.gradient[k] for k in values}
     for step in range(leapfrog_steps):
         values = {k: values[k] + eps[k] * p[k] for k in values}
-        moved = evaluate(target, values, beta)
+        moved = evaluate(target, values, beta, point.finite)
         half = 0.5 if step == leapfrog_steps - 1 else 1.0
         p = {k: p[k] + half * eps[k] * moved.gradient[k] for k in values}
     end_energy = -moved.densities.tempered(beta) + 0.5 * target.squared_norm(p)
@@ -99,4 +106,4 @@ def _choose(target: TemperedTarget, accepted: torch.Tensor, moved: Point, kept: 
     densities = Densities(pick(d.prior, e.prior, None), pick(d.likelihood, e.likelihood, None),
                           d.outside, None if d.start is None or e.start is None
                           else pick(d.start, e.start, None))
-    return Point(values, densities, gradient, kept.beta)
+    return Point(values, densities, gradient, kept.beta, kept.finite)

@@ -88,16 +88,21 @@ class _Unconstrained(Messenger):
     """Each latent site in ``latents`` set from its unconstrained value in ``values`` (from
     its constrained value, with ``constrained``; with ``values`` None, drawn by the model as
     usual); in every case its unconstrained value and the log Jacobian of its map are
-    recorded."""
+    recorded. Finite sites in ``fixed`` are set to those values (the Gibbs path's state);
+    the others run as the model has them (drawn, or enumerated under ``poutine.enum``)."""
 
     def __init__(self, latents: frozenset[str], values: State | None, *,
-                 constrained: bool = False) -> None:
+                 constrained: bool = False, fixed: State | None = None) -> None:
         super().__init__()
         self.latents, self.values, self.constrained = latents, values, constrained
+        self.fixed = fixed or {}
         self.unconstrained: State = {}
         self.log_jacobian: State = {}
 
     def _pyro_sample(self, msg: dict[str, Any]) -> None:
+        if msg["name"] in self.fixed and not msg["is_observed"]:
+            msg["value"], msg["done"] = self.fixed[msg["name"]], True
+            return
         if self.values is None or not self._ours(msg):
             return
         u = self.values[msg["name"]]
@@ -135,10 +140,14 @@ class TemperedTarget:
 
     def __init__(self, model: Model, program: Callable[..., Any], data: Mapping[str, Any],
                  latents: list[str], *, summed: list[str], nesting: int, num_chains: int,
-                 items: Items | None, guide: Callable[..., Any] | None = None) -> None:
+                 items: Items | None, guide: Callable[..., Any] | None = None,
+                 finite: list[str] = ()) -> None:
         self.model, self.program, self.data = model, program, dict(data)
         self.guide = guide
         self.latents, self.summed = frozenset(latents), frozenset(summed)
+        #: finite latents carried in the state and moved by Gibbs (``gibbs`` module), in
+        #: the model's order
+        self.finite = tuple(finite)
         self.nesting, self.num_chains, self.items = nesting, num_chains, items
         self.batch_dims: dict[str, int] = {}  # each latent's unconstrained batch dims
 
@@ -147,27 +156,30 @@ class TemperedTarget:
         """The particles' shape."""
         return (self.num_chains,) if self.items is None else (self.num_chains, self.items.size)
 
-    def draw(self, given: Mapping[str, torch.Tensor] | None = None) -> State:
+    def draw(self, given: Mapping[str, torch.Tensor] | None = None) -> tuple[State, State]:
         """The particles drawn exactly from the start (the prior, or the guide), in the
-        unconstrained space; or, with ``given``, set to those values of the latents (by
-        name, in the model's data layout: one value for every chain, or a leading axis of
-        one per chain), mapped there."""
+        unconstrained space, and the values of the finite latents carried in the state; or,
+        with ``given``, set to those values of the latents (by name, in the model's data
+        layout: one value for every chain, or a leading axis of one per chain), mapped
+        there."""
         with torch.no_grad():
             handler, trace = self._run(None)
         self._check(trace)
         for name, u in handler.unconstrained.items():
             domain_event = biject_to(trace.nodes[name]["fn"].support).domain.event_dim
             self.batch_dims[name] = u.dim() - domain_event
+        finite = {name: trace.nodes[name]["value"] for name in self.finite}
         if given is None and self.guide is not None:
             with torch.no_grad():
                 given = {name: site["value"] for name, site in self._guide_trace(None).items()}
         if given is None:
-            return dict(handler.unconstrained)
+            return dict(handler.unconstrained), finite
         values = {name: self._laid_out(name, given, trace.nodes[name]["value"])
                   for name in self.latents}
+        finite = {name: self._laid_out(name, given, value) for name, value in finite.items()}
         with torch.no_grad():
-            handler, _ = self._run(values, constrained=True)
-        return dict(handler.unconstrained)
+            handler, _ = self._run(values, constrained=True, fixed=finite)
+        return dict(handler.unconstrained), finite
 
     def _laid_out(self, name: str, given: Mapping[str, torch.Tensor], like: torch.Tensor
                   ) -> torch.Tensor:
@@ -178,7 +190,8 @@ class TemperedTarget:
             raise ModelError(f"latent {node.name!r} ({node.declared_at}) has no starting value; "
                              "give one for every latent.")
         value = given[name]
-        chain_axis = self.batch_dims[name] - self.nesting - 1
+        chain_axis = like.dim() - self.nesting - 1 if name in self.finite else \
+            self.batch_dims[name] - self.nesting - 1
         one = (*like.shape[:chain_axis], 1, *like.shape[chain_axis + 1:])
         if value.numel() == like.numel():
             return value.reshape(like.shape)
@@ -189,9 +202,10 @@ class TemperedTarget:
                          f"every chain) or {like.numel()} (a leading axis of {self.num_chains} "
                          "chains).")
 
-    def densities(self, u: State) -> Densities:
-        """The particles' log densities at unconstrained values ``u`` (differentiable)."""
-        handler, trace = self._run(u, enumerate=bool(self.summed))
+    def densities(self, u: State, finite: State | None = None) -> Densities:
+        """The particles' log densities at unconstrained values ``u`` (differentiable) and
+        the finite latents carried in the state at ``finite``: theirs join the prior's."""
+        handler, trace = self._run(u, enumerate=bool(self.summed), fixed=finite)
         trace.compute_log_prob()
         zeros = torch.zeros(self.shape, dtype=self.model.dtype, device=self.model.device)
         prior = likelihood = zeros
@@ -202,7 +216,9 @@ class TemperedTarget:
             if name in self.latents:
                 prior = prior + self.per_particle(
                     site["log_prob"] + handler.log_jacobian[name], self._in_items(site))
-        rest = [name for name, _ in sites if name not in self.latents]
+            elif name in self.finite:
+                prior = prior + self.per_particle(site["log_prob"], self._in_items(site))
+        rest = [name for name, _ in sites if name not in self.latents and name not in self.finite]
         terms = (contracted_terms(trace, rest, None if self.items is None else self.items.name)
                  if self.summed else
                  [(trace.nodes[n]["log_prob"], self._in_items(trace.nodes[n])) for n in rest])
@@ -288,13 +304,17 @@ class TemperedTarget:
         return total
 
     def _run(self, values: State | None, *, constrained: bool = False,
-             enumerate: bool = False) -> tuple[_Unconstrained, Any]:
-        """One run of the program in the chains' plate (with ``enumerate``, its finite
-        latents enumerated in parallel on dims left of that plate)."""
-        handler = _Unconstrained(self.latents, values, constrained=constrained)
-        program = (poutine.enum(self.program, first_available_dim=-self.nesting - 2)
-                   if enumerate else self.program)
-        with handler, pyro.plate(PARTICLES, self.num_chains, dim=-self.nesting - 1):
+             enumerate: bool = False, fixed: State | None = None
+             ) -> tuple[_Unconstrained, Any]:
+        """One run of the program in the chains' plate, the finite latents in ``fixed`` set
+        (with ``enumerate``, the other finite latents enumerated in parallel on dims left of
+        that plate)."""
+        handler = _Unconstrained(self.latents, values, constrained=constrained, fixed=fixed)
+        # the handler innermost: it sets the fixed finite sites before enumeration sees them
+        program = handler(self.program)
+        if enumerate:
+            program = poutine.enum(program, first_available_dim=-self.nesting - 2)
+        with pyro.plate(PARTICLES, self.num_chains, dim=-self.nesting - 1):
             trace = poutine.trace(program).get_trace(**self.data)
         return handler, trace
 
@@ -305,15 +325,16 @@ class TemperedTarget:
     def _check(self, trace: Any) -> None:
         """Refuse latents AIS cannot anneal: finite ones, and (with items) ones outside the
         items' plate, whose weights would not factorise over the items."""
-        for name in sorted(self.latents | self.summed):
+        for name in sorted(self.latents | self.summed | set(self.finite)):
             site = trace.nodes[name]
             node = self.model[split_site(name)[0]]
             if name in self.latents and site["fn"].support.is_discrete:
                 raise ModelError(f"latent {node.name!r} ({node.declared_at}) is finite and "
                                  "declared enumerate=False: engine 'ais' sums finite latents "
-                                 "out exactly and anneals the continuous ones by HMC; declare "
-                                 "it enumerable, or use engine='exact' for a model whose "
-                                 "latents are all finite.")
+                                 "out exactly (or, with finite='gibbs', moves them by Gibbs) "
+                                 "and anneals the continuous ones by HMC; declare it "
+                                 "enumerable, or use engine='exact' for a model whose latents "
+                                 "are all finite.")
             if self.items is not None and not self._in_items(site):
                 raise ModelError(f"latent {node.name!r} ({node.declared_at}) lies outside "
                                  f"plate {self.items.name!r}, so the log evidence does not "

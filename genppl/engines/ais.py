@@ -70,6 +70,11 @@ class AISOptions(FixedParams):
     per: str | None = option(
         None, "a plate whose every latent is its own: one estimate per item "
         "(info['log_evidence_per'], info['stderr_per'], info['ess_per'])")
+    finite: str = option(
+        "sum", "finite latents: 'sum' them out of each particle's likelihood exactly (their "
+        "enumeration must fit in memory) or 'gibbs': carry them in the state and redraw each "
+        "from its tempered full conditional after every HMC transition (any number of them, "
+        "continuous latents below them too)")
     guide: Guide | FitResult | None = option(
         None, "start the path at this guide q(z | x) instead of the prior: a DSL guide (with "
         "the params in Pyro's param store) or an svi fit (with its own); the targets are "
@@ -102,17 +107,21 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     adaptation = Adaptation(target=options.target_accept_prob)
     guide, params = (None, nullcontext()) if options.guide is None else fitted_guide(
         options.guide, "engine 'ais' (guide=)")
-    _check_guide(model, options.guide)
+    _check_guide(model, options)
     with whole_plates(model), params:
         prep = prepare(model, data)
-        _check_latents(prep)
+        gibbs = options.finite == "gibbs"
+        _check_latents(prep, gibbs)
         items = None if options.per is None else Items(
             options.per, prep.program.dims[options.per],
             resolve_sizes(model, prep.data)[0][options.per])
         target = TemperedTarget(model, prep.program, prep.data, prep.continuous,
-                                summed=prep.enumerated, nesting=prep.max_plate_nesting,
-                                num_chains=options.num_chains, items=items, guide=guide)
-        given = _posterior_draws(model, prep.continuous, options.reverse_from)
+                                summed=[] if gibbs else prep.enumerated,
+                                nesting=prep.max_plate_nesting, num_chains=options.num_chains,
+                                items=items, guide=guide,
+                                finite=prep.enumerated if gibbs else [])
+        given = _posterior_draws(model, prep.continuous + list(target.finite),
+                                 options.reverse_from)
         path = betas if given is None else betas[::-1]
         state = start(target, options.step_size, adaptation, given=given, beta=path[0])
         steps = progress_bar(range(1, len(path)), total=len(path) - 1, desc="ais",
@@ -178,31 +187,41 @@ def _check_undirected(model: Model, options: AISOptions) -> None:
                              "info['log_evidence_per'] holds each case's log-likelihood.")
 
 
-def _check_latents(prep: Prepared) -> None:
-    """Refuse a model with no continuous latents to anneal, or with continuous latents
-    that depend on finite ones (summed out of the likelihood, which such a latent's prior
-    would then be part of); and a summation over the memory budget."""
+def _check_latents(prep: Prepared, gibbs: bool) -> None:
+    """Refuse a model with nothing to anneal; summing finite latents out, also continuous
+    latents that depend on finite ones (summed out of the likelihood, which such a latent's
+    prior would then be part of) and a summation over the memory budget."""
     model = prep.model
+    if gibbs:
+        if not prep.continuous and not prep.enumerated:
+            raise ModelError(f"model {model.name!r} has no latents for engine 'ais' to anneal: "
+                             "its log evidence is its log likelihood.")
+        return
     if not prep.continuous:
         raise ModelError(f"model {model.name!r} has no continuous latents for engine 'ais' to "
                          "anneal" + (": use engine='exact', which sums its finite latents out "
-                                     "exactly." if prep.enumerated else
+                                     "exactly, or finite='gibbs'." if prep.enumerated else
                                      ": its log evidence is its log likelihood."))
     below = continuous_below_finite(model, prep.enumerated, prep.continuous)
     if below:
         raise ModelError(f"continuous latent {below[0]!r} ({model[below[0]].declared_at}) "
                          "depends on a finite latent, which engine 'ais' sums out of the "
-                         "likelihood only below the continuous ones; use engine='svi' (IWAE "
-                         "evaluation) for its evidence.")
+                         "likelihood only below the continuous ones; pass finite='gibbs' to "
+                         "move the finite latents by Gibbs instead.")
     if prep.enumerated:
-        check_enumeration(prep, "Use engine='svi' (IWAE evaluation)")
+        check_enumeration(prep, "Pass finite='gibbs' to move them by Gibbs instead")
 
 
-def _check_guide(model: Model, guide: Guide | FitResult | None) -> None:
-    """A DSL guide must be declared for this model."""
+def _check_guide(model: Model, options: AISOptions) -> None:
+    """A DSL guide must be declared for this model, and starts continuous latents only."""
+    guide = options.guide
     if isinstance(guide, Guide) and guide.model is not model:
         raise ModelError(f"engine 'ais': guide {guide.name!r} was declared for model "
                          f"{guide.model.name!r}, not {model.name!r}.")
+    if guide is not None and options.finite == "gibbs":
+        raise ModelError("engine 'ais': guide= starts the continuous latents of a path whose "
+                         "finite latents are summed out; with finite='gibbs' the path starts "
+                         "from the prior (leave guide=None, or use finite='sum').")
 
 
 def _posterior_draws(model: Model, latents: list[str], given: Mapping[str, Any] | None
@@ -253,6 +272,8 @@ def _check(model: Model, options: AISOptions) -> None:
     if not 0 < options.target_accept_prob < 1:
         raise ModelError("engine 'ais': target_accept_prob must lie strictly between 0 and "
                          f"1, got {options.target_accept_prob}.")
+    if options.finite not in ("sum", "gibbs"):
+        raise ModelError(f"engine 'ais': finite={options.finite!r}; pass 'sum' or 'gibbs'.")
     if options.per is not None and options.per not in model.plates:
         raise ModelError(f"engine 'ais': per={options.per!r} is not a plate of model "
                          f"{model.name!r}." + suggest(options.per, model.plates))

@@ -215,6 +215,7 @@ CASES: dict[str, dict[str, Case]] = {
         # (the scaled model's latent is global: per item does not apply)
         "per": Case({"per": "data"}, refused=True, naming="outside plate 'data'"),
         "reverse_from": Case({"reverse_from": {"mu": 0.5}}),
+        "finite": Case({"finite": "gibbs"}, model="shifted"),
         # (each run builds its model afresh, so a guide declared beforehand is another
         # model's; the effect of a right one is tested in test_ais.py)
         "guide": Case({"guide": _scaled().guide()}, refused=True,

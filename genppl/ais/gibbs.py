@@ -1,0 +1,80 @@
+"""Gibbs moves for the finite latents annealing carries in its state (``finite="gibbs"``).
+
+Summing finite latents out of each particle's likelihood (``summed``) is exact but needs
+their joint enumeration to fit in memory, and cannot put a continuous latent below a finite
+one. Carried in the state instead, each finite latent is redrawn after every HMC transition
+from its full conditional under the tempered target f_b: its own prior term and those of
+its latent children at full weight, the data's terms at weight b (so at b = 0 the draw is
+from the prior's conditional, at b = 1 from the posterior's). Each such draw leaves f_b
+invariant, which is all the weights need (Neal 2001).
+
+One draw updates a latent at every entry of its plates and in every chain at once: the
+model runs with that latent alone enumerated in parallel (on the dim left of the chains'
+plate) and the others fixed, and each site's log-probability is summed over the plates the
+latent is not in. Entries of a plate are conditionally independent given everything
+outside it, so their draws are independent. The latents are swept in the model's order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pyro.poutine.util import site_is_subsample
+
+from genppl.errors import ModelError
+
+if TYPE_CHECKING:
+    from genppl.ais.hmc import Point
+    from genppl.ais.target import State, TemperedTarget
+
+
+def gibbs_sweep(target: TemperedTarget, point: Point, beta: float) -> State:
+    """New values of every finite latent the state carries, each drawn in turn from its
+    full conditional under f_beta given the others' latest values (module docstring)."""
+    finite = dict(point.finite)
+    with torch.no_grad():
+        for name in target.finite:
+            finite[name] = _draw(target, point, finite, name, beta)
+    return finite
+
+
+def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: float
+          ) -> torch.Tensor:
+    """Latent ``name`` redrawn at every entry and chain from its tempered conditional."""
+    others = {k: v for k, v in finite.items() if k != name}
+    _, trace = target._run(point.values, enumerate=True, fixed=others)
+    trace.compute_log_prob()
+    site = trace.nodes[name]
+    width = target.nesting + 2  # the enumeration dim, the chains' dim, the plates'
+    own = {f.dim for f in site["cond_indep_stack"] if f.dim is not None}
+    total: torch.Tensor | None = None
+    for node in trace.nodes.values():
+        if node["type"] != "sample" or site_is_subsample(node):
+            continue
+        term = node["log_prob"]
+        if term.dim() < width or term.shape[-width] == 1:
+            continue  # it does not depend on the latent drawn
+        term = term.reshape(term.shape[-width:]) if term.dim() > width else term
+        plates = [d for d in range(-target.nesting, 0) if d not in own and term.shape[d] > 1]
+        if plates:
+            term = term.sum(plates, keepdim=True)
+        weight = beta if node["is_observed"] else 1.0
+        total = weight * term if total is None else total + weight * term
+    assert total is not None  # the latent's own prior term depends on it
+    support = site["value"].reshape(-1)
+    current = finite[name]
+    shape = torch.broadcast_shapes(total.shape[1:], _padded(current.shape, width - 1))
+    logits = total.expand(len(support), *shape).movedim(0, -1)
+    if not bool(torch.isfinite(logits.max(-1).values).all()):
+        node = target.model[site["name"].split("__")[0]]
+        raise ModelError(f"engine 'ais': latent {node.name!r} ({node.declared_at}) has no "
+                         "state of positive probability given the others and the data; the "
+                         "data may have probability zero under the model.")
+    index = torch.distributions.Categorical(logits=logits).sample()
+    return support[index].reshape(current.shape)
+
+
+def _padded(shape: Any, width: int) -> tuple[int, ...]:
+    """``shape`` with ones on the left up to ``width`` dims."""
+    return (1,) * (width - len(shape)) + tuple(shape)
