@@ -13,6 +13,10 @@ estimators (an ELBO is a "lower bound" on the log-likelihood):
   (reverse AIS, BDMC);
 - ``point``: an estimate with no known direction.
 
+``diagnostics`` holds other measurements of the row's model and estimator, shown under the
+table but never ranked: the bidirectional Monte Carlo sandwich on simulated data, the
+effective sample size of importance weights, sample quality in LeNet features.
+
 Rows are JSON-able (``to_dict``/``from_dict``) so the leaderboard can cache them and write
 them out; construction refuses a row that could not be read back or compared.
 """
@@ -34,7 +38,8 @@ BOUNDS = ("exact", "lower", "upper", "point")
 class Row:
     """One leaderboard row (module docstring). ``stderr`` is the estimator's standard error
     (None for exact rows); ``command`` is the shell command that reproduces the row;
-    ``settings`` the JSON-able settings its evaluation ran with."""
+    ``settings`` the JSON-able settings its evaluation ran with; ``diagnostics`` other
+    JSON-able measurements (module docstring)."""
 
     model: str
     entry: str
@@ -45,6 +50,7 @@ class Row:
     unit: str
     command: str
     settings: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bound not in BOUNDS:
@@ -66,12 +72,13 @@ class Row:
         if self.bound == "exact" and self.stderr not in (None, 0.0):
             raise ValueError(f"Row {self.model!r}: an exact row has no standard error "
                              f"(got stderr={self.stderr}); pass stderr=None or another bound.")
-        try:
-            settings = json.loads(json.dumps(self.settings, allow_nan=False))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"Row {self.model!r}: settings must be JSON-able (numbers, "
-                             f"strings, lists, dicts): {e}.") from None
-        object.__setattr__(self, "settings", settings)
+        for name in ("settings", "diagnostics"):
+            try:
+                value = json.loads(json.dumps(getattr(self, name), allow_nan=False))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"Row {self.model!r}: {name} must be JSON-able (finite "
+                                 f"numbers, strings, lists, dicts): {e}.") from None
+            object.__setattr__(self, name, value)
 
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """``value ± z·stderr`` (the value itself for a row without a standard error)."""
@@ -86,7 +93,7 @@ class Row:
         """The row of ``to_dict``'s output (as read back from JSON); unknown or missing keys
         are refused by name."""
         names = set(cls.__dataclass_fields__)
-        unknown, missing = set(data) - names, names - set(data) - {"settings"}
+        unknown, missing = set(data) - names, names - set(data) - {"settings", "diagnostics"}
         if unknown or missing:
             raise ValueError(f"Row.from_dict: unknown keys {sorted(unknown)}, missing keys "
                              f"{sorted(missing)}; pass what Row.to_dict() wrote.")
