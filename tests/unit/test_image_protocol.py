@@ -157,7 +157,8 @@ def mixture(dtype: torch.dtype) -> genppl.Model:
     gen = torch.Generator().manual_seed(2)
     probs = 0.1 + 0.8 * torch.rand(PIXELS, 3, generator=gen, dtype=F64)
     m = genppl.Model("bernoulli_mixture")
-    m.param("weights", torch.tensor([0.2, 0.3, 0.5], dtype=F64), constraint=dist.constraints.simplex)
+    m.param("weights", torch.tensor([0.2, 0.3, 0.5], dtype=F64),
+            constraint=dist.constraints.simplex)
     m.param("probs", probs, constraint=dist.constraints.unit_interval)
     with m.plate("images"):
         m.latent("c", lambda weights: dist.Categorical(weights))
@@ -182,15 +183,15 @@ def test_the_exact_row_of_a_mixture_is_its_logsumexp(dtype: torch.dtype) -> None
 def test_bad_arguments_are_refused_by_name() -> None:
     model, guide = decoder_model(F64)
     x = simulated(model)
-    with pytest.raises(ValueError, match="estimator='iwea'.*'iwae'"):
+    with pytest.raises(ValueError, match=r"estimator='iwea'.*'iwae'"):
         images(model, estimator="iwea", guide=guide, test_images=x)
     with pytest.raises(ModelError, match="estimator='elbo' draws from a guide; pass guide="):
         images(model, estimator="elbo", test_images=x)
     with pytest.raises(ValueError, match="estimator='ais' uses no guide"):
         images(model, estimator="ais", guide=guide, test_images=x)
-    with pytest.raises(ModelError, match="plate='image' is not a plate.*'images'"):
+    with pytest.raises(ModelError, match=r"plate='image' is not a plate.*'images'"):
         images(model, estimator="ais", plate="image", test_images=x)
-    with pytest.raises(ModelError, match="observed='x' is not an observed node.*pixels"):
+    with pytest.raises(ModelError, match=r"observed='x' is not an observed node.*pixels"):
         images(model, estimator="ais", observed="x", test_images=x)
     apart = genppl.Model("apart")
     with apart.plate("images"):
