@@ -337,15 +337,6 @@ def draw_samples(trained: Trained, count: int = NUM_SAMPLES, seed: int = 0
     return draws["pixels"][0].reshape(count, SIDE, SIDE), labels
 
 
-def sample_diagnostics(samples: torch.Tensor, network: nn.Module | None = None
-                       ) -> dict[str, float]:
-    """Sample quality against the 1,000 test digits in the LeNet's features
-    (``genppl.evaluate.sample_quality``; ``network`` defaults to the cached one)."""
-    quality = sample_quality.score(samples.float().cpu(), network)
-    return {"fld": quality.frechet_distance, "precision": quality.precision,
-            "recall": quality.recall, "samples": len(samples)}
-
-
 def variant_rows(trained: Trained, setting: Setting, test_x: torch.Tensor,
                  test_y: torch.Tensor, *, quick: bool, seed: int = 0) -> dict[str, Row]:
     """The variant's rows (``ESTIMATORS``) on the first ``setting.images`` test digits, by
@@ -360,7 +351,7 @@ def variant_rows(trained: Trained, setting: Setting, test_x: torch.Tensor,
     common = {"svi_steps": setting.steps, "batch": BATCH, "lr": LR, "quick": quick}
     shared: dict[str, object] = {"fit_seconds": trained.result.seconds}
     if setting.sample_quality:
-        shared |= sample_diagnostics(draw_samples(trained, seed=seed)[0])
+        shared |= sample_quality.diagnostics(draw_samples(trained, seed=seed)[0])
     rows = {}
     for estimator in ESTIMATORS[variant]:
         row_id = f"{ROW_PREFIX[variant]}-{estimator}"

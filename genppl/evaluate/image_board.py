@@ -31,9 +31,10 @@ UNIT = "nats/image"
 #: mixtures of Bernoullis.
 RANKING = ("autoregressive", "deep latent-variable", "VAE", "RBM", "mixture")
 #: The gallery entries that score themselves on this scale.
-ENTRIES = ("bernoulli_mixture_mnist",)
-#: The source files every image row's evaluation reads besides its entry's module.
-SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.image_board", "genppl.data.digits")
+ENTRIES = ("bernoulli_mixture_mnist", "vae_mnist")
+#: The source files every image row's evaluation reads besides its entry's modules.
+SOURCES = ("genppl.evaluate.rows", "genppl.evaluate.image_board",
+           "genppl.evaluate.image_protocol", "genppl.data.digits")
 
 
 def _entry_module(name: str) -> str:
@@ -79,9 +80,25 @@ def _entry_rows(settings: dict[str, Any]) -> dict[str, Row]:
     return entry_rows_function(settings["entry"])(settings["quick"])
 
 
+def gallery_sources(module: ModuleType) -> tuple[str, ...]:
+    """``module`` and the modules of its gallery package it reads, directly or through one
+    another (``vae_mnist`` reads ``_vae`` and ``flows``, ``flows`` reads ``vae_digits``): a
+    row's evaluation runs their code, so their sources key its cache."""
+    package = module.__name__.rpartition(".")[0] + "."
+    found, todo = {module.__name__}, [module]
+    while todo:
+        for value in vars(todo.pop()).values():
+            name = value.__name__ if isinstance(value, ModuleType) else getattr(
+                value, "__module__", None)
+            if isinstance(name, str) and name.startswith(package) and name not in found:
+                found.add(name)
+                todo.append(importlib.import_module(name))
+    return tuple(sorted(found))
+
+
 def makers(quick: bool) -> list[RowMaker]:
     return [RowMaker(name, {"entry": name, "quick": quick}, _entry_rows,
-                     (*SOURCES, _entry_module(name)), tuple(_entry(name).LEADERBOARD))
+                     (*SOURCES, *gallery_sources(_entry(name))), tuple(_entry(name).LEADERBOARD))
             for name in ENTRIES]
 
 

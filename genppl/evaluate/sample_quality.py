@@ -120,6 +120,16 @@ def score(images: torch.Tensor, network: digits_features.LeNet | None = None,
     return SampleQuality(frechet_distance(real, fake), *precision_recall(real, fake, k))
 
 
+def diagnostics(images: torch.Tensor, network: digits_features.LeNet | None = None
+                ) -> dict[str, float | int]:
+    """``score(images)`` as a leaderboard row's diagnostics (``Row.diagnostics``):
+    ``fld``, ``precision``, ``recall`` and the number of ``samples`` they were computed on
+    (distances compare only at equal counts)."""
+    quality = score(images, network)
+    return {"fld": quality.frechet_distance, "precision": quality.precision,
+            "recall": quality.recall, "samples": len(images)}
+
+
 def read_samples(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(images, labels or None)`` of a ``samples.npz`` file written by an image entry's
     ``genppl run NAME --out DIR`` (``Report.samples``: ``images`` N x 28 x 28 in [0, 1],

@@ -83,3 +83,22 @@ def test_the_leaderboard_row_is_exact_in_nats_per_image(monkeypatch) -> None:
     assert row.command.startswith("genppl leaderboard images") and "--quick" in row.command
     assert row.settings["components"] == 2
     assert 50 < row.value < digits.NUM_PIXELS * np.log(2)  # better than a coin per pixel
+
+
+def test_the_full_row_carries_the_sample_quality_of_its_draws(monkeypatch) -> None:
+    """Full settings (shrunk here) add the draws' scores in the features of a network
+    (an untrained one: the scores are checked against a direct call, not for their size)."""
+    from genppl.evaluate import digits_features, sample_quality
+
+    torch.manual_seed(0)
+    network = digits_features.LeNet(16).eval()
+    monkeypatch.setattr(digits_features, "load_or_train", lambda: network)
+    monkeypatch.setattr(mixture, "FULL", mixture.Setting(components=2, iterations=2))
+    row = mixture.leaderboard_rows(quick=False)["bernoulli_mixture_mnist"]
+    assert "--quick" not in row.command
+    fitted = mixture.evaluate(mixture.FULL)
+    expected = sample_quality.diagnostics(
+        mixture.draw_images(fitted.params, mixture.NUM_SAMPLES, seed=0), network)
+    assert {k: row.diagnostics[k] for k in expected} == pytest.approx(expected, rel=1e-9)
+    assert row.diagnostics["samples"] == mixture.NUM_SAMPLES
+    assert row.diagnostics["iterations_run"] == 2

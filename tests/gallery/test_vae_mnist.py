@@ -24,7 +24,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch import nn
 
-from genppl.evaluate import AISSettings, digits_features
+from genppl.evaluate import AISSettings
 from genppl.gallery import RunConfig
 from genppl.graph.spec import render_spec
 from models_gallery import _vae, flows, vae_mnist
@@ -276,21 +276,3 @@ def test_samples_are_binary_digits_and_the_cvaes_come_with_every_label(variant: 
         assert labels is not None and torch.equal(labels, torch.arange(50) % 10)
     else:
         assert labels is None
-
-
-def test_sample_diagnostics_of_the_test_digits_are_those_of_a_perfect_sampler() -> None:
-    """The test digits scored against themselves: distance 0, precision and recall 1 (any
-    feature network: an untrained one here, which needs no cache)."""
-    network = _seeded_lenet()
-    test = vae_mnist.load_mnist(torch.float32)[2]
-    scores = vae_mnist.sample_diagnostics(test.reshape(-1, 28, 28), network)
-    assert abs(scores["fld"]) < 1e-6 and scores["samples"] == len(test)
-    assert scores["precision"] == 1.0 and scores["recall"] == 1.0
-    noise = torch.bernoulli(torch.full((len(test), 28, 28), 0.5))
-    junk = vae_mnist.sample_diagnostics(noise, network)
-    assert junk["fld"] > 0.01 and junk["precision"] < 0.1 and junk["recall"] < 0.1
-
-
-def _seeded_lenet() -> digits_features.LeNet:
-    torch.manual_seed(0)
-    return digits_features.LeNet(16).eval()

@@ -42,6 +42,13 @@ def test_rows_are_found_through_the_gallery_entry_point() -> None:
     assert image_board.entry_rows_function("bernoulli_mixture_mnist").__name__ == \
         "leaderboard_rows"
     assert image_board.families()["bernoulli_mixture_mnist"] == "mixture"
+    vae = makers["vae_mnist"]
+    assert {"models_gallery.vae_mnist", "models_gallery._vae", "models_gallery.flows",
+            "models_gallery.vae_digits", "genppl.evaluate.image_protocol"} <= set(vae.sources)
+    assert "models_gallery.bernoulli_mixture_mnist" not in vae.sources
+    from models_gallery import vae_mnist
+
+    assert vae.rows == tuple(vae_mnist.LEADERBOARD)
     with pytest.raises(ModelError, match="no registered gallery package lists the entry"):
         image_board.entry_rows_function("no_such_entry")
     with pytest.raises(ModelError, match="must define LEADERBOARD"):

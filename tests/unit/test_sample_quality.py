@@ -173,6 +173,18 @@ def test_noise_scores_far_worse_than_training_digits(network: df.LeNet) -> None:
     assert bad.recall < 0.01
 
 
+def test_diagnostics_of_the_test_digits_are_those_of_a_perfect_sampler(network: df.LeNet
+                                                                       ) -> None:
+    test = digits.binarised().test_images
+    scores = sq.diagnostics(test.reshape(-1, 28, 28), network)
+    assert abs(scores["fld"]) < 1e-6 and scores["samples"] == len(test)
+    assert scores["precision"] == 1.0 and scores["recall"] == 1.0
+    noise = torch.bernoulli(torch.full((len(test), 28, 28), 0.5, dtype=F64),
+                            generator=torch.Generator().manual_seed(0))
+    junk = sq.diagnostics(noise, network)
+    assert junk["fld"] > 10 and junk["recall"] < 0.01
+
+
 # --------------------------------------------------------------------------- the commands
 def test_sample_quality_command_scores_a_samples_file(tmp_path: Path, capsys,
                                                       monkeypatch: pytest.MonkeyPatch,
