@@ -1,22 +1,27 @@
 """log Z of an undirected model of finite variables by annealed importance sampling
 (Salakhutdinov & Murray 2008), on the model's grounded factor graph (``genppl.gibbs``).
 
-The path. The graph's one-variable rows (biases, fields, a root's prior table) and its
-padding make the *base*: every instance independent, its own log-potentials ``u_i``, so
-log Z_0 = sum_i logsumexp_k u_i(k) is exact and exact draws are one categorical per
-instance. The rows of two or more variables (couplings, RBM weights) are the interaction
-``I(x)``, scaled by the inverse temperature: f_b(x) = exp(sum_i u_i(x_i) + b I(x)), from the
-base (b = 0) to the model (b = 1). Keeping each unit's own potential in the base, rather
-than starting from uniform states, starts the chains where the biases put them, which is
-what Salakhutdinov & Murray recommend (they use the data's marginals for an RBM's visible
-biases); a model with no one-variable rows starts from uniform states.
+The path. The *base* makes every instance independent with log-potentials ``u0_i``: by
+default its own (the graph's padding and one-variable rows: biases, fields, a root's prior
+table), or, from cases of some variables (``start_from_cases``), those variables'
+marginals in the cases. log Z_0 = sum_i logsumexp_k u0_i(k) is exact, and exact draws are
+one categorical per instance. With E(x) the model's log-potential (its one-variable rows
+``U(x)`` plus its rows of two or more variables, the *interaction* ``I(x)``: couplings,
+RBM weights), the targets are f_b(x) = exp((1 - b) U0(x) + b E(x)), from the base (b = 0)
+to the model (b = 1); with the default base that is exp(U(x) + b I(x)). Keeping each
+unit's own potential in the base, rather than uniform states, starts the chains where the
+biases put them; starting the visible units from the data's marginals, as Salakhutdinov &
+Murray do, starts them nearer still to where a trained model's mass is.
 
 The weights. A chain starts from an exact base draw; at temperature t its log weight gains
-(b_t - b_{t-1}) I(x_{t-1}), then it makes one Gibbs sweep leaving f_t invariant (the
-grounded graph with its interaction tables scaled by b_t: ``FactorGraph.with_tables``, so the
-kernel's colour plans are reused). E[w] = Z / Z_0, so log Z_0 + log mean w is a stochastic
-lower bound on log Z. A hard zero in an interaction row (-inf) stays -inf at every b > 0: a
-base draw that breaks one gets weight zero.
+(b_t - b_{t-1}) (E(x_{t-1}) - U0(x_{t-1})), then it makes one Gibbs sweep leaving f_t
+invariant. E[w] = Z / Z_0, so log Z_0 + log mean w is a stochastic lower bound on log Z.
+Every part of a colour's Gibbs update (``genppl.gibbs.kernel.ColourUpdate``) is linear in
+the tables, so the updates of f_b are the model's scaled (``UndirectedPath.tempered``),
+never rebuilt; and where one colour holds exactly one instance of every interaction row
+(either layer of an RBM, either colour of a checkerboard), E(x) is read through that
+colour's update, one matrix product, rather than row by row. A hard zero in an interaction
+row (-inf) stays -inf at every b > 0: a base draw that breaks one gets weight zero.
 
 Given data on some variables (an RBM's visible units, one case per entry of a leading axis),
 the unnormalised log marginal of a case, log sum_h exp E(v, h) (minus an RBM's free
@@ -28,57 +33,136 @@ logsumexp of its full conditional. Its log-likelihood is that minus log Z.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from genppl.errors import ModelError
 from genppl.gibbs.grounding import FactorGraph, FactorGroup
-from genppl.gibbs.kernel import colouring, draw, sweep, updates
+from genppl.gibbs.kernel import ColourUpdate, colouring, draw, updates
 
 
 @dataclass(frozen=True)
 class UndirectedPath:
-    """The tempered path of ``graph`` (see the module doc); ``colours`` its Gibbs colours."""
+    """The tempered path of ``graph`` (see the module doc): ``colours`` its Gibbs colours,
+    ``start`` the base's log-potentials ``(V, K)``, ``own`` the units' own (padding and
+    one-variable rows), ``ends`` the colours' updates at b = 1 and ``covering`` a colour
+    holding exactly one instance of every row of two or more variables (None if none)."""
 
     graph: FactorGraph
     colours: list[torch.Tensor]
+    start: torch.Tensor
+    own: torch.Tensor
+    ends: list[ColourUpdate]
+    covering: int | None
 
     @staticmethod
-    def of(graph: FactorGraph) -> UndirectedPath:
-        return UndirectedPath(graph, colouring(graph))
-
-    def base_logits(self) -> torch.Tensor:
-        """``(V, K)``: each instance's own log-potentials (padding and one-variable rows)."""
-        logits = self.graph.padding.clone()
-        for group in self.graph.groups:
-            if group.arity == 1:
-                logits.index_add_(0, group.index[:, 0], group.tables)
-        return logits
+    def of(graph: FactorGraph, start: torch.Tensor | None = None) -> UndirectedPath:
+        """The path from ``start`` (default: the units' own potentials) to the model."""
+        colours = colouring(graph)
+        own = own_logits(graph)
+        return UndirectedPath(graph, colours, own if start is None else start, own,
+                              updates(graph, colours), _covering(graph, colours))
 
     def base_log_partition(self) -> torch.Tensor:
         """log Z_0, exactly: the instances are independent under the base."""
-        return torch.logsumexp(self.base_logits(), -1).sum()
+        return torch.logsumexp(self.start, -1).sum()
 
     def draw_base(self, chains: int) -> torch.Tensor:
         """``(chains, V)`` exact draws from the base."""
-        logits = self.base_logits()
-        return draw(logits.expand(chains, *logits.shape))
+        return draw(self.start.expand(chains, *self.start.shape))
+
+    def excess(self, state: torch.Tensor) -> torch.Tensor:
+        """``(chains,)``: log f_1 - log f_0 at ``state`` ``(chains, V)``, the model's
+        log-potential less the base's, what a weight gains per unit of temperature. Summed
+        unit by unit, so a model equal to its base gains exactly 0. With a covering colour
+        the interaction rows are read through its update (one matrix product, as a sweep
+        does); otherwise row by row (``interaction``, the reference)."""
+        lift = torch.where(torch.isneginf(self.own), 0.0, self.own - self.start)
+        per_unit = lift.expand(*state.shape, -1).gather(-1, state[..., None]).squeeze(-1)
+        if self.covering is None:
+            return per_unit.sum(-1) + self.interaction(state)
+        update = self.ends[self.covering]
+        own_state = state[..., update.at, None]
+        model = update.logits(state).gather(-1, own_state).squeeze(-1)
+        base = self.start[update.ids].expand(*state.shape[:-1], -1, -1)
+        per_unit[..., update.at] = model - base.gather(-1, own_state).squeeze(-1)
+        return per_unit.sum(-1)
 
     def interaction(self, state: torch.Tensor) -> torch.Tensor:
-        """``(chains,)``: the rows of two or more variables at ``state`` ``(chains, V)``."""
+        """``(chains,)``: the rows of two or more variables at ``state`` ``(chains, V)``,
+        each read at its cell (the reference for ``excess``)."""
         total = self.graph.padding.new_zeros(state.shape[:-1])
         for group in self.graph.groups:
             if group.arity > 1:
                 total = total + rows_at(group.tables, group.index, state).sum(-1)
         return total
 
-    def at(self, beta: float) -> FactorGraph:
-        """The graph of f_beta: interaction tables times ``beta`` (their -inf kept)."""
-        return self.graph.with_tables([
-            g.tables if g.arity == 1 else torch.where(torch.isneginf(g.tables), g.tables,
-                                                      beta * g.tables)
-            for g in self.graph.groups])
+    def tempered(self, beta: float) -> list[ColourUpdate]:
+        """The colours' updates of f_beta: the base's potentials times ``1 - beta`` plus
+        the model's times ``beta`` (its -inf kept), from the model's updates without
+        rebuilding them (every part of an update is linear in the tables)."""
+        return [_scaled(update, self.start[update.ids], beta) for update in self.ends]
+
+    def sweep(self, beta: float, state: torch.Tensor) -> torch.Tensor:
+        """One Gibbs sweep of f_beta over ``state`` ``(chains, V)``."""
+        state = state.clone()
+        for update in self.tempered(beta):
+            state[..., update.at] = update.sample(state)
+        return state
+
+
+def own_logits(graph: FactorGraph) -> torch.Tensor:
+    """``(V, K)``: each instance's own log-potentials (padding and one-variable rows)."""
+    logits = graph.padding.clone()
+    for group in graph.groups:
+        if group.arity == 1:
+            logits.index_add_(0, group.index[:, 0], group.tables)
+    return logits
+
+
+def start_from_cases(graph: FactorGraph, cases: Mapping[str, torch.Tensor],
+                     pseudo_count: float = 1.0) -> torch.Tensor:
+    """``(V, K)``: a base whose instances of the variables ``cases`` name (state indices
+    ``(cases, instances)``) are their marginals in the cases, ``pseudo_count`` added to
+    each state (no state impossible), the others their own potentials. Salakhutdinov &
+    Murray (2008) start an RBM's AIS from such visible biases: the base then puts the
+    chains near the data, where the trained model's mass is."""
+    logits = own_logits(graph)
+    valid = torch.isfinite(graph.padding)
+    for name, values in cases.items():
+        b = graph.blocks[name]
+        at = slice(b.offset, b.offset + b.size)
+        counts = torch.nn.functional.one_hot(values, graph.states).sum(0).to(logits)
+        counts = torch.where(valid[at], counts + pseudo_count, 0.0)
+        logits[at] = (counts / counts.sum(-1, keepdim=True)).log()
+    return logits
+
+
+def _covering(graph: FactorGraph, colours: list[torch.Tensor]) -> int | None:
+    """The first colour holding exactly one instance of every row of two or more
+    variables (either layer of an RBM, either colour of a checkerboard), or None."""
+    for c, ids in enumerate(colours):
+        inside = torch.zeros(graph.size, dtype=torch.long, device=ids.device)
+        inside[ids] = 1
+        if all(bool((inside[g.index].sum(1) == 1).all()) for g in graph.groups
+               if g.arity > 1):
+            return c
+    return None
+
+
+def _scaled(update: ColourUpdate, start: torch.Tensor, beta: float) -> ColourUpdate:
+    """``update`` (of the model) on the path at ``beta``: its constant part ``(1 - beta)
+    start + beta base`` where finite, its pairwise cells, log-odds matrix and gathered
+    tables times ``beta``, -inf kept."""
+    base = torch.where(torch.isneginf(update.base), update.base,
+                       (1 - beta) * start + beta * update.base)
+    return replace(
+        update, base=base,
+        cells=None if update.cells is None else beta * update.cells,
+        odds_matrix=None if update.odds_matrix is None else beta * update.odds_matrix,
+        gather_tables=tuple(torch.where(torch.isneginf(t), t, beta * t)
+                            for t in update.gather_tables))
 
 
 def rows_at(tables: torch.Tensor, index: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -100,9 +184,9 @@ def anneal_partition(path: UndirectedPath, betas: Sequence[float], chains: int,
     log_weight = path.graph.padding.new_zeros(chains)
     last = len(betas) - 1
     for t in range(1, last + 1) if steps is None else steps:
-        log_weight = log_weight + (betas[t] - betas[t - 1]) * path.interaction(state)
+        log_weight = log_weight + (betas[t] - betas[t - 1]) * path.excess(state)
         if t < last:
-            state = sweep(path.at(betas[t]), path.colours, state)
+            state = path.sweep(betas[t], state)
     return log_weight
 
 

@@ -31,7 +31,12 @@ from genppl.ais import (
     summarise,
     temperatures,
 )
-from genppl.ais.partition import UndirectedPath, anneal_partition, free_log_marginal
+from genppl.ais.partition import (
+    UndirectedPath,
+    anneal_partition,
+    free_log_marginal,
+    start_from_cases,
+)
 from genppl.dsl.model import Model
 from genppl.engines.contract import Engine, Feature, Returns, model_features, register
 from genppl.errors import ModelError, suggest
@@ -71,6 +76,11 @@ class AISOptions(FixedParams):
         None, "exact posterior draws of the latents by name (e.g. those that simulated the "
         "data): anneal back to the prior for a stochastic upper bound (reverse AIS, "
         "bidirectional Monte Carlo)")
+    base_from: Mapping[str, Any] | None = option(
+        None, "models of factors: cases of some variables (a leading axis of cases, as "
+        "data, e.g. the training images) whose marginals, one pseudo-count added per state, "
+        "make those variables' base (Salakhutdinov & Murray 2008); default their own "
+        "potentials")
     seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
     progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
 
@@ -92,6 +102,10 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     betas = temperatures(options.schedule, options.num_temperatures)
     if Feature.FACTORS in model_features(model, data, precise=False):
         return _undirected(model, data, options, betas, began)
+    if options.base_from is not None:
+        raise ModelError("engine 'ais': base_from sets the base of a model of factors over "
+                         f"finite variables; {model.name!r} anneals from its prior. Leave "
+                         "base_from out.")
     adaptation = Adaptation(target=options.target_accept_prob)
     with whole_plates(model):
         prep = prepare(model, data)
@@ -122,10 +136,13 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
     without data. With data on some variables (one case per entry of a leading axis), the
     others summed out exactly per case: ``info["log_evidence_per"]``, each case's
     log-likelihood, and their sum as the estimate, whose standard error is the cases'
-    count times log Z's (one log Z serves them all)."""
+    count times log Z's (one log Z serves them all). ``base_from``: cases whose marginals
+    start the annealing (``start_from_cases``)."""
     _check_undirected(model, options)
     graph = ground(model_factors(model, {}))
-    path = UndirectedPath.of(graph)
+    start = None if options.base_from is None else start_from_cases(
+        graph, data_cases(model, graph, dict(options.base_from), "ais"))
+    path = UndirectedPath.of(graph, start)
     steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais log Z",
                          enabled=options.progress)
     with torch.no_grad():
