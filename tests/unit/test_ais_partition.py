@@ -16,8 +16,9 @@ import torch
 
 import genppl
 from genppl import ModelError
-from genppl.ais.partition import UndirectedPath, free_log_marginal
-from genppl.gibbs.grounding import ground
+from genppl.ais.partition import UndirectedPath, free_log_marginal, start_from_cases
+from genppl.gibbs.grounding import FactorGraph, ground
+from genppl.runtime.params import param_values
 from genppl.tabulation.tabulation import model_factors
 from models_gallery import ising_3x3, rbm_digits
 
@@ -168,3 +169,116 @@ def test_a_continuous_latent_beside_factors_is_refused_by_name() -> None:
     m.factor("tilt", lambda s, scale: scale * s)
     with pytest.raises(ModelError, match="'scale'"):
         ais(m, {}, F64)
+
+
+
+# ------------------------------------------------- the fast path beside its references
+def grounding(model: genppl.Model, params: dict[str, torch.Tensor] | None = None
+              ) -> FactorGraph:
+    """The float64 grounding of ``model`` with ``params``."""
+    model = model.to(dtype=F64)
+    with param_values(model, params):
+        return ground(model_factors(model, {}))
+
+
+def triangle() -> genppl.Model:
+    """Three binary units coupled in a cycle: no colour holds one unit of every pair."""
+    m = genppl.Model("triangle")
+    for name in "abc":
+        m.variable(name, 2)
+    for x, y, w in (("a", "b", 0.7), ("b", "c", -1.1), ("a", "c", 0.4)):
+        m.factor(f"{x}{y}", lambda p, q, w=w: w * p * q, scope=[x, y])
+    m.factor("field", lambda a: 0.3 * a)
+    return m
+
+
+def random_states(graph: FactorGraph, chains: int, seed: int) -> torch.Tensor:
+    """``(chains, V)`` states each instance can take (padding respected)."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.rand(chains, *graph.padding.shape, generator=gen, dtype=graph.padding.dtype)
+    return (noise + graph.padding).argmax(-1)
+
+
+CASES = {"rbm": lambda: grounding(rbm_digits.rbm(VISIBLE, HIDDEN), rbm_params(2.0, 1, F64)),
+         "ising": lambda: grounding(ising(0.6, 0.2)),
+         "triangle": lambda: grounding(triangle())}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("from_cases", [False, True], ids=["own-base", "data-base"])
+def test_excess_is_the_log_potential_less_the_base_unit_by_unit(case: str,
+                                                                from_cases: bool) -> None:
+    """The fast log f_1 - log f_0 (through a covering colour where there is one) equals
+    the joint's log-potential (``FactorGraph.log_joint``) less the base's, state by
+    state."""
+    graph = CASES[case]()
+    first = graph.blocks[sorted(graph.blocks)[0]]
+    start = None
+    if from_cases:
+        cases = random_states(graph, 30, 7)[:, first.offset:first.offset + first.size]
+        start = start_from_cases(graph, {first.name: cases})
+    path = UndirectedPath.of(graph, start)
+    assert (path.covering is None) == (case == "triangle")
+    states = random_states(graph, 20, 3)
+    base = path.start[torch.arange(graph.size), states].sum(-1)
+    reference = torch.stack([graph.log_joint(s) for s in states]) - base
+    assert torch.allclose(path.excess(states), reference, atol=1e-10)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("case", ["rbm", "ising", "triangle", "large-grid"])
+def test_tempered_updates_are_the_tempered_conditionals(case: str, beta: float) -> None:
+    """Each colour's scaled update gives, up to a constant per instance, (1 - beta) times
+    the base's log-potentials plus beta times the full conditionals of the model
+    (``FactorGraph.conditionals``, read row by row); a 40 x 40 grid's colours are sparse
+    matrices."""
+    if case == "large-grid":
+        m = genppl.Model("grid_40")
+        ising_3x3.ising_grid(m, 40, 40, coupling=0.5)
+        graph = grounding(m)
+    else:
+        graph = CASES[case]()
+    gen = torch.Generator().manual_seed(2)
+    start = torch.randn(graph.padding.shape, generator=gen, dtype=F64) + graph.padding
+    path = UndirectedPath.of(graph, start)
+    state = random_states(graph, 1, 4)[0]
+    full = graph.conditionals(state)
+    for update in path.tempered(beta):
+        expected = torch.where(torch.isneginf(full[update.ids]), full[update.ids],
+                               (1 - beta) * start[update.ids] + beta * full[update.ids])
+        got = update.logits(state)
+        assert torch.allclose(got - got[:, :1], expected - expected[:, :1], atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_a_base_from_the_data_marginals_gives_log_partition(dtype: torch.dtype) -> None:
+    """base_from: the visible units start from their marginals in the cases (one
+    pseudo-count per state), the hidden ones from their own biases; log Z within 3
+    standard errors of the brute-force sum, each case's free term unchanged."""
+    params = rbm_params(2.0, 3, dtype)
+    gen = torch.Generator().manual_seed(5)
+    images = (torch.rand(40, VISIBLE, generator=gen) < 0.3).long()
+    graph = grounding(rbm_digits.rbm(VISIBLE, HIDDEN), params)
+    start = start_from_cases(graph, {"v": images})
+    v, h = graph.blocks["v"], graph.blocks["h"]
+    on = (images.sum(0) + 1.0) / (len(images) + 2.0)
+    assert torch.allclose(start[v.offset:v.offset + v.size, 1].exp(), on.double())
+    assert torch.equal(start[h.offset:h.offset + h.size],
+                       UndirectedPath.of(graph).start[h.offset:h.offset + h.size])
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"v": images[:5]}, dtype, params=params,
+               base_from={"v": images})
+    info = post.info
+    assert abs(info["log_partition"] - brute_log_partition(params)) < \
+        3 * info["log_partition_stderr"]
+    own = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"v": images[:5]}, dtype, params=params)
+    assert torch.allclose(info["log_evidence_per"] + info["log_partition"],
+                          own.info["log_evidence_per"] + own.info["log_partition"])
+
+
+def test_base_from_is_refused_on_a_directed_model() -> None:
+    m = genppl.Model("normal")
+    m.latent("z", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    m.observed("x", lambda z: dist.Normal(z, 1.0))
+    with pytest.raises(ModelError, match="base_from"):
+        genppl.infer(m, {"x": torch.tensor(0.5)}, engine="ais", base_from={"z": 1.0},
+                     progress=False)
