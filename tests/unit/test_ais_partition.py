@@ -218,7 +218,7 @@ def test_excess_is_the_log_potential_less_the_base_unit_by_unit(case: str,
         cases = random_states(graph, 30, 7)[:, first.offset:first.offset + first.size]
         start = start_from_cases(graph, {first.name: cases})
     path = UndirectedPath.of(graph, start)
-    assert (path.covering is None) == (case == "triangle")
+    assert (path.summed is None) == (case == "triangle")
     states = random_states(graph, 20, 3)
     base = path.start[torch.arange(graph.size), states].sum(-1)
     reference = torch.stack([graph.log_joint(s) for s in states]) - base
@@ -282,3 +282,30 @@ def test_base_from_is_refused_on_a_directed_model() -> None:
     with pytest.raises(ModelError, match="base_from"):
         genppl.infer(m, {"x": torch.tensor(0.5)}, engine="ais", base_from={"z": 1.0},
                      progress=False)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4, 1.0])
+@pytest.mark.parametrize("case", ["rbm", "ising"])
+def test_log_marginal_sums_the_summed_colour_out_exactly(case: str, beta: float) -> None:
+    """The weights' log f_beta with the summed colour summed out, against enumerating that
+    colour's states at each state of the others: log sum exp((1 - beta) U0 + beta E), less
+    the base's log-potential of the other instances."""
+    graph = CASES[case]()
+    gen = torch.Generator().manual_seed(8)
+    start = torch.randn(graph.padding.shape, generator=gen, dtype=F64) + graph.padding
+    path = UndirectedPath.of(graph, start)
+    summed = path.colours[path.summed]
+    others = torch.ones(graph.size, dtype=torch.bool)
+    others[summed] = False
+    states = random_states(graph, 6, 9)
+    got = path.log_marginal(beta, states)
+    for n, state in enumerate(states):
+        terms = []
+        for values in itertools.product(range(2), repeat=len(summed)):
+            joint = state.clone()
+            joint[summed] = torch.tensor(values)
+            base = start[torch.arange(graph.size), joint].sum()
+            terms.append((1 - beta) * base + beta * graph.log_joint(joint))
+        rest = start[torch.arange(graph.size), state][others].sum()
+        assert float(got[n]) == pytest.approx(float(torch.logsumexp(torch.stack(terms), 0)
+                                                    - rest), abs=1e-9)
