@@ -238,21 +238,56 @@ def anneal_partition(path: UndirectedPath, betas: Sequence[float], chains: int,
     return log_weight
 
 
+def reverse_anneal(path: UndirectedPath, betas: Sequence[float],
+                   cases: Mapping[str, torch.Tensor], chains: int,
+                   steps: Sequence[int] | None = None) -> torch.Tensor:
+    """RAISE (Burda, Grosse & Salakhutdinov 2015): ``(chains, cases)`` log weights of
+    annealing each case (state indices ``(cases, instances)`` per variable, as
+    ``free_log_marginal`` takes them) back from the model to the base, less the case's
+    log f_1 (an RBM's -F). The data must leave free exactly the summed colour.
+
+    The forward annealing, v_0 from the base then one sweep at each of b_1 .. b_T = 1, is a
+    generative model of its own, the *RAISE model*. Run backwards from a case v_T = v --
+    v_{k-1} drawn by the sweep at b_k, which, the summed colour drawn first, is reversible
+    for f_{b_k} marginally -- the weight p_0(v_0) prod_k f_k(v_k) / f_k(v_{k-1}) is an
+    unbiased estimate of the RAISE model's p(v); in logs it telescopes to log f_1(v) - log
+    Z_0 - sum_k (log f_k - log f_{k-1})(v_{k-1}), and this returns the part after log f_1(v).
+    log mean w is a stochastic lower bound on the RAISE model's log-likelihood, which tends
+    to the model's as temperatures are added and, with too few, falls below it (the RAISE
+    model misses modes the chains do not reach): a conservative estimate. ``steps``
+    iterates over the temperature indices T..1 (a progress bar), default plain."""
+    if path.summed is None:
+        raise ModelError("reverse annealing from the data needs a colour of the graph to "
+                         "sum out (one instance of every row of two or more variables: an "
+                         "RBM's hidden layer); this graph has none.")
+    state, clamped = case_states(path.graph, cases)
+    free = torch.nonzero(~clamped).squeeze(-1)
+    summed = path.colours[path.summed]
+    if not torch.equal(free, summed):
+        layer = torch.zeros_like(clamped)
+        layer[summed] = True
+        raise ModelError("reverse annealing from the data needs data on every variable but "
+                         f"those summed out ({sorted(_names(path.graph, layer))}: an RBM's "
+                         "hidden units); the data leave free "
+                         f"{sorted(_names(path.graph, ~clamped))}.")
+    count = len(state)
+    state = state.expand(chains, *state.shape).reshape(chains * count, -1)
+    log_weight = path.graph.padding.new_zeros(chains * count)
+    for t in range(len(betas) - 1, 0, -1) if steps is None else steps:
+        state = path.sweep(betas[t], state)
+        log_weight = log_weight - path.gain(betas[t - 1], betas[t], state)
+    return log_weight.view(chains, count) - path.base_log_partition()
+
+
 def free_log_marginal(graph: FactorGraph, cases: Mapping[str, torch.Tensor]
                       ) -> torch.Tensor:
     """``(cases,)``: per case, log sum over the instances the data leave free of
     exp(log-potentials), the data's instances clamped at ``cases`` (state indices ``(cases,
     instances)`` per variable: ``genppl.gibbs.cases.data_cases``); exact when no row reads
     two free instances, refused otherwise."""
-    count = len(next(iter(cases.values())))
-    state = torch.zeros(count, graph.size, dtype=torch.long, device=graph.padding.device)
-    clamped = torch.zeros(graph.size, dtype=torch.bool, device=state.device)
-    for name, values in cases.items():
-        b = graph.blocks[name]
-        state[:, b.offset:b.offset + b.size] = values
-        clamped[b.offset:b.offset + b.size] = True
+    state, clamped = case_states(graph, cases)
     free = torch.nonzero(~clamped).squeeze(-1)
-    total = graph.padding.new_zeros(count)
+    total = graph.padding.new_zeros(len(state))
     for group in graph.groups:
         reads_free = (~clamped[group.index]).sum(1)
         if bool((reads_free > 1).any()):
@@ -263,6 +298,26 @@ def free_log_marginal(graph: FactorGraph, cases: Mapping[str, torch.Tensor]
         conditionals = updates(graph, [free])[0].logits(state)  # (cases, free, K)
         total = total + torch.logsumexp(conditionals, -1).sum(-1)
     return total
+
+
+def case_states(graph: FactorGraph, cases: Mapping[str, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cases, V)`` states with the data's instances at ``cases`` and the others at 0,
+    and which instances the data set ``(V,)``."""
+    count = len(next(iter(cases.values())))
+    state = torch.zeros(count, graph.size, dtype=torch.long, device=graph.padding.device)
+    clamped = torch.zeros(graph.size, dtype=torch.bool, device=state.device)
+    for name, values in cases.items():
+        b = graph.blocks[name]
+        state[:, b.offset:b.offset + b.size] = values
+        clamped[b.offset:b.offset + b.size] = True
+    return state, clamped
+
+
+def _names(graph: FactorGraph, instances: torch.Tensor) -> set[str]:
+    """The variables with an instance where ``instances`` ``(V,)`` is True."""
+    return {b.name for b in graph.blocks.values()
+            if bool(instances[b.offset:b.offset + b.size].any())}
 
 
 def _coupled_message(graph: FactorGraph, group: FactorGroup, reads_free: torch.Tensor,

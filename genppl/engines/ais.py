@@ -35,6 +35,7 @@ from genppl.ais.partition import (
     UndirectedPath,
     anneal_partition,
     free_log_marginal,
+    reverse_anneal,
     start_from_cases,
 )
 from genppl.dsl.model import Model
@@ -81,6 +82,10 @@ class AISOptions(FixedParams):
         "data, e.g. the training images) whose marginals, one pseudo-count added per state, "
         "make those variables' base (Salakhutdinov & Murray 2008); default their own "
         "potentials")
+    from_data: bool = option(
+        False, "models of factors, with data: anneal each case back from the data to the "
+        "base (RAISE, Burda et al. 2015), num_chains per case: a conservative estimate of "
+        "each case's log-likelihood (info['bound'] 'lower'), with no log Z")
     seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
     progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
 
@@ -102,10 +107,11 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     betas = temperatures(options.schedule, options.num_temperatures)
     if Feature.FACTORS in model_features(model, data, precise=False):
         return _undirected(model, data, options, betas, began)
-    if options.base_from is not None:
-        raise ModelError("engine 'ais': base_from sets the base of a model of factors over "
-                         f"finite variables; {model.name!r} anneals from its prior. Leave "
-                         "base_from out.")
+    for name in ("base_from", "from_data"):
+        if getattr(options, name) not in (None, False):
+            raise ModelError(f"engine 'ais': {name} applies to a model of factors over "
+                             f"finite variables; {model.name!r} anneals from its prior. "
+                             f"Leave {name} out.")
     adaptation = Adaptation(target=options.target_accept_prob)
     with whole_plates(model):
         prep = prepare(model, data)
@@ -143,6 +149,8 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
     start = None if options.base_from is None else start_from_cases(
         graph, data_cases(model, graph, dict(options.base_from), "ais"))
     path = UndirectedPath.of(graph, start)
+    if options.from_data:
+        return _from_data(model, data, options, path, betas, began)
     steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais log Z",
                          enabled=options.progress)
     with torch.no_grad():
@@ -163,6 +171,34 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
         raise ModelError(f"engine 'ais': the estimate came out {evidence}; every chain may "
                          "have met a zero of a factor (add chains), or the data have "
                          "probability zero under the model.")
+    return Posterior(model.name, "ais", log_evidence=evidence,
+                     seconds=time.perf_counter() - began, info=info)
+
+
+def _from_data(model: Model, data: dict[str, Any] | None, options: AISOptions,
+               path: UndirectedPath, betas: tuple[float, ...], began: float) -> Posterior:
+    """RAISE (``genppl.ais.partition.reverse_anneal``): each case's log-likelihood as its
+    exact free term plus log mean w of ``num_chains`` chains annealed back from it, a
+    stochastic lower bound on the RAISE model's log-likelihood; ``info``:
+    ``log_evidence_per``, ``stderr_per``, ``ess_per``, their total's ``stderr`` (cases
+    independent) and ``log_weights`` ``(chains, cases)``."""
+    if not data:
+        raise ModelError("engine 'ais': from_data=True anneals back from data; give data on "
+                         "the variables other than those summed out (an RBM's visible units).")
+    cases = data_cases(model, path.graph, data, "ais")
+    steps = progress_bar(range(len(betas) - 1, 0, -1), total=len(betas) - 1,
+                         desc="ais from the data", enabled=options.progress)
+    with torch.no_grad():
+        log_weight = reverse_anneal(path, betas, cases, options.num_chains, steps)
+        summary = summarise(log_weight)
+        per = free_log_marginal(path.graph, cases) + summary.log_mean
+    evidence = float(per.sum())
+    if not math.isfinite(evidence):
+        raise ModelError(f"engine 'ais': the estimate came out {evidence}; the data may have "
+                         "probability zero under the model.")
+    info = {"bound": "lower", "log_evidence_per": per, "stderr_per": summary.stderr,
+            "ess_per": summary.ess, "stderr": float(summary.stderr.square().sum().sqrt()),
+            "log_weights": log_weight}
     return Posterior(model.name, "ais", log_evidence=evidence,
                      seconds=time.perf_counter() - began, info=info)
 

@@ -309,3 +309,53 @@ def test_log_marginal_sums_the_summed_colour_out_exactly(case: str, beta: float)
         rest = start[torch.arange(graph.size), state][others].sum()
         assert float(got[n]) == pytest.approx(float(torch.logsumexp(torch.stack(terms), 0)
                                                     - rest), abs=1e-9)
+
+
+# ------------------------------------------------------------- RAISE: from the data back
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize(("weight_scale", "seed"), [(1.0, 3), (4.0, 3)],
+                         ids=["moderate", "strongly-coupled"])
+def test_raise_finds_each_cases_log_likelihood(weight_scale: float, seed: int,
+                                               dtype: torch.dtype) -> None:
+    """from_data=True, 1,000 temperatures: the RAISE model is then the RBM to within its
+    own error, so each case's estimate is within 4 of its standard errors of the exact
+    log-likelihood (8 cases) and the total within 3."""
+    params = rbm_params(weight_scale, seed, dtype)
+    gen = torch.Generator().manual_seed(5)
+    images = (torch.rand(8, VISIBLE, generator=gen) < 0.5).long()
+    units = rbm_digits.rbm_units(VISIBLE, HIDDEN)
+    exact = torch.as_tensor(genppl.infer(units, {f"v{i}": images[:, i] for i in range(VISIBLE)},
+                                         engine="exact", params=params).log_evidence,
+                            dtype=F64) - brute_log_partition(params)
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"v": images}, dtype, params=params,
+               from_data=True, num_chains=100)
+    info = post.info
+    assert info["bound"] == "lower" and info["log_weights"].shape == (100, 8)
+    z = (info["log_evidence_per"].double() - exact) / info["stderr_per"].double()
+    assert bool((z.abs() < 4).all())
+    assert abs(post.log_evidence - float(exact.sum())) < 3 * info["stderr"]
+
+
+def test_raise_without_interaction_is_exact() -> None:
+    """W = 0: every gain is 0, so each case's estimate is -F(v) - log Z_0 = log p(v)."""
+    params = {**rbm_params(1.0, 0, F64), "W": torch.zeros(VISIBLE, HIDDEN, dtype=F64)}
+    images = torch.tensor([[0, 1, 1, 0, 0, 1], [1, 1, 1, 1, 0, 0]])
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"v": images}, F64, params=params,
+               from_data=True, num_temperatures=5, num_chains=3)
+    b = params["b"]
+    exact = (images.double() @ b - torch.nn.functional.softplus(b).sum())
+    assert torch.allclose(post.info["log_evidence_per"], exact, rtol=0, atol=1e-12)
+
+
+def test_raise_needs_data_on_all_but_the_summed_layer() -> None:
+    rbm = rbm_digits.rbm(VISIBLE, HIDDEN)
+    with pytest.raises(ModelError, match="from_data=True anneals back from data"):
+        ais(rbm, {}, F64, from_data=True)
+    with pytest.raises(ModelError, match=r"summed out \(\['h'\].*leave free \['v'\]"):
+        ais(rbm, {"h": torch.zeros(2, HIDDEN, dtype=torch.long)}, F64, from_data=True)
+    m = genppl.Model("normal")
+    m.latent("z", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    m.observed("x", lambda z: dist.Normal(z, 1.0))
+    with pytest.raises(ModelError, match="from_data"):
+        genppl.infer(m, {"x": torch.tensor(0.5)}, engine="ais", from_data=True,
+                     progress=False)
