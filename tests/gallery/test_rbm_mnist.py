@@ -2,7 +2,8 @@
 log-likelihood formula -F(v) - log Z is exact when log Z is, the entry's annealing (from the
 data's marginals) lands within 3 standard errors of the exact log Z, and its estimate errs
 on the side the row's ``bound`` says: log Ẑ low, the log-likelihood high ("upper"). A tiny
-run makes a finite row in nats/image, and ``--quick`` runs."""
+run makes finite rows in nats/image from both sides (RAISE's "lower"; its engine path is
+tested against enumeration in tests/unit/test_ais_partition.py), and ``--quick`` runs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.gallery
 F64, F32 = torch.float64, torch.float32
 VISIBLE, HIDDEN = 12, 8
 TINY = replace(rbm_mnist.QUICK, hidden=6, updates=20, temperatures=20, check_temperatures=5,
-               chains=10, sample_sweeps=2)
+               chains=10, raise_temperatures=5, raise_chains=2, sample_sweeps=2)
 
 
 def tiny_params(dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -98,16 +99,23 @@ def test_the_estimated_log_likelihood_errs_high_as_the_row_says() -> None:
     assert float(excess.mean()) > 5 * float(excess.std()) / math.sqrt(len(excess))
 
 
-def test_a_tiny_run_makes_an_upper_bound_row_in_nats_per_image() -> None:
+def test_a_tiny_run_makes_both_sides_rows_in_nats_per_image() -> None:
+    """The forward row is an upper bound on the log-likelihood, RAISE's a lower one, both
+    finite costs in nats/image with standard errors, each reproduced by its own command."""
     result = rbm_mnist.evaluate(TINY)
-    row = rbm_mnist.rows_of(result, quick=True)["rbm-ais"]
-    assert set(rbm_mnist.LEADERBOARD) == {"rbm-ais"}
-    assert row.bound == "upper" and row.unit == "nats/image"
-    assert math.isfinite(row.value) and 0 < row.value < 784 * math.log(2)
-    assert row.stderr == result.log_partition_stderr > 0
-    assert row.command == "genppl leaderboard images --only rbm-ais --quick"
-    diagnostics = row.diagnostics
-    assert diagnostics["temperatures"] == TINY.temperatures
+    rows = rbm_mnist.rows_of(result, quick=True)
+    assert list(rows) == list(rbm_mnist.LEADERBOARD) == ["rbm-ais", "rbm-raise"]
+    forward, back = rows["rbm-ais"], rows["rbm-raise"]
+    assert (forward.bound, back.bound) == ("upper", "lower")
+    for row_id, row in rows.items():
+        assert row.unit == "nats/image" and row.entry == "rbm_mnist"
+        assert math.isfinite(row.value) and 0 < row.value < 784 * math.log(2)
+        assert row.stderr is not None and row.stderr > 0
+        assert row.command == f"genppl leaderboard images --only {row_id} --quick"
+        assert row.settings["temperatures"] == TINY.temperatures
+    assert forward.stderr == result.log_partition_stderr
+    diagnostics = forward.diagnostics
+    assert diagnostics["sandwich_width"] == pytest.approx(back.value - forward.value)
     assert math.isfinite(diagnostics["check_log_partition"]) and diagnostics["ess"] >= 1
     assert result.samples.shape == (rbm_mnist.NUM_SAMPLES, 28, 28)
     assert bool(((result.samples >= 0) & (result.samples <= 1)).all())
@@ -117,10 +125,11 @@ def test_quick_leaderboard_rows_run() -> None:
     rows = rbm_mnist.leaderboard_rows(quick=True)
     assert list(rows) == list(rbm_mnist.LEADERBOARD)
     assert rows["rbm-ais"].bound == "upper" and math.isfinite(rows["rbm-ais"].value)
+    assert rows["rbm-raise"].bound == "lower" and math.isfinite(rows["rbm-raise"].value)
 
 
 def test_a_short_run_writes_samples(tmp_path: Path) -> None:
     report = rbm_mnist.ENTRY.run(RunConfig(steps=20, progress=False, out=tmp_path))
-    assert report.metrics["test_nats"] > 0
+    assert report.metrics["test_nats"] > 0 and report.metrics["raise_nats"] > 0
     with np.load(tmp_path / "samples.npz") as saved:
         assert saved["images"].shape == (rbm_mnist.NUM_SAMPLES, 28, 28)
