@@ -64,10 +64,13 @@ class UndirectedPath:
     summed: int | None
 
     @staticmethod
-    def of(graph: FactorGraph, start: torch.Tensor | None = None) -> UndirectedPath:
-        """The path from ``start`` (default: the units' own potentials) to the model."""
+    def of(graph: FactorGraph, start: torch.Tensor | None = None,
+           prefer: torch.Tensor | None = None) -> UndirectedPath:
+        """The path from ``start`` (default: the units' own potentials) to the model,
+        summing out the colour of instances ``prefer`` (sorted ids) where it is one that
+        can be, else the first such colour."""
         colours = colouring(graph)
-        covering = _covering(graph, colours)
+        covering = _covering(graph, colours, prefer)
         if covering is not None:  # drawn first in a sweep: the others then move given it
             colours = [colours[covering], *colours[:covering], *colours[covering + 1:]]
         own = own_logits(graph)
@@ -183,16 +186,20 @@ def start_from_cases(graph: FactorGraph, cases: Mapping[str, torch.Tensor],
     return logits
 
 
-def _covering(graph: FactorGraph, colours: list[torch.Tensor]) -> int | None:
-    """The first colour holding exactly one instance of every row of two or more
-    variables (either layer of an RBM, either colour of a checkerboard), or None."""
+def _covering(graph: FactorGraph, colours: list[torch.Tensor],
+              prefer: torch.Tensor | None = None) -> int | None:
+    """A colour holding exactly one instance of every row of two or more variables
+    (either layer of an RBM, either colour of a checkerboard): the one equal to ``prefer``
+    if it is such a colour, else the first, else None."""
+    found = []
     for c, ids in enumerate(colours):
         inside = torch.zeros(graph.size, dtype=torch.long, device=ids.device)
         inside[ids] = 1
         if all(bool((inside[g.index].sum(1) == 1).all()) for g in graph.groups
                if g.arity > 1):
-            return c
-    return None
+            found.append(c)
+    preferred = [c for c in found if prefer is not None and torch.equal(colours[c], prefer)]
+    return (preferred or found or [None])[0]
 
 
 def _scaled(update: ColourUpdate, start: torch.Tensor, beta: float) -> ColourUpdate:

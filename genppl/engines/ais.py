@@ -34,6 +34,7 @@ from genppl.ais import (
 from genppl.ais.partition import (
     UndirectedPath,
     anneal_partition,
+    case_states,
     free_log_marginal,
     reverse_anneal,
     start_from_cases,
@@ -143,14 +144,17 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
     others summed out exactly per case: ``info["log_evidence_per"]``, each case's
     log-likelihood, and their sum as the estimate, whose standard error is the cases'
     count times log Z's (one log Z serves them all). ``base_from``: cases whose marginals
-    start the annealing (``start_from_cases``)."""
+    start the annealing (``start_from_cases``). The variables the data leave free are the
+    ones summed out of the weights where they can be."""
     _check_undirected(model, options)
     graph = ground(model_factors(model, {}))
     start = None if options.base_from is None else start_from_cases(
         graph, data_cases(model, graph, dict(options.base_from), "ais"))
-    path = UndirectedPath.of(graph, start)
+    cases = data_cases(model, graph, data, "ais") if data else None
+    free = None if cases is None else torch.nonzero(~case_states(graph, cases)[1]).squeeze(-1)
+    path = UndirectedPath.of(graph, start, prefer=free)
     if options.from_data:
-        return _from_data(model, data, options, path, betas, began)
+        return _from_data(model, cases, options, path, betas, began)
     steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais log Z",
                          enabled=options.progress)
     with torch.no_grad():
@@ -162,8 +166,7 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
                                 "log_partition_stderr": stderr, "ess": float(summary.ess),
                                 "log_weights": log_weight, "stderr": stderr}
         evidence = log_z
-        if data:
-            cases = data_cases(model, graph, data, "ais")
+        if cases is not None:
             per = free_log_marginal(graph, cases) - log_z
             evidence = float(per.sum())
             info.update(bound="upper", log_evidence_per=per, stderr=len(per) * stderr)
@@ -175,17 +178,16 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
                      seconds=time.perf_counter() - began, info=info)
 
 
-def _from_data(model: Model, data: dict[str, Any] | None, options: AISOptions,
+def _from_data(model: Model, cases: dict[str, torch.Tensor] | None, options: AISOptions,
                path: UndirectedPath, betas: tuple[float, ...], began: float) -> Posterior:
     """RAISE (``genppl.ais.partition.reverse_anneal``): each case's log-likelihood as its
     exact free term plus log mean w of ``num_chains`` chains annealed back from it, a
     stochastic lower bound on the RAISE model's log-likelihood; ``info``:
     ``log_evidence_per``, ``stderr_per``, ``ess_per``, their total's ``stderr`` (cases
     independent) and ``log_weights`` ``(chains, cases)``."""
-    if not data:
+    if cases is None:
         raise ModelError("engine 'ais': from_data=True anneals back from data; give data on "
                          "the variables other than those summed out (an RBM's visible units).")
-    cases = data_cases(model, path.graph, data, "ais")
     steps = progress_bar(range(len(betas) - 1, 0, -1), total=len(betas) - 1,
                          desc="ais from the data", enabled=options.progress)
     with torch.no_grad():

@@ -347,12 +347,27 @@ def test_raise_without_interaction_is_exact() -> None:
     assert torch.allclose(post.info["log_evidence_per"], exact, rtol=0, atol=1e-12)
 
 
-def test_raise_needs_data_on_all_but_the_summed_layer() -> None:
-    rbm = rbm_digits.rbm(VISIBLE, HIDDEN)
+def test_raise_sums_out_whichever_layer_the_data_leave_free() -> None:
+    """Data on the hidden units: the visible ones are summed out instead, and the total
+    is within 3 standard errors of the exact log-likelihood of the hidden states."""
+    params = rbm_params(1.0, 3, F64)
+    states = torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 1]])
+    units = rbm_digits.rbm_units(VISIBLE, HIDDEN)
+    exact = float(torch.as_tensor(genppl.infer(
+        units, {f"h{j}": states[:, j] for j in range(HIDDEN)}, engine="exact",
+        params=params).log_evidence).sum()) - len(states) * brute_log_partition(params)
+    post = ais(rbm_digits.rbm(VISIBLE, HIDDEN), {"h": states}, F64, params=params,
+               from_data=True, num_chains=100)
+    assert abs(post.log_evidence - exact) < 3 * post.info["stderr"]
+
+
+def test_raise_needs_data_on_all_but_a_summed_colour() -> None:
     with pytest.raises(ModelError, match="from_data=True anneals back from data"):
-        ais(rbm, {}, F64, from_data=True)
-    with pytest.raises(ModelError, match=r"summed out \(\['h'\].*leave free \['v'\]"):
-        ais(rbm, {"h": torch.zeros(2, HIDDEN, dtype=torch.long)}, F64, from_data=True)
+        ais(rbm_digits.rbm(VISIBLE, HIDDEN), {}, F64, from_data=True)
+    corner = ising_3x3.spin_name(0, 0)
+    with pytest.raises(ModelError, match=r"needs data on every variable but those summed "
+                                         r"out .*the data leave free \['s_0_1'"):
+        ais(ising(0.4, 0.1), {corner: torch.zeros(2, dtype=torch.long)}, F64, from_data=True)
     m = genppl.Model("normal")
     m.latent("z", lambda: dist.Normal(torch.tensor(0.0), 1.0))
     m.observed("x", lambda z: dist.Normal(z, 1.0))

@@ -215,6 +215,8 @@ CASES: dict[str, dict[str, Case]] = {
         # (the scaled model's latent is global: per item does not apply)
         "per": Case({"per": "data"}, refused=True, naming="outside plate 'data'"),
         "reverse_from": Case({"reverse_from": {"mu": 0.5}}),
+        "base_from": Case({"base_from": {"a": torch.tensor([1, 1, 1, 0])}}, model="pair"),
+        "from_data": Case({"from_data": True}, model="pair"),
         "seed": Case({"seed": 1}),
         "progress": Case({"progress": True}),
     },
