@@ -24,8 +24,9 @@ pytestmark = pytest.mark.gallery
 
 F64, F32 = torch.float64, torch.float32
 VISIBLE, HIDDEN = 12, 8
-TINY = replace(rbm_mnist.QUICK, hidden=6, updates=20, temperatures=20, check_temperatures=5,
-               chains=10, raise_temperatures=5, raise_chains=2, sample_sweeps=2)
+TINY = replace(rbm_mnist.QUICK, hidden=6, updates=20, fine_updates=5, temperatures=20,
+               check_temperatures=5, chains=10, raise_temperatures=5, raise_chains=2,
+               sample_sweeps=2)
 
 
 def tiny_params(dtype: torch.dtype) -> dict[str, torch.Tensor]:
