@@ -46,7 +46,8 @@ Measured, full setting, one CPU thread (``genppl run rbm_mnist --out DIR``; the 
 temperatures in 149 s, 369.75 ± 0.71 with 10,000, 365.96 ± 0.51 with 3,000 (settled
 from about 10,000 on); held-out cost **102.05 nats/image forwards** (optimistic; the
 training digits 91.4) and **110.22 ± 0.02 by RAISE** (2,000 temperatures x 4 chains per
-digit, 257 s; conservative): the true cost most likely lies between. Samples: Fréchet
+digit, 257 s; conservative; its standard error, from each digit's 4 weights by the delta
+method, understates): the true cost most likely lies between. Samples: Fréchet
 LeNet distance 321, precision 0.92, recall 0.43 (1,000 samples; binary noise scores 1,393,
 0.55, 0.0). About 9 minutes in all. Without the last updates at a tenth of the rate the
 same run gives 128.0 nats forwards and samples of mostly 0s and 4s (distance 1,784, recall
@@ -185,7 +186,6 @@ def gibbs_samples(model: genppl.Model, params: dict[str, torch.Tensor],
     image is its chain's last ``p(v | h)``. The generator is torch's (seed it first)."""
     with param_values(model, params):
         graph = ground(model_factors(model, {}))
-    v = graph.blocks["v"]
     path = UndirectedPath.of(graph, start_from_cases(graph, {"v": train_images.long()}))
     state = path.draw_base(count)
     with torch.no_grad():
@@ -194,7 +194,6 @@ def gibbs_samples(model: genppl.Model, params: dict[str, torch.Tensor],
     h = graph.blocks["h"]
     hidden = state[:, h.offset:h.offset + h.size].to(params["W"].dtype)
     means = torch.sigmoid(params["b"] + hidden @ params["W"].T)
-    assert v.size == digits.NUM_PIXELS
     return means.reshape(count, digits.SIDE, digits.SIDE)
 
 
