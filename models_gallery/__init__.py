@@ -25,4 +25,5 @@ ENTRIES = [
     "lda_bbc",
     "naive_bayes_bbc",
     "bernoulli_mixture_mnist",
+    "rbm_mnist",
 ]

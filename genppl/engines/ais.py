@@ -33,7 +33,14 @@ from genppl.ais import (
     summarise,
     temperatures,
 )
-from genppl.ais.partition import UndirectedPath, anneal_partition, free_log_marginal
+from genppl.ais.partition import (
+    UndirectedPath,
+    anneal_partition,
+    case_states,
+    free_log_marginal,
+    reverse_anneal,
+    start_from_cases,
+)
 from genppl.dsl.guide import Guide
 from genppl.dsl.model import Model
 from genppl.engines.contract import Engine, Feature, Returns, model_features, register
@@ -83,6 +90,15 @@ class AISOptions(FixedParams):
         None, "exact posterior draws of the latents by name (e.g. those that simulated the "
         "data): anneal back to the prior for a stochastic upper bound (reverse AIS, "
         "bidirectional Monte Carlo)")
+    base_from: Mapping[str, Any] | None = option(
+        None, "models of factors: cases of some variables (a leading axis of cases, as "
+        "data, e.g. the training images) whose marginals, one pseudo-count added per state, "
+        "make those variables' base (Salakhutdinov & Murray 2008); default their own "
+        "potentials")
+    from_data: bool = option(
+        False, "models of factors, with data: anneal each case back from the data to the "
+        "base (RAISE, Burda et al. 2015), num_chains per case: a conservative estimate of "
+        "each case's log-likelihood (info['bound'] 'lower'), with no log Z")
     seed: int | None = option(None, "seed (None: torch's global stream)", role=Role.SEED)
     progress: bool = option(True, "a progress bar over the temperatures", role=Role.PROGRESS)
 
@@ -104,6 +120,11 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
     betas = temperatures(options.schedule, options.num_temperatures)
     if Feature.FACTORS in model_features(model, data, precise=False):
         return _undirected(model, data, options, betas, began)
+    for name in ("base_from", "from_data"):
+        if getattr(options, name) not in (None, False):
+            raise ModelError(f"engine 'ais': {name} applies to a model of factors over "
+                             f"finite variables; {model.name!r} anneals from its prior. "
+                             f"Leave {name} out.")
     adaptation = Adaptation(target=options.target_accept_prob)
     guide, params = (None, nullcontext()) if options.guide is None else fitted_guide(
         options.guide, "engine 'ais' (guide=)")
@@ -141,10 +162,18 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
     without data. With data on some variables (one case per entry of a leading axis), the
     others summed out exactly per case: ``info["log_evidence_per"]``, each case's
     log-likelihood, and their sum as the estimate, whose standard error is the cases'
-    count times log Z's (one log Z serves them all)."""
+    count times log Z's (one log Z serves them all). ``base_from``: cases whose marginals
+    start the annealing (``start_from_cases``). The variables the data leave free are the
+    ones summed out of the weights where they can be."""
     _check_undirected(model, options)
     graph = ground(model_factors(model, {}))
-    path = UndirectedPath.of(graph)
+    start = None if options.base_from is None else start_from_cases(
+        graph, data_cases(model, graph, dict(options.base_from), "ais"))
+    cases = data_cases(model, graph, data, "ais") if data else None
+    free = None if cases is None else torch.nonzero(~case_states(graph, cases)[1]).squeeze(-1)
+    path = UndirectedPath.of(graph, start, prefer=free)
+    if options.from_data:
+        return _from_data(model, cases, options, path, betas, began)
     steps = progress_bar(range(1, len(betas)), total=len(betas) - 1, desc="ais log Z",
                          enabled=options.progress)
     with torch.no_grad():
@@ -156,8 +185,7 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
                                 "log_partition_stderr": stderr, "ess": float(summary.ess),
                                 "log_weights": log_weight, "stderr": stderr}
         evidence = log_z
-        if data:
-            cases = data_cases(model, graph, data, "ais")
+        if cases is not None:
             per = free_log_marginal(graph, cases) - log_z
             evidence = float(per.sum())
             info.update(bound="upper", log_evidence_per=per, stderr=len(per) * stderr)
@@ -165,6 +193,33 @@ def _undirected(model: Model, data: dict[str, Any] | None, options: AISOptions,
         raise ModelError(f"engine 'ais': the estimate came out {evidence}; every chain may "
                          "have met a zero of a factor (add chains), or the data have "
                          "probability zero under the model.")
+    return Posterior(model.name, "ais", log_evidence=evidence,
+                     seconds=time.perf_counter() - began, info=info)
+
+
+def _from_data(model: Model, cases: dict[str, torch.Tensor] | None, options: AISOptions,
+               path: UndirectedPath, betas: tuple[float, ...], began: float) -> Posterior:
+    """RAISE (``genppl.ais.partition.reverse_anneal``): each case's log-likelihood as its
+    exact free term plus log mean w of ``num_chains`` chains annealed back from it, a
+    stochastic lower bound on the RAISE model's log-likelihood; ``info``:
+    ``log_evidence_per``, ``stderr_per``, ``ess_per``, their total's ``stderr`` (cases
+    independent) and ``log_weights`` ``(chains, cases)``."""
+    if cases is None:
+        raise ModelError("engine 'ais': from_data=True anneals back from data; give data on "
+                         "the variables other than those summed out (an RBM's visible units).")
+    steps = progress_bar(range(len(betas) - 1, 0, -1), total=len(betas) - 1,
+                         desc="ais from the data", enabled=options.progress)
+    with torch.no_grad():
+        log_weight = reverse_anneal(path, betas, cases, options.num_chains, steps)
+        summary = summarise(log_weight)
+        per = free_log_marginal(path.graph, cases) + summary.log_mean
+    evidence = float(per.sum())
+    if not math.isfinite(evidence):
+        raise ModelError(f"engine 'ais': the estimate came out {evidence}; the data may have "
+                         "probability zero under the model.")
+    info = {"bound": "lower", "log_evidence_per": per, "stderr_per": summary.stderr,
+            "ess_per": summary.ess, "stderr": float(summary.stderr.square().sum().sqrt()),
+            "log_weights": log_weight}
     return Posterior(model.name, "ais", log_evidence=evidence,
                      seconds=time.perf_counter() - began, info=info)
 

@@ -220,6 +220,8 @@ CASES: dict[str, dict[str, Case]] = {
         # model's; the effect of a right one is tested in test_ais.py)
         "guide": Case({"guide": _scaled().guide()}, refused=True,
                       naming="was declared for model"),
+        "base_from": Case({"base_from": {"a": torch.tensor([1, 1, 1, 0])}}, model="pair"),
+        "from_data": Case({"from_data": True}, model="pair"),
         "seed": Case({"seed": 1}),
         "progress": Case({"progress": True}),
     },
