@@ -82,6 +82,41 @@ def test_sanity_names_the_ranking_and_checks_the_families_present(monkeypatch) -
     assert broken[-1] == "ranking does NOT hold: VAE (120.00) is not below RBM (100.00)."
 
 
+def _bounded(value: float, bound: str, model: str = "m") -> Row:
+    return Row(model=model, entry="e", estimator="x", bound=bound, value=value, stderr=0.1,
+               unit=image_board.UNIT, command="genppl leaderboard images")
+
+
+def test_sanity_reads_each_familys_reach_from_its_bounds(monkeypatch) -> None:
+    """A VAE's rows bound its cost from above (lower bounds on the log-likelihood); an
+    RBM's forward AIS bounds it from below and RAISE from above: where the reaches overlap
+    the pair is undetermined, where they are apart it holds or is violated."""
+    monkeypatch.setattr(image_board, "families", lambda: {
+        "vae-ais": "VAE", "iaf-ais": "VAE", "rbm-ais": "RBM", "rbm-raise": "RBM",
+        "mix": "mixture"})
+    rows = {"vae-ais": _bounded(105.65, "lower", "vae"), "iaf-ais": _bounded(104.73, "lower",
+                                                                            "iaf"),
+            "rbm-ais": _bounded(102.05, "upper", "rbm"),
+            "rbm-raise": _bounded(110.22, "lower", "rbm"), "mix": _row(154.77)}
+    lines = image_board.sanity(rows)
+    assert lines[1] == ("present: VAE (at most 104.73: iaf-ais), RBM (102.05 to 110.22: "
+                        "rbm-ais, rbm-raise), mixture (mix 154.77); missing: autoregressive, "
+                        "deep latent-variable.")
+    assert lines[2] == ("ranking undetermined: the bounds of VAE (? to 104.73) and RBM "
+                        "(102.05 to 110.22) overlap (tighter bounds would order them).")
+    apart = image_board.sanity({**rows, "rbm-ais": _bounded(106.0, "upper", "rbm")})
+    assert apart[-1] == "ranking holds among the present families."
+    # an RBM certainly worse than the mixture: its forward bound already above it
+    worse = image_board.sanity({**rows, "rbm-ais": _bounded(160.0, "upper", "rbm"),
+                                "rbm-raise": _bounded(170.0, "lower", "rbm")})
+    assert worse[-1] == "ranking does NOT hold: RBM (160.00 to 170.00) is not below mixture " \
+                        "(154.77)."
+    # a second RBM model with no bound from above leaves the family unbounded below
+    other = image_board.sanity({**rows, "rbm-ais": _bounded(160.0, "upper", "rbm"),
+                                "rbm-raise": _bounded(150.0, "lower", "rbm2")})
+    assert "RBM (at most 150.00: rbm-raise)" in other[1]
+
+
 def test_quick_images_board_prints_writes_and_caches_the_mixture_row(
         tmp_path: Path, capsys, monkeypatch) -> None:
     from models_gallery import bernoulli_mixture_mnist as mixture
