@@ -528,15 +528,23 @@ def linear_decoder(dtype: torch.dtype) -> tuple[genppl.Model, torch.nn.Linear]:
     return m.to(dtype=dtype), decoder
 
 
-def test_per_image_estimates_of_a_neural_decoder_match_probabilistic_pca() -> None:
-    """Each image's log p(x_i) = log N(x_i; b, W W^T + 0.25 I) exactly."""
-    model, decoder = linear_decoder(F32)
+def ppca(dtype: torch.dtype) -> tuple[genppl.Model, torch.nn.Linear, torch.Tensor,
+                                     torch.Tensor]:
+    """The decoder, its module, 30 images it could have made (in ``dtype``) and each one's
+    exact log p(x_i) = log N(x_i; b, W W^T + 0.25 I) in float64."""
+    model, decoder = linear_decoder(dtype)
     w, b = decoder.weight.detach().double(), decoder.bias.detach().double()
     gen = torch.Generator().manual_seed(1)
     x = (torch.randn(30, 2, generator=gen, dtype=F64) @ w.T + b
          + 0.5 * torch.randn(30, 4, generator=gen, dtype=F64))
     truth = dist.MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(4, dtype=F64)).log_prob(x)
-    post = genppl.infer(model, {"x": x.float()}, engine="ais", per="images", seed=0, **FAST)
+    return model, decoder, x.to(dtype), truth
+
+
+def test_per_image_estimates_of_a_neural_decoder_match_probabilistic_pca() -> None:
+    """Each image's log p(x_i) = log N(x_i; b, W W^T + 0.25 I) exactly."""
+    model, _, x, truth = ppca(F32)
+    post = genppl.infer(model, {"x": x}, engine="ais", per="images", seed=0, **FAST)
     z = (post.info["log_evidence_per"].double() - truth) / post.info["stderr_per"].double()
     assert abs(float(z.mean())) < 3 / math.sqrt(30)
     assert float(z.abs().max()) < 4
@@ -557,24 +565,13 @@ def ppca_posterior_guide(model: genppl.Model, decoder: torch.nn.Linear,
     return g
 
 
-def _ppca(dtype: torch.dtype) -> tuple[genppl.Model, torch.nn.Linear, torch.Tensor,
-                                       torch.Tensor]:
-    model, decoder = linear_decoder(dtype)
-    w, b = decoder.weight.detach().double(), decoder.bias.detach().double()
-    gen = torch.Generator().manual_seed(1)
-    x = (torch.randn(30, 2, generator=gen, dtype=F64) @ w.T + b
-         + 0.5 * torch.randn(30, 4, generator=gen, dtype=F64))
-    truth = dist.MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(4, dtype=F64)).log_prob(x)
-    return model, decoder, x.to(dtype), truth
-
-
 @pytest.mark.parametrize(("dtype", "tolerance"), [(F64, 1e-8), (F32, 2e-4)])
 def test_from_the_exact_posterior_every_weight_is_the_evidence(dtype: torch.dtype,
                                                                tolerance: float) -> None:
     """Started at the exact posterior, every tempered target is that posterior times
     p(x)^b: the chains stay in it, and each log weight is log p(x) exactly, whatever the
     temperatures and moves."""
-    model, decoder, x, truth = _ppca(dtype)
+    model, decoder, x, truth = ppca(dtype)
     post = genppl.infer(model, {"x": x}, engine="ais", per="images", seed=0,
                         guide=ppca_posterior_guide(model, decoder),
                         **{**FAST, "num_temperatures": 7, "num_chains": 8})
@@ -591,7 +588,7 @@ def test_from_a_rough_guide_the_estimate_is_unbiased_and_beats_the_prior_start(
     """A guide with its mean shrunk and its spread widened: still a lower bound within its
     standard errors of each image's log p(x); with few temperatures, far tighter than the
     path from the prior."""
-    model, decoder, x, truth = _ppca(dtype)
+    model, decoder, x, truth = ppca(dtype)
     run = {**FAST, "num_temperatures": 5, "num_chains": 64}
     guided = genppl.infer(model, {"x": x}, engine="ais", per="images", seed=3,
                           guide=ppca_posterior_guide(model, decoder, 0.8, 1.5), **run)
