@@ -27,7 +27,7 @@ def draw(board: Board, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = board.rows
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 2.0))
     try:
         seen = set()
         for y, (_, row, _) in enumerate(rows):
@@ -37,13 +37,15 @@ def draw(board: Board, path: Path) -> None:
                         color=colour, capsize=3, markersize=8,
                         label=None if row.bound in seen else label)
             seen.add(row.bound)
-        ax.set_yticks(range(len(rows)), [f"{i} ({r.estimator})" for i, r, _ in rows])
+        # the row ids alone (they name the estimator where an entry has several): an
+        # estimator's full description would squeeze the plot; the table has it
+        ax.set_yticks(range(len(rows)), [i for i, _, _ in rows])
         ax.invert_yaxis()
         ax.set_xlabel(f"{board.scale.unit} (lower is better)")
         ax.set_title(f"leaderboard {board.scale.name}" + (" (--quick)" if board.quick else ""))
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
+        fig.legend(loc="lower center", fontsize=7, ncol=len(seen), frameon=False)
+        fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
         fig.savefig(path, dpi=120)
     finally:
         plt.close(fig)

@@ -137,6 +137,8 @@ def table(board: Board) -> str:
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} {_number(v)}" for k, v in value.items()) + "}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -134,7 +134,7 @@ def _pair(settings: dict[str, Any]) -> dict[str, Row]:
     """Two rows of one evaluation (an entry's ELBO and AIS rows of one trained model)."""
     settings["calls"].append(1)
     return {i: Row(i, "entry", "fake", "lower", v, 0.5, "nats/image", f"--only {i}", {},
-                   {"ess": 3.0} if i == "ais" else {})
+                   {"ess": 3.0, "seconds": {"fit": 1.25, "ais": 20.0}} if i == "ais" else {})
             for i, v in (("elbo", 100.0), ("ais", 95.0))}
 
 
@@ -150,12 +150,13 @@ def test_an_evaluation_of_several_rows_runs_once_and_is_cached_as_one(
     assert [(i, c) for i, _, c in first] == [("elbo", False), ("ais", False)]
     assert [(i, c) for i, _, c in second] == [("elbo", True), ("ais", True)]
     assert [r for _, r, _ in first] == [r for _, r, _ in second]
-    assert second[1][1].diagnostics == {"ess": 3.0}
+    assert second[1][1].diagnostics == {"ess": 3.0, "seconds": {"fit": 1.25, "ais": 20.0}}
     scale = Scale("fake", "a fake scale", "nats/image", lambda quick: [maker], lambda rows: [])
     monkeypatch.setattr(lb, "get_scale", lambda name: scale)
     only = lb.leaderboard("fake", only=["ais"])
     assert [i for i, _, _ in only.rows] == ["ais"] and len(calls) == 2
-    assert lb.table(only).splitlines()[-2:] == ["diagnostics:", "ais: ess 3"]
+    assert lb.table(only).splitlines()[-2:] == ["diagnostics:",
+                                                 "ais: ess 3, seconds {fit 1.25, ais 20}"]
 
 
 def test_an_evaluation_that_returns_other_rows_is_refused() -> None:
