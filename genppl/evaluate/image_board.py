@@ -129,9 +129,13 @@ class _Reach:
 
     def value(self) -> str:
         """The reach in numbers alone (for the verdict lines)."""
-        if self.high and self.low and self.high[1] == self.low[1]:
-            return f"{self.high[1]:.2f}"
-        return " to ".join(f"{end[1]:.2f}" if end else "?" for end in (self.low, self.high))
+        if self.high and self.low:
+            return (f"{self.high[1]:.2f}" if self.high[1] == self.low[1] else
+                    f"{self.low[1]:.2f} to {self.high[1]:.2f}")
+        if self.high:
+            return f"at most {self.high[1]:.2f}"
+        assert self.low is not None  # a family has a row, so one end at least
+        return f"at least {self.low[1]:.2f}"
 
 
 def _reach(rows: list[tuple[str, Row]]) -> _Reach:

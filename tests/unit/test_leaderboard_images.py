@@ -102,7 +102,7 @@ def test_sanity_reads_each_familys_reach_from_its_bounds(monkeypatch) -> None:
     assert lines[1] == ("present: VAE (at most 104.73: iaf-ais), RBM (102.05 to 110.22: "
                         "rbm-ais, rbm-raise), mixture (mix 154.77); missing: autoregressive, "
                         "deep latent-variable.")
-    assert lines[2] == ("ranking undetermined: the bounds of VAE (? to 104.73) and RBM "
+    assert lines[2] == ("ranking undetermined: the bounds of VAE (at most 104.73) and RBM "
                         "(102.05 to 110.22) overlap (tighter bounds would order them).")
     apart = image_board.sanity({**rows, "rbm-ais": _bounded(106.0, "upper", "rbm")})
     assert apart[-1] == "ranking holds among the present families."
