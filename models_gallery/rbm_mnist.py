@@ -75,7 +75,7 @@ from genppl.gallery import GalleryEntry, Report
 from genppl.gibbs.grounding import ground
 from genppl.runtime.params import param_values
 from genppl.tabulation.tabulation import model_factors
-from models_gallery.rbm_digits import rbm
+from models_gallery.rbm_digits import annealed, free_energy, rbm
 
 UNIT = "nats/image"
 NUM_SAMPLES = 1000  # images in samples.npz (the convention of issue 15 §2)
@@ -142,27 +142,6 @@ def train(images: torch.Tensor, setting: Setting, seed: int = 0, progress: bool 
 
     first = pcd(setting.updates, setting.lr, seed, {"b": visible_log_odds(images)})
     return model, pcd(setting.fine_updates, setting.fine_lr, seed + 1, first.params)
-
-
-def free_energy(params: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """``F(v) = -b.v - sum_j softplus(c_j + v.W_j)`` per image, the hidden units summed out
-    in closed form (the reference the engine's per-case term is tested against)."""
-    v = images.to(params["W"].dtype)
-    return -(v @ params["b"]) - torch.nn.functional.softplus(params["c"] + v @ params["W"]
-                                                             ).sum(-1)
-
-
-def annealed(model: genppl.Model, params: dict[str, torch.Tensor], train_images: torch.Tensor,
-             temperatures: int, chains: int, seed: int, test: torch.Tensor | None = None,
-             progress: bool = False) -> genppl.results.Posterior:
-    """``engine="ais"`` from the training pixels' marginals to the RBM:
-    ``info["log_partition"]``, log Ẑ (a stochastic lower bound on log Z), with its standard
-    error and ESS; given ``test`` digits, ``info["log_evidence_per"]`` holds each one's
-    -F(v) - log Ẑ (so a stochastic upper bound on its log-likelihood)."""
-    return genppl.infer(model, {} if test is None else {"v": test}, engine="ais",
-                        params=params, base_from={"v": train_images},
-                        num_temperatures=temperatures, num_chains=chains, seed=seed,
-                        progress=progress)
 
 
 def annealed_from_data(model: genppl.Model, params: dict[str, torch.Tensor],

@@ -5,6 +5,7 @@ CD-1."""
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,9 @@ def test_a_short_run_raises_the_tiny_rbms_exact_log_likelihood(tmp_path: Path) -
     assert m["tiny_log_likelihood_after"] > m["tiny_log_likelihood_before"] + 3
     assert all(b > a for a, b in itertools.pairwise(curve))
     assert report.files == [str(tmp_path / "rbm_digits.png")]
+    # the 64 x 32 RBMs' held-out digits, scored by AIS: a log-likelihood per image below 0
+    # and above the uniform model's (a trained RBM puts more mass on digits than a coin)
+    for label in ("CD-1", "PCD"):
+        held_out = m[f"{label}_held_out_log_likelihood"]
+        assert -64 * math.log(2) < held_out < 0
+        assert math.isfinite(m[f"{label}_log_partition"])

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from genppl.gallery import RunConfig
-from models_gallery import rbm_mnist
+from models_gallery import rbm_digits, rbm_mnist
 from models_gallery.rbm_digits import rbm
 
 pytestmark = pytest.mark.gallery
@@ -63,7 +63,7 @@ def test_free_energy_less_an_exact_log_partition_is_the_exact_log_likelihood() -
     params = tiny_params(F64)
     images = tiny_images(50, 1)
     log_z = float(torch.logsumexp(joint_energies(params).reshape(-1), 0))
-    formula = -rbm_mnist.free_energy(params, images) - log_z
+    formula = -rbm_digits.free_energy(params, images) - log_z
     assert torch.allclose(formula, exact_log_likelihood(params, images), rtol=0, atol=1e-8)
 
 
@@ -75,14 +75,14 @@ def test_the_entrys_annealing_finds_log_partition_and_each_free_energy(
     params = tiny_params(dtype)
     model = rbm(VISIBLE, HIDDEN).to(dtype=dtype)
     train, test = tiny_images(200, 2).to(dtype), tiny_images(20, 3).to(dtype)
-    post = rbm_mnist.annealed(model, params, train, 1000, 200, seed=0, test=test)
+    post = rbm_digits.annealed(model, params, train, 1000, 200, seed=0, test=test)
     info = post.info
     truth = float(torch.logsumexp(joint_energies(params).reshape(-1), 0))
     assert abs(info["log_partition"] - truth) < 3 * info["log_partition_stderr"]
     assert info["bound"] == "upper"
     free = (info["log_evidence_per"] + info["log_partition"]).double()
     tol = 1e-8 if dtype == F64 else 1e-3
-    assert torch.allclose(free, -rbm_mnist.free_energy(params, test).double(), rtol=0,
+    assert torch.allclose(free, -rbm_digits.free_energy(params, test).double(), rtol=0,
                           atol=tol)
 
 
@@ -94,7 +94,7 @@ def test_the_estimated_log_likelihood_errs_high_as_the_row_says() -> None:
     train, test = tiny_images(200, 2), tiny_images(20, 3)
     exact = float(exact_log_likelihood(params, test).mean())
     excess = torch.tensor([
-        float(rbm_mnist.annealed(rbm(VISIBLE, HIDDEN).to(dtype=F64), params, train, 5, 5,
+        float(rbm_digits.annealed(rbm(VISIBLE, HIDDEN).to(dtype=F64), params, train, 5, 5,
                                  seed=s, test=test).info["log_evidence_per"].mean()) - exact
         for s in range(20)])
     assert float(excess.mean()) > 5 * float(excess.std()) / math.sqrt(len(excess))
