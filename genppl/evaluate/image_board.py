@@ -24,7 +24,8 @@ from genppl.errors import ModelError
 from genppl.evaluate.rows import Row
 from genppl.evaluate.scale import RowMaker, Scale
 
-__all__ = ["ENTRIES", "RANKING", "SCALE", "UNIT", "entry_rows_function", "families"]
+__all__ = ["ENTRIES", "RANKING", "SCALE", "UNIT", "entry_rows", "entry_rows_function",
+           "families"]
 
 UNIT = "nats/image"
 #: The literature's order on binarised MNIST, best (fewest nats) first: autoregressive
@@ -75,13 +76,19 @@ def entry_rows_function(name: str) -> Callable[[bool], dict[str, Row]]:
     return _entry(name).leaderboard_rows
 
 
+def entry_rows(name: str, quick: bool = False) -> dict[str, Row]:
+    """Gallery entry ``name``'s rows on this scale, computed now (no cache): what
+    ``genppl leaderboard images --only ROW`` runs, for use from Python."""
+    return entry_rows_function(name)(quick)
+
+
 def families() -> dict[str, str]:
     """Every row id of the scale, with its family in ``RANKING``."""
     return {i: f for name in ENTRIES for i, f in _entry(name).LEADERBOARD.items()}
 
 
 def _entry_rows(settings: dict[str, Any]) -> dict[str, Row]:
-    return entry_rows_function(settings["entry"])(settings["quick"])
+    return entry_rows(settings["entry"], settings["quick"])
 
 
 def gallery_sources(module: ModuleType) -> tuple[str, ...]:

@@ -212,8 +212,14 @@ def _test_data(model: Model, observed: str, plate: str, labels: str | None,
 
 
 def _check_model(model: Model, observed: str, plate: str, labels: str | None) -> None:
-    """Refuse, by name, a plate, observed node or label input the model does not have."""
+    """Refuse, by name, a plate, observed node or label input the model does not have (and
+    what is not a model: a gallery entry's rows come from ``entry_rows``)."""
     where = "genppl.evaluate.images"
+    if not isinstance(model, Model):
+        hint = (f" A gallery entry's rows, computed together: "
+                f"genppl.evaluate.entry_rows({model!r})." if isinstance(model, str) else "")
+        raise ModelError(f"{where}: model must be a genppl.Model, not "
+                         f"{type(model).__name__}.{hint}")
     if plate not in model.plates:
         raise ModelError(f"{where}: plate={plate!r} is not a plate of model {model.name!r}; "
                          "name the plate of images." + suggest(plate, model.plates))

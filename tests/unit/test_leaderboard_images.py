@@ -139,3 +139,16 @@ def test_quick_images_board_prints_writes_and_caches_the_mixture_row(
     again = json.loads(capsys.readouterr().out)
     assert [r["cached"] for r in again["rows"]] == [True]
     assert again["rows"][0]["value"] == first["rows"][0]["value"]
+
+
+def test_entry_rows_computes_an_entrys_rows_and_images_points_there(monkeypatch) -> None:
+    from genppl import evaluate
+    from models_gallery import bernoulli_mixture_mnist as mixture
+
+    monkeypatch.setattr(mixture, "QUICK", mixture.Setting(components=2, iterations=2))
+    rows = evaluate.entry_rows("bernoulli_mixture_mnist", quick=True)
+    again = mixture.leaderboard_rows(quick=True)  # EM from the data: deterministic
+    assert list(rows) == list(again) == ["bernoulli_mixture_mnist"]
+    assert rows["bernoulli_mixture_mnist"].value == again["bernoulli_mixture_mnist"].value
+    with pytest.raises(ModelError, match=r"genppl.evaluate.entry_rows\('vae_mnist'\)"):
+        evaluate.images("vae_mnist", estimator="ais")  # type: ignore[arg-type]
