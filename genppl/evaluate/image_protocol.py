@@ -12,7 +12,8 @@ library's own, run per image (the model's plate of images):
 - ``"elbo"`` and ``"iwae"``: ``genppl.variational.evaluate(..., items=plate)`` under a guide
   (a fitted ``FitResult`` or an amortised DSL ``Guide``), lower bounds on log p(x);
 - ``"ais"``: ``genppl.infer(engine="ais", per=plate)`` from the prior (Wu et al. 2017's
-  evaluation of a decoder), a stochastic lower bound, usually tighter than IWAE.
+  evaluation of a decoder), or from ``guide`` when one is given (the encoder starts each
+  image's chains near its posterior), a stochastic lower bound, usually tighter than IWAE.
 
 ``bdmc(model)`` says how far AIS is from the truth on the model itself: it simulates digits
 (z, x) from the model, and anneals forwards (a stochastic lower bound on log p(x)) and in
@@ -76,7 +77,8 @@ def images(model: Model, *, estimator: str,
     ``observed`` is the model's node of an image's pixels, inside ``plate``; ``labels`` the
     input that reads each image's label (``test_labels``, default the test digits') in a
     conditional model. ``guide`` is needed by ``"elbo"`` (``particles`` draws per image)
-    and ``"iwae"`` (IWAE-``k``), drawn ``batch`` at a time; ``ais`` sets the annealing
+    and ``"iwae"`` (IWAE-``k``), drawn ``batch`` at a time, and starts ``"ais"``'s path
+    when given; ``ais`` sets the annealing
     (default ``AISSettings()``); ``params`` are the values of the model's params for
     ``"exact"`` and ``"ais"`` (a
     ``FitResult`` guide carries its own). ``settings`` and ``diagnostics`` are added to the
@@ -88,10 +90,9 @@ def images(model: Model, *, estimator: str,
     if needs_guide and guide is None:
         raise ModelError(f"genppl.evaluate.images: estimator={estimator!r} draws from a guide; "
                          "pass guide= (a FitResult of engine='svi' or an amortised DSL Guide).")
-    if not needs_guide and guide is not None:
-        why = "it sums the latents out" if estimator == "exact" else "it anneals from the prior"
-        raise ValueError(f"genppl.evaluate.images: estimator={estimator!r} uses no guide "
-                         f"({why}); drop guide=.")
+    if estimator == "exact" and guide is not None:
+        raise ValueError("genppl.evaluate.images: estimator='exact' uses no guide (it sums "
+                         "the latents out); drop guide=.")
     data = _test_data(model, observed, plate, labels, test_images, test_labels)
     n = len(data[observed])
     ais = AISSettings() if ais is None else ais
@@ -103,9 +104,10 @@ def images(model: Model, *, estimator: str,
             log_p, stderr = float(post.info["log_evidence_per"].sum()), None
         elif estimator == "ais":
             post = infer(model, data, engine="ais", per=plate, params=params, seed=seed,
-                         progress=False, **dataclasses.asdict(ais))
+                         guide=guide, progress=False, **dataclasses.asdict(ais))
             log_p, stderr = post.log_evidence, post.info["stderr"] / n
-            row_settings |= dataclasses.asdict(ais)
+            row_settings |= dataclasses.asdict(ais) | {"start": "prior" if guide is None
+                                                      else "guide"}
             ess = post.info["ess_per"]
             extra = {"ess_mean": float(ess.mean()), "ess_min": float(ess.min()),
                      "acceptance": post.info["acceptance"]}

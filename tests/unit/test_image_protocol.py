@@ -108,6 +108,10 @@ def test_elbo_iwae_and_ais_rows_bound_and_approach_the_quadrature_truth(dtype: t
     assert rows["iwae"].estimator == "IWAE-500" and rows["iwae"].settings["k"] == 500
     assert rows["ais"].settings["num_temperatures"] == AIS.num_temperatures
     assert 1 <= rows["ais"].diagnostics["ess_min"] <= AIS.num_chains
+    assert rows["ais"].settings["start"] == "prior"
+    guided = images(model, estimator="ais", guide=guide, test_images=x, ais=AIS)
+    assert guided.settings["start"] == "guide" and guided.bound == "lower"
+    assert abs(guided.value - truth) < 3 * guided.stderr
 
 
 def test_a_conditional_model_is_scored_on_log_p_of_x_given_its_labels() -> None:
@@ -187,8 +191,8 @@ def test_bad_arguments_are_refused_by_name() -> None:
         images(model, estimator="iwea", guide=guide, test_images=x)
     with pytest.raises(ModelError, match="estimator='elbo' draws from a guide; pass guide="):
         images(model, estimator="elbo", test_images=x)
-    with pytest.raises(ValueError, match="estimator='ais' uses no guide"):
-        images(model, estimator="ais", guide=guide, test_images=x)
+    with pytest.raises(ValueError, match="estimator='exact' uses no guide"):
+        images(model, estimator="exact", guide=guide, test_images=x)
     with pytest.raises(ModelError, match=r"plate='image' is not a plate.*'images'"):
         images(model, estimator="ais", plate="image", test_images=x)
     with pytest.raises(ModelError, match=r"observed='x' is not an observed node.*pixels"):
