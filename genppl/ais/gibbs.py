@@ -61,9 +61,10 @@ def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: 
             term = term.sum(plates, keepdim=True)
         weight = beta if node["is_observed"] else 1.0
         total = weight * term if total is None else total + weight * term
-    assert total is not None  # the latent's own prior term depends on it
     support = site["value"].reshape(-1)
     current = finite[name]
+    if total is None:  # a support of one state: nothing to draw
+        return current
     shape = torch.broadcast_shapes(total.shape[1:], _padded(current.shape, width - 1))
     logits = total.expand(len(support), *shape).movedim(0, -1)
     if not bool(torch.isfinite(logits.max(-1).values).all()):

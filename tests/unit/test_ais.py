@@ -404,6 +404,20 @@ def test_a_model_of_finite_latents_alone_anneals_by_gibbs_alone() -> None:
     assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
 
 
+def test_a_finite_latent_of_one_state_stays_put_under_gibbs() -> None:
+    """c ~ Categorical([1]) (one state, so nothing to draw); mu ~ N(0 c, 2); x_i ~ N(mu, 1):
+    the evidence is the Normal-Normal one."""
+    m = genppl.Model("one_state")
+    m.latent("c", lambda: dist.Categorical(torch.ones(1)))
+    m.latent("mu", lambda c: dist.Normal(0.0 * c, 2.0))
+    with m.plate("data"):
+        m.observed("x", lambda mu: dist.Normal(mu, 1.0))
+    x = _data(F64)["normal"]
+    post = genppl.infer(m.to(dtype=F64), {"x": x}, engine="ais", finite="gibbs", seed=0,
+                        **FAST)
+    assert abs(post.log_evidence - normal_normal_log_evidence(x, 2.0)) < 3 * post.info["stderr"]
+
+
 def test_gibbs_draws_follow_the_tempered_conditional() -> None:
     """One Gibbs draw of z_i at b = 0.5, 4,000 chains: the frequencies of each state match
     P(z_i = k) N(x_i; mu + SHIFT_k, SIGMA)^0.5, normalised, within 4 binomial errors."""
