@@ -41,11 +41,53 @@ def gibbs_sweep(target: TemperedTarget, point: Point, beta: float) -> State:
 
 def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: float
           ) -> torch.Tensor:
-    """Latent ``name`` redrawn at every entry and chain from its tempered conditional."""
+    """Latent ``name`` redrawn at every entry and chain from its tempered conditional (a
+    latent with event dimensions, which Pyro does not enumerate, coordinate by coordinate:
+    each coordinate's states set in turn on the enumeration dim, the others held)."""
     others = {k: v for k, v in finite.items() if k != name}
-    _, trace = target._run(point.values, enumerate=True, fixed=others)
-    trace.compute_log_prob()
-    site = trace.nodes[name]
+    current = finite[name]
+    event_dim = target.finite_event_dims[name]
+    if event_dim == 0:
+        _, trace = target._run(point.values, enumerate=True, fixed=others)
+        trace.compute_log_prob()
+        support = trace.nodes[name]["value"].reshape(-1)
+        index = _conditional_draw(target, trace, trace.nodes[name], current.shape,
+                                  len(support), beta)
+        return support[index]
+    batch = current.shape[:current.dim() - event_dim]
+    flat = current.reshape(*batch, -1).clone()
+    support: torch.Tensor | None = None
+    for j in range(flat.shape[-1]):
+        if support is None:  # the coordinates' states, from the site itself
+            _, trace = target._run(point.values, fixed=finite)
+            support = _coordinate_support(target, trace.nodes[name])
+        candidates = flat.unsqueeze(0).repeat(len(support), *([1] * flat.dim()))
+        candidates[..., j] = support.reshape(-1, *([1] * (flat.dim() - 1)))
+        fixed = others | {name: candidates.reshape(len(support), *current.shape)}
+        _, trace = target._run(point.values, fixed=fixed)
+        trace.compute_log_prob()
+        index = _conditional_draw(target, trace, trace.nodes[name], batch, len(support), beta)
+        flat[..., j] = support[index]
+    return flat.reshape(current.shape)
+
+
+def _coordinate_support(target: TemperedTarget, site: dict[str, Any]) -> torch.Tensor:
+    """The states every coordinate of a finite latent with event dimensions takes (its base
+    distribution's enumeration, shared by the coordinates)."""
+    base = getattr(site["fn"], "base_dist", None)
+    if base is None or not base.has_enumerate_support:
+        node = target.model[site["name"].split("__")[0]]
+        raise ModelError(f"engine 'ais': latent {node.name!r} ({node.declared_at}) is finite "
+                         "with event dimensions but not an independent product of "
+                         "enumerable coordinates (.to_event of a Categorical or Bernoulli); "
+                         "finite='gibbs' cannot move it.")
+    return base.enumerate_support(expand=False).reshape(-1)
+
+
+def _conditional_draw(target: TemperedTarget, trace: Any, site: dict[str, Any],
+                      batch: torch.Size, states: int, beta: float) -> torch.Tensor:
+    """Indices of the ``states`` a latent takes on the enumeration dim of ``trace``, drawn
+    at every entry and chain (the latent's ``batch`` shape) from the tempered conditional."""
     width = target.nesting + 2  # the enumeration dim, the chains' dim, the plates'
     own = {f.dim for f in site["cond_indep_stack"] if f.dim is not None}
     total: torch.Tensor | None = None
@@ -61,19 +103,16 @@ def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: 
             term = term.sum(plates, keepdim=True)
         weight = beta if node["is_observed"] else 1.0
         total = weight * term if total is None else total + weight * term
-    support = site["value"].reshape(-1)
-    current = finite[name]
     if total is None:  # a support of one state: nothing to draw
-        return current
-    shape = torch.broadcast_shapes(total.shape[1:], _padded(current.shape, width - 1))
-    logits = total.expand(len(support), *shape).movedim(0, -1)
+        return torch.zeros(batch, dtype=torch.long, device=site["value"].device)
+    shape = torch.broadcast_shapes(total.shape[1:], _padded(batch, width - 1))
+    logits = total.expand(states, *shape).movedim(0, -1)
     if not bool(torch.isfinite(logits.max(-1).values).all()):
         node = target.model[site["name"].split("__")[0]]
         raise ModelError(f"engine 'ais': latent {node.name!r} ({node.declared_at}) has no "
                          "state of positive probability given the others and the data; the "
                          "data may have probability zero under the model.")
-    index = torch.distributions.Categorical(logits=logits).sample()
-    return support[index].reshape(current.shape)
+    return torch.distributions.Categorical(logits=logits).sample().reshape(batch)
 
 
 def _padded(shape: Any, width: int) -> tuple[int, ...]:

@@ -141,13 +141,15 @@ class TemperedTarget:
     def __init__(self, model: Model, program: Callable[..., Any], data: Mapping[str, Any],
                  latents: list[str], *, summed: list[str], nesting: int, num_chains: int,
                  items: Items | None, guide: Callable[..., Any] | None = None,
-                 finite: list[str] = ()) -> None:
+                 finite: list[str] = (), gibbs: bool = False) -> None:
         self.model, self.program, self.data = model, program, dict(data)
         self.guide = guide
         self.latents, self.summed = frozenset(latents), frozenset(summed)
         #: finite latents carried in the state and moved by Gibbs (``gibbs`` module), in
-        #: the model's order
+        #: the model's order; with ``gibbs``, ``draw`` adds the finite latents Pyro cannot
+        #: enumerate (a finite latent with event dimensions), moved coordinate by coordinate
         self.finite = tuple(finite)
+        self.gibbs = gibbs
         self.nesting, self.num_chains, self.items = nesting, num_chains, items
         self.batch_dims: dict[str, int] = {}  # each latent's unconstrained batch dims
 
@@ -164,6 +166,13 @@ class TemperedTarget:
         there."""
         with torch.no_grad():
             handler, trace = self._run(None)
+        if self.gibbs:  # the finite latents among the others join the Gibbs moves
+            discrete = [n for n in trace.nodes if n in self.latents
+                        and trace.nodes[n]["fn"].support.is_discrete]
+            self.latents = self.latents - set(discrete)
+            self.finite = tuple(n for n in trace.nodes if n in set(self.finite) | set(discrete))
+        #: each carried finite latent's event dims (> 0: moved coordinate by coordinate)
+        self.finite_event_dims = {n: trace.nodes[n]["fn"].event_dim for n in self.finite}
         self._check(trace)
         for name, u in handler.unconstrained.items():
             domain_event = biject_to(trace.nodes[name]["fn"].support).domain.event_dim
@@ -176,13 +185,14 @@ class TemperedTarget:
             return dict(handler.unconstrained), finite
         values = {name: self._laid_out(name, given, trace.nodes[name]["value"])
                   for name in self.latents}
-        finite = {name: self._laid_out(name, given, value) for name, value in finite.items()}
+        finite = {name: self._laid_out(name, given, value, trace.nodes[name]["fn"].event_dim)
+                  for name, value in finite.items()}
         with torch.no_grad():
             handler, _ = self._run(values, constrained=True, fixed=finite)
         return dict(handler.unconstrained), finite
 
-    def _laid_out(self, name: str, given: Mapping[str, torch.Tensor], like: torch.Tensor
-                  ) -> torch.Tensor:
+    def _laid_out(self, name: str, given: Mapping[str, torch.Tensor], like: torch.Tensor,
+                  event_dim: int = 0) -> torch.Tensor:
         """Latent ``name``'s given value in the shape of its value ``like`` in a run (the
         model's layout keeps the plates' order, so a reshape places it)."""
         node = self.model[split_site(name)[0]]
@@ -190,7 +200,7 @@ class TemperedTarget:
             raise ModelError(f"latent {node.name!r} ({node.declared_at}) has no starting value; "
                              "give one for every latent.")
         value = given[name]
-        chain_axis = like.dim() - self.nesting - 1 if name in self.finite else \
+        chain_axis = like.dim() - event_dim - self.nesting - 1 if name in self.finite else \
             self.batch_dims[name] - self.nesting - 1
         one = (*like.shape[:chain_axis], 1, *like.shape[chain_axis + 1:])
         if value.numel() == like.numel():
@@ -330,11 +340,12 @@ class TemperedTarget:
             node = self.model[split_site(name)[0]]
             if name in self.latents and site["fn"].support.is_discrete:
                 raise ModelError(f"latent {node.name!r} ({node.declared_at}) is finite and "
-                                 "declared enumerate=False: engine 'ais' sums finite latents "
-                                 "out exactly (or, with finite='gibbs', moves them by Gibbs) "
-                                 "and anneals the continuous ones by HMC; declare it "
-                                 "enumerable, or use engine='exact' for a model whose latents "
-                                 "are all finite.")
+                                 "not enumerated (declared enumerate=False, or with event "
+                                 "dimensions, which Pyro does not enumerate): engine 'ais' "
+                                 "sums finite latents out exactly only where Pyro enumerates "
+                                 "them; pass finite='gibbs' to move it by Gibbs (coordinate "
+                                 "by coordinate), or use engine='exact' for a model whose "
+                                 "latents are all finite.")
             if self.items is not None and not self._in_items(site):
                 raise ModelError(f"latent {node.name!r} ({node.declared_at}) lies outside "
                                  f"plate {self.items.name!r}, so the log evidence does not "

@@ -140,7 +140,7 @@ def infer(model: Model, data: dict[str, Any] | None, options: AISOptions) -> Pos
                                 summed=[] if gibbs else prep.enumerated,
                                 nesting=prep.max_plate_nesting, num_chains=options.num_chains,
                                 items=items, guide=guide,
-                                finite=prep.enumerated if gibbs else [])
+                                finite=prep.enumerated if gibbs else [], gibbs=gibbs)
         given = _posterior_draws(model, prep.continuous + list(target.finite),
                                  options.reverse_from)
         path = betas if given is None else betas[::-1]

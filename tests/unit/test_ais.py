@@ -404,6 +404,49 @@ def test_a_model_of_finite_latents_alone_anneals_by_gibbs_alone() -> None:
     assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
 
 
+CODE_PROBS = torch.tensor([0.2, 0.3, 0.5], dtype=F64)
+
+
+def coded_shift(per_item: bool) -> genppl.Model:
+    """codes ~ Cat(CODE_PROBS)^3 (one finite latent with an event dimension: Pyro does not
+    enumerate it); mu ~ N(0, 1); x ~ N(mu + sum(codes) / 2, 1) -- the codes global, or one
+    set per item."""
+    m = genppl.Model("coded_shift")
+    codes = lambda: dist.Categorical(CODE_PROBS).expand([3]).to_event(1)  # noqa: E731
+    if not per_item:
+        m.latent("codes", codes)
+        m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+    with m.plate("data"):
+        if per_item:
+            m.latent("codes", codes)
+            m.latent("mu", lambda: dist.Normal(torch.tensor(0.0), 1.0))
+        m.observed("x", lambda mu, codes: dist.Normal(mu + codes.sum(-1) / 2, 1.0))
+    return m.to(dtype=F64)
+
+
+def test_a_finite_latent_with_event_dims_moves_coordinate_by_coordinate() -> None:
+    """Brute force over the 27 code vectors: sum_c P(c) N(x; s(c) 1, I + 1 1^T), s(c) the
+    codes' half-sum; and per item, with codes and mu of each item its own."""
+    x = torch.tensor([1.2, 0.4, 2.1, 1.6], dtype=F64)
+    cov = torch.eye(4, dtype=F64) + torch.ones(4, 4, dtype=F64)
+    grid = list(itertools.product(range(3), repeat=3))
+    truth = float(torch.logsumexp(torch.stack([
+        CODE_PROBS[list(c)].log().sum() + dist.MultivariateNormal(
+            torch.full((4,), sum(c) / 2, dtype=F64), cov).log_prob(x) for c in grid]), 0))
+    post = genppl.infer(coded_shift(False), {"x": x}, engine="ais", finite="gibbs", seed=0,
+                        **FAST)
+    assert abs(post.log_evidence - truth) < 3 * post.info["stderr"]
+    with pytest.raises(ModelError, match=r"'codes' .*not enumerated.*pass finite='gibbs'"):
+        genppl.infer(coded_shift(False), {"x": x}, engine="ais", **FAST)
+    per = genppl.infer(coded_shift(True), {"x": x}, engine="ais", finite="gibbs",
+                       per="data", seed=0, **FAST)
+    each = torch.logsumexp(torch.stack([
+        CODE_PROBS[list(c)].log().sum() + dist.Normal(sum(c) / 2, math.sqrt(2.0)).log_prob(x)
+        for c in grid]), 0)
+    z = (per.info["log_evidence_per"] - each) / per.info["stderr_per"]
+    assert float(z.abs().max()) < 4
+
+
 def test_a_finite_latent_of_one_state_stays_put_under_gibbs() -> None:
     """c ~ Categorical([1]) (one state, so nothing to draw); mu ~ N(0 c, 2); x_i ~ N(mu, 1):
     the evidence is the Normal-Normal one."""
