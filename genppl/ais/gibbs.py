@@ -23,6 +23,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 
 from genppl.errors import ModelError
+from genppl.pyro.values import split_site
 
 if TYPE_CHECKING:
     from genppl.ais.hmc import Point
@@ -46,7 +47,8 @@ def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: 
     each coordinate's states set in turn on the enumeration dim, the others held)."""
     others = {k: v for k, v in finite.items() if k != name}
     current = finite[name]
-    event_dim = target.finite_event_dims[name]
+    fn = target.finite_fns[name]
+    event_dim = fn.event_dim
     if event_dim == 0:
         _, trace = target._run(point.values, enumerate=True, fixed=others)
         trace.compute_log_prob()
@@ -54,13 +56,10 @@ def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: 
         index = _conditional_draw(target, trace, trace.nodes[name], current.shape,
                                   len(support), beta)
         return support[index]
+    support = _coordinate_support(target, name, fn)
     batch = current.shape[:current.dim() - event_dim]
     flat = current.reshape(*batch, -1).clone()
-    support: torch.Tensor | None = None
     for j in range(flat.shape[-1]):
-        if support is None:  # the coordinates' states, from the site itself
-            _, trace = target._run(point.values, fixed=finite)
-            support = _coordinate_support(target, trace.nodes[name])
         candidates = flat.unsqueeze(0).repeat(len(support), *([1] * flat.dim()))
         candidates[..., j] = support.reshape(-1, *([1] * (flat.dim() - 1)))
         fixed = others | {name: candidates.reshape(len(support), *current.shape)}
@@ -71,12 +70,13 @@ def _draw(target: TemperedTarget, point: Point, finite: State, name: str, beta: 
     return flat.reshape(current.shape)
 
 
-def _coordinate_support(target: TemperedTarget, site: dict[str, Any]) -> torch.Tensor:
-    """The states every coordinate of a finite latent with event dimensions takes (its base
-    distribution's enumeration, shared by the coordinates)."""
-    base = getattr(site["fn"], "base_dist", None)
+def _coordinate_support(target: TemperedTarget, name: str, fn: Any) -> torch.Tensor:
+    """The states every coordinate of finite latent ``name`` (distribution ``fn``, with
+    event dimensions) takes: its base distribution's enumeration, shared by the
+    coordinates."""
+    base = getattr(fn, "base_dist", None)
     if base is None or not base.has_enumerate_support:
-        node = target.model[site["name"].split("__")[0]]
+        node = target.model[split_site(name)[0]]
         raise ModelError(f"engine 'ais': latent {node.name!r} ({node.declared_at}) is finite "
                          "with event dimensions but not an independent product of "
                          "enumerable coordinates (.to_event of a Categorical or Bernoulli); "
@@ -108,7 +108,7 @@ def _conditional_draw(target: TemperedTarget, trace: Any, site: dict[str, Any],
     shape = torch.broadcast_shapes(total.shape[1:], _padded(batch, width - 1))
     logits = total.expand(states, *shape).movedim(0, -1)
     if not bool(torch.isfinite(logits.max(-1).values).all()):
-        node = target.model[site["name"].split("__")[0]]
+        node = target.model[split_site(site["name"])[0]]
         raise ModelError(f"engine 'ais': latent {node.name!r} ({node.declared_at}) has no "
                          "state of positive probability given the others and the data; the "
                          "data may have probability zero under the model.")

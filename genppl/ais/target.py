@@ -171,8 +171,9 @@ class TemperedTarget:
                         and trace.nodes[n]["fn"].support.is_discrete]
             self.latents = self.latents - set(discrete)
             self.finite = tuple(n for n in trace.nodes if n in set(self.finite) | set(discrete))
-        #: each carried finite latent's event dims (> 0: moved coordinate by coordinate)
-        self.finite_event_dims = {n: trace.nodes[n]["fn"].event_dim for n in self.finite}
+        #: each carried finite latent's distribution in the prior run: its event dims (> 0:
+        #: moved coordinate by coordinate) and its coordinates' states
+        self.finite_fns = {n: trace.nodes[n]["fn"] for n in self.finite}
         self._check(trace)
         for name, u in handler.unconstrained.items():
             domain_event = biject_to(trace.nodes[name]["fn"].support).domain.event_dim
