@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -24,8 +23,7 @@ from genppl.errors import ModelError
 from genppl.evaluate.rows import Row
 from genppl.evaluate.scale import RowMaker, Scale
 
-__all__ = ["ENTRIES", "RANKING", "SCALE", "UNIT", "entry_rows", "entry_rows_function",
-           "families"]
+__all__ = ["ENTRIES", "RANKING", "SCALE", "UNIT", "entry_rows", "families"]
 
 UNIT = "nats/image"
 #: The literature's order on binarised MNIST, best (fewest nats) first: autoregressive
@@ -71,15 +69,10 @@ def _entry(name: str) -> ModuleType:
     return module
 
 
-def entry_rows_function(name: str) -> Callable[[bool], dict[str, Row]]:
-    """Gallery entry ``name``'s ``leaderboard_rows``."""
-    return _entry(name).leaderboard_rows
-
-
 def entry_rows(name: str, quick: bool = False) -> dict[str, Row]:
     """Gallery entry ``name``'s rows on this scale, computed now (no cache): what
     ``genppl leaderboard images --only ROW`` runs, for use from Python."""
-    return entry_rows_function(name)(quick)
+    return _entry(name).leaderboard_rows(quick)
 
 
 def families() -> dict[str, str]:

@@ -39,8 +39,6 @@ def test_rows_are_found_through_the_gallery_entry_point() -> None:
     assert mixture.settings == {"entry": "bernoulli_mixture_mnist", "quick": True}
     assert mixture.rows == ("bernoulli_mixture_mnist",)
     assert "models_gallery.bernoulli_mixture_mnist" in mixture.sources
-    assert image_board.entry_rows_function("bernoulli_mixture_mnist").__name__ == \
-        "leaderboard_rows"
     assert image_board.families()["bernoulli_mixture_mnist"] == "mixture"
     vae = makers["vae_mnist"]
     assert {"models_gallery.vae_mnist", "models_gallery._vae", "models_gallery.flows",
@@ -50,9 +48,9 @@ def test_rows_are_found_through_the_gallery_entry_point() -> None:
 
     assert vae.rows == tuple(vae_mnist.LEADERBOARD)
     with pytest.raises(ModelError, match="no registered gallery package lists the entry"):
-        image_board.entry_rows_function("no_such_entry")
+        image_board.entry_rows("no_such_entry")
     with pytest.raises(ModelError, match="must define LEADERBOARD"):
-        image_board.entry_rows_function("pearson_crabs")
+        image_board.entry_rows("pearson_crabs")
 
 
 def test_an_entry_naming_a_family_outside_the_ranking_is_refused(monkeypatch) -> None:
